@@ -1,0 +1,1013 @@
+//! The device store: one SQLite file per user on the device.
+//!
+//! Every user action runs in one IMMEDIATE transaction that appends the Automerge change
+//! to the visit's document, rewrites the visit's projection rows and adds the change to
+//! the outbox; the commit is synced (WAL, `synchronous=FULL`) before the call returns, so
+//! an acknowledged action survives an app kill or power loss. Nothing is half-written: on
+//! any error the transaction rolls back and the in-memory copy of the document is dropped.
+
+mod projection;
+pub mod schema;
+
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
+use chrono::NaiveDate;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::clock::{Clock, SystemClock};
+use crate::document::{CheckKind, VisitDoc};
+use crate::error::{Error, Result};
+use crate::kpi;
+use crate::model::{Millis, ReferenceData, ReferenceIndex};
+use crate::rules::{self, Action, TaskState};
+use crate::visit::*;
+
+pub use projection::dump as dump_projections;
+
+/// After this many appended changes a document is rewritten as one compacted snapshot.
+pub const COMPACT_AFTER_CHUNKS: i64 = 32;
+const CACHE_LIMIT: usize = 64;
+
+/// Who uses this store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+/// One stop on the rep's route.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    pub visit_id: String,
+    pub store_id: String,
+    pub store_name: String,
+    pub planned_start: Millis,
+    pub planned_end: Millis,
+    pub status: VisitStatus,
+    pub priority: u8,
+    pub ad_hoc: bool,
+}
+
+/// A local change waiting for the server's acknowledgement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxChange {
+    pub hash: String,
+    pub visit_id: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What applying remote changes did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RemoteApply {
+    /// Changes that were new to this device.
+    pub applied: usize,
+    /// Changes already present (resending is harmless).
+    pub duplicates: usize,
+    /// Dependencies still missing; the changes that need them wait in the store.
+    pub missing: Vec<String>,
+}
+
+/// The findings of a store's latest audited visit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreFindings {
+    pub store_id: String,
+    pub visit_id: Option<String>,
+    pub visited_at: Option<Millis>,
+    pub out_of_stock_product_ids: Vec<String>,
+    pub non_compliant_position_ids: Vec<String>,
+    pub non_compliant_promotion_ids: Vec<String>,
+}
+
+/// A visit with its task progress, for the visit screen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VisitDetail {
+    pub visit: Visit,
+    pub store_name: String,
+    pub tasks: Vec<TaskState>,
+    pub conflicts: Vec<FieldConflict>,
+}
+
+/// The device's local database.
+#[derive(Debug)]
+pub struct DeviceStore {
+    inner: Mutex<Inner>,
+    identity: Identity,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    conn: Connection,
+    actor: ActorId,
+    refs: Arc<ReferenceData>,
+    docs: HashMap<String, VisitDoc>,
+}
+
+impl DeviceStore {
+    /// Opens (creating or upgrading) the store at `path` for a user on a device.
+    pub fn open(path: impl AsRef<Path>, user_id: &str, device_id: &str) -> Result<Self> {
+        Self::open_with_clock(path, user_id, device_id, Arc::new(SystemClock))
+    }
+
+    /// Like [`DeviceStore::open`] with an injected clock.
+    pub fn open_with_clock(path: impl AsRef<Path>, user_id: &str, device_id: &str, clock: Arc<dyn Clock>) -> Result<Self> {
+        if user_id.trim().is_empty() || device_id.trim().is_empty() {
+            return Err(Error::invalid("a store needs a user id and a device id"));
+        }
+        let mut conn = Connection::open(path)?;
+        schema::configure(&conn)?;
+        let rebuild = schema::migrate(&mut conn, schema::LATEST_VERSION)?;
+        let actor = load_or_create_actor(&conn, user_id, device_id)?;
+        let refs = Arc::new(load_reference(&conn)?);
+        let store = Self {
+            inner: Mutex::new(Inner { conn, actor, refs, docs: HashMap::new() }),
+            identity: Identity { user_id: user_id.into(), device_id: device_id.into() },
+            clock,
+        };
+        if rebuild {
+            store.rebuild_projections()?;
+        }
+        Ok(store)
+    }
+
+    /// The user and device this store belongs to.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    fn author(&self) -> Author {
+        Author { user_id: self.identity.user_id.clone(), device_id: self.identity.device_id.clone() }
+    }
+
+    /// The device time now.
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves nothing half-written in SQLite (the
+        // transaction rolls back), so the store stays usable.
+        self.inner.lock().unwrap_or_else(|p| {
+            let mut g = p.into_inner();
+            g.docs.clear();
+            g
+        })
+    }
+
+    /// This replica's Automerge actor (hex).
+    pub fn actor_hex(&self) -> String {
+        self.lock().actor.to_hex_string()
+    }
+
+    // ---------------------------------------------------------------- reference data
+
+    /// Replaces all reference data (validated first; nothing changes if it is invalid).
+    pub fn replace_reference_data(&self, data: ReferenceData) -> Result<()> {
+        data.validate()?;
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM reference", [])?;
+        {
+            let mut stmt = tx.prepare("INSERT INTO reference (kind, id, data) VALUES (?1, ?2, ?3)")?;
+            let mut put = |kind: &str, id: &str, json: String| stmt.execute(params![kind, id, json]).map(|_| ());
+            macro_rules! each {
+                ($field:ident, $kind:literal) => {
+                    for x in &data.$field {
+                        put($kind, &x.id, serde_json::to_string(x)?)?;
+                    }
+                };
+            }
+            each!(territories, "territory");
+            each!(users, "user");
+            each!(stores, "store");
+            each!(store_groups, "store_group");
+            each!(products, "product");
+            each!(assortments, "assortment");
+            each!(planograms, "planogram");
+            each!(promotions, "promotion");
+            each!(kpi_targets, "kpi_target");
+            each!(task_templates, "task_template");
+            put("settings", "settings", serde_json::to_string(&data.settings)?)?;
+            put("version", "version", data.version.to_string())?;
+        }
+        tx.commit()?;
+        inner.refs = Arc::new(data);
+        Ok(())
+    }
+
+    /// The reference data held on the device.
+    pub fn reference_data(&self) -> Arc<ReferenceData> {
+        self.lock().refs.clone()
+    }
+
+    // ---------------------------------------------------------------- route and reads
+
+    /// The rep's visits planned for `day` in each store's own time zone, ordered by
+    /// planned start.
+    pub fn route_for_day(&self, day: NaiveDate) -> Result<Vec<RouteEntry>> {
+        let inner = self.lock();
+        let refs = inner.refs.clone();
+        let idx = refs.index();
+        let noon = day.and_hms_opt(12, 0, 0).unwrap_or_default().and_utc().timestamp_millis();
+        // Every time zone's local day lies within ±26 h of that day's noon UTC.
+        let window = 26 * 3_600_000;
+        let mut stmt = inner.conn.prepare_cached(
+            "SELECT id, store_id, planned_start, planned_end, status, priority, ad_hoc FROM visits
+             WHERE rep_id = ?1 AND planned_start BETWEEN ?2 AND ?3 ORDER BY planned_start, id",
+        )?;
+        let rows = stmt.query_map(params![self.identity.user_id, noon - window, noon + window], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, u8>(5)?,
+                r.get::<_, bool>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (visit_id, store_id, planned_start, planned_end, status, priority, ad_hoc) = row?;
+            let Some(store) = idx.stores.get(store_id.as_str()) else { continue };
+            if rules::local_day(store, planned_start) != day {
+                continue;
+            }
+            out.push(RouteEntry {
+                visit_id,
+                store_name: store.name.clone(),
+                store_id,
+                planned_start,
+                planned_end,
+                status: VisitStatus::parse(&status)?,
+                priority,
+                ad_hoc,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Today's route: visits planned for today in each store's own time zone.
+    pub fn today_route(&self) -> Result<Vec<RouteEntry>> {
+        let now = self.now();
+        // "Today" differs per store time zone; collect the candidate days and keep visits
+        // whose store-local planned day is that store's local today.
+        let utc_day = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default().date_naive();
+        let refs = self.reference_data();
+        let idx = refs.index();
+        let mut out = Vec::new();
+        for d in [utc_day.pred_opt(), Some(utc_day), utc_day.succ_opt()].into_iter().flatten() {
+            for e in self.route_for_day(d)? {
+                let Some(store) = idx.stores.get(e.store_id.as_str()) else { continue };
+                if rules::local_day(store, now) == d {
+                    out.push(e);
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.planned_start, &a.visit_id).cmp(&(b.planned_start, &b.visit_id)));
+        Ok(out)
+    }
+
+    /// Visit ids planned between two instants (any rep), ordered by planned start.
+    pub fn visit_ids_between(&self, from: Millis, to: Millis) -> Result<Vec<String>> {
+        let inner = self.lock();
+        let mut stmt = inner
+            .conn
+            .prepare_cached("SELECT id FROM visits WHERE planned_start BETWEEN ?1 AND ?2 ORDER BY planned_start, id")?;
+        let ids = stmt.query_map(params![from, to], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    }
+
+    /// Every visit document held, by id.
+    pub fn visit_ids(&self) -> Result<Vec<String>> {
+        let inner = self.lock();
+        let mut stmt = inner.conn.prepare_cached("SELECT visit_id FROM documents ORDER BY visit_id")?;
+        let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    }
+
+    /// A visit, resolved from its document.
+    pub fn visit(&self, visit_id: &str) -> Result<Visit> {
+        self.with_doc(visit_id, |d| d.read())
+    }
+
+    /// A visit with its store name, task progress and conflicts.
+    pub fn visit_detail(&self, visit_id: &str) -> Result<VisitDetail> {
+        let refs = self.reference_data();
+        let idx = refs.index();
+        let (visit, conflicts) = self.with_doc(visit_id, |d| Ok((d.read()?, d.conflicts()?)))?;
+        let store_name = idx.stores.get(visit.plan.store_id.as_str()).map(|s| s.name.clone()).unwrap_or_default();
+        let tasks = rules::task_states(&visit, &idx).unwrap_or_default();
+        Ok(VisitDetail { visit, store_name, tasks, conflicts })
+    }
+
+    /// Which user and device changed which field of the visit, when.
+    pub fn field_history(&self, visit_id: &str) -> Result<Vec<FieldChange>> {
+        self.with_doc(visit_id, VisitDoc::history)
+    }
+
+    /// Fields of the visit changed concurrently, with every value and the winner marked.
+    pub fn conflicts(&self, visit_id: &str) -> Result<Vec<FieldConflict>> {
+        self.with_doc(visit_id, VisitDoc::conflicts)
+    }
+
+    /// The KPIs of one visit.
+    pub fn visit_kpis(&self, visit_id: &str) -> Result<kpi::VisitKpis> {
+        let refs = self.reference_data();
+        let visit = self.visit(visit_id)?;
+        Ok(kpi::visit_kpis(&visit, &refs.index()))
+    }
+
+    /// KPIs over every visit planned between two instants.
+    pub fn kpi_summary(&self, from: Millis, to: Millis) -> Result<kpi::KpiSummary> {
+        let refs = self.reference_data();
+        let mut visits = Vec::new();
+        for id in self.visit_ids_between(from, to)? {
+            visits.push(self.visit(&id)?);
+        }
+        Ok(kpi::summarize(visits.iter(), &refs.index(), self.now()))
+    }
+
+    /// The findings of the store's most recent visit that recorded any.
+    pub fn store_findings(&self, store_id: &str) -> Result<StoreFindings> {
+        let inner = self.lock();
+        let mut out = StoreFindings { store_id: store_id.into(), ..Default::default() };
+        let latest: Option<(String, Option<i64>)> = inner
+            .conn
+            .query_row(
+                "SELECT id, last_observed_at FROM visits WHERE store_id = ?1 AND last_observed_at IS NOT NULL
+                 ORDER BY last_observed_at DESC, id LIMIT 1",
+                [store_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((visit_id, at)) = latest else { return Ok(out) };
+        let ids = |sql: &str| -> Result<Vec<String>> {
+            let mut stmt = inner.conn.prepare_cached(sql)?;
+            let v = stmt.query_map([&visit_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(v)
+        };
+        out.out_of_stock_product_ids =
+            ids("SELECT product_id FROM inventory_lines WHERE visit_id = ?1 AND out_of_stock = 1 ORDER BY product_id")?;
+        out.non_compliant_position_ids = ids(
+            "SELECT position_id FROM planogram_results WHERE visit_id = ?1
+             AND (present = 0 OR correct_position = 0) ORDER BY position_id",
+        )?;
+        out.non_compliant_promotion_ids = ids(
+            "SELECT promotion_id FROM promotion_checks WHERE visit_id = ?1
+             AND (display_in_place = 0 OR promo_price_correct = 0 OR materials_present = 0) ORDER BY promotion_id",
+        )?;
+        out.visit_id = Some(visit_id);
+        out.visited_at = at;
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- actions
+
+    /// Plans a visit (a manager's action, or an ad-hoc visit by a rep). Returns its id.
+    pub fn create_visit(&self, plan: VisitPlan) -> Result<String> {
+        let refs = self.reference_data();
+        let idx = refs.index();
+        idx.store(&plan.store_id)?;
+        if !plan.template_id.is_empty() && !idx.templates.contains_key(plan.template_id.as_str()) {
+            return Err(Error::not_found("task template", &plan.template_id));
+        }
+        if plan.planned_end < plan.planned_start {
+            return Err(Error::invalid("the planned end is before the planned start"));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = self.now();
+        let mut inner = self.lock();
+        let doc = VisitDoc::create(&id, &plan, inner.actor.clone(), &self.author(), now)?;
+        let change = doc.automerge().get_last_local_change().ok_or_else(|| Error::Corrupt("no change".into()))?;
+        let result = commit_action(&mut inner, &id, &doc, Some(change), true, now, &refs);
+        if result.is_ok() {
+            cache_insert(&mut inner, id.clone(), doc);
+        }
+        result.map(|_| id)
+    }
+
+    /// Starts an ad-hoc visit at a store now, for this rep, with the given template.
+    pub fn create_ad_hoc_visit(&self, store_id: &str, template_id: &str) -> Result<String> {
+        let now = self.now();
+        self.create_visit(VisitPlan {
+            store_id: store_id.into(),
+            rep_id: self.identity.user_id.clone(),
+            planned_start: now,
+            planned_end: now + 3_600_000,
+            priority: 3,
+            instructions: String::new(),
+            template_id: template_id.into(),
+            ad_hoc: true,
+        })
+    }
+
+    /// Checks in at the store: the visit starts. A position outside the store's geofence
+    /// is flagged, not refused.
+    pub fn check_in(&self, visit_id: &str, position: GeoPoint) -> Result<CheckPoint> {
+        self.checkpoint(visit_id, position, CheckKind::In)
+    }
+
+    /// Checks out of the store (the visit stays in progress until completed).
+    pub fn check_out(&self, visit_id: &str, position: GeoPoint) -> Result<CheckPoint> {
+        self.checkpoint(visit_id, position, CheckKind::Out)
+    }
+
+    fn checkpoint(&self, visit_id: &str, position: GeoPoint, kind: CheckKind) -> Result<CheckPoint> {
+        if !(-90.0..=90.0).contains(&position.lat) || !(-180.0..=180.0).contains(&position.lng) {
+            return Err(Error::invalid("the GPS position is out of range"));
+        }
+        let now = self.now();
+        self.act(visit_id, |visit, refs, w| {
+            let store = refs.store(&visit.plan.store_id)?;
+            let action = if kind == CheckKind::In { Action::CheckIn } else { Action::CheckOut };
+            let next = rules::transition(visit.status, action)?;
+            let distance_m = position.distance_m(GeoPoint { lat: store.lat, lng: store.lng });
+            let cp = CheckPoint { at: now, position, distance_m, outside_geofence: distance_m > store.geofence_radius_m };
+            w.set_checkpoint(kind, &cp)?;
+            w.set_status(next)?;
+            Ok(cp)
+        })
+    }
+
+    /// Records one product's inventory line (only the fields given).
+    pub fn record_inventory(&self, visit_id: &str, product_id: &str, input: &InventoryInput) -> Result<()> {
+        self.act(visit_id, |visit, refs, w| {
+            rules::transition(visit.status, Action::Record)?;
+            rules::check_inventory(refs, product_id, input)?;
+            w.record_inventory(product_id, input)
+        })
+    }
+
+    /// Records one planogram position's result.
+    pub fn record_position(&self, visit_id: &str, position_id: &str, input: &PositionInput) -> Result<()> {
+        self.act(visit_id, |visit, refs, w| {
+            rules::transition(visit.status, Action::Record)?;
+            let store = refs.store(&visit.plan.store_id)?;
+            let known = refs.planogram_for(store).is_some_and(|p| p.positions.iter().any(|x| x.id == position_id));
+            if !known {
+                return Err(Error::not_found("planogram position", position_id));
+            }
+            rules::non_negative("facings", input.actual_facings)?;
+            w.record_position(position_id, input)
+        })
+    }
+
+    /// Records one promotion check.
+    pub fn record_promotion(&self, visit_id: &str, promotion_id: &str, input: &PromotionInput) -> Result<()> {
+        self.act(visit_id, |visit, refs, w| {
+            rules::transition(visit.status, Action::Record)?;
+            if !refs.promotions.contains_key(promotion_id) {
+                return Err(Error::not_found("promotion", promotion_id));
+            }
+            rules::non_negative("observed price", input.observed_price_cents)?;
+            w.record_promotion(promotion_id, input)
+        })
+    }
+
+    /// Answers a survey question of the visit's template.
+    pub fn answer_survey(&self, visit_id: &str, question_id: &str, value: &AnswerValue) -> Result<()> {
+        self.act(visit_id, |visit, refs, w| {
+            rules::transition(visit.status, Action::Record)?;
+            let question = refs
+                .templates
+                .get(visit.plan.template_id.as_str())
+                .and_then(|t| t.tasks.iter().flat_map(|t| &t.questions).find(|q| q.id == question_id))
+                .ok_or_else(|| Error::not_found("survey question", question_id))?;
+            use crate::model::AnswerType as T;
+            let fits = matches!(
+                (question.answer_type, value),
+                (T::Boolean, AnswerValue::Bool(_)) | (T::Number, AnswerValue::Number(_)) | (T::Text, AnswerValue::Text(_))
+            );
+            if !fits {
+                return Err(Error::invalid(format!("question {question_id} expects a {:?} answer", question.answer_type)));
+            }
+            if let AnswerValue::Number(n) = value {
+                if !n.is_finite() {
+                    return Err(Error::invalid("a survey number must be finite"));
+                }
+            }
+            w.answer(question_id, value)
+        })
+    }
+
+    /// Sets an order line's quantity.
+    pub fn set_order_line(&self, visit_id: &str, product_id: &str, quantity: i64) -> Result<()> {
+        self.act(visit_id, |visit, refs, w| {
+            rules::transition(visit.status, Action::Record)?;
+            refs.product(product_id)?;
+            rules::non_negative("order quantity", Some(quantity))?;
+            w.set_order_line(product_id, quantity)
+        })
+    }
+
+    /// Submits the order (an order with no lines means "no order today").
+    pub fn submit_order(&self, visit_id: &str) -> Result<()> {
+        self.act(visit_id, |visit, _, w| {
+            rules::transition(visit.status, Action::Record)?;
+            w.set_order_submitted(true)
+        })
+    }
+
+    /// Replaces the visit's notes (stored as a minimal text edit so concurrent edits merge).
+    pub fn set_notes(&self, visit_id: &str, text: &str) -> Result<()> {
+        self.act(visit_id, |_, _, w| w.set_notes(text))
+    }
+
+    /// Inserts `insert` at character `pos` of the notes after deleting `delete` characters.
+    pub fn edit_notes(&self, visit_id: &str, pos: u32, delete: u32, insert: &str) -> Result<()> {
+        self.act(visit_id, |_, _, w| w.splice_notes(pos as usize, delete as isize, insert))
+    }
+
+    /// Completes the visit; refused while a required task is open.
+    pub fn complete(&self, visit_id: &str) -> Result<()> {
+        self.act(visit_id, |visit, refs, w| {
+            rules::check_can_complete(visit, refs)?;
+            w.set_status(VisitStatus::Completed)
+        })
+    }
+
+    /// Cancels a planned visit, with a reason and optionally where the rep was.
+    pub fn cancel(&self, visit_id: &str, reason: &str, position: Option<GeoPoint>) -> Result<()> {
+        if reason.trim().is_empty() {
+            return Err(Error::invalid("a cancellation needs a reason"));
+        }
+        self.act(visit_id, |visit, _, w| {
+            let next = rules::transition(visit.status, Action::Cancel)?;
+            w.set_cancel(reason.trim(), position)?;
+            w.set_status(next)
+        })
+    }
+
+    /// Abandons a started visit, with a reason.
+    pub fn abandon(&self, visit_id: &str, reason: &str) -> Result<()> {
+        if reason.trim().is_empty() {
+            return Err(Error::invalid("abandoning a visit needs a reason"));
+        }
+        self.act(visit_id, |visit, _, w| {
+            let next = rules::transition(visit.status, Action::Abandon)?;
+            w.set_abandon(reason.trim())?;
+            w.set_status(next)
+        })
+    }
+
+    /// Changes a planned visit's plan (a manager's action on the device).
+    pub fn update_plan(&self, visit_id: &str, plan: &VisitPlan) -> Result<()> {
+        self.act(visit_id, |visit, refs, w| {
+            rules::transition(visit.status, Action::Reschedule)?;
+            refs.store(&plan.store_id)?;
+            if plan.planned_end < plan.planned_start {
+                return Err(Error::invalid("the planned end is before the planned start"));
+            }
+            w.set_plan(plan)
+        })
+    }
+
+    /// Runs one user action as one transaction: validate against the resolved visit,
+    /// write the change, project, queue in the outbox, commit durably.
+    fn act<T>(
+        &self,
+        visit_id: &str,
+        f: impl FnOnce(&Visit, &ReferenceIndex<'_>, &mut crate::document::VisitWriter<'_, '_>) -> Result<T>,
+    ) -> Result<T> {
+        let now = self.now();
+        let author = self.author();
+        let mut inner = self.lock();
+        let refs = inner.refs.clone();
+        let idx = refs.index();
+        let mut doc = take_doc(&mut inner, visit_id)?;
+        let visit = doc.read()?;
+        let result = doc.edit(&author, now, |w| f(&visit, &idx, w));
+        let (value, hash) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                // The Automerge transaction rolled back; the document is unchanged.
+                cache_insert(&mut inner, visit_id.into(), doc);
+                return Err(e);
+            }
+        };
+        let change = match hash {
+            Some(h) => doc.automerge().get_change_by_hash(&h),
+            None => None,
+        };
+        if change.is_none() {
+            cache_insert(&mut inner, visit_id.into(), doc);
+            return Ok(value);
+        }
+        commit_action(&mut inner, visit_id, &doc, change, false, now, &refs)?;
+        cache_insert(&mut inner, visit_id.into(), doc);
+        Ok(value)
+    }
+
+    fn with_doc<T>(&self, visit_id: &str, f: impl FnOnce(&VisitDoc) -> Result<T>) -> Result<T> {
+        let mut inner = self.lock();
+        let doc = take_doc(&mut inner, visit_id)?;
+        let out = f(&doc);
+        cache_insert(&mut inner, visit_id.into(), doc);
+        out
+    }
+
+    // ---------------------------------------------------------------- sync support
+
+    /// Local changes not yet acknowledged by the server, oldest first.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<OutboxChange>> {
+        let inner = self.lock();
+        let mut stmt = inner.conn.prepare_cached("SELECT hash, visit_id, bytes FROM outbox ORDER BY seq LIMIT ?1")?;
+        let rows = stmt
+            .query_map([limit as i64], |r| Ok(OutboxChange { hash: r.get(0)?, visit_id: r.get(1)?, bytes: r.get(2)? }))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// How many local changes wait for the server.
+    pub fn outbox_len(&self) -> Result<u64> {
+        let inner = self.lock();
+        Ok(inner.conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Removes acknowledged changes from the outbox. Unknown hashes are ignored.
+    pub fn acknowledge(&self, hashes: &[String]) -> Result<()> {
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE hash = ?1")?;
+            for h in hashes {
+                stmt.execute([h])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Applies changes received from the server to a visit (creating the visit if new),
+    /// in one transaction. Duplicates are skipped; changes whose dependencies are missing
+    /// are kept and applied when the dependencies arrive.
+    pub fn apply_remote(&self, visit_id: &str, changes: &[Vec<u8>]) -> Result<RemoteApply> {
+        let mut parsed = Vec::with_capacity(changes.len());
+        for bytes in changes {
+            let c = Change::from_bytes(bytes.clone())
+                .map_err(|e| Error::invalid(format!("visit {visit_id}: malformed change: {e}")))?;
+            parsed.push(c);
+        }
+        let now = self.now();
+        let mut inner = self.lock();
+        let refs = inner.refs.clone();
+        let mut doc = match take_doc(&mut inner, visit_id) {
+            Ok(d) => Some(d),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let is_new = doc.is_none();
+        let mut am = match doc.take() {
+            Some(d) => d.automerge().clone(),
+            None => Automerge::new().with_actor(inner.actor.clone()),
+        };
+        let mut outcome = RemoteApply::default();
+        let mut fresh = Vec::new();
+        for c in parsed {
+            if am.get_change_by_hash(&c.hash()).is_some() || fresh.iter().any(|f: &Change| f.hash() == c.hash()) {
+                outcome.duplicates += 1;
+            } else {
+                fresh.push(c);
+            }
+        }
+        outcome.applied = fresh.len();
+        if fresh.is_empty() && !is_new {
+            cache_insert(&mut inner, visit_id.into(), VisitDoc::from_automerge(am)?);
+            return Ok(outcome);
+        }
+        am.apply_changes(fresh.iter().cloned())?;
+        outcome.missing = am.get_missing_deps(&[]).iter().map(|h| h.to_string()).collect();
+        let readable = am.get(automerge::ROOT, "v").ok().flatten().is_some();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if is_new {
+            tx.execute("INSERT INTO documents (visit_id, snapshot, chunks) VALUES (?1, x'', 0)", [visit_id])?;
+        }
+        for c in &mut fresh {
+            append_chunk(&tx, visit_id, &c.bytes())?;
+        }
+        let vdoc = if readable {
+            let vdoc = VisitDoc::from_automerge(am)?;
+            let visit = vdoc.read()?;
+            if visit.id != visit_id {
+                return Err(Error::invalid(format!("changes for visit {visit_id} belong to visit {}", visit.id)));
+            }
+            projection::write(&tx, &visit)?;
+            maybe_compact(&tx, visit_id, &vdoc)?;
+            Some(vdoc)
+        } else {
+            None
+        };
+        tx.commit()?;
+        let _ = (now, refs);
+        if let Some(d) = vdoc {
+            cache_insert(&mut inner, visit_id.into(), d);
+        }
+        Ok(outcome)
+    }
+
+    /// The heads of every visit document held (hex hashes), for the server to compare.
+    pub fn all_heads(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let mut out = Vec::new();
+        for id in self.visit_ids()? {
+            let heads = self.with_doc_raw(&id, |d| d.get_heads())?;
+            out.push((id, heads.iter().map(|h| h.to_string()).collect()));
+        }
+        Ok(out)
+    }
+
+    /// The changes of a visit the holder of `have` (hex heads) lacks, e.g. for a server
+    /// restored from an old backup. Unknown heads are ignored (everything is sent).
+    pub fn changes_since(&self, visit_id: &str, have: &[String]) -> Result<Vec<Vec<u8>>> {
+        self.with_doc_raw(visit_id, |d| {
+            let known: Vec<ChangeHash> = have
+                .iter()
+                .filter_map(|h| h.parse::<ChangeHash>().ok())
+                .filter(|h| d.get_change_by_hash(h).is_some())
+                .collect();
+            d.get_changes(&known).into_iter().map(|mut c| c.bytes().into_owned()).collect()
+        })
+    }
+
+    fn with_doc_raw<T>(&self, visit_id: &str, f: impl FnOnce(&Automerge) -> T) -> Result<T> {
+        let inner = self.lock();
+        if let Some(d) = inner.docs.get(visit_id) {
+            return Ok(f(d.automerge()));
+        }
+        let am = load_automerge(&inner.conn, visit_id, &inner.actor)?;
+        Ok(f(&am))
+    }
+
+    /// Reads a sync-state value.
+    pub fn sync_state(&self, key: &str) -> Result<Option<String>> {
+        let inner = self.lock();
+        Ok(inner.conn.query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
+    /// Writes a sync-state value.
+    pub fn set_sync_state(&self, key: &str, value: &str) -> Result<()> {
+        let inner = self.lock();
+        inner.conn.execute(
+            "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Keeps a visit's rejected changes aside with the server's reason.
+    pub fn quarantine(&self, visit_id: &str, reason: &str, hashes: &[String]) -> Result<()> {
+        let now = self.now();
+        let inner = self.lock();
+        inner.conn.execute(
+            "INSERT INTO quarantine (visit_id, reason, hashes, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(visit_id) DO UPDATE SET reason = excluded.reason, hashes = excluded.hashes, at = excluded.at",
+            params![visit_id, reason, serde_json::to_string(hashes)?, now],
+        )?;
+        Ok(())
+    }
+
+    /// Visits in quarantine with the server's reason.
+    pub fn quarantined(&self) -> Result<Vec<(String, String)>> {
+        let inner = self.lock();
+        let mut stmt = inner.conn.prepare_cached("SELECT visit_id, reason FROM quarantine ORDER BY visit_id")?;
+        let v = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v)
+    }
+
+    /// Releases a visit from quarantine.
+    pub fn clear_quarantine(&self, visit_id: &str) -> Result<()> {
+        self.lock().conn.execute("DELETE FROM quarantine WHERE visit_id = ?1", [visit_id])?;
+        Ok(())
+    }
+
+    /// Removes a visit from the device, but only once none of its changes wait in the
+    /// outbox. Returns whether it was removed.
+    pub fn purge_visit(&self, visit_id: &str) -> Result<bool> {
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let pending: i64 = tx.query_row("SELECT COUNT(*) FROM outbox WHERE visit_id = ?1", [visit_id], |r| r.get(0))?;
+        if pending > 0 {
+            return Ok(false);
+        }
+        tx.execute("DELETE FROM documents WHERE visit_id = ?1", [visit_id])?;
+        tx.execute("DELETE FROM doc_chunks WHERE visit_id = ?1", [visit_id])?;
+        tx.execute("DELETE FROM quarantine WHERE visit_id = ?1", [visit_id])?;
+        projection::remove(&tx, visit_id)?;
+        tx.commit()?;
+        inner.docs.remove(visit_id);
+        Ok(true)
+    }
+
+    // ---------------------------------------------------------------- maintenance
+
+    /// Drops and rebuilds every projection row from the documents.
+    pub fn rebuild_projections(&self) -> Result<()> {
+        let mut inner = self.lock();
+        inner.docs.clear();
+        let actor = inner.actor.clone();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for t in projection::TABLES {
+            tx.execute(&format!("DELETE FROM {t}"), [])?;
+        }
+        let ids: Vec<String> = tx
+            .prepare("SELECT visit_id FROM documents ORDER BY visit_id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for id in ids {
+            let am = load_automerge(&tx, &id, &actor)?;
+            if am.get(automerge::ROOT, "v")?.is_some() {
+                projection::write(&tx, &VisitDoc::from_automerge(am)?.read()?)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every projected row as text (for tests comparing a rebuild with the live rows).
+    pub fn projection_rows(&self) -> Result<Vec<String>> {
+        projection::dump(&self.lock().conn)
+    }
+
+    /// Runs `PRAGMA integrity_check` and returns its answer (`ok` when healthy).
+    pub fn integrity_check(&self) -> Result<String> {
+        let inner = self.lock();
+        let rows: Vec<String> =
+            inner.conn.prepare("PRAGMA integrity_check")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows.join("; "))
+    }
+
+    /// Bytes the documents of a visit take (snapshot plus appended changes).
+    pub fn document_size(&self, visit_id: &str) -> Result<u64> {
+        let inner = self.lock();
+        let snap: i64 = inner
+            .conn
+            .query_row("SELECT length(snapshot) FROM documents WHERE visit_id = ?1", [visit_id], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| Error::not_found("visit", visit_id))?;
+        let chunks: i64 = inner.conn.query_row(
+            "SELECT COALESCE(SUM(length(bytes)), 0) FROM doc_chunks WHERE visit_id = ?1",
+            [visit_id],
+            |r| r.get(0),
+        )?;
+        Ok((snap + chunks) as u64)
+    }
+
+    /// Compacts every document into a single snapshot.
+    pub fn compact_all(&self) -> Result<()> {
+        let mut inner = self.lock();
+        inner.docs.clear();
+        let actor = inner.actor.clone();
+        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ids: Vec<String> =
+            tx.prepare("SELECT visit_id FROM documents")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        for id in ids {
+            let am = load_automerge(&tx, &id, &actor)?;
+            if am.get_missing_deps(&[]).is_empty() {
+                write_snapshot(&tx, &id, &am.save())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn cache_insert(inner: &mut Inner, id: String, doc: VisitDoc) {
+    if inner.docs.len() >= CACHE_LIMIT && !inner.docs.contains_key(&id) {
+        if let Some(k) = inner.docs.keys().next().cloned() {
+            inner.docs.remove(&k);
+        }
+    }
+    inner.docs.insert(id, doc);
+}
+
+/// Takes the visit's document out of the cache, or loads it.
+fn take_doc(inner: &mut Inner, visit_id: &str) -> Result<VisitDoc> {
+    if let Some(d) = inner.docs.remove(visit_id) {
+        return Ok(d);
+    }
+    let am = load_automerge(&inner.conn, visit_id, &inner.actor)?;
+    if am.get(automerge::ROOT, "v")?.is_none() {
+        return Err(Error::not_found("visit", visit_id));
+    }
+    VisitDoc::from_automerge(am)
+}
+
+fn load_automerge(conn: &Connection, visit_id: &str, actor: &ActorId) -> Result<Automerge> {
+    let snapshot: Vec<u8> = conn
+        .prepare_cached("SELECT snapshot FROM documents WHERE visit_id = ?1")?
+        .query_row([visit_id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| Error::not_found("visit", visit_id))?;
+    let mut am = if snapshot.is_empty() { Automerge::new() } else { Automerge::load(&snapshot)? };
+    let mut stmt = conn.prepare_cached("SELECT bytes FROM doc_chunks WHERE visit_id = ?1 ORDER BY seq")?;
+    let mut rows = stmt.query([visit_id])?;
+    while let Some(r) = rows.next()? {
+        let bytes: Vec<u8> = r.get(0)?;
+        am.load_incremental(&bytes)?;
+    }
+    am.set_actor(actor.clone());
+    Ok(am)
+}
+
+fn append_chunk(conn: &Connection, visit_id: &str, bytes: &[u8]) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO doc_chunks (visit_id, seq, bytes)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM doc_chunks WHERE visit_id = ?1), ?2)",
+    )?
+    .execute(params![visit_id, bytes])?;
+    conn.prepare_cached("UPDATE documents SET chunks = chunks + 1 WHERE visit_id = ?1")?.execute([visit_id])?;
+    Ok(())
+}
+
+fn write_snapshot(conn: &Connection, visit_id: &str, bytes: &[u8]) -> Result<()> {
+    conn.prepare_cached("UPDATE documents SET snapshot = ?2, chunks = 0 WHERE visit_id = ?1")?
+        .execute(params![visit_id, bytes])?;
+    conn.prepare_cached("DELETE FROM doc_chunks WHERE visit_id = ?1")?.execute([visit_id])?;
+    Ok(())
+}
+
+fn maybe_compact(conn: &Connection, visit_id: &str, doc: &VisitDoc) -> Result<()> {
+    let chunks: i64 = conn
+        .prepare_cached("SELECT chunks FROM documents WHERE visit_id = ?1")?
+        .query_row([visit_id], |r| r.get(0))?;
+    if chunks >= COMPACT_AFTER_CHUNKS && doc.missing_deps().is_empty() {
+        write_snapshot(conn, visit_id, &doc.save())?;
+    }
+    Ok(())
+}
+
+/// Writes one local change: document chunk, projection, outbox entry, in one transaction.
+fn commit_action(
+    inner: &mut Inner,
+    visit_id: &str,
+    doc: &VisitDoc,
+    change: Option<Change>,
+    create: bool,
+    now: Millis,
+    _refs: &ReferenceData,
+) -> Result<()> {
+    let Some(mut change) = change else { return Ok(()) };
+    let visit = doc.read()?;
+    let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let bytes = change.bytes().into_owned();
+    if create {
+        tx.execute("INSERT INTO documents (visit_id, snapshot, chunks) VALUES (?1, ?2, 0)", params![visit_id, doc.save()])?;
+    } else {
+        append_chunk(&tx, visit_id, &bytes)?;
+        maybe_compact(&tx, visit_id, doc)?;
+    }
+    projection::write(&tx, &visit)?;
+    tx.prepare_cached("INSERT INTO outbox (hash, visit_id, bytes, created_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![change.hash().to_string(), visit_id, bytes, now])?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn load_or_create_actor(conn: &Connection, user_id: &str, device_id: &str) -> Result<ActorId> {
+    let get = |k: &str| -> Result<Option<String>> {
+        Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0)).optional()?)
+    };
+    if let Some(u) = get("user_id")? {
+        if u != user_id {
+            return Err(Error::invalid("this device database belongs to another user; open the user's own file"));
+        }
+    }
+    if let Some(hex) = get("actor")? {
+        return ActorId::try_from(hex.as_str()).map_err(|_| Error::Corrupt("stored actor id is not hex".into()));
+    }
+    let actor = ActorId::random();
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('actor', ?1), ('user_id', ?2), ('device_id', ?3)",
+        params![actor.to_hex_string(), user_id, device_id],
+    )?;
+    Ok(actor)
+}
+
+fn load_reference(conn: &Connection) -> Result<ReferenceData> {
+    let mut data = ReferenceData::default();
+    let mut stmt = conn.prepare("SELECT kind, data FROM reference ORDER BY kind, id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let kind: String = r.get(0)?;
+        let json: String = r.get(1)?;
+        match kind.as_str() {
+            "territory" => data.territories.push(serde_json::from_str(&json)?),
+            "user" => data.users.push(serde_json::from_str(&json)?),
+            "store" => data.stores.push(serde_json::from_str(&json)?),
+            "store_group" => data.store_groups.push(serde_json::from_str(&json)?),
+            "product" => data.products.push(serde_json::from_str(&json)?),
+            "assortment" => data.assortments.push(serde_json::from_str(&json)?),
+            "planogram" => data.planograms.push(serde_json::from_str(&json)?),
+            "promotion" => data.promotions.push(serde_json::from_str(&json)?),
+            "kpi_target" => data.kpi_targets.push(serde_json::from_str(&json)?),
+            "task_template" => data.task_templates.push(serde_json::from_str(&json)?),
+            "settings" => data.settings = serde_json::from_str(&json)?,
+            "version" => data.version = json.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    Ok(data)
+}

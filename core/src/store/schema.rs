@@ -1,0 +1,58 @@
+//! The device database schema: numbered migrations, version in `PRAGMA user_version`.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+/// Migrations in order; migration `i` takes the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration { sql: include_str!("../../migrations/0001_documents.sql"), rebuild_projections: false },
+    Migration { sql: include_str!("../../migrations/0002_projections.sql"), rebuild_projections: true },
+];
+
+/// The schema version this build writes.
+pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) struct Migration {
+    pub sql: &'static str,
+    /// Projections must be rebuilt from the documents after this step.
+    pub rebuild_projections: bool,
+}
+
+/// Sets the connection's PRAGMAs (outside any transaction).
+pub(crate) fn configure(conn: &Connection) -> Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: the WAL is synced on every commit, so an acknowledged action survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    Ok(())
+}
+
+/// Creates or upgrades the schema to `target` in one IMMEDIATE transaction. Returns true
+/// when projections must be rebuilt. Refuses a database newer than this build.
+pub(crate) fn migrate(conn: &mut Connection, target: i64) -> Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > LATEST_VERSION {
+        return Err(Error::SchemaTooNew { found: current, supported: LATEST_VERSION });
+    }
+    let mut rebuild = false;
+    for (i, m) in MIGRATIONS.iter().enumerate().take(target as usize).skip(current as usize) {
+        tx.execute_batch(m.sql)?;
+        rebuild |= m.rebuild_projections && current > 0;
+        tracing::info!(from = i, to = i + 1, "migrated device database");
+    }
+    if target > current {
+        tx.pragma_update(None, "user_version", target)?;
+    }
+    tx.commit()?;
+    Ok(rebuild)
+}
+
+/// The schema as SQL text, for comparing an upgraded database with a fresh one.
+pub fn schema_sql(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT type || ' ' || name || ': ' || sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type, name")?;
+    let rows = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(rows)
+}
