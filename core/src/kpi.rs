@@ -558,7 +558,7 @@ fn prices(
         };
         let target = running
             .iter()
-            .filter(|p| p.product_ids.iter().any(|id| *id == product.id))
+            .filter(|p| p.product_ids.contains(&product.id))
             .map(|p| p.promo_price_cents)
             .min()
             .unwrap_or(product.list_price_cents);
@@ -1161,7 +1161,7 @@ mod tests {
     ) -> Ratio {
         let mut v = visit_at("v", "s-ber", planned_start);
         line(&mut v, product_id, |l| {
-            l.observed_price_cents = Some(observed)
+            l.observed_price_cents = Some(observed);
         });
         visit_kpis(&v, &data.index()).audit.price_compliance
     }
