@@ -39,8 +39,8 @@
 //! small, explicit and tested instead.
 
 use automerge::{
+    ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
     transaction::{CommitOptions, Transactable, Transaction},
-    ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -51,7 +51,15 @@ use crate::visit::*;
 /// The document schema this build writes.
 pub const SCHEMA_VERSION: i64 = 1;
 
-const SECTIONS: [&str; 7] = ["plan", "actual", "inventory", "planogram", "promotions", "survey", "orders"];
+const SECTIONS: [&str; 7] = [
+    "plan",
+    "actual",
+    "inventory",
+    "planogram",
+    "promotions",
+    "survey",
+    "orders",
+];
 const INVENTORY_FIELDS: [&str; 5] = ["shelf", "back", "oos", "price", "facings"];
 const POSITION_FIELDS: [&str; 3] = ["present", "facings", "correct"];
 const PROMOTION_FIELDS: [&str; 4] = ["display", "price_ok", "materials", "price"];
@@ -79,7 +87,13 @@ fn op_key(id: &ObjId) -> (u64, Vec<u8>) {
 
 impl VisitDoc {
     /// Creates the document of a new visit in one change made by `author` at `now`.
-    pub fn create(id: &str, plan: &VisitPlan, actor: ActorId, author: &Author, now: Millis) -> Result<Self> {
+    pub fn create(
+        id: &str,
+        plan: &VisitPlan,
+        actor: ActorId,
+        author: &Author,
+        now: Millis,
+    ) -> Result<Self> {
         let mut doc = Automerge::new().with_actor(actor.clone());
         doc.transact_with::<_, _, Error, _>(
             |_| CommitOptions::default().with_time(now),
@@ -121,8 +135,12 @@ impl VisitDoc {
         match self.doc.get(ROOT, "v")? {
             Some((Value::Scalar(s), _)) => match s.as_ref() {
                 ScalarValue::Int(v) if *v <= SCHEMA_VERSION => Ok(()),
-                ScalarValue::Int(v) => Err(Error::Corrupt(format!("visit document schema {v} is newer than this build"))),
-                _ => Err(Error::Corrupt("visit document schema is not a number".into())),
+                ScalarValue::Int(v) => Err(Error::Corrupt(format!(
+                    "visit document schema {v} is newer than this build"
+                ))),
+                _ => Err(Error::Corrupt(
+                    "visit document schema is not a number".into(),
+                )),
             },
             _ => Err(Error::Corrupt("not a visit document".into())),
         }
@@ -185,7 +203,9 @@ impl VisitDoc {
     fn section(&self, name: &str) -> Result<ObjId> {
         match self.doc.get(ROOT, name)? {
             Some((Value::Object(_), id)) => Ok(id),
-            _ => Err(Error::Corrupt(format!("visit document has no {name} section"))),
+            _ => Err(Error::Corrupt(format!(
+                "visit document has no {name} section"
+            ))),
         }
     }
 
@@ -203,12 +223,16 @@ impl VisitDoc {
             for (v, id) in self.doc.get_all(obj, key)? {
                 if let Value::Scalar(s) = v {
                     let at = self.change_time(&id);
-                    out.push(Candidate { value: s.into_owned(), id, at });
+                    out.push(Candidate {
+                        value: s.into_owned(),
+                        id,
+                        at,
+                    });
                 }
             }
         }
         // Latest device time last; ties broken by Automerge's op order (counter, actor).
-        out.sort_by(|a, b| (a.at, op_key(&a.id)).cmp(&(b.at, op_key(&b.id))));
+        out.sort_by_key(|c| (c.at, op_key(&c.id)));
         Ok(out)
     }
 
@@ -241,8 +265,12 @@ impl VisitDoc {
     pub fn read(&self) -> Result<Visit> {
         let plan_obj = self.section("plan")?;
         let actual = self.section("actual")?;
-        let p = |k: &'static str| -> Result<Field> { Ok(Field::new(self.winner(&plan_obj, k)?, "plan", k)) };
-        let a = |k: &'static str| -> Result<Field> { Ok(Field::new(self.winner(&actual, k)?, "actual", k)) };
+        let p = |k: &'static str| -> Result<Field> {
+            Ok(Field::new(self.winner(&plan_obj, k)?, "plan", k))
+        };
+        let a = |k: &'static str| -> Result<Field> {
+            Ok(Field::new(self.winner(&actual, k)?, "actual", k))
+        };
         let plan = VisitPlan {
             store_id: p("store")?.string()?.unwrap_or_default(),
             rep_id: p("rep")?.string()?.unwrap_or_default(),
@@ -253,16 +281,25 @@ impl VisitDoc {
             template_id: p("template")?.string()?.unwrap_or_default(),
             ad_hoc: p("ad_hoc")?.bool()?.unwrap_or(false),
         };
-        let status = VisitStatus::parse(&a("status")?.string()?.unwrap_or_else(|| "planned".into()))?;
+        let status =
+            VisitStatus::parse(&a("status")?.string()?.unwrap_or_else(|| "planned".into()))?;
         let checkpoint = |prefix: &str| -> Result<Option<CheckPoint>> {
             let k = |s: &str| format!("{prefix}_{s}");
             let get = |s: &str| -> Result<Field> {
-                Ok(Field { value: self.winner(&actual, &k(s))?, path: format!("actual/{}", k(s)) })
+                Ok(Field {
+                    value: self.winner(&actual, &k(s))?,
+                    path: format!("actual/{}", k(s)),
+                })
             };
-            let Some(at) = get("at")?.int()? else { return Ok(None) };
+            let Some(at) = get("at")?.int()? else {
+                return Ok(None);
+            };
             Ok(Some(CheckPoint {
                 at,
-                position: GeoPoint { lat: get("lat")?.float()?.unwrap_or(0.0), lng: get("lng")?.float()?.unwrap_or(0.0) },
+                position: GeoPoint {
+                    lat: get("lat")?.float()?.unwrap_or(0.0),
+                    lng: get("lng")?.float()?.unwrap_or(0.0),
+                },
                 distance_m: get("dist")?.float()?.unwrap_or(0.0),
                 outside_geofence: get("out")?.bool()?.unwrap_or(false),
             }))
@@ -331,29 +368,60 @@ impl VisitDoc {
                     ScalarValue::Int(i) => AnswerValue::Number(i as f64),
                     ScalarValue::F64(f) => AnswerValue::Number(f),
                     ScalarValue::Str(s) => AnswerValue::Text(s.to_string()),
-                    _ => return Err(Error::Corrupt(format!("survey/{qid} has an unsupported type"))),
+                    _ => {
+                        return Err(Error::Corrupt(format!(
+                            "survey/{qid} has an unsupported type"
+                        )));
+                    }
                 };
-                visit.survey.insert(qid.clone(), SurveyAnswer { question_id: qid, value, observed_at: c.at });
+                visit.survey.insert(
+                    qid.clone(),
+                    SurveyAnswer {
+                        question_id: qid,
+                        value,
+                        observed_at: c.at,
+                    },
+                );
             }
         }
         let orders = self.section("orders")?;
         for pid in self.doc.keys(&orders) {
             if let Some(c) = self.candidates(std::slice::from_ref(&orders), &pid)?.pop() {
                 let path = format!("orders/{pid}");
-                let quantity = Field { value: Some(c.value), path }.int()?.unwrap_or(0);
-                visit.orders.insert(pid.clone(), OrderLine { product_id: pid, quantity, observed_at: c.at });
+                let quantity = Field {
+                    value: Some(c.value),
+                    path,
+                }
+                .int()?
+                .unwrap_or(0);
+                visit.orders.insert(
+                    pid.clone(),
+                    OrderLine {
+                        product_id: pid,
+                        quantity,
+                        observed_at: c.at,
+                    },
+                );
             }
         }
         Ok(visit)
     }
 
     /// Resolves every line of an observation section.
-    fn read_lines(&self, section: &str, fields: &[&'static str]) -> Result<Vec<(String, LineFields)>> {
+    fn read_lines(
+        &self,
+        section: &str,
+        fields: &[&'static str],
+    ) -> Result<Vec<(String, LineFields)>> {
         let sec = self.section(section)?;
         let mut out = Vec::new();
         for key in self.doc.keys(&sec) {
             let objs = self.line_objects(&sec, &key)?;
-            let mut line = LineFields { values: HashMap::new(), latest: 0, prefix: format!("{section}/{key}") };
+            let mut line = LineFields {
+                values: HashMap::new(),
+                latest: 0,
+                prefix: format!("{section}/{key}"),
+            };
             for f in fields {
                 if let Some(c) = self.candidates(&objs, f)?.pop() {
                     line.latest = line.latest.max(c.at);
@@ -381,21 +449,30 @@ impl VisitDoc {
     /// Who owns an actor, from the document's actor registry.
     pub fn author_of(&self, actor: &ActorId) -> Option<Author> {
         let actors = self.section_any("actors").ok()?;
-        let (Value::Object(_), obj) = self.doc.get(&actors, actor.to_hex_string()).ok()?? else { return None };
+        let (Value::Object(_), obj) = self.doc.get(&actors, actor.to_hex_string()).ok()?? else {
+            return None;
+        };
         let s = |k: &str| match self.doc.get(&obj, k).ok()? {
             Some((Value::Scalar(v), _)) => v.as_str().map(str::to_string),
             _ => None,
         };
-        Some(Author { user_id: s("u")?, device_id: s("d")? })
+        Some(Author {
+            user_id: s("u")?,
+            device_id: s("d")?,
+        })
     }
 
     /// Every actor registered in the document with its author.
     pub fn registered_actors(&self) -> Vec<(String, Option<Author>)> {
-        let Ok(actors) = self.section_any("actors") else { return Vec::new() };
+        let Ok(actors) = self.section_any("actors") else {
+            return Vec::new();
+        };
         self.doc
             .keys(&actors)
             .map(|hex| {
-                let author = ActorId::try_from(hex.as_str()).ok().and_then(|a| self.author_of(&a));
+                let author = ActorId::try_from(hex.as_str())
+                    .ok()
+                    .and_then(|a| self.author_of(&a));
                 (hex, author)
             })
             .collect()
@@ -429,7 +506,10 @@ impl VisitDoc {
                             winner: i + 1 == n,
                         })
                         .collect();
-                    out.push(FieldConflict { path: format!("{section}/{key}"), values });
+                    out.push(FieldConflict {
+                        path: format!("{section}/{key}"),
+                        values,
+                    });
                 }
             }
         }
@@ -442,7 +522,11 @@ impl VisitDoc {
             for key in self.doc.keys(&sec) {
                 let objs = self.line_objects(&sec, &key)?;
                 for f in fields {
-                    self.push_conflict(&mut out, format!("{section}/{key}/{f}"), self.candidates(&objs, f)?);
+                    self.push_conflict(
+                        &mut out,
+                        format!("{section}/{key}/{f}"),
+                        self.candidates(&objs, f)?,
+                    );
                 }
             }
         }
@@ -456,7 +540,12 @@ impl VisitDoc {
         Ok(out)
     }
 
-    fn push_conflict(&self, out: &mut Vec<FieldConflict>, path: String, candidates: Vec<Candidate>) {
+    fn push_conflict(
+        &self,
+        out: &mut Vec<FieldConflict>,
+        path: String,
+        candidates: Vec<Candidate>,
+    ) {
         if candidates.len() < 2 {
             return;
         }
@@ -485,7 +574,11 @@ impl VisitDoc {
             for key in self.doc.keys(&obj) {
                 for (v, id) in self.doc.get_all(&obj, &key)? {
                     if let Value::Object(_) = v {
-                        let child = if path.is_empty() { key.clone() } else { format!("{path}/{key}") };
+                        let child = if path.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{path}/{key}")
+                        };
                         out.insert(op_key(&id), child.clone());
                         stack.push((id, child));
                     }
@@ -510,7 +603,11 @@ impl VisitDoc {
     }
 
     /// (op, path, value json) for each op in a change.
-    fn change_ops(&self, change: &Change, objects: &HashMap<(u64, Vec<u8>), String>) -> Vec<(usize, String, String)> {
+    fn change_ops(
+        &self,
+        change: &Change,
+        objects: &HashMap<(u64, Vec<u8>), String>,
+    ) -> Vec<(usize, String, String)> {
         let expanded = change.decode();
         let actor = change.actor_id().to_bytes().to_vec();
         let start = change.start_op().get();
@@ -569,7 +666,13 @@ impl VisitDoc {
                 if path.starts_with("actors") || value == "{}" || path == "v" || path == "id" {
                     continue;
                 }
-                out.push(FieldChange { path, value, at: change.timestamp(), author: author.clone(), change_hash: hash.clone() });
+                out.push(FieldChange {
+                    path,
+                    value,
+                    at: change.timestamp(),
+                    author: author.clone(),
+                    change_hash: hash.clone(),
+                });
             }
             if notes_touched {
                 out.push(FieldChange {
@@ -600,7 +703,10 @@ struct LineFields {
 
 impl LineFields {
     fn take(&mut self, f: &'static str) -> Field {
-        Field { value: self.values.remove(f), path: format!("{}/{f}", self.prefix) }
+        Field {
+            value: self.values.remove(f),
+            path: format!("{}/{f}", self.prefix),
+        }
     }
 }
 
@@ -613,7 +719,10 @@ struct Field {
 
 impl Field {
     fn new(value: Option<ScalarValue>, section: &str, key: &str) -> Self {
-        Self { value, path: format!("{section}/{key}") }
+        Self {
+            value,
+            path: format!("{section}/{key}"),
+        }
     }
 
     fn wrong(&self, expected: &str) -> Error {
@@ -624,7 +733,9 @@ impl Field {
         match &self.value {
             None | Some(ScalarValue::Null) => Ok(None),
             Some(ScalarValue::Int(i)) => Ok(Some(*i)),
-            Some(ScalarValue::Uint(u)) => i64::try_from(*u).map(Some).map_err(|_| self.wrong("an integer")),
+            Some(ScalarValue::Uint(u)) => i64::try_from(*u)
+                .map(Some)
+                .map_err(|_| self.wrong("an integer")),
             _ => Err(self.wrong("an integer")),
         }
     }
@@ -660,7 +771,9 @@ fn scalar_json(v: &ScalarValue) -> String {
         ScalarValue::Str(s) => serde_json::Value::String(s.to_string()).to_string(),
         ScalarValue::Int(i) => i.to_string(),
         ScalarValue::Uint(u) => u.to_string(),
-        ScalarValue::F64(f) => serde_json::Number::from_f64(*f).map_or("null".into(), |n| n.to_string()),
+        ScalarValue::F64(f) => {
+            serde_json::Number::from_f64(*f).map_or("null".into(), |n| n.to_string())
+        }
         ScalarValue::Boolean(b) => b.to_string(),
         ScalarValue::Null => "null".into(),
         other => serde_json::Value::String(other.to_string()).to_string(),
@@ -689,7 +802,10 @@ impl std::fmt::Debug for VisitWriter<'_, '_> {
 
 impl<'a, 'b> VisitWriter<'a, 'b> {
     fn new(tx: &'a mut Transaction<'b>, actor: &ActorId) -> Result<Self> {
-        Ok(Self { tx, actor_hex: actor.to_hex_string() })
+        Ok(Self {
+            tx,
+            actor_hex: actor.to_hex_string(),
+        })
     }
 
     fn obj(&self, name: &str) -> Result<ObjId> {
@@ -713,7 +829,8 @@ impl<'a, 'b> VisitWriter<'a, 'b> {
 
     fn put_if_changed(&mut self, obj: &ObjId, key: &str, value: ScalarValue) -> Result<()> {
         let current = self.tx.get_all(obj, key)?;
-        let same = current.len() == 1 && matches!(&current[0].0, Value::Scalar(s) if s.as_ref() == &value);
+        let same =
+            current.len() == 1 && matches!(&current[0].0, Value::Scalar(s) if s.as_ref() == &value);
         if !same {
             self.tx.put(obj, key, value)?;
         }
@@ -751,7 +868,8 @@ impl<'a, 'b> VisitWriter<'a, 'b> {
         self.tx.put(&a, format!("{prefix}_lat"), cp.position.lat)?;
         self.tx.put(&a, format!("{prefix}_lng"), cp.position.lng)?;
         self.tx.put(&a, format!("{prefix}_dist"), cp.distance_m)?;
-        self.tx.put(&a, format!("{prefix}_out"), cp.outside_geofence)?;
+        self.tx
+            .put(&a, format!("{prefix}_out"), cp.outside_geofence)?;
         Ok(())
     }
 
@@ -787,7 +905,12 @@ impl<'a, 'b> VisitWriter<'a, 'b> {
         }
     }
 
-    fn put_fields(&mut self, section: &str, key: &str, fields: Vec<(&str, ScalarValue)>) -> Result<()> {
+    fn put_fields(
+        &mut self,
+        section: &str,
+        key: &str,
+        fields: Vec<(&str, ScalarValue)>,
+    ) -> Result<()> {
         if fields.is_empty() {
             return Ok(());
         }
@@ -804,7 +927,11 @@ impl<'a, 'b> VisitWriter<'a, 'b> {
         push_opt(&mut f, "shelf", input.shelf_qty.map(ScalarValue::Int));
         push_opt(&mut f, "back", input.backroom_qty.map(ScalarValue::Int));
         push_opt(&mut f, "oos", input.out_of_stock.map(ScalarValue::Boolean));
-        push_opt(&mut f, "price", input.observed_price_cents.map(ScalarValue::Int));
+        push_opt(
+            &mut f,
+            "price",
+            input.observed_price_cents.map(ScalarValue::Int),
+        );
         push_opt(&mut f, "facings", input.facings.map(ScalarValue::Int));
         self.put_fields("inventory", product_id, f)
     }
@@ -813,18 +940,42 @@ impl<'a, 'b> VisitWriter<'a, 'b> {
     pub fn record_position(&mut self, position_id: &str, input: &PositionInput) -> Result<()> {
         let mut f: Vec<(&str, ScalarValue)> = Vec::new();
         push_opt(&mut f, "present", input.present.map(ScalarValue::Boolean));
-        push_opt(&mut f, "facings", input.actual_facings.map(ScalarValue::Int));
-        push_opt(&mut f, "correct", input.correct_position.map(ScalarValue::Boolean));
+        push_opt(
+            &mut f,
+            "facings",
+            input.actual_facings.map(ScalarValue::Int),
+        );
+        push_opt(
+            &mut f,
+            "correct",
+            input.correct_position.map(ScalarValue::Boolean),
+        );
         self.put_fields("planogram", position_id, f)
     }
 
     /// Records the given fields of one promotion check.
     pub fn record_promotion(&mut self, promotion_id: &str, input: &PromotionInput) -> Result<()> {
         let mut f: Vec<(&str, ScalarValue)> = Vec::new();
-        push_opt(&mut f, "display", input.display_in_place.map(ScalarValue::Boolean));
-        push_opt(&mut f, "price_ok", input.promo_price_correct.map(ScalarValue::Boolean));
-        push_opt(&mut f, "materials", input.materials_present.map(ScalarValue::Boolean));
-        push_opt(&mut f, "price", input.observed_price_cents.map(ScalarValue::Int));
+        push_opt(
+            &mut f,
+            "display",
+            input.display_in_place.map(ScalarValue::Boolean),
+        );
+        push_opt(
+            &mut f,
+            "price_ok",
+            input.promo_price_correct.map(ScalarValue::Boolean),
+        );
+        push_opt(
+            &mut f,
+            "materials",
+            input.materials_present.map(ScalarValue::Boolean),
+        );
+        push_opt(
+            &mut f,
+            "price",
+            input.observed_price_cents.map(ScalarValue::Int),
+        );
         self.put_fields("promotions", promotion_id, f)
     }
 
@@ -859,7 +1010,9 @@ impl<'a, 'b> VisitWriter<'a, 'b> {
         let n = self.obj("notes")?;
         let len = self.tx.length(&n);
         if pos > len || pos as isize + delete.max(0) > len as isize {
-            return Err(Error::invalid(format!("notes edit at {pos} is past the end of the notes ({len} characters)")));
+            return Err(Error::invalid(format!(
+                "notes edit at {pos} is past the end of the notes ({len} characters)"
+            )));
         }
         self.tx.splice_text(&n, pos, delete, insert)?;
         Ok(())

@@ -21,7 +21,10 @@ pub enum Error {
 
     /// The visit's status does not allow the action.
     #[error("cannot {action} a visit that is {status}")]
-    InvalidTransition { action: &'static str, status: String },
+    InvalidTransition {
+        action: &'static str,
+        status: String,
+    },
 
     #[error("cannot complete the visit: required task(s) still open: {}", open.join(", "))]
     RequiredTasksOpen { open: Vec<String> },
@@ -37,7 +40,9 @@ pub enum Error {
     #[error("missing {count} dependency change(s) for visit {visit_id}")]
     MissingDependencies { visit_id: String, count: usize },
 
-    #[error("the device database was written by a newer fieldsync (schema {found}, this build knows up to {supported})")]
+    #[error(
+        "the device database was written by a newer fieldsync (schema {found}, this build knows up to {supported})"
+    )]
     SchemaTooNew { found: i64, supported: i64 },
 
     #[error("stored data is corrupt: {0}")]
@@ -70,7 +75,10 @@ impl Error {
     }
 
     pub(crate) fn not_found(kind: &'static str, id: &str) -> Self {
-        Error::NotFound { kind, id: id.chars().take(80).collect() }
+        Error::NotFound {
+            kind,
+            id: id.chars().take(80).collect(),
+        }
     }
 
     /// True for errors caused by the caller's input (nothing was changed).

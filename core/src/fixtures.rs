@@ -57,18 +57,60 @@ pub struct FixtureSize {
 
 impl Default for FixtureSize {
     fn default() -> Self {
-        Self { stores_per_territory: 20, products: 60, reps_per_territory: 3 }
+        Self {
+            stores_per_territory: 20,
+            products: 60,
+            reps_per_territory: 3,
+        }
     }
 }
 
-const CITIES: [(&str, f64, f64, &str); 2] =
-    [("Berlin", 52.520, 13.405, "Europe/Berlin"), ("Lyon", 45.764, 4.835, "Europe/Paris")];
+const CITIES: [(&str, f64, f64, &str); 2] = [
+    ("Berlin", 52.520, 13.405, "Europe/Berlin"),
+    ("Lyon", 45.764, 4.835, "Europe/Paris"),
+];
 const CHAINS: [&str; 4] = ["FreshMart", "CornerShop", "MegaSave", "CityGrocer"];
 const CATEGORIES: [(&str, [&str; 5]); 4] = [
-    ("Soft drinks", ["Cola 330ml", "Lemon Soda 500ml", "Orange Fizz 1.5l", "Iced Tea 500ml", "Energy 250ml"]),
-    ("Snacks", ["Salted Crisps 150g", "Paprika Crisps 150g", "Pretzels 200g", "Tortilla Chips 200g", "Peanuts 250g"]),
-    ("Dairy", ["Whole Milk 1l", "Greek Yogurt 500g", "Butter 250g", "Cheddar 200g", "Skyr 450g"]),
-    ("Coffee", ["Espresso Beans 1kg", "Ground Coffee 500g", "Instant Coffee 200g", "Decaf 250g", "Capsules x10"]),
+    (
+        "Soft drinks",
+        [
+            "Cola 330ml",
+            "Lemon Soda 500ml",
+            "Orange Fizz 1.5l",
+            "Iced Tea 500ml",
+            "Energy 250ml",
+        ],
+    ),
+    (
+        "Snacks",
+        [
+            "Salted Crisps 150g",
+            "Paprika Crisps 150g",
+            "Pretzels 200g",
+            "Tortilla Chips 200g",
+            "Peanuts 250g",
+        ],
+    ),
+    (
+        "Dairy",
+        [
+            "Whole Milk 1l",
+            "Greek Yogurt 500g",
+            "Butter 250g",
+            "Cheddar 200g",
+            "Skyr 450g",
+        ],
+    ),
+    (
+        "Coffee",
+        [
+            "Espresso Beans 1kg",
+            "Ground Coffee 500g",
+            "Instant Coffee 200g",
+            "Decaf 250g",
+            "Capsules x10",
+        ],
+    ),
 ];
 const BRANDS: [&str; 3] = ["Northwind", "Contoso", "Fabrikam"];
 
@@ -78,12 +120,21 @@ const BRANDS: [&str; 3] = ["Northwind", "Contoso", "Fabrikam"];
 /// `admin`.
 pub fn reference_data(seed: u64, size: &FixtureSize, today: NaiveDate) -> ReferenceData {
     let mut rng = Rng::new(seed);
-    let mut d = ReferenceData { version: 1, ..Default::default() };
+    let mut d = ReferenceData {
+        version: 1,
+        ..Default::default()
+    };
     for (i, (city, ..)) in CITIES.iter().enumerate() {
-        d.territories.push(Territory { id: format!("t-{}", i + 1), name: format!("{city} territory") });
+        d.territories.push(Territory {
+            id: format!("t-{}", i + 1),
+            name: format!("{city} territory"),
+        });
     }
     for (i, chain) in CHAINS.iter().enumerate() {
-        d.store_groups.push(StoreGroup { id: format!("g-{}", i + 1), name: chain.to_string() });
+        d.store_groups.push(StoreGroup {
+            id: format!("g-{}", i + 1),
+            name: chain.to_string(),
+        });
     }
     let mut rep = 0;
     for (ti, t) in d.territories.clone().iter().enumerate() {
@@ -148,9 +199,14 @@ pub fn reference_data(seed: u64, size: &FixtureSize, today: NaiveDate) -> Refere
     for (gi, g) in d.store_groups.clone().iter().enumerate() {
         let count = (size.products * 2 / 3).max(1);
         let start = gi * 5;
-        let product_ids: Vec<String> =
-            (0..count).map(|k| d.products[(start + k) % size.products].id.clone()).collect();
-        d.assortments.push(Assortment { id: format!("a-{}", gi + 1), store_group_ids: vec![g.id.clone()], product_ids: product_ids.clone() });
+        let product_ids: Vec<String> = (0..count)
+            .map(|k| d.products[(start + k) % size.products].id.clone())
+            .collect();
+        d.assortments.push(Assortment {
+            id: format!("a-{}", gi + 1),
+            store_group_ids: vec![g.id.clone()],
+            product_ids: product_ids.clone(),
+        });
         let positions = 10 + rng.below(31) as usize;
         d.planograms.push(Planogram {
             id: format!("pg-{}", gi + 1),
@@ -168,14 +224,21 @@ pub fn reference_data(seed: u64, size: &FixtureSize, today: NaiveDate) -> Refere
         });
         for k in 0..(2 + rng.below(4)) {
             let pid = product_ids[rng.below(product_ids.len() as u64) as usize].clone();
-            let list = d.products.iter().find(|p| p.id == pid).map_or(199, |p| p.list_price_cents);
+            let list = d
+                .products
+                .iter()
+                .find(|p| p.id == pid)
+                .map_or(199, |p| p.list_price_cents);
             d.promotions.push(Promotion {
                 id: format!("promo-{}-{}", gi + 1, k + 1),
                 name: format!("{} spring deal {}", g.name, k + 1),
                 product_ids: vec![pid],
                 promo_price_cents: list * 8 / 10,
-                display_location: [DisplayLocation::FrontEndCap, DisplayLocation::InAisle, DisplayLocation::Checkout]
-                    [rng.below(3) as usize],
+                display_location: [
+                    DisplayLocation::FrontEndCap,
+                    DisplayLocation::InAisle,
+                    DisplayLocation::Checkout,
+                ][rng.below(3) as usize],
                 valid_from: today - Duration::days(14),
                 valid_to: today + Duration::days(14),
                 store_group_ids: vec![g.id.clone()],
@@ -205,25 +268,60 @@ pub fn reference_data(seed: u64, size: &FixtureSize, today: NaiveDate) -> Refere
         id: "tt-standard".into(),
         name: "Standard store visit".into(),
         tasks: vec![
-            TaskDefinition { kind: TaskKind::InventoryCheck, required: true, questions: vec![] },
-            TaskDefinition { kind: TaskKind::PlanogramCheck, required: true, questions: vec![] },
-            TaskDefinition { kind: TaskKind::PromotionCheck, required: false, questions: vec![] },
+            TaskDefinition {
+                kind: TaskKind::InventoryCheck,
+                required: true,
+                questions: vec![],
+            },
+            TaskDefinition {
+                kind: TaskKind::PlanogramCheck,
+                required: true,
+                questions: vec![],
+            },
+            TaskDefinition {
+                kind: TaskKind::PromotionCheck,
+                required: false,
+                questions: vec![],
+            },
             TaskDefinition {
                 kind: TaskKind::Survey,
                 required: false,
                 questions: vec![
-                    SurveyQuestion { id: "q-manager-met".into(), text: "Did you meet the store manager?".into(), answer_type: AnswerType::Boolean, required: true },
-                    SurveyQuestion { id: "q-competitor-facings".into(), text: "Competitor facings in the aisle".into(), answer_type: AnswerType::Number, required: false },
-                    SurveyQuestion { id: "q-remarks".into(), text: "Remarks".into(), answer_type: AnswerType::Text, required: false },
+                    SurveyQuestion {
+                        id: "q-manager-met".into(),
+                        text: "Did you meet the store manager?".into(),
+                        answer_type: AnswerType::Boolean,
+                        required: true,
+                    },
+                    SurveyQuestion {
+                        id: "q-competitor-facings".into(),
+                        text: "Competitor facings in the aisle".into(),
+                        answer_type: AnswerType::Number,
+                        required: false,
+                    },
+                    SurveyQuestion {
+                        id: "q-remarks".into(),
+                        text: "Remarks".into(),
+                        answer_type: AnswerType::Text,
+                        required: false,
+                    },
                 ],
             },
-            TaskDefinition { kind: TaskKind::Order, required: false, questions: vec![] },
+            TaskDefinition {
+                kind: TaskKind::Order,
+                required: false,
+                questions: vec![],
+            },
         ],
     });
     d.task_templates.push(TaskTemplate {
         id: "tt-quick".into(),
         name: "Quick stock check".into(),
-        tasks: vec![TaskDefinition { kind: TaskKind::InventoryCheck, required: false, questions: vec![] }],
+        tasks: vec![TaskDefinition {
+            kind: TaskKind::InventoryCheck,
+            required: false,
+            questions: vec![],
+        }],
     });
     d
 }

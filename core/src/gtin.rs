@@ -88,7 +88,12 @@ mod tests {
 
     #[test]
     fn accepts_known_valid_codes() {
-        for code in ["4006381333931", "5901234123457", "0000000000000", "9780306406157"] {
+        for code in [
+            "4006381333931",
+            "5901234123457",
+            "0000000000000",
+            "9780306406157",
+        ] {
             assert!(Gtin13::parse(code).is_ok(), "{code}");
         }
     }
@@ -96,7 +101,10 @@ mod tests {
     #[test]
     fn rejects_wrong_check_digit_length_and_letters() {
         let err = Gtin13::parse("4006381333932").unwrap_err();
-        assert!(err.to_string().contains("check digit is 2 but should be 1"), "{err}");
+        assert!(
+            err.to_string().contains("check digit is 2 but should be 1"),
+            "{err}"
+        );
         assert!(Gtin13::parse("400638133393").is_err());
         assert!(Gtin13::parse("40063813339311").is_err());
         assert!(Gtin13::parse("40063813339a1").is_err());

@@ -3,9 +3,9 @@
 //!
 //! Every ratio KPI is kept as a [`Ratio`] — a numerator and a denominator — and never as a
 //! percentage. Over many visits the numerators are summed and the denominators are summed
-//! (as `DOMAIN.md` prescribes); per-visit percentages are never averaged. Four visits'
-//! worth of "1 of 4 out of stock" and "1 of 2 out of stock" is 2 of 6 (33 %), not the
-//! 37.5 % mean of 25 % and 50 %.
+//! (as `DOMAIN.md` prescribes); per-visit percentages are never averaged. Two visits with
+//! "1 of 4 out of stock" and "1 of 2 out of stock" give 2 of 6 (33 %), not the 37.5 %
+//! mean of 25 % and 50 %.
 //!
 //! Entry points:
 //!

@@ -344,15 +344,43 @@ impl ReferenceData {
     /// radii, time zones, prices and dates make sense. Returns every problem found.
     pub fn validate(&self) -> Result<(), Error> {
         let mut problems = Vec::new();
-        let territories = unique_ids(&mut problems, "territory", self.territories.iter().map(|t| &t.id));
-        let groups = unique_ids(&mut problems, "store group", self.store_groups.iter().map(|g| &g.id));
-        let products = unique_ids(&mut problems, "product", self.products.iter().map(|p| &p.id));
+        let territories = unique_ids(
+            &mut problems,
+            "territory",
+            self.territories.iter().map(|t| &t.id),
+        );
+        let groups = unique_ids(
+            &mut problems,
+            "store group",
+            self.store_groups.iter().map(|g| &g.id),
+        );
+        let products = unique_ids(
+            &mut problems,
+            "product",
+            self.products.iter().map(|p| &p.id),
+        );
         unique_ids(&mut problems, "user", self.users.iter().map(|u| &u.id));
         unique_ids(&mut problems, "store", self.stores.iter().map(|s| &s.id));
-        unique_ids(&mut problems, "assortment", self.assortments.iter().map(|a| &a.id));
-        unique_ids(&mut problems, "planogram", self.planograms.iter().map(|p| &p.id));
-        unique_ids(&mut problems, "promotion", self.promotions.iter().map(|p| &p.id));
-        unique_ids(&mut problems, "task template", self.task_templates.iter().map(|t| &t.id));
+        unique_ids(
+            &mut problems,
+            "assortment",
+            self.assortments.iter().map(|a| &a.id),
+        );
+        unique_ids(
+            &mut problems,
+            "planogram",
+            self.planograms.iter().map(|p| &p.id),
+        );
+        unique_ids(
+            &mut problems,
+            "promotion",
+            self.promotions.iter().map(|p| &p.id),
+        );
+        unique_ids(
+            &mut problems,
+            "task template",
+            self.task_templates.iter().map(|t| &t.id),
+        );
 
         for u in &self.users {
             for t in &u.territory_ids {
@@ -370,26 +398,70 @@ impl ReferenceData {
             }
         }
         for a in &self.assortments {
-            check_refs(&mut problems, "assortment", &a.id, "store group", &a.store_group_ids, &groups);
-            check_refs(&mut problems, "assortment", &a.id, "product", &a.product_ids, &products);
+            check_refs(
+                &mut problems,
+                "assortment",
+                &a.id,
+                "store group",
+                &a.store_group_ids,
+                &groups,
+            );
+            check_refs(
+                &mut problems,
+                "assortment",
+                &a.id,
+                "product",
+                &a.product_ids,
+                &products,
+            );
         }
         for pg in &self.planograms {
-            check_refs(&mut problems, "planogram", &pg.id, "store group", &pg.store_group_ids, &groups);
+            check_refs(
+                &mut problems,
+                "planogram",
+                &pg.id,
+                "store group",
+                &pg.store_group_ids,
+                &groups,
+            );
             let mut seen = HashSet::new();
             for pos in &pg.positions {
                 if !seen.insert(pos.id.as_str()) {
-                    problems.push(format!("planogram {}: duplicate position {}", pg.id, pos.id));
+                    problems.push(format!(
+                        "planogram {}: duplicate position {}",
+                        pg.id, pos.id
+                    ));
                 }
                 if !products.contains(pos.product_id.as_str()) {
-                    problems.push(format!("planogram {} position {}: unknown product {}", pg.id, pos.id, pos.product_id));
+                    problems.push(format!(
+                        "planogram {} position {}: unknown product {}",
+                        pg.id, pos.id, pos.product_id
+                    ));
                 }
             }
         }
         for pr in &self.promotions {
-            check_refs(&mut problems, "promotion", &pr.id, "store group", &pr.store_group_ids, &groups);
-            check_refs(&mut problems, "promotion", &pr.id, "product", &pr.product_ids, &products);
+            check_refs(
+                &mut problems,
+                "promotion",
+                &pr.id,
+                "store group",
+                &pr.store_group_ids,
+                &groups,
+            );
+            check_refs(
+                &mut problems,
+                "promotion",
+                &pr.id,
+                "product",
+                &pr.product_ids,
+                &products,
+            );
             if pr.valid_to < pr.valid_from {
-                problems.push(format!("promotion {}: valid_to is before valid_from", pr.id));
+                problems.push(format!(
+                    "promotion {}: valid_to is before valid_from",
+                    pr.id
+                ));
             }
             if pr.promo_price_cents < 0 {
                 problems.push(format!("promotion {}: negative promo price", pr.id));
@@ -406,9 +478,17 @@ impl ReferenceData {
         if !(0.0..=1.0).contains(&s.price_tolerance) {
             problems.push("settings: price_tolerance must be between 0 and 1".into());
         }
-        let weights = [s.weight_on_shelf_availability, s.weight_planogram, s.weight_promotion, s.weight_price];
-        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
-            problems.push("settings: perfect-store weights must be non-negative and not all zero".into());
+        let weights = [
+            s.weight_on_shelf_availability,
+            s.weight_planogram,
+            s.weight_promotion,
+            s.weight_price,
+        ];
+        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f64>() <= 0.0
+        {
+            problems.push(
+                "settings: perfect-store weights must be non-negative and not all zero".into(),
+            );
         }
         if problems.is_empty() {
             Ok(())
@@ -424,10 +504,17 @@ impl ReferenceData {
 }
 
 /// Problems with one store record (shared with the server's CSV importer).
-pub fn store_problems(s: &Store, territories: &HashSet<&str>, groups: &HashSet<&str>) -> Vec<String> {
+pub fn store_problems(
+    s: &Store,
+    territories: &HashSet<&str>,
+    groups: &HashSet<&str>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     if !territories.contains(s.territory_id.as_str()) {
-        problems.push(format!("store {}: unknown territory {}", s.id, s.territory_id));
+        problems.push(format!(
+            "store {}: unknown territory {}",
+            s.id, s.territory_id
+        ));
     }
     if !(-90.0..=90.0).contains(&s.lat) || !(-180.0..=180.0).contains(&s.lng) {
         problems.push(format!("store {}: coordinates out of range", s.id));
@@ -436,7 +523,10 @@ pub fn store_problems(s: &Store, territories: &HashSet<&str>, groups: &HashSet<&
         problems.push(format!("store {}: geofence radius must be positive", s.id));
     }
     if s.timezone.parse::<chrono_tz::Tz>().is_err() {
-        problems.push(format!("store {}: unknown time zone {:?}", s.id, s.timezone));
+        problems.push(format!(
+            "store {}: unknown time zone {:?}",
+            s.id, s.timezone
+        ));
     }
     for g in &s.store_group_ids {
         if !groups.contains(g.as_str()) {
@@ -493,19 +583,29 @@ impl<'a> ReferenceIndex<'a> {
             data,
             stores: data.stores.iter().map(|s| (s.id.as_str(), s)).collect(),
             products: data.products.iter().map(|p| (p.id.as_str(), p)).collect(),
-            templates: data.task_templates.iter().map(|t| (t.id.as_str(), t)).collect(),
+            templates: data
+                .task_templates
+                .iter()
+                .map(|t| (t.id.as_str(), t))
+                .collect(),
             promotions: data.promotions.iter().map(|p| (p.id.as_str(), p)).collect(),
         }
     }
 
     /// The store with this id, or a `NotFound` error naming it.
     pub fn store(&self, id: &str) -> Result<&'a Store, Error> {
-        self.stores.get(id).copied().ok_or_else(|| Error::not_found("store", id))
+        self.stores
+            .get(id)
+            .copied()
+            .ok_or_else(|| Error::not_found("store", id))
     }
 
     /// The product with this id, or a `NotFound` error naming it.
     pub fn product(&self, id: &str) -> Result<&'a Product, Error> {
-        self.products.get(id).copied().ok_or_else(|| Error::not_found("product", id))
+        self.products
+            .get(id)
+            .copied()
+            .ok_or_else(|| Error::not_found("product", id))
     }
 
     fn in_groups(store: &Store, groups: &[String]) -> bool {
@@ -528,7 +628,10 @@ impl<'a> ReferenceIndex<'a> {
 
     /// The planogram that applies to the store (the first listed for any of its groups).
     pub fn planogram_for(&self, store: &Store) -> Option<&'a Planogram> {
-        self.data.planograms.iter().find(|p| Self::in_groups(store, &p.store_group_ids))
+        self.data
+            .planograms
+            .iter()
+            .find(|p| Self::in_groups(store, &p.store_group_ids))
     }
 
     /// Promotions running in the store on `day`.
@@ -545,7 +648,13 @@ impl<'a> ReferenceIndex<'a> {
     pub fn targets_for(&self, store: &Store, day: NaiveDate) -> BTreeMap<KpiKind, f64> {
         let mut out = BTreeMap::new();
         let valid = |t: &&KpiTarget| t.valid_from <= day && day <= t.valid_to;
-        for t in self.data.kpi_targets.iter().filter(valid).filter(|t| t.store_group_id.is_none()) {
+        for t in self
+            .data
+            .kpi_targets
+            .iter()
+            .filter(valid)
+            .filter(|t| t.store_group_id.is_none())
+        {
             out.insert(t.kpi, t.target);
         }
         for t in self.data.kpi_targets.iter().filter(valid) {

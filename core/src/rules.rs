@@ -50,7 +50,10 @@ pub fn transition(status: VisitStatus, action: Action) -> Result<VisitStatus> {
         (Action::Reschedule, Planned) => Planned,
         _ => {
             let hint = match (action, status) {
-                (Action::Record | Action::CheckOut | Action::Complete | Action::Abandon, Planned) => " (check in first)",
+                (
+                    Action::Record | Action::CheckOut | Action::Complete | Action::Abandon,
+                    Planned,
+                ) => " (check in first)",
                 (Action::Cancel, InProgress) => " (a started visit can be abandoned, not canceled)",
                 _ => "",
             };
@@ -72,7 +75,11 @@ pub fn non_negative(field: &'static str, value: Option<i64>) -> Result<()> {
 }
 
 /// Checks an inventory input and that the product exists.
-pub fn check_inventory(refs: &ReferenceIndex<'_>, product_id: &str, input: &InventoryInput) -> Result<()> {
+pub fn check_inventory(
+    refs: &ReferenceIndex<'_>,
+    product_id: &str,
+    input: &InventoryInput,
+) -> Result<()> {
     refs.product(product_id)?;
     non_negative("shelf quantity", input.shelf_qty)?;
     non_negative("backroom quantity", input.backroom_qty)?;
@@ -121,15 +128,28 @@ pub fn task_states(visit: &Visit, refs: &ReferenceIndex<'_>) -> Result<Vec<TaskS
                 let products = refs.assortment_for(store);
                 let done = products
                     .iter()
-                    .filter(|p| visit.inventory.get(**p).is_some_and(|l| l.is_out_of_stock().is_some()))
+                    .filter(|p| {
+                        visit
+                            .inventory
+                            .get(**p)
+                            .is_some_and(|l| l.is_out_of_stock().is_some())
+                    })
                     .count();
                 (done, products.len())
             }
             TaskKind::PlanogramCheck => {
-                let positions = refs.planogram_for(store).map(|p| p.positions.as_slice()).unwrap_or_default();
+                let positions = refs
+                    .planogram_for(store)
+                    .map(|p| p.positions.as_slice())
+                    .unwrap_or_default();
                 let done = positions
                     .iter()
-                    .filter(|p| visit.planogram.get(&p.id).is_some_and(|r| r.present.is_some()))
+                    .filter(|p| {
+                        visit
+                            .planogram
+                            .get(&p.id)
+                            .is_some_and(|r| r.present.is_some())
+                    })
                     .count();
                 (done, positions.len())
             }
@@ -137,13 +157,21 @@ pub fn task_states(visit: &Visit, refs: &ReferenceIndex<'_>) -> Result<Vec<TaskS
                 let promos = refs.promotions_for(store, day);
                 let done = promos
                     .iter()
-                    .filter(|p| visit.promotions.get(&p.id).is_some_and(|c| c.display_in_place.is_some()))
+                    .filter(|p| {
+                        visit
+                            .promotions
+                            .get(&p.id)
+                            .is_some_and(|c| c.display_in_place.is_some())
+                    })
                     .count();
                 (done, promos.len())
             }
             TaskKind::Survey => {
                 let required: Vec<_> = def.questions.iter().filter(|q| q.required).collect();
-                let done = required.iter().filter(|q| visit.survey.contains_key(&q.id)).count();
+                let done = required
+                    .iter()
+                    .filter(|q| visit.survey.contains_key(&q.id))
+                    .count();
                 (done, required.len())
             }
             TaskKind::Order => (usize::from(visit.order_submitted), 1),
@@ -167,7 +195,11 @@ pub fn check_can_complete(visit: &Visit, refs: &ReferenceIndex<'_>) -> Result<()
         .filter(|t| t.required && !t.complete)
         .map(|t| format!("{} ({} of {} done)", t.kind.label(), t.done, t.total))
         .collect();
-    if open.is_empty() { Ok(()) } else { Err(Error::RequiredTasksOpen { open }) }
+    if open.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::RequiredTasksOpen { open })
+    }
 }
 
 /// Problems with a visit's content against reference data: unknown store, products,
@@ -182,8 +214,13 @@ pub fn visit_problems(visit: &Visit, refs: &ReferenceIndex<'_>) -> Vec<String> {
     if visit.plan.planned_end < visit.plan.planned_start {
         out.push("planned end is before planned start".into());
     }
-    if !visit.plan.template_id.is_empty() && !refs.templates.contains_key(visit.plan.template_id.as_str()) {
-        out.push(format!("unknown task template {:?}", visit.plan.template_id));
+    if !visit.plan.template_id.is_empty()
+        && !refs.templates.contains_key(visit.plan.template_id.as_str())
+    {
+        out.push(format!(
+            "unknown task template {:?}",
+            visit.plan.template_id
+        ));
     }
     for (pid, line) in &visit.inventory {
         if refs.product(pid).is_err() {
@@ -249,20 +286,39 @@ pub fn role_may_write(role: Role, path: &str, own_actor_hex: &str, creating: boo
         "notes" => true,
         "actors" => second == own_actor_hex,
         "v" | "id" => creating,
-        "plan" => role == Role::Manager || (creating && second.is_empty()) || (creating && role == Role::Rep),
+        "plan" => {
+            role == Role::Manager
+                || (creating && second.is_empty())
+                || (creating && role == Role::Rep)
+        }
         "actual" => match role {
             Role::Rep => true,
-            Role::Manager => second.is_empty() && creating || matches!(second, "status" | "cancel_reason" | "cancel_lat" | "cancel_lng"),
+            Role::Manager => {
+                second.is_empty() && creating
+                    || matches!(
+                        second,
+                        "status" | "cancel_reason" | "cancel_lat" | "cancel_lng"
+                    )
+            }
             Role::Admin => true,
         },
-        "inventory" | "planogram" | "promotions" | "survey" | "orders" => role == Role::Rep || (creating && second.is_empty()),
+        "inventory" | "planogram" | "promotions" | "survey" | "orders" => {
+            role == Role::Rep || (creating && second.is_empty())
+        }
         _ => false,
     }
 }
 
 /// The first path in `paths` the role may not write, if any.
-pub fn forbidden_path<'p>(role: Role, paths: impl IntoIterator<Item = &'p String>, own_actor_hex: &str, creating: bool) -> Option<&'p String> {
-    paths.into_iter().find(|p| !role_may_write(role, p, own_actor_hex, creating))
+pub fn forbidden_path<'p>(
+    role: Role,
+    paths: impl IntoIterator<Item = &'p String>,
+    own_actor_hex: &str,
+    creating: bool,
+) -> Option<&'p String> {
+    paths
+        .into_iter()
+        .find(|p| !role_may_write(role, p, own_actor_hex, creating))
 }
 
 #[cfg(test)]
@@ -277,7 +333,10 @@ mod tests {
         assert_eq!(transition(Planned, Action::Cancel).unwrap(), Canceled);
         assert_eq!(transition(InProgress, Action::Abandon).unwrap(), Abandoned);
         let e = transition(Completed, Action::CheckIn).unwrap_err();
-        assert_eq!(e.to_string(), "cannot check in to a visit that is completed");
+        assert_eq!(
+            e.to_string(),
+            "cannot check in to a visit that is completed"
+        );
         let e = transition(InProgress, Action::Cancel).unwrap_err();
         assert!(e.to_string().contains("abandoned, not canceled"), "{e}");
         let e = transition(Planned, Action::Record).unwrap_err();
@@ -295,7 +354,12 @@ mod tests {
         assert!(role_may_write(Role::Manager, "plan/rep", me, false));
         assert!(!role_may_write(Role::Manager, "actual/in_at", me, false));
         assert!(role_may_write(Role::Manager, "actual/status", me, false));
-        assert!(!role_may_write(Role::Manager, "inventory/p1/shelf", me, false));
+        assert!(!role_may_write(
+            Role::Manager,
+            "inventory/p1/shelf",
+            me,
+            false
+        ));
         assert!(role_may_write(Role::Manager, "notes", me, false));
         assert!(role_may_write(Role::Rep, "actors/aa/u", me, false));
         assert!(!role_may_write(Role::Rep, "actors/bb/u", me, false));

@@ -47,7 +47,10 @@ impl VisitStatus {
 
     /// Completed, canceled and abandoned visits take no more findings.
     pub fn is_final(self) -> bool {
-        matches!(self, VisitStatus::Completed | VisitStatus::Canceled | VisitStatus::Abandoned)
+        matches!(
+            self,
+            VisitStatus::Completed | VisitStatus::Canceled | VisitStatus::Abandoned
+        )
     }
 }
 

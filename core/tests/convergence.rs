@@ -6,10 +6,21 @@ mod common;
 
 use common::*;
 use fieldsync_core::clock::ManualClock;
+use fieldsync_core::store::DeviceStore;
 use fieldsync_core::visit::*;
 use std::sync::Arc;
 
-fn setup() -> (tempfile::TempDir, Arc<ManualClock>, Arc<ManualClock>, fieldsync_core::store::DeviceStore, fieldsync_core::store::DeviceStore, String, String) {
+type Setup = (
+    tempfile::TempDir,
+    Arc<ManualClock>,
+    Arc<ManualClock>,
+    DeviceStore,
+    DeviceStore,
+    String,
+    String,
+);
+
+fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(ManualClock::new(NOW));
     let cb = Arc::new(ManualClock::new(NOW));
@@ -20,7 +31,15 @@ fn setup() -> (tempfile::TempDir, Arc<ManualClock>, Arc<ManualClock>, fieldsync_
     let id = a.create_visit(plan(&store.id, "rep-1", NOW)).unwrap();
     a.check_in(&id, store_position(&r, &store.id)).unwrap();
     let pid = r.index().assortment_for(&store)[0].to_string();
-    a.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(1), ..Default::default() }).unwrap();
+    a.record_inventory(
+        &id,
+        &pid,
+        &InventoryInput {
+            shelf_qty: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     a.set_notes(&id, "Shelf ok.").unwrap();
     exchange(&a, &b);
     (dir, ca, cb, a, b, id, pid)
@@ -34,16 +53,51 @@ fn concurrent_edits_converge_in_any_order_with_duplicates() {
         // the price; both edit the notes; A records backroom (a different field of the line).
         ca.set(NOW + 3_600_000);
         cb.set(NOW + 3_900_000);
-        a.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(7), backroom_qty: Some(12), ..Default::default() }).unwrap();
-        b.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(9), observed_price_cents: Some(249), ..Default::default() }).unwrap();
+        a.record_inventory(
+            &id,
+            &pid,
+            &InventoryInput {
+                shelf_qty: Some(7),
+                backroom_qty: Some(12),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        b.record_inventory(
+            &id,
+            &pid,
+            &InventoryInput {
+                shelf_qty: Some(9),
+                observed_price_cents: Some(249),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         a.edit_notes(&id, 0, 0, "Morning: ").unwrap();
         b.edit_notes(&id, 9, 0, " Display built.").unwrap();
 
         match order {
-            0 => { exchange(&a, &b); exchange(&b, &a); }
-            1 => { exchange(&b, &a); exchange(&a, &b); }
-            2 => { exchange(&a, &b); exchange(&a, &b); exchange(&b, &a); exchange(&b, &a); }
-            _ => { exchange(&b, &a); exchange(&b, &a); exchange(&a, &b); exchange(&b, &a); exchange(&a, &b); }
+            0 => {
+                exchange(&a, &b);
+                exchange(&b, &a);
+            }
+            1 => {
+                exchange(&b, &a);
+                exchange(&a, &b);
+            }
+            2 => {
+                exchange(&a, &b);
+                exchange(&a, &b);
+                exchange(&b, &a);
+                exchange(&b, &a);
+            }
+            _ => {
+                exchange(&b, &a);
+                exchange(&b, &a);
+                exchange(&a, &b);
+                exchange(&b, &a);
+                exchange(&a, &b);
+            }
         }
         let va = a.visit(&id).unwrap();
         let vb = b.visit(&id).unwrap();
@@ -59,12 +113,21 @@ fn concurrent_edits_converge_in_any_order_with_duplicates() {
 
         let conflicts = a.conflicts(&id).unwrap();
         assert_eq!(conflicts, b.conflicts(&id).unwrap());
-        let shelf = conflicts.iter().find(|c| c.path == format!("inventory/{pid}/shelf")).expect("shelf conflict");
+        let shelf = conflicts
+            .iter()
+            .find(|c| c.path == format!("inventory/{pid}/shelf"))
+            .expect("shelf conflict");
         assert_eq!(shelf.values.len(), 2);
         let winner = shelf.values.iter().find(|v| v.winner).unwrap();
         assert_eq!((winner.value.as_str(), winner.at), ("9", NOW + 3_900_000));
         let loser = shelf.values.iter().find(|v| !v.winner).unwrap();
-        assert_eq!((loser.value.as_str(), loser.author.as_ref().unwrap().device_id.as_str()), ("7", "dev-a"));
+        assert_eq!(
+            (
+                loser.value.as_str(),
+                loser.author.as_ref().unwrap().device_id.as_str()
+            ),
+            ("7", "dev-a")
+        );
         assert_eq!(conflicts.len(), 1, "{conflicts:?}");
     }
 }
@@ -74,16 +137,40 @@ fn a_stale_count_never_overwrites_a_fresher_one() {
     // The stale count is made *later in upload order* but *earlier in device time*.
     let (_dir, ca, cb, a, b, id, pid) = setup();
     cb.set(NOW + 7_200_000);
-    b.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(30), ..Default::default() }).unwrap();
+    b.record_inventory(
+        &id,
+        &pid,
+        &InventoryInput {
+            shelf_qty: Some(30),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     ca.set(NOW + 3_600_000); // A was offline all morning
-    a.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(2), ..Default::default() }).unwrap();
+    a.record_inventory(
+        &id,
+        &pid,
+        &InventoryInput {
+            shelf_qty: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     exchange(&b, &a);
     assert_eq!(a.visit(&id).unwrap().inventory[&pid].shelf_qty, Some(30));
     exchange(&a, &b);
     assert_eq!(b.visit(&id).unwrap().inventory[&pid].shelf_qty, Some(30));
     // A causally later edit still wins regardless of clocks: A saw 30 and corrects it.
     ca.set(NOW + 3_700_000);
-    a.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(28), ..Default::default() }).unwrap();
+    a.record_inventory(
+        &id,
+        &pid,
+        &InventoryInput {
+            shelf_qty: Some(28),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     exchange(&a, &b);
     assert_eq!(b.visit(&id).unwrap().inventory[&pid].shelf_qty, Some(28));
     assert!(b.conflicts(&id).unwrap().is_empty());
@@ -96,23 +183,64 @@ fn lines_created_concurrently_merge_field_by_field() {
     let pid = r.index().assortment_for(&r.stores[0])[1].to_string();
     ca.set(NOW + 1000);
     cb.set(NOW + 2000);
-    a.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(4), facings: Some(2), ..Default::default() }).unwrap();
-    b.record_inventory(&id, &pid, &InventoryInput { backroom_qty: Some(6), ..Default::default() }).unwrap();
+    a.record_inventory(
+        &id,
+        &pid,
+        &InventoryInput {
+            shelf_qty: Some(4),
+            facings: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    b.record_inventory(
+        &id,
+        &pid,
+        &InventoryInput {
+            backroom_qty: Some(6),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     exchange(&a, &b);
     exchange(&b, &a);
     let line = a.visit(&id).unwrap().inventory[&pid].clone();
-    assert_eq!((line.shelf_qty, line.backroom_qty, line.facings), (Some(4), Some(6), Some(2)));
+    assert_eq!(
+        (line.shelf_qty, line.backroom_qty, line.facings),
+        (Some(4), Some(6), Some(2))
+    );
     assert_eq!(a.visit(&id).unwrap(), b.visit(&id).unwrap());
 }
 
 #[test]
 fn changes_with_missing_dependencies_wait_and_then_apply() {
     let (_dir, ca, _cb, a, b, id, pid) = setup();
-    let before: Vec<String> = a.all_heads().unwrap().into_iter().flat_map(|(_, h)| h).collect();
+    let before: Vec<String> = a
+        .all_heads()
+        .unwrap()
+        .into_iter()
+        .flat_map(|(_, h)| h)
+        .collect();
     ca.advance(1000);
-    a.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(11), ..Default::default() }).unwrap();
+    a.record_inventory(
+        &id,
+        &pid,
+        &InventoryInput {
+            shelf_qty: Some(11),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     ca.advance(1000);
-    a.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(12), ..Default::default() }).unwrap();
+    a.record_inventory(
+        &id,
+        &pid,
+        &InventoryInput {
+            shelf_qty: Some(12),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let changes = a.changes_since(&id, &before).unwrap();
     assert_eq!(changes.len(), 2);
     // The second change alone: its dependency is missing, nothing visible changes.
@@ -121,7 +249,13 @@ fn changes_with_missing_dependencies_wait_and_then_apply() {
     assert_eq!(b.visit(&id).unwrap().inventory[&pid].shelf_qty, Some(1));
     // The waiting change survives a restart of the store.
     drop(b);
-    let b = fieldsync_core::store::DeviceStore::open_with_clock(_dir.path().join("b.db"), "rep-1", "dev-b", Arc::new(ManualClock::new(NOW))).unwrap();
+    let b = DeviceStore::open_with_clock(
+        _dir.path().join("b.db"),
+        "rep-1",
+        "dev-b",
+        Arc::new(ManualClock::new(NOW)),
+    )
+    .unwrap();
     let out = b.apply_remote(&id, &changes[..1]).unwrap();
     assert!(out.missing.is_empty());
     assert_eq!(b.visit(&id).unwrap().inventory[&pid].shelf_qty, Some(12));
@@ -134,7 +268,9 @@ fn changes_with_missing_dependencies_wait_and_then_apply() {
 fn malformed_remote_bytes_are_refused_and_change_nothing() {
     let (_dir, _ca, _cb, a, _b, id, _) = setup();
     let before = a.projection_rows().unwrap();
-    let e = a.apply_remote(&id, &[b"definitely not automerge".to_vec()]).unwrap_err();
+    let e = a
+        .apply_remote(&id, &[b"definitely not automerge".to_vec()])
+        .unwrap_err();
     assert!(e.to_string().contains("malformed change"), "{e}");
     assert_eq!(a.projection_rows().unwrap(), before);
 }

@@ -4,15 +4,21 @@
 mod common;
 
 use common::*;
+use fieldsync_core::Error;
 use fieldsync_core::clock::ManualClock;
 use fieldsync_core::model::TaskKind;
 use fieldsync_core::store::DeviceStore;
 use fieldsync_core::visit::*;
-use fieldsync_core::Error;
 use std::sync::Arc;
 
-fn db_snapshot(s: &DeviceStore) -> (Vec<String>, u64, Vec<(String, Vec<String>)>) {
-    (s.projection_rows().unwrap(), s.outbox_len().unwrap(), s.all_heads().unwrap())
+type Heads = Vec<(String, Vec<String>)>;
+
+fn db_snapshot(s: &DeviceStore) -> (Vec<String>, u64, Heads) {
+    (
+        s.projection_rows().unwrap(),
+        s.outbox_len().unwrap(),
+        s.all_heads().unwrap(),
+    )
 }
 
 #[test]
@@ -22,7 +28,9 @@ fn a_whole_visit_offline() {
     let s = open(dir.path(), "rep", "rep-1", clock.clone());
     let r = s.reference_data();
     let store = &r.stores[0];
-    let id = s.create_visit(plan(&store.id, "rep-1", NOW + 3_600_000)).unwrap();
+    let id = s
+        .create_visit(plan(&store.id, "rep-1", NOW + 3_600_000))
+        .unwrap();
 
     let route = s.today_route().unwrap();
     assert_eq!(route.len(), 1);
@@ -71,10 +79,12 @@ fn a_whole_visit_offline() {
         };
         s.record_promotion(&id, &promo.id, &input).unwrap();
     }
-    s.answer_survey(&id, "q-manager-met", &AnswerValue::Bool(true)).unwrap();
+    s.answer_survey(&id, "q-manager-met", &AnswerValue::Bool(true))
+        .unwrap();
     s.set_order_line(&id, assortment[0], 24).unwrap();
     s.submit_order(&id).unwrap();
-    s.set_notes(&id, "Cola display missing its header card.").unwrap();
+    s.set_notes(&id, "Cola display missing its header card.")
+        .unwrap();
     s.check_out(&id, store_position(&r, &store.id)).unwrap();
     s.complete(&id).unwrap();
 
@@ -85,14 +95,27 @@ fn a_whole_visit_offline() {
     assert_eq!(detail.visit.notes, "Cola display missing its header card.");
     assert!(detail.conflicts.is_empty());
     let findings = s.store_findings(&store.id).unwrap();
-    assert_eq!(findings.out_of_stock_product_ids, vec![assortment[0].to_string()]);
-    assert_eq!(findings.non_compliant_promotion_ids.len(), idx.promotions_for(store, day).len());
+    assert_eq!(
+        findings.out_of_stock_product_ids,
+        vec![assortment[0].to_string()]
+    );
+    assert_eq!(
+        findings.non_compliant_promotion_ids.len(),
+        idx.promotions_for(store, day).len()
+    );
 
     let history = s.field_history(&id).unwrap();
-    let shelf = history.iter().find(|h| h.path == format!("inventory/{}/shelf", assortment[1])).unwrap();
+    let shelf = history
+        .iter()
+        .find(|h| h.path == format!("inventory/{}/shelf", assortment[1]))
+        .unwrap();
     assert_eq!(shelf.value, "6");
     assert_eq!(shelf.author.as_ref().unwrap().device_id, "dev-rep");
-    assert!(history.iter().any(|h| h.path == "actual/status" && h.value == "\"completed\""));
+    assert!(
+        history
+            .iter()
+            .any(|h| h.path == "actual/status" && h.value == "\"completed\"")
+    );
     assert!(history.iter().any(|h| h.path == "notes"));
 
     let kpis = s.visit_kpis(&id).unwrap();
@@ -100,7 +123,12 @@ fn a_whole_visit_offline() {
     assert!((oos - 1.0 / assortment.len() as f64).abs() < 1e-9, "{oos}");
     // Every action is in the outbox until acknowledged.
     assert!(s.outbox_len().unwrap() > assortment.len() as u64);
-    let hashes: Vec<String> = s.outbox(10_000).unwrap().into_iter().map(|c| c.hash).collect();
+    let hashes: Vec<String> = s
+        .outbox(10_000)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.hash)
+        .collect();
     s.acknowledge(&hashes).unwrap();
     assert_eq!(s.outbox_len().unwrap(), 0);
     assert_eq!(s.integrity_check().unwrap(), "ok");
@@ -118,25 +146,86 @@ fn bad_input_is_a_typed_error_and_changes_nothing() {
 
     // Recording before check-in.
     let before = db_snapshot(&s);
-    let e = s.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(1), ..Default::default() }).unwrap_err();
+    let e = s
+        .record_inventory(
+            &id,
+            &pid,
+            &InventoryInput {
+                shelf_qty: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
     assert!(matches!(e, Error::InvalidTransition { .. }), "{e}");
     assert_eq!(db_snapshot(&s), before);
 
     s.check_in(&id, store_position(&r, &store.id)).unwrap();
     let before = db_snapshot(&s);
-    let cases: Vec<(&str, Box<dyn Fn() -> Result<(), Error>>)> = vec![
-        ("negative quantity", Box::new(|| s.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(-3), ..Default::default() }))),
-        ("unknown product", Box::new(|| s.record_inventory(&id, "p-nope", &InventoryInput { shelf_qty: Some(3), ..Default::default() }))),
-        ("unknown visit", Box::new(|| s.record_inventory("v-nope", &pid, &InventoryInput::default()))),
-        ("unknown store", Box::new(|| s.create_visit(plan("st-nope", "rep-1", NOW)).map(|_| ()))),
-        ("unknown position", Box::new(|| s.record_position(&id, "pos-nope", &PositionInput::default()))),
-        ("unknown promotion", Box::new(|| s.record_promotion(&id, "promo-nope", &PromotionInput::default()))),
-        ("wrong survey type", Box::new(|| s.answer_survey(&id, "q-manager-met", &AnswerValue::Number(1.0)))),
-        ("negative order", Box::new(|| s.set_order_line(&id, &pid, -1))),
+    type Case<'a> = (&'static str, Box<dyn Fn() -> Result<(), Error> + 'a>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "negative quantity",
+            Box::new(|| {
+                s.record_inventory(
+                    &id,
+                    &pid,
+                    &InventoryInput {
+                        shelf_qty: Some(-3),
+                        ..Default::default()
+                    },
+                )
+            }),
+        ),
+        (
+            "unknown product",
+            Box::new(|| {
+                s.record_inventory(
+                    &id,
+                    "p-nope",
+                    &InventoryInput {
+                        shelf_qty: Some(3),
+                        ..Default::default()
+                    },
+                )
+            }),
+        ),
+        (
+            "unknown visit",
+            Box::new(|| s.record_inventory("v-nope", &pid, &InventoryInput::default())),
+        ),
+        (
+            "unknown store",
+            Box::new(|| s.create_visit(plan("st-nope", "rep-1", NOW)).map(|_| ())),
+        ),
+        (
+            "unknown position",
+            Box::new(|| s.record_position(&id, "pos-nope", &PositionInput::default())),
+        ),
+        (
+            "unknown promotion",
+            Box::new(|| s.record_promotion(&id, "promo-nope", &PromotionInput::default())),
+        ),
+        (
+            "wrong survey type",
+            Box::new(|| s.answer_survey(&id, "q-manager-met", &AnswerValue::Number(1.0))),
+        ),
+        (
+            "negative order",
+            Box::new(|| s.set_order_line(&id, &pid, -1)),
+        ),
         ("complete with open tasks", Box::new(|| s.complete(&id))),
-        ("cancel a started visit", Box::new(|| s.cancel(&id, "store closed", None))),
-        ("check in twice", Box::new(|| s.check_in(&id, store_position(&r, &store.id)).map(|_| ()))),
-        ("notes past the end", Box::new(|| s.edit_notes(&id, 500, 0, "x"))),
+        (
+            "cancel a started visit",
+            Box::new(|| s.cancel(&id, "store closed", None)),
+        ),
+        (
+            "check in twice",
+            Box::new(|| s.check_in(&id, store_position(&r, &store.id)).map(|_| ())),
+        ),
+        (
+            "notes past the end",
+            Box::new(|| s.edit_notes(&id, 500, 0, "x")),
+        ),
     ];
     for (name, f) in &cases {
         let e = f().expect_err(name);
@@ -144,16 +233,31 @@ fn bad_input_is_a_typed_error_and_changes_nothing() {
         assert_eq!(db_snapshot(&s), before, "{name} changed the store");
     }
     // Error messages a rep can act on.
-    let e = s.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(-3), ..Default::default() }).unwrap_err();
+    let e = s
+        .record_inventory(
+            &id,
+            &pid,
+            &InventoryInput {
+                shelf_qty: Some(-3),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
     assert_eq!(e.to_string(), "shelf quantity cannot be negative (got -3)");
     let e = s.cancel(&id, "store closed", None).unwrap_err();
-    assert!(e.to_string().contains("can be abandoned, not canceled"), "{e}");
+    assert!(
+        e.to_string().contains("can be abandoned, not canceled"),
+        "{e}"
+    );
 
     // A check-in on a completed visit.
     s.abandon(&id, "store closed for inventory").unwrap();
     let before = db_snapshot(&s);
     let e = s.check_in(&id, store_position(&r, &store.id)).unwrap_err();
-    assert_eq!(e.to_string(), "cannot check in to a visit that is abandoned");
+    assert_eq!(
+        e.to_string(),
+        "cannot check in to a visit that is abandoned"
+    );
     assert_eq!(db_snapshot(&s), before);
 
     // Invalid reference data is refused whole.
@@ -161,7 +265,10 @@ fn bad_input_is_a_typed_error_and_changes_nothing() {
     bad.products[0].list_price_cents = -5;
     bad.stores[0].timezone = "Mars/Olympus".into();
     let e = s.replace_reference_data(bad).unwrap_err();
-    assert!(e.to_string().contains("negative list price") && e.to_string().contains("Mars/Olympus"), "{e}");
+    assert!(
+        e.to_string().contains("negative list price") && e.to_string().contains("Mars/Olympus"),
+        "{e}"
+    );
     assert_eq!(*s.reference_data(), *r);
 }
 
@@ -172,7 +279,10 @@ fn geofence_is_flagged_not_refused() {
     let r = s.reference_data();
     let store = &r.stores[3];
     let id = s.create_visit(plan(&store.id, "rep-1", NOW)).unwrap();
-    let far = GeoPoint { lat: store.lat + 0.01, lng: store.lng }; // ~1.1 km north
+    let far = GeoPoint {
+        lat: store.lat + 0.01,
+        lng: store.lng,
+    }; // ~1.1 km north
     let cp = s.check_in(&id, far).unwrap();
     assert!(cp.outside_geofence);
     assert!((cp.distance_m - 1112.0).abs() < 5.0, "{}", cp.distance_m);
@@ -187,13 +297,22 @@ fn today_is_the_store_local_day() {
     let clock = Arc::new(ManualClock::new(late));
     let s = open(dir.path(), "rep", "rep-1", clock);
     let r = s.reference_data();
-    let berlin = r.stores.iter().find(|s| s.timezone == "Europe/Berlin").unwrap();
+    let berlin = r
+        .stores
+        .iter()
+        .find(|s| s.timezone == "Europe/Berlin")
+        .unwrap();
     // Planned Nov 28 08:00 Berlin time = 07:00 UTC.
     let tomorrow_morning = NOW + 22 * 3_600_000;
-    let id = s.create_visit(plan(&berlin.id, "rep-1", tomorrow_morning)).unwrap();
+    let id = s
+        .create_visit(plan(&berlin.id, "rep-1", tomorrow_morning))
+        .unwrap();
     let _yesterday = s.create_visit(plan(&berlin.id, "rep-1", NOW)).unwrap();
     let route = s.today_route().unwrap();
-    assert_eq!(route.iter().map(|e| e.visit_id.clone()).collect::<Vec<_>>(), vec![id]);
+    assert_eq!(
+        route.iter().map(|e| e.visit_id.clone()).collect::<Vec<_>>(),
+        vec![id]
+    );
 }
 
 #[test]
@@ -203,13 +322,25 @@ fn projections_rebuild_to_identical_rows() {
     let s = open(dir.path(), "rep", "rep-1", clock.clone());
     let r = s.reference_data();
     for (k, store) in r.stores.iter().take(5).enumerate() {
-        let id = s.create_visit(plan(&store.id, "rep-1", NOW + k as i64 * 3_600_000)).unwrap();
+        let id = s
+            .create_visit(plan(&store.id, "rep-1", NOW + k as i64 * 3_600_000))
+            .unwrap();
         s.check_in(&id, store_position(&r, &store.id)).unwrap();
         for pid in r.index().assortment_for(store).iter().take(8) {
             clock.advance(500);
-            s.record_inventory(&id, pid, &InventoryInput { shelf_qty: Some(3), facings: Some(1), ..Default::default() }).unwrap();
+            s.record_inventory(
+                &id,
+                pid,
+                &InventoryInput {
+                    shelf_qty: Some(3),
+                    facings: Some(1),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         }
-        s.answer_survey(&id, "q-remarks", &AnswerValue::Text("ok".into())).unwrap();
+        s.answer_survey(&id, "q-remarks", &AnswerValue::Text("ok".into()))
+            .unwrap();
         s.set_notes(&id, &format!("visit {k}")).unwrap();
     }
     let before = s.projection_rows().unwrap();
@@ -230,8 +361,22 @@ fn tasks_report_progress() {
     let id = s.create_visit(plan(&store.id, "rep-1", NOW)).unwrap();
     s.check_in(&id, store_position(&r, &store.id)).unwrap();
     let pid = r.index().assortment_for(store)[0].to_string();
-    s.record_inventory(&id, &pid, &InventoryInput { shelf_qty: Some(4), ..Default::default() }).unwrap();
+    s.record_inventory(
+        &id,
+        &pid,
+        &InventoryInput {
+            shelf_qty: Some(4),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let tasks = s.visit_detail(&id).unwrap().tasks;
-    let inv = tasks.iter().find(|t| t.kind == TaskKind::InventoryCheck).unwrap();
-    assert_eq!((inv.done, inv.total, inv.required, inv.complete), (1, r.index().assortment_for(store).len() as u32, true, false));
+    let inv = tasks
+        .iter()
+        .find(|t| t.kind == TaskKind::InventoryCheck)
+        .unwrap();
+    assert_eq!(
+        (inv.done, inv.total, inv.required, inv.complete),
+        (1, r.index().assortment_for(store).len() as u32, true, false)
+    );
 }

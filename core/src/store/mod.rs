@@ -11,7 +11,7 @@ pub mod schema;
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use chrono::NaiveDate;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -113,7 +113,12 @@ impl DeviceStore {
     }
 
     /// Like [`DeviceStore::open`] with an injected clock.
-    pub fn open_with_clock(path: impl AsRef<Path>, user_id: &str, device_id: &str, clock: Arc<dyn Clock>) -> Result<Self> {
+    pub fn open_with_clock(
+        path: impl AsRef<Path>,
+        user_id: &str,
+        device_id: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         if user_id.trim().is_empty() || device_id.trim().is_empty() {
             return Err(Error::invalid("a store needs a user id and a device id"));
         }
@@ -123,8 +128,16 @@ impl DeviceStore {
         let actor = load_or_create_actor(&conn, user_id, device_id)?;
         let refs = Arc::new(load_reference(&conn)?);
         let store = Self {
-            inner: Mutex::new(Inner { conn, actor, refs, docs: HashMap::new() }),
-            identity: Identity { user_id: user_id.into(), device_id: device_id.into() },
+            inner: Mutex::new(Inner {
+                conn,
+                actor,
+                refs,
+                docs: HashMap::new(),
+            }),
+            identity: Identity {
+                user_id: user_id.into(),
+                device_id: device_id.into(),
+            },
             clock,
         };
         if rebuild {
@@ -139,7 +152,10 @@ impl DeviceStore {
     }
 
     fn author(&self) -> Author {
-        Author { user_id: self.identity.user_id.clone(), device_id: self.identity.device_id.clone() }
+        Author {
+            user_id: self.identity.user_id.clone(),
+            device_id: self.identity.device_id.clone(),
+        }
     }
 
     /// The device time now.
@@ -168,11 +184,16 @@ impl DeviceStore {
     pub fn replace_reference_data(&self, data: ReferenceData) -> Result<()> {
         data.validate()?;
         let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM reference", [])?;
         {
-            let mut stmt = tx.prepare("INSERT INTO reference (kind, id, data) VALUES (?1, ?2, ?3)")?;
-            let mut put = |kind: &str, id: &str, json: String| stmt.execute(params![kind, id, json]).map(|_| ());
+            let mut stmt =
+                tx.prepare("INSERT INTO reference (kind, id, data) VALUES (?1, ?2, ?3)")?;
+            let mut put = |kind: &str, id: &str, json: String| {
+                stmt.execute(params![kind, id, json]).map(|_| ())
+            };
             macro_rules! each {
                 ($field:ident, $kind:literal) => {
                     for x in &data.$field {
@@ -190,7 +211,11 @@ impl DeviceStore {
             each!(promotions, "promotion");
             each!(kpi_targets, "kpi_target");
             each!(task_templates, "task_template");
-            put("settings", "settings", serde_json::to_string(&data.settings)?)?;
+            put(
+                "settings",
+                "settings",
+                serde_json::to_string(&data.settings)?,
+            )?;
             put("version", "version", data.version.to_string())?;
         }
         tx.commit()?;
@@ -211,28 +236,37 @@ impl DeviceStore {
         let inner = self.lock();
         let refs = inner.refs.clone();
         let idx = refs.index();
-        let noon = day.and_hms_opt(12, 0, 0).unwrap_or_default().and_utc().timestamp_millis();
+        let noon = day
+            .and_hms_opt(12, 0, 0)
+            .unwrap_or_default()
+            .and_utc()
+            .timestamp_millis();
         // Every time zone's local day lies within ±26 h of that day's noon UTC.
         let window = 26 * 3_600_000;
         let mut stmt = inner.conn.prepare_cached(
             "SELECT id, store_id, planned_start, planned_end, status, priority, ad_hoc FROM visits
              WHERE rep_id = ?1 AND planned_start BETWEEN ?2 AND ?3 ORDER BY planned_start, id",
         )?;
-        let rows = stmt.query_map(params![self.identity.user_id, noon - window, noon + window], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, u8>(5)?,
-                r.get::<_, bool>(6)?,
-            ))
-        })?;
+        let rows = stmt.query_map(
+            params![self.identity.user_id, noon - window, noon + window],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, u8>(5)?,
+                    r.get::<_, bool>(6)?,
+                ))
+            },
+        )?;
         let mut out = Vec::new();
         for row in rows {
             let (visit_id, store_id, planned_start, planned_end, status, priority, ad_hoc) = row?;
-            let Some(store) = idx.stores.get(store_id.as_str()) else { continue };
+            let Some(store) = idx.stores.get(store_id.as_str()) else {
+                continue;
+            };
             if rules::local_day(store, planned_start) != day {
                 continue;
             }
@@ -255,13 +289,20 @@ impl DeviceStore {
         let now = self.now();
         // "Today" differs per store time zone; collect the candidate days and keep visits
         // whose store-local planned day is that store's local today.
-        let utc_day = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default().date_naive();
+        let utc_day = chrono::DateTime::from_timestamp_millis(now)
+            .unwrap_or_default()
+            .date_naive();
         let refs = self.reference_data();
         let idx = refs.index();
         let mut out = Vec::new();
-        for d in [utc_day.pred_opt(), Some(utc_day), utc_day.succ_opt()].into_iter().flatten() {
+        for d in [utc_day.pred_opt(), Some(utc_day), utc_day.succ_opt()]
+            .into_iter()
+            .flatten()
+        {
             for e in self.route_for_day(d)? {
-                let Some(store) = idx.stores.get(e.store_id.as_str()) else { continue };
+                let Some(store) = idx.stores.get(e.store_id.as_str()) else {
+                    continue;
+                };
                 if rules::local_day(store, now) == d {
                     out.push(e);
                 }
@@ -277,15 +318,21 @@ impl DeviceStore {
         let mut stmt = inner
             .conn
             .prepare_cached("SELECT id FROM visits WHERE planned_start BETWEEN ?1 AND ?2 ORDER BY planned_start, id")?;
-        let ids = stmt.query_map(params![from, to], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        let ids = stmt
+            .query_map(params![from, to], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
         Ok(ids)
     }
 
     /// Every visit document held, by id.
     pub fn visit_ids(&self) -> Result<Vec<String>> {
         let inner = self.lock();
-        let mut stmt = inner.conn.prepare_cached("SELECT visit_id FROM documents ORDER BY visit_id")?;
-        let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        let mut stmt = inner
+            .conn
+            .prepare_cached("SELECT visit_id FROM documents ORDER BY visit_id")?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
         Ok(ids)
     }
 
@@ -299,9 +346,18 @@ impl DeviceStore {
         let refs = self.reference_data();
         let idx = refs.index();
         let (visit, conflicts) = self.with_doc(visit_id, |d| Ok((d.read()?, d.conflicts()?)))?;
-        let store_name = idx.stores.get(visit.plan.store_id.as_str()).map(|s| s.name.clone()).unwrap_or_default();
+        let store_name = idx
+            .stores
+            .get(visit.plan.store_id.as_str())
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
         let tasks = rules::task_states(&visit, &idx).unwrap_or_default();
-        Ok(VisitDetail { visit, store_name, tasks, conflicts })
+        Ok(VisitDetail {
+            visit,
+            store_name,
+            tasks,
+            conflicts,
+        })
     }
 
     /// Which user and device changed which field of the visit, when.
@@ -334,7 +390,10 @@ impl DeviceStore {
     /// The findings of the store's most recent visit that recorded any.
     pub fn store_findings(&self, store_id: &str) -> Result<StoreFindings> {
         let inner = self.lock();
-        let mut out = StoreFindings { store_id: store_id.into(), ..Default::default() };
+        let mut out = StoreFindings {
+            store_id: store_id.into(),
+            ..Default::default()
+        };
         let latest: Option<(String, Option<i64>)> = inner
             .conn
             .query_row(
@@ -344,14 +403,19 @@ impl DeviceStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let Some((visit_id, at)) = latest else { return Ok(out) };
+        let Some((visit_id, at)) = latest else {
+            return Ok(out);
+        };
         let ids = |sql: &str| -> Result<Vec<String>> {
             let mut stmt = inner.conn.prepare_cached(sql)?;
-            let v = stmt.query_map([&visit_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            let v = stmt
+                .query_map([&visit_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
             Ok(v)
         };
-        out.out_of_stock_product_ids =
-            ids("SELECT product_id FROM inventory_lines WHERE visit_id = ?1 AND out_of_stock = 1 ORDER BY product_id")?;
+        out.out_of_stock_product_ids = ids(
+            "SELECT product_id FROM inventory_lines WHERE visit_id = ?1 AND out_of_stock = 1 ORDER BY product_id",
+        )?;
         out.non_compliant_position_ids = ids(
             "SELECT position_id FROM planogram_results WHERE visit_id = ?1
              AND (present = 0 OR correct_position = 0) ORDER BY position_id",
@@ -376,13 +440,18 @@ impl DeviceStore {
             return Err(Error::not_found("task template", &plan.template_id));
         }
         if plan.planned_end < plan.planned_start {
-            return Err(Error::invalid("the planned end is before the planned start"));
+            return Err(Error::invalid(
+                "the planned end is before the planned start",
+            ));
         }
         let id = uuid::Uuid::new_v4().to_string();
         let now = self.now();
         let mut inner = self.lock();
         let doc = VisitDoc::create(&id, &plan, inner.actor.clone(), &self.author(), now)?;
-        let change = doc.automerge().get_last_local_change().ok_or_else(|| Error::Corrupt("no change".into()))?;
+        let change = doc
+            .automerge()
+            .get_last_local_change()
+            .ok_or_else(|| Error::Corrupt("no change".into()))?;
         let result = commit_action(&mut inner, &id, &doc, Some(change), true, now, &refs);
         if result.is_ok() {
             cache_insert(&mut inner, id.clone(), doc);
@@ -416,17 +485,34 @@ impl DeviceStore {
         self.checkpoint(visit_id, position, CheckKind::Out)
     }
 
-    fn checkpoint(&self, visit_id: &str, position: GeoPoint, kind: CheckKind) -> Result<CheckPoint> {
+    fn checkpoint(
+        &self,
+        visit_id: &str,
+        position: GeoPoint,
+        kind: CheckKind,
+    ) -> Result<CheckPoint> {
         if !(-90.0..=90.0).contains(&position.lat) || !(-180.0..=180.0).contains(&position.lng) {
             return Err(Error::invalid("the GPS position is out of range"));
         }
         let now = self.now();
         self.act(visit_id, |visit, refs, w| {
             let store = refs.store(&visit.plan.store_id)?;
-            let action = if kind == CheckKind::In { Action::CheckIn } else { Action::CheckOut };
+            let action = if kind == CheckKind::In {
+                Action::CheckIn
+            } else {
+                Action::CheckOut
+            };
             let next = rules::transition(visit.status, action)?;
-            let distance_m = position.distance_m(GeoPoint { lat: store.lat, lng: store.lng });
-            let cp = CheckPoint { at: now, position, distance_m, outside_geofence: distance_m > store.geofence_radius_m };
+            let distance_m = position.distance_m(GeoPoint {
+                lat: store.lat,
+                lng: store.lng,
+            });
+            let cp = CheckPoint {
+                at: now,
+                position,
+                distance_m,
+                outside_geofence: distance_m > store.geofence_radius_m,
+            };
             w.set_checkpoint(kind, &cp)?;
             w.set_status(next)?;
             Ok(cp)
@@ -434,7 +520,12 @@ impl DeviceStore {
     }
 
     /// Records one product's inventory line (only the fields given).
-    pub fn record_inventory(&self, visit_id: &str, product_id: &str, input: &InventoryInput) -> Result<()> {
+    pub fn record_inventory(
+        &self,
+        visit_id: &str,
+        product_id: &str,
+        input: &InventoryInput,
+    ) -> Result<()> {
         self.act(visit_id, |visit, refs, w| {
             rules::transition(visit.status, Action::Record)?;
             rules::check_inventory(refs, product_id, input)?;
@@ -443,11 +534,18 @@ impl DeviceStore {
     }
 
     /// Records one planogram position's result.
-    pub fn record_position(&self, visit_id: &str, position_id: &str, input: &PositionInput) -> Result<()> {
+    pub fn record_position(
+        &self,
+        visit_id: &str,
+        position_id: &str,
+        input: &PositionInput,
+    ) -> Result<()> {
         self.act(visit_id, |visit, refs, w| {
             rules::transition(visit.status, Action::Record)?;
             let store = refs.store(&visit.plan.store_id)?;
-            let known = refs.planogram_for(store).is_some_and(|p| p.positions.iter().any(|x| x.id == position_id));
+            let known = refs
+                .planogram_for(store)
+                .is_some_and(|p| p.positions.iter().any(|x| x.id == position_id));
             if !known {
                 return Err(Error::not_found("planogram position", position_id));
             }
@@ -457,7 +555,12 @@ impl DeviceStore {
     }
 
     /// Records one promotion check.
-    pub fn record_promotion(&self, visit_id: &str, promotion_id: &str, input: &PromotionInput) -> Result<()> {
+    pub fn record_promotion(
+        &self,
+        visit_id: &str,
+        promotion_id: &str,
+        input: &PromotionInput,
+    ) -> Result<()> {
         self.act(visit_id, |visit, refs, w| {
             rules::transition(visit.status, Action::Record)?;
             if !refs.promotions.contains_key(promotion_id) {
@@ -469,21 +572,36 @@ impl DeviceStore {
     }
 
     /// Answers a survey question of the visit's template.
-    pub fn answer_survey(&self, visit_id: &str, question_id: &str, value: &AnswerValue) -> Result<()> {
+    pub fn answer_survey(
+        &self,
+        visit_id: &str,
+        question_id: &str,
+        value: &AnswerValue,
+    ) -> Result<()> {
         self.act(visit_id, |visit, refs, w| {
             rules::transition(visit.status, Action::Record)?;
             let question = refs
                 .templates
                 .get(visit.plan.template_id.as_str())
-                .and_then(|t| t.tasks.iter().flat_map(|t| &t.questions).find(|q| q.id == question_id))
+                .and_then(|t| {
+                    t.tasks
+                        .iter()
+                        .flat_map(|t| &t.questions)
+                        .find(|q| q.id == question_id)
+                })
                 .ok_or_else(|| Error::not_found("survey question", question_id))?;
             use crate::model::AnswerType as T;
             let fits = matches!(
                 (question.answer_type, value),
-                (T::Boolean, AnswerValue::Bool(_)) | (T::Number, AnswerValue::Number(_)) | (T::Text, AnswerValue::Text(_))
+                (T::Boolean, AnswerValue::Bool(_))
+                    | (T::Number, AnswerValue::Number(_))
+                    | (T::Text, AnswerValue::Text(_))
             );
             if !fits {
-                return Err(Error::invalid(format!("question {question_id} expects a {:?} answer", question.answer_type)));
+                return Err(Error::invalid(format!(
+                    "question {question_id} expects a {:?} answer",
+                    question.answer_type
+                )));
             }
             if let AnswerValue::Number(n) = value {
                 if !n.is_finite() {
@@ -519,7 +637,9 @@ impl DeviceStore {
 
     /// Inserts `insert` at character `pos` of the notes after deleting `delete` characters.
     pub fn edit_notes(&self, visit_id: &str, pos: u32, delete: u32, insert: &str) -> Result<()> {
-        self.act(visit_id, |_, _, w| w.splice_notes(pos as usize, delete as isize, insert))
+        self.act(visit_id, |_, _, w| {
+            w.splice_notes(pos as usize, delete as isize, insert)
+        })
     }
 
     /// Completes the visit; refused while a required task is open.
@@ -560,7 +680,9 @@ impl DeviceStore {
             rules::transition(visit.status, Action::Reschedule)?;
             refs.store(&plan.store_id)?;
             if plan.planned_end < plan.planned_start {
-                return Err(Error::invalid("the planned end is before the planned start"));
+                return Err(Error::invalid(
+                    "the planned end is before the planned start",
+                ));
             }
             w.set_plan(plan)
         })
@@ -571,7 +693,11 @@ impl DeviceStore {
     fn act<T>(
         &self,
         visit_id: &str,
-        f: impl FnOnce(&Visit, &ReferenceIndex<'_>, &mut crate::document::VisitWriter<'_, '_>) -> Result<T>,
+        f: impl FnOnce(
+            &Visit,
+            &ReferenceIndex<'_>,
+            &mut crate::document::VisitWriter<'_, '_>,
+        ) -> Result<T>,
     ) -> Result<T> {
         let now = self.now();
         let author = self.author();
@@ -615,9 +741,17 @@ impl DeviceStore {
     /// Local changes not yet acknowledged by the server, oldest first.
     pub fn outbox(&self, limit: usize) -> Result<Vec<OutboxChange>> {
         let inner = self.lock();
-        let mut stmt = inner.conn.prepare_cached("SELECT hash, visit_id, bytes FROM outbox ORDER BY seq LIMIT ?1")?;
+        let mut stmt = inner
+            .conn
+            .prepare_cached("SELECT hash, visit_id, bytes FROM outbox ORDER BY seq LIMIT ?1")?;
         let rows = stmt
-            .query_map([limit as i64], |r| Ok(OutboxChange { hash: r.get(0)?, visit_id: r.get(1)?, bytes: r.get(2)? }))?
+            .query_map([limit as i64], |r| {
+                Ok(OutboxChange {
+                    hash: r.get(0)?,
+                    visit_id: r.get(1)?,
+                    bytes: r.get(2)?,
+                })
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
@@ -625,13 +759,18 @@ impl DeviceStore {
     /// How many local changes wait for the server.
     pub fn outbox_len(&self) -> Result<u64> {
         let inner = self.lock();
-        Ok(inner.conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(inner
+            .conn
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?
+            as u64)
     }
 
     /// Removes acknowledged changes from the outbox. Unknown hashes are ignored.
     pub fn acknowledge(&self, hashes: &[String]) -> Result<()> {
         let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE hash = ?1")?;
             for h in hashes {
@@ -668,7 +807,9 @@ impl DeviceStore {
         let mut outcome = RemoteApply::default();
         let mut fresh = Vec::new();
         for c in parsed {
-            if am.get_change_by_hash(&c.hash()).is_some() || fresh.iter().any(|f: &Change| f.hash() == c.hash()) {
+            if am.get_change_by_hash(&c.hash()).is_some()
+                || fresh.iter().any(|f: &Change| f.hash() == c.hash())
+            {
                 outcome.duplicates += 1;
             } else {
                 fresh.push(c);
@@ -680,11 +821,20 @@ impl DeviceStore {
             return Ok(outcome);
         }
         am.apply_changes(fresh.iter().cloned())?;
-        outcome.missing = am.get_missing_deps(&[]).iter().map(|h| h.to_string()).collect();
+        outcome.missing = am
+            .get_missing_deps(&[])
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
         let readable = am.get(automerge::ROOT, "v").ok().flatten().is_some();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         if is_new {
-            tx.execute("INSERT INTO documents (visit_id, snapshot, chunks) VALUES (?1, x'', 0)", [visit_id])?;
+            tx.execute(
+                "INSERT INTO documents (visit_id, snapshot, chunks) VALUES (?1, x'', 0)",
+                [visit_id],
+            )?;
         }
         for c in &mut fresh {
             append_chunk(&tx, visit_id, &c.bytes())?;
@@ -693,7 +843,10 @@ impl DeviceStore {
             let vdoc = VisitDoc::from_automerge(am)?;
             let visit = vdoc.read()?;
             if visit.id != visit_id {
-                return Err(Error::invalid(format!("changes for visit {visit_id} belong to visit {}", visit.id)));
+                return Err(Error::invalid(format!(
+                    "changes for visit {visit_id} belong to visit {}",
+                    visit.id
+                )));
             }
             projection::write(&tx, &visit)?;
             maybe_compact(&tx, visit_id, &vdoc)?;
@@ -728,7 +881,10 @@ impl DeviceStore {
                 .filter_map(|h| h.parse::<ChangeHash>().ok())
                 .filter(|h| d.get_change_by_hash(h).is_some())
                 .collect();
-            d.get_changes(&known).into_iter().map(|mut c| c.bytes().into_owned()).collect()
+            d.get_changes(&known)
+                .into_iter()
+                .map(|mut c| c.bytes().into_owned())
+                .collect()
         })
     }
 
@@ -744,7 +900,12 @@ impl DeviceStore {
     /// Reads a sync-state value.
     pub fn sync_state(&self, key: &str) -> Result<Option<String>> {
         let inner = self.lock();
-        Ok(inner.conn.query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        Ok(inner
+            .conn
+            .query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
     }
 
     /// Writes a sync-state value.
@@ -772,14 +933,20 @@ impl DeviceStore {
     /// Visits in quarantine with the server's reason.
     pub fn quarantined(&self) -> Result<Vec<(String, String)>> {
         let inner = self.lock();
-        let mut stmt = inner.conn.prepare_cached("SELECT visit_id, reason FROM quarantine ORDER BY visit_id")?;
-        let v = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut stmt = inner
+            .conn
+            .prepare_cached("SELECT visit_id, reason FROM quarantine ORDER BY visit_id")?;
+        let v = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(v)
     }
 
     /// Releases a visit from quarantine.
     pub fn clear_quarantine(&self, visit_id: &str) -> Result<()> {
-        self.lock().conn.execute("DELETE FROM quarantine WHERE visit_id = ?1", [visit_id])?;
+        self.lock()
+            .conn
+            .execute("DELETE FROM quarantine WHERE visit_id = ?1", [visit_id])?;
         Ok(())
     }
 
@@ -787,8 +954,14 @@ impl DeviceStore {
     /// outbox. Returns whether it was removed.
     pub fn purge_visit(&self, visit_id: &str) -> Result<bool> {
         let mut inner = self.lock();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let pending: i64 = tx.query_row("SELECT COUNT(*) FROM outbox WHERE visit_id = ?1", [visit_id], |r| r.get(0))?;
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let pending: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE visit_id = ?1",
+            [visit_id],
+            |r| r.get(0),
+        )?;
         if pending > 0 {
             return Ok(false);
         }
@@ -808,7 +981,9 @@ impl DeviceStore {
         let mut inner = self.lock();
         inner.docs.clear();
         let actor = inner.actor.clone();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         for t in projection::TABLES {
             tx.execute(&format!("DELETE FROM {t}"), [])?;
         }
@@ -834,8 +1009,11 @@ impl DeviceStore {
     /// Runs `PRAGMA integrity_check` and returns its answer (`ok` when healthy).
     pub fn integrity_check(&self) -> Result<String> {
         let inner = self.lock();
-        let rows: Vec<String> =
-            inner.conn.prepare("PRAGMA integrity_check")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        let rows: Vec<String> = inner
+            .conn
+            .prepare("PRAGMA integrity_check")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(rows.join("; "))
     }
 
@@ -844,7 +1022,11 @@ impl DeviceStore {
         let inner = self.lock();
         let snap: i64 = inner
             .conn
-            .query_row("SELECT length(snapshot) FROM documents WHERE visit_id = ?1", [visit_id], |r| r.get(0))
+            .query_row(
+                "SELECT length(snapshot) FROM documents WHERE visit_id = ?1",
+                [visit_id],
+                |r| r.get(0),
+            )
             .optional()?
             .ok_or_else(|| Error::not_found("visit", visit_id))?;
         let chunks: i64 = inner.conn.query_row(
@@ -860,9 +1042,13 @@ impl DeviceStore {
         let mut inner = self.lock();
         inner.docs.clear();
         let actor = inner.actor.clone();
-        let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let ids: Vec<String> =
-            tx.prepare("SELECT visit_id FROM documents")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ids: Vec<String> = tx
+            .prepare("SELECT visit_id FROM documents")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
         for id in ids {
             let am = load_automerge(&tx, &id, &actor)?;
             if am.get_missing_deps(&[]).is_empty() {
@@ -901,8 +1087,13 @@ fn load_automerge(conn: &Connection, visit_id: &str, actor: &ActorId) -> Result<
         .query_row([visit_id], |r| r.get(0))
         .optional()?
         .ok_or_else(|| Error::not_found("visit", visit_id))?;
-    let mut am = if snapshot.is_empty() { Automerge::new() } else { Automerge::load(&snapshot)? };
-    let mut stmt = conn.prepare_cached("SELECT bytes FROM doc_chunks WHERE visit_id = ?1 ORDER BY seq")?;
+    let mut am = if snapshot.is_empty() {
+        Automerge::new()
+    } else {
+        Automerge::load(&snapshot)?
+    };
+    let mut stmt =
+        conn.prepare_cached("SELECT bytes FROM doc_chunks WHERE visit_id = ?1 ORDER BY seq")?;
     let mut rows = stmt.query([visit_id])?;
     while let Some(r) = rows.next()? {
         let bytes: Vec<u8> = r.get(0)?;
@@ -918,14 +1109,16 @@ fn append_chunk(conn: &Connection, visit_id: &str, bytes: &[u8]) -> Result<()> {
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM doc_chunks WHERE visit_id = ?1), ?2)",
     )?
     .execute(params![visit_id, bytes])?;
-    conn.prepare_cached("UPDATE documents SET chunks = chunks + 1 WHERE visit_id = ?1")?.execute([visit_id])?;
+    conn.prepare_cached("UPDATE documents SET chunks = chunks + 1 WHERE visit_id = ?1")?
+        .execute([visit_id])?;
     Ok(())
 }
 
 fn write_snapshot(conn: &Connection, visit_id: &str, bytes: &[u8]) -> Result<()> {
     conn.prepare_cached("UPDATE documents SET snapshot = ?2, chunks = 0 WHERE visit_id = ?1")?
         .execute(params![visit_id, bytes])?;
-    conn.prepare_cached("DELETE FROM doc_chunks WHERE visit_id = ?1")?.execute([visit_id])?;
+    conn.prepare_cached("DELETE FROM doc_chunks WHERE visit_id = ?1")?
+        .execute([visit_id])?;
     Ok(())
 }
 
@@ -949,34 +1142,48 @@ fn commit_action(
     now: Millis,
     _refs: &ReferenceData,
 ) -> Result<()> {
-    let Some(mut change) = change else { return Ok(()) };
+    let Some(mut change) = change else {
+        return Ok(());
+    };
     let visit = doc.read()?;
-    let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = inner
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)?;
     let bytes = change.bytes().into_owned();
     if create {
-        tx.execute("INSERT INTO documents (visit_id, snapshot, chunks) VALUES (?1, ?2, 0)", params![visit_id, doc.save()])?;
+        tx.execute(
+            "INSERT INTO documents (visit_id, snapshot, chunks) VALUES (?1, ?2, 0)",
+            params![visit_id, doc.save()],
+        )?;
     } else {
         append_chunk(&tx, visit_id, &bytes)?;
         maybe_compact(&tx, visit_id, doc)?;
     }
     projection::write(&tx, &visit)?;
-    tx.prepare_cached("INSERT INTO outbox (hash, visit_id, bytes, created_at) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![change.hash().to_string(), visit_id, bytes, now])?;
+    tx.prepare_cached(
+        "INSERT INTO outbox (hash, visit_id, bytes, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![change.hash().to_string(), visit_id, bytes, now])?;
     tx.commit()?;
     Ok(())
 }
 
 fn load_or_create_actor(conn: &Connection, user_id: &str, device_id: &str) -> Result<ActorId> {
     let get = |k: &str| -> Result<Option<String>> {
-        Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0)).optional()?)
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+            .optional()?)
     };
     if let Some(u) = get("user_id")? {
         if u != user_id {
-            return Err(Error::invalid("this device database belongs to another user; open the user's own file"));
+            return Err(Error::invalid(
+                "this device database belongs to another user; open the user's own file",
+            ));
         }
     }
     if let Some(hex) = get("actor")? {
-        return ActorId::try_from(hex.as_str()).map_err(|_| Error::Corrupt("stored actor id is not hex".into()));
+        return ActorId::try_from(hex.as_str())
+            .map_err(|_| Error::Corrupt("stored actor id is not hex".into()));
     }
     let actor = ActorId::random();
     conn.execute(
@@ -1010,4 +1217,159 @@ fn load_reference(conn: &Connection) -> Result<ReferenceData> {
         }
     }
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{self, FixtureSize};
+
+    fn refs() -> ReferenceData {
+        fixtures::reference_data(
+            1,
+            &FixtureSize::default(),
+            NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(),
+        )
+    }
+
+    #[test]
+    fn upgrading_from_schema_1_equals_a_fresh_database_and_rebuilds_projections() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        let refs = refs();
+        let plan = VisitPlan {
+            store_id: refs.stores[0].id.clone(),
+            rep_id: "rep-1".into(),
+            planned_start: 1_795_770_000_000,
+            planned_end: 1_795_773_600_000,
+            priority: 1,
+            instructions: String::new(),
+            template_id: "tt-standard".into(),
+            ad_hoc: false,
+        };
+        {
+            // A database as schema 1 left it: documents but no projection tables.
+            let mut conn = Connection::open(&old).unwrap();
+            schema::configure(&conn).unwrap();
+            schema::migrate(&mut conn, 1).unwrap();
+            let author = Author {
+                user_id: "rep-1".into(),
+                device_id: "d".into(),
+            };
+            let doc = VisitDoc::create("v-1", &plan, ActorId::random(), &author, 1).unwrap();
+            conn.execute(
+                "INSERT INTO documents (visit_id, snapshot) VALUES ('v-1', ?1)",
+                [doc.save()],
+            )
+            .unwrap();
+            assert_eq!(
+                conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+                    .unwrap(),
+                1
+            );
+        }
+        let upgraded = DeviceStore::open(&old, "rep-1", "d").unwrap();
+        upgraded.replace_reference_data(refs).unwrap();
+        let fresh = DeviceStore::open(dir.path().join("fresh.db"), "rep-1", "d").unwrap();
+        let schema_of = |s: &DeviceStore| schema::schema_sql(&s.lock().conn).unwrap();
+        assert_eq!(schema_of(&upgraded), schema_of(&fresh));
+        let version = upgraded
+            .lock()
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+        assert_eq!(version, schema::LATEST_VERSION);
+        // The migration rebuilt the projections from the documents.
+        assert_eq!(
+            upgraded.visit_ids_between(0, i64::MAX).unwrap(),
+            vec!["v-1".to_string()]
+        );
+        assert_eq!(upgraded.visit("v-1").unwrap().plan, plan);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_build_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = DeviceStore::open(&path, "rep-1", "d").unwrap_err();
+        assert!(
+            matches!(err, Error::SchemaTooNew { found: 99, .. }),
+            "{err}"
+        );
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(
+            conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            99
+        );
+    }
+
+    #[test]
+    fn wal_and_full_sync_are_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DeviceStore::open(dir.path().join("s.db"), "rep-1", "d").unwrap();
+        let inner = s.lock();
+        let mode: String = inner
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = inner
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((mode.as_str(), sync), ("wal", 2));
+    }
+
+    #[test]
+    fn a_store_belongs_to_one_user() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(DeviceStore::open(dir.path().join("s.db"), "rep-1", "d").unwrap());
+        let e = DeviceStore::open(dir.path().join("s.db"), "rep-2", "d").unwrap_err();
+        assert!(e.to_string().contains("belongs to another user"), "{e}");
+    }
+
+    #[test]
+    fn documents_are_compacted_periodically() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DeviceStore::open(dir.path().join("s.db"), "rep-1", "d").unwrap();
+        let refs = refs();
+        s.replace_reference_data(refs.clone()).unwrap();
+        let id = s
+            .create_ad_hoc_visit(&refs.stores[0].id, "tt-standard")
+            .unwrap();
+        s.check_in(
+            &id,
+            GeoPoint {
+                lat: refs.stores[0].lat,
+                lng: refs.stores[0].lng,
+            },
+        )
+        .unwrap();
+        for i in 0..(COMPACT_AFTER_CHUNKS * 2 + 3) {
+            s.set_order_line(&id, &refs.products[0].id, i).unwrap();
+        }
+        let chunks: i64 = s
+            .lock()
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM doc_chunks WHERE visit_id = ?1",
+                [&id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            chunks < COMPACT_AFTER_CHUNKS,
+            "{chunks} chunks were never compacted"
+        );
+        drop(s);
+        let s = DeviceStore::open(dir.path().join("s.db"), "rep-1", "d").unwrap();
+        assert_eq!(
+            s.visit(&id).unwrap().orders[&refs.products[0].id].quantity,
+            COMPACT_AFTER_CHUNKS * 2 + 2
+        );
+    }
 }

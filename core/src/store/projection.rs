@@ -1,19 +1,26 @@
 //! Projection tables: plain rows derived from visit documents, for screens.
 
-use rusqlite::{params, Connection};
+use rusqlite::{Connection, params};
 
 use crate::error::Result;
 use crate::visit::{AnswerValue, Visit};
 
 /// The projection tables, in the order a rebuild fills them.
-pub(crate) const TABLES: [&str; 6] =
-    ["visits", "inventory_lines", "planogram_results", "promotion_checks", "survey_answers", "order_lines"];
+pub(crate) const TABLES: [&str; 6] = [
+    "visits",
+    "inventory_lines",
+    "planogram_results",
+    "promotion_checks",
+    "survey_answers",
+    "order_lines",
+];
 
 /// Removes every projected row of one visit.
 pub(crate) fn remove(conn: &Connection, visit_id: &str) -> Result<()> {
     for t in TABLES {
         let key = if t == "visits" { "id" } else { "visit_id" };
-        conn.prepare_cached(&format!("DELETE FROM {t} WHERE {key} = ?1"))?.execute([visit_id])?;
+        conn.prepare_cached(&format!("DELETE FROM {t} WHERE {key} = ?1"))?
+            .execute([visit_id])?;
     }
     Ok(())
 }
@@ -76,7 +83,14 @@ pub(crate) fn write(conn: &Connection, v: &Visit) -> Result<()> {
             observed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for r in v.planogram.values() {
-        stmt.execute(params![v.id, r.position_id, r.present, r.actual_facings, r.correct_position, r.observed_at])?;
+        stmt.execute(params![
+            v.id,
+            r.position_id,
+            r.present,
+            r.actual_facings,
+            r.correct_position,
+            r.observed_at
+        ])?;
     }
     let mut stmt = conn.prepare_cached(
         "INSERT INTO promotion_checks (visit_id, promotion_id, display_in_place, promo_price_correct,

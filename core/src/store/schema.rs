@@ -6,8 +6,14 @@ use crate::error::{Error, Result};
 
 /// Migrations in order; migration `i` takes the schema from version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: &[Migration] = &[
-    Migration { sql: include_str!("../../migrations/0001_documents.sql"), rebuild_projections: false },
-    Migration { sql: include_str!("../../migrations/0002_projections.sql"), rebuild_projections: true },
+    Migration {
+        sql: include_str!("../../migrations/0001_documents.sql"),
+        rebuild_projections: false,
+    },
+    Migration {
+        sql: include_str!("../../migrations/0002_projections.sql"),
+        rebuild_projections: true,
+    },
 ];
 
 /// The schema version this build writes.
@@ -35,10 +41,18 @@ pub(crate) fn migrate(conn: &mut Connection, target: i64) -> Result<bool> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > LATEST_VERSION {
-        return Err(Error::SchemaTooNew { found: current, supported: LATEST_VERSION });
+        return Err(Error::SchemaTooNew {
+            found: current,
+            supported: LATEST_VERSION,
+        });
     }
     let mut rebuild = false;
-    for (i, m) in MIGRATIONS.iter().enumerate().take(target as usize).skip(current as usize) {
+    for (i, m) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target as usize)
+        .skip(current as usize)
+    {
         tx.execute_batch(m.sql)?;
         rebuild |= m.rebuild_projections && current > 0;
         tracing::info!(from = i, to = i + 1, "migrated device database");
@@ -53,6 +67,8 @@ pub(crate) fn migrate(conn: &mut Connection, target: i64) -> Result<bool> {
 /// The schema as SQL text, for comparing an upgraded database with a fresh one.
 pub fn schema_sql(conn: &Connection) -> Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT type || ' ' || name || ': ' || sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type, name")?;
-    let rows = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    let rows = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(rows)
 }

@@ -14,7 +14,9 @@ use std::sync::Arc;
 pub const NOW: i64 = 1_795_770_000_000;
 
 pub fn today() -> NaiveDate {
-    chrono::DateTime::from_timestamp_millis(NOW).unwrap().date_naive()
+    chrono::DateTime::from_timestamp_millis(NOW)
+        .unwrap()
+        .date_naive()
 }
 
 pub fn refs() -> ReferenceData {
@@ -22,7 +24,13 @@ pub fn refs() -> ReferenceData {
 }
 
 pub fn open(dir: &Path, name: &str, user: &str, clock: Arc<ManualClock>) -> DeviceStore {
-    let s = DeviceStore::open_with_clock(dir.join(format!("{name}.db")), user, &format!("dev-{name}"), clock).unwrap();
+    let s = DeviceStore::open_with_clock(
+        dir.join(format!("{name}.db")),
+        user,
+        &format!("dev-{name}"),
+        clock,
+    )
+    .unwrap();
     s.replace_reference_data(refs()).unwrap();
     s
 }
@@ -42,7 +50,10 @@ pub fn plan(store_id: &str, rep: &str, start: i64) -> VisitPlan {
 
 pub fn store_position(r: &ReferenceData, store_id: &str) -> GeoPoint {
     let s = r.stores.iter().find(|s| s.id == store_id).unwrap();
-    GeoPoint { lat: s.lat, lng: s.lng }
+    GeoPoint {
+        lat: s.lat,
+        lng: s.lng,
+    }
 }
 
 /// Copies every change of `from` into `to`, visit by visit.
