@@ -380,3 +380,49 @@ fn tasks_report_progress() {
         (1, r.index().assortment_for(store).len() as u32, true, false)
     );
 }
+
+#[test]
+fn concurrent_calls_from_several_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(open(
+        dir.path(),
+        "rep",
+        "rep-1",
+        Arc::new(ManualClock::new(NOW)),
+    ));
+    let r = s.reference_data();
+    let store = r.stores[0].clone();
+    let id = s.create_visit(plan(&store.id, "rep-1", NOW)).unwrap();
+    s.check_in(&id, store_position(&r, &store.id)).unwrap();
+    let products: Vec<String> = r
+        .index()
+        .assortment_for(&store)
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (s, id, products) = (s.clone(), id.clone(), products.clone());
+            std::thread::spawn(move || {
+                for (i, pid) in products.iter().enumerate().filter(|(i, _)| i % 4 == t) {
+                    let input = InventoryInput {
+                        shelf_qty: Some(i as i64),
+                        ..Default::default()
+                    };
+                    s.record_inventory(&id, pid, &input).unwrap();
+                    s.today_route().unwrap();
+                    s.visit_detail(&id).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let visit = s.visit(&id).unwrap();
+    assert_eq!(visit.inventory.len(), products.len());
+    for (i, pid) in products.iter().enumerate() {
+        assert_eq!(visit.inventory[pid].shelf_qty, Some(i as i64));
+    }
+    assert_eq!(s.outbox_len().unwrap(), products.len() as u64 + 2);
+}
