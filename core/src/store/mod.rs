@@ -104,6 +104,8 @@ struct Inner {
     actor: ActorId,
     refs: Arc<ReferenceData>,
     docs: HashMap<String, VisitDoc>,
+    /// The resolved visit of a cached document, while it is current.
+    resolved: HashMap<String, Visit>,
 }
 
 impl DeviceStore {
@@ -133,6 +135,7 @@ impl DeviceStore {
                 actor,
                 refs,
                 docs: HashMap::new(),
+                resolved: HashMap::new(),
             }),
             identity: Identity {
                 user_id: user_id.into(),
@@ -169,6 +172,7 @@ impl DeviceStore {
         self.inner.lock().unwrap_or_else(|p| {
             let mut g = p.into_inner();
             g.docs.clear();
+            g.resolved.clear();
             g
         })
     }
@@ -338,6 +342,9 @@ impl DeviceStore {
 
     /// A visit, resolved from its document.
     pub fn visit(&self, visit_id: &str) -> Result<Visit> {
+        if let Some(v) = self.lock().resolved.get(visit_id) {
+            return Ok(v.clone());
+        }
         self.with_doc(visit_id, |d| d.read())
     }
 
@@ -452,11 +459,9 @@ impl DeviceStore {
             .automerge()
             .get_last_local_change()
             .ok_or_else(|| Error::Corrupt("no change".into()))?;
-        let result = commit_action(&mut inner, &id, &doc, Some(change), true, now, &refs);
-        if result.is_ok() {
-            cache_insert(&mut inner, id.clone(), doc);
-        }
-        result.map(|_| id)
+        let visit = commit_action(&mut inner, &id, &doc, change, true, now)?;
+        cache_resolved(&mut inner, id.clone(), doc, visit);
+        Ok(id)
     }
 
     /// Starts an ad-hoc visit at a store now, for this rep, with the given template.
@@ -705,27 +710,25 @@ impl DeviceStore {
         let refs = inner.refs.clone();
         let idx = refs.index();
         let mut doc = take_doc(&mut inner, visit_id)?;
-        let visit = doc.read()?;
+        let visit = match inner.resolved.remove(visit_id) {
+            Some(v) => v,
+            None => doc.read()?,
+        };
         let result = doc.edit(&author, now, |w| f(&visit, &idx, w));
-        let (value, hash) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                // The Automerge transaction rolled back; the document is unchanged.
-                cache_insert(&mut inner, visit_id.into(), doc);
-                return Err(e);
-            }
+        let change = match &result {
+            Ok((_, Some(h))) => doc.automerge().get_change_by_hash(h),
+            _ => None,
         };
-        let change = match hash {
-            Some(h) => doc.automerge().get_change_by_hash(&h),
-            None => None,
+        let Some(change) = change else {
+            // Refused (the Automerge transaction rolled back) or nothing changed: the
+            // document and its resolved visit are as they were.
+            cache_resolved(&mut inner, visit_id.into(), doc, visit);
+            return result.map(|(v, _)| v);
         };
-        if change.is_none() {
-            cache_insert(&mut inner, visit_id.into(), doc);
-            return Ok(value);
-        }
-        commit_action(&mut inner, visit_id, &doc, change, false, now, &refs)?;
-        cache_insert(&mut inner, visit_id.into(), doc);
-        Ok(value)
+        // On error the document in memory is ahead of the database: it is dropped.
+        let visit = commit_action(&mut inner, visit_id, &doc, change, false, now)?;
+        cache_resolved(&mut inner, visit_id.into(), doc, visit);
+        result.map(|(v, _)| v)
     }
 
     fn with_doc<T>(&self, visit_id: &str, f: impl FnOnce(&VisitDoc) -> Result<T>) -> Result<T> {
@@ -850,14 +853,14 @@ impl DeviceStore {
             }
             projection::write(&tx, &visit)?;
             maybe_compact(&tx, visit_id, &vdoc)?;
-            Some(vdoc)
+            Some((vdoc, visit))
         } else {
             None
         };
         tx.commit()?;
         let _ = (now, refs);
-        if let Some(d) = vdoc {
-            cache_insert(&mut inner, visit_id.into(), d);
+        if let Some((d, visit)) = vdoc {
+            cache_resolved(&mut inner, visit_id.into(), d, visit);
         }
         Ok(outcome)
     }
@@ -971,6 +974,7 @@ impl DeviceStore {
         projection::remove(&tx, visit_id)?;
         tx.commit()?;
         inner.docs.remove(visit_id);
+        inner.resolved.remove(visit_id);
         Ok(true)
     }
 
@@ -980,6 +984,7 @@ impl DeviceStore {
     pub fn rebuild_projections(&self) -> Result<()> {
         let mut inner = self.lock();
         inner.docs.clear();
+        inner.resolved.clear();
         let actor = inner.actor.clone();
         let tx = inner
             .conn
@@ -1041,6 +1046,7 @@ impl DeviceStore {
     pub fn compact_all(&self) -> Result<()> {
         let mut inner = self.lock();
         inner.docs.clear();
+        inner.resolved.clear();
         let actor = inner.actor.clone();
         let tx = inner
             .conn
@@ -1060,13 +1066,22 @@ impl DeviceStore {
     }
 }
 
+/// Caches a document; its resolved visit, if cached, is no longer current.
 fn cache_insert(inner: &mut Inner, id: String, doc: VisitDoc) {
+    inner.resolved.remove(&id);
     if inner.docs.len() >= CACHE_LIMIT && !inner.docs.contains_key(&id) {
         if let Some(k) = inner.docs.keys().next().cloned() {
             inner.docs.remove(&k);
+            inner.resolved.remove(&k);
         }
     }
     inner.docs.insert(id, doc);
+}
+
+/// Caches a document with its resolved visit.
+fn cache_resolved(inner: &mut Inner, id: String, doc: VisitDoc, visit: Visit) {
+    cache_insert(inner, id.clone(), doc);
+    inner.resolved.insert(id, visit);
 }
 
 /// Takes the visit's document out of the cache, or loads it.
@@ -1133,18 +1148,15 @@ fn maybe_compact(conn: &Connection, visit_id: &str, doc: &VisitDoc) -> Result<()
 }
 
 /// Writes one local change: document chunk, projection, outbox entry, in one transaction.
+/// Returns the visit as resolved after the change.
 fn commit_action(
     inner: &mut Inner,
     visit_id: &str,
     doc: &VisitDoc,
-    change: Option<Change>,
+    mut change: Change,
     create: bool,
     now: Millis,
-    _refs: &ReferenceData,
-) -> Result<()> {
-    let Some(mut change) = change else {
-        return Ok(());
-    };
+) -> Result<Visit> {
     let visit = doc.read()?;
     let tx = inner
         .conn
@@ -1165,7 +1177,7 @@ fn commit_action(
     )?
     .execute(params![change.hash().to_string(), visit_id, bytes, now])?;
     tx.commit()?;
-    Ok(())
+    Ok(visit)
 }
 
 fn load_or_create_actor(conn: &Connection, user_id: &str, device_id: &str) -> Result<ActorId> {
