@@ -284,7 +284,7 @@ pub fn role_may_write(role: Role, path: &str, own_actor_hex: &str, creating: boo
     }
     match top {
         "notes" => true,
-        "actors" => second == own_actor_hex,
+        "actors" => second == own_actor_hex || (creating && second.is_empty()),
         "v" | "id" => creating,
         "plan" => {
             role == Role::Manager
@@ -363,6 +363,9 @@ mod tests {
         assert!(role_may_write(Role::Manager, "notes", me, false));
         assert!(role_may_write(Role::Rep, "actors/aa/u", me, false));
         assert!(!role_may_write(Role::Rep, "actors/bb/u", me, false));
+        // The creating change makes the registry itself.
+        assert!(role_may_write(Role::Rep, "actors", me, true));
+        assert!(!role_may_write(Role::Rep, "actors", me, false));
         assert!(!role_may_write(Role::Rep, "v", me, false));
         assert!(!role_may_write(Role::Rep, "?", me, false));
         assert!(!role_may_write(Role::Admin, "?", me, false));

@@ -1,0 +1,556 @@
+//! The HTTP sync client: pushes the outbox, pulls what changed, in one round trip.
+//!
+//! ```no_run
+//! # async fn run(store: &fieldsync_core::store::DeviceStore) -> fieldsync_core::Result<()> {
+//! use fieldsync_core::sync::{login, SyncClient};
+//! let session = login("http://127.0.0.1:8080", "rep1", "secret", "phone-1").await?;
+//! let client = SyncClient::new("http://127.0.0.1:8080", &session.token)?;
+//! let report = client.sync(store, None).await?;
+//! println!("{} acknowledged, {} received", report.acked, report.received);
+//! # Ok(()) }
+//! ```
+//!
+//! One call of [`SyncClient::sync`] runs rounds of request/response until nothing is left
+//! to send and the server has no more pages (at most [`SyncConfig::max_rounds`]). Each
+//! request is retried on network errors, 5xx and 429 with exponential backoff and full
+//! jitter (at most [`SyncConfig::max_attempts`] tries); a 401 ends the sync with
+//! [`Error::Unauthorized`]. Everything the client learns is committed to the device
+//! store before the next request, so an interrupted sync resumes where it stopped: the
+//! outbox only shrinks on acknowledgement, and the cursor only moves past changes that
+//! were applied.
+
+use automerge::Change;
+use rand::Rng as _;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::time::Duration;
+
+use super::protocol::*;
+use crate::error::{Error, Result};
+use crate::store::DeviceStore;
+
+/// Sync-state keys used in the device store.
+pub mod keys {
+    /// The server cursor.
+    pub const CURSOR: &str = "sync.cursor";
+    /// The server epoch whose data this device has reconciled with.
+    pub const EPOCH: &str = "sync.epoch";
+    /// Visits the server asked to purge that still had unacknowledged changes (JSON list).
+    pub const PENDING_PURGE: &str = "sync.pending_purge";
+    /// Device time of the last successful sync.
+    pub const LAST_SYNC: &str = "sync.last_success";
+    /// The last error, empty after a success.
+    pub const LAST_ERROR: &str = "sync.last_error";
+}
+
+/// What the sync is doing, for the app's status line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncState {
+    /// Talking to the server (round number, from 1).
+    Syncing { round: u32 },
+    /// Waiting before retrying after an error.
+    Backoff {
+        attempt: u32,
+        delay_ms: u64,
+        error: String,
+    },
+    /// Finished: everything sent was acknowledged or rejected.
+    Idle,
+    /// Gave up; the message says why. Nothing was lost: the outbox is intact.
+    Failed(String),
+}
+
+/// Receives sync state, progress and data-changed events (from the syncing task).
+pub trait SyncObserver: Send + Sync {
+    fn on_state(&self, state: SyncState);
+    /// `done` of `total` local changes acknowledged or rejected so far.
+    fn on_progress(&self, done: u64, total: u64);
+    /// Visits whose data changed on the device (received, purged).
+    fn on_data_changed(&self, visit_ids: &[String]);
+}
+
+/// Request body compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Tuning of the client.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// Outbox changes per request.
+    pub batch: usize,
+    /// Request/response rounds per `sync` call.
+    pub max_rounds: u32,
+    /// Tries per request (network error, 5xx, 429).
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub timeout: Duration,
+    pub compression: Compression,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            max_rounds: 64,
+            max_attempts: 6,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+            compression: Compression::Zstd,
+        }
+    }
+}
+
+/// What one `sync` call did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SyncReport {
+    pub rounds: u32,
+    /// Local changes sent (including resends).
+    pub pushed: usize,
+    /// Hashes the server acknowledged.
+    pub acked: usize,
+    /// Remote changes received.
+    pub received: usize,
+    /// Remote changes new to this device.
+    pub applied: usize,
+    pub rejections: Vec<Rejection>,
+    /// Changes resent because the server asked (after a restore).
+    pub resent: usize,
+    pub purged: Vec<String>,
+    pub reference_updated: bool,
+    /// True when the round limit stopped the sync with work left (call again).
+    pub incomplete: bool,
+    /// Bytes of request bodies sent (after compression) and of JSON received.
+    pub bytes_up: usize,
+    pub bytes_down: usize,
+}
+
+/// A client of one sync server with one device token.
+#[derive(Clone, Debug)]
+pub struct SyncClient {
+    base_url: String,
+    token: String,
+    http: reqwest::Client,
+    config: SyncConfig,
+}
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| Error::Network(format!("cannot build the HTTP client: {e}")))
+}
+
+fn net(e: reqwest::Error) -> Error {
+    Error::Network(e.to_string())
+}
+
+async fn error_from(resp: reqwest::Response) -> Error {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<ErrorBody>(&text)
+        .map(|b| b.message)
+        .unwrap_or(text);
+    if status == 401 {
+        Error::Unauthorized(message)
+    } else {
+        Error::Server { status, message }
+    }
+}
+
+/// Signs in and returns a device token bound to `device_id`.
+pub async fn login(
+    base_url: &str,
+    username: &str,
+    password: &str,
+    device_id: &str,
+) -> Result<LoginResponse> {
+    let http = http_client(Duration::from_secs(30))?;
+    let body = LoginRequest {
+        username: username.into(),
+        password: password.into(),
+        device_id: device_id.into(),
+    };
+    let resp = http
+        .post(format!("{}/v1/auth/login", base_url.trim_end_matches('/')))
+        .json(&body)
+        .send()
+        .await
+        .map_err(net)?;
+    if !resp.status().is_success() {
+        return Err(error_from(resp).await);
+    }
+    resp.json().await.map_err(net)
+}
+
+fn retryable(e: &Error) -> bool {
+    match e {
+        Error::Network(_) => true,
+        Error::Server { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+        _ => false,
+    }
+}
+
+/// Compresses a request body.
+pub fn compress(body: &[u8], how: Compression) -> Result<Vec<u8>> {
+    let io = |e: std::io::Error| Error::Network(format!("compression failed: {e}"));
+    match how {
+        Compression::None => Ok(body.to_vec()),
+        Compression::Zstd => zstd::encode_all(body, 3).map_err(io),
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(body).map_err(io)?;
+            enc.finish().map_err(io)
+        }
+    }
+}
+
+impl SyncClient {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base_url: &str, token: &str) -> Result<Self> {
+        Self::with_config(base_url, token, SyncConfig::default())
+    }
+
+    /// A client with explicit tuning.
+    pub fn with_config(base_url: &str, token: &str, config: SyncConfig) -> Result<Self> {
+        Ok(Self {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http: http_client(config.timeout)?,
+            config,
+        })
+    }
+
+    /// Sends one request (no retry). Returns the response and the bytes sent/received.
+    pub async fn post_once(&self, req: &SyncRequest) -> Result<(SyncResponse, usize, usize)> {
+        let json = serde_json::to_vec(req)?;
+        let body = compress(&json, self.config.compression)?;
+        let up = body.len();
+        let mut rb = self
+            .http
+            .post(format!("{}/v1/sync", self.base_url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json");
+        match self.config.compression {
+            Compression::None => {}
+            Compression::Gzip => rb = rb.header("content-encoding", "gzip"),
+            Compression::Zstd => rb = rb.header("content-encoding", "zstd"),
+        }
+        let resp = rb.body(body).send().await.map_err(net)?;
+        if !resp.status().is_success() {
+            return Err(error_from(resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(net)?;
+        let parsed: SyncResponse = serde_json::from_slice(&bytes).map_err(|e| Error::Server {
+            status: 200,
+            message: format!("unreadable sync response: {e}"),
+        })?;
+        if parsed.protocol != PROTOCOL_VERSION {
+            return Err(Error::Server {
+                status: 200,
+                message: format!("server speaks protocol {}", parsed.protocol),
+            });
+        }
+        Ok((parsed, up, bytes.len()))
+    }
+
+    async fn post_with_retry(
+        &self,
+        req: &SyncRequest,
+        observer: Option<&dyn SyncObserver>,
+    ) -> Result<(SyncResponse, usize, usize)> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.post_once(req).await {
+                Ok(r) => return Ok(r),
+                Err(e) if retryable(&e) && attempt < self.config.max_attempts => {
+                    let cap = self.config.base_delay.as_millis() as u64 * (1u64 << attempt.min(16));
+                    let cap = cap.min(self.config.max_delay.as_millis() as u64).max(1);
+                    // Full jitter: spread retries of many devices over the whole interval.
+                    let delay_ms = rand::rng().random_range(cap / 2..=cap);
+                    if let Some(o) = observer {
+                        o.on_state(SyncState::Backoff {
+                            attempt,
+                            delay_ms,
+                            error: e.to_string(),
+                        });
+                    }
+                    tracing::debug!(attempt, delay_ms, error = %e, "sync request failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Synchronizes `store` with the server: pushes the outbox, pulls changes, applies
+    /// acknowledgements, rejections, resends, reference data and purges. See the module
+    /// docs of [`crate::sync`] for the protocol.
+    pub async fn sync(
+        &self,
+        store: &DeviceStore,
+        observer: Option<&dyn SyncObserver>,
+    ) -> Result<SyncReport> {
+        let out = self.sync_inner(store, observer).await;
+        match &out {
+            Ok(_) => {
+                store.set_sync_state(keys::LAST_SYNC, &store.now().to_string())?;
+                store.set_sync_state(keys::LAST_ERROR, "")?;
+                if let Some(o) = observer {
+                    o.on_state(SyncState::Idle);
+                }
+            }
+            Err(e) => {
+                let _ = store.set_sync_state(keys::LAST_ERROR, &e.to_string());
+                if let Some(o) = observer {
+                    o.on_state(SyncState::Failed(e.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    async fn sync_inner(
+        &self,
+        store: &DeviceStore,
+        observer: Option<&dyn SyncObserver>,
+    ) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let my_actor = store.actor_hex();
+        let total = store.outbox_len()?;
+        let mut done = 0u64;
+        // Changes the server asked for (after a restore), by visit.
+        let mut resend: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut send_heads = false;
+        let mut resend_rounds = 0;
+        let mut round = 0;
+        retry_pending_purges(store, &mut report, observer)?;
+        loop {
+            round += 1;
+            if round > self.config.max_rounds {
+                report.incomplete = true;
+                break;
+            }
+            report.rounds = round;
+            if let Some(o) = observer {
+                o.on_state(SyncState::Syncing { round });
+            }
+            let quarantined: BTreeSet<String> =
+                store.quarantined()?.into_iter().map(|(v, _)| v).collect();
+            let outbox: Vec<_> = store
+                .outbox(self.config.batch + 10_000.min(quarantined.len() * 64))?
+                .into_iter()
+                .filter(|c| !quarantined.contains(&c.visit_id))
+                .take(self.config.batch)
+                .collect();
+            let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut pushed_hashes = BTreeSet::new();
+            for c in &outbox {
+                pushed_hashes.insert(c.hash.clone());
+                groups
+                    .entry(c.visit_id.clone())
+                    .or_default()
+                    .push(encode_change(&c.bytes));
+            }
+            let resent_now: usize = resend.values().map(Vec::len).sum();
+            for (visit, changes) in std::mem::take(&mut resend) {
+                let g = groups.entry(visit).or_default();
+                g.extend(changes.iter().map(|b| encode_change(b)));
+            }
+            report.resent += resent_now;
+            let heads = if send_heads {
+                Some(
+                    store
+                        .all_heads()?
+                        .into_iter()
+                        .map(|(visit_id, heads)| VisitHeads { visit_id, heads })
+                        .collect(),
+                )
+            } else {
+                None
+            };
+            let sent_heads = heads.is_some();
+            let req = SyncRequest {
+                protocol: PROTOCOL_VERSION,
+                device_id: store.identity().device_id.clone(),
+                cursor: store.sync_state(keys::CURSOR)?,
+                epoch: store.sync_state(keys::EPOCH)?,
+                reference_version: store.reference_data().version,
+                changes: groups
+                    .into_iter()
+                    .map(|(visit_id, changes)| VisitChanges { visit_id, changes })
+                    .collect(),
+                heads,
+            };
+            report.pushed += outbox.len() + resent_now;
+            let (resp, up, down) = self.post_with_retry(&req, observer).await?;
+            report.bytes_up += up;
+            report.bytes_down += down;
+
+            // 1. What the server sent: apply before moving the cursor.
+            let mut changed = Vec::new();
+            for vc in &resp.changes {
+                let mut bytes = Vec::with_capacity(vc.changes.len());
+                for c in &vc.changes {
+                    bytes.push(decode_change(c).map_err(|e| Error::Server {
+                        status: 200,
+                        message: format!("server sent a bad change for visit {}: {e}", vc.visit_id),
+                    })?);
+                }
+                report.received += bytes.len();
+                let applied = store.apply_remote(&vc.visit_id, &bytes)?;
+                report.applied += applied.applied;
+                if applied.applied > 0 {
+                    changed.push(vc.visit_id.clone());
+                }
+            }
+            if let Some(refs) = resp.reference_data.clone() {
+                store.replace_reference_data(refs)?;
+                report.reference_updated = true;
+            }
+            // 2. Acknowledgements and rejections.
+            store.acknowledge(&resp.acks)?;
+            report.acked += resp.acks.len();
+            done += resp
+                .acks
+                .iter()
+                .filter(|h| pushed_hashes.contains(*h))
+                .count() as u64;
+            for r in &resp.rejections {
+                store.quarantine(&r.visit_id, &r.reason, &r.hashes)?;
+                done += r
+                    .hashes
+                    .iter()
+                    .filter(|h| pushed_hashes.contains(*h))
+                    .count() as u64;
+                report.rejections.push(r.clone());
+            }
+            if let Some(o) = observer {
+                o.on_progress(done.min(total), total);
+            }
+            // 3. Resends the server asked for: only this device's own changes (the others'
+            // authors resend theirs; relaying them would claim their actors).
+            for r in &resp.resend {
+                let mine: Vec<Vec<u8>> = match store.changes_since(&r.visit_id, &r.have) {
+                    Ok(all) => all
+                        .into_iter()
+                        .filter(|b| {
+                            Change::from_bytes(b.clone())
+                                .is_ok_and(|c| c.actor_id().to_hex_string() == my_actor)
+                        })
+                        .collect(),
+                    Err(Error::NotFound { .. }) => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                if !mine.is_empty() {
+                    resend.insert(r.visit_id.clone(), mine);
+                }
+            }
+            // 4. Purges: only once nothing of the visit waits for the server.
+            if !resp.purge.is_empty() {
+                let mut pending: BTreeSet<String> = pending_purges(store)?;
+                for v in &resp.purge {
+                    if resend.contains_key(v) {
+                        pending.insert(v.clone());
+                    } else if store.purge_visit(v)? {
+                        report.purged.push(v.clone());
+                        changed.push(v.clone());
+                        pending.remove(v);
+                    } else {
+                        pending.insert(v.clone());
+                    }
+                }
+                store.set_sync_state(keys::PENDING_PURGE, &serde_json::to_string(&pending)?)?;
+            }
+            if !changed.is_empty() {
+                if let Some(o) = observer {
+                    o.on_data_changed(&changed);
+                }
+            }
+            // 5. Cursor and epoch.
+            if !resp.cursor.is_empty() {
+                store.set_sync_state(keys::CURSOR, &resp.cursor)?;
+            }
+            let stored_epoch = store.sync_state(keys::EPOCH)?;
+            match stored_epoch {
+                None => store.set_sync_state(keys::EPOCH, &resp.epoch)?,
+                Some(e) if e == resp.epoch => {}
+                Some(_) => {
+                    // The server was restored: reconcile by heads until it asks for nothing
+                    // this device can give (other authors resend their own changes).
+                    if sent_heads && resend.is_empty() && !resp.more {
+                        store.set_sync_state(keys::EPOCH, &resp.epoch)?;
+                        send_heads = false;
+                    } else {
+                        send_heads = true;
+                    }
+                }
+            }
+            let outbox_left = store
+                .outbox(self.config.batch + quarantined.len() * 64)?
+                .iter()
+                .any(|c| {
+                    !quarantined.contains(&c.visit_id)
+                        && !resp.rejections.iter().any(|r| r.visit_id == c.visit_id)
+                });
+            let progress_made =
+                !resp.acks.is_empty() || !resp.rejections.is_empty() || !resp.changes.is_empty();
+            if !resend.is_empty() {
+                resend_rounds += 1;
+            }
+            // Resends whose dependencies the server still lacks wait for the next sync.
+            let resend_more = !resend.is_empty() && resend_rounds <= 4;
+            let again = resp.more
+                || (send_heads && resend_rounds <= 4)
+                || resend_more
+                || (outbox_left && progress_made);
+            if !again {
+                break;
+            }
+        }
+        retry_pending_purges(store, &mut report, observer)?;
+        Ok(report)
+    }
+}
+
+fn pending_purges(store: &DeviceStore) -> Result<BTreeSet<String>> {
+    Ok(match store.sync_state(keys::PENDING_PURGE)? {
+        Some(s) if !s.is_empty() => serde_json::from_str(&s).unwrap_or_default(),
+        _ => BTreeSet::new(),
+    })
+}
+
+fn retry_pending_purges(
+    store: &DeviceStore,
+    report: &mut SyncReport,
+    observer: Option<&dyn SyncObserver>,
+) -> Result<()> {
+    let pending = pending_purges(store)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut left = BTreeSet::new();
+    let mut purged = Vec::new();
+    for v in pending {
+        if store.purge_visit(&v)? {
+            purged.push(v);
+        } else {
+            left.insert(v);
+        }
+    }
+    store.set_sync_state(keys::PENDING_PURGE, &serde_json::to_string(&left)?)?;
+    if !purged.is_empty() {
+        if let Some(o) = observer {
+            o.on_data_changed(&purged);
+        }
+        report.purged.extend(purged);
+    }
+    Ok(())
+}

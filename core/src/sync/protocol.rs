@@ -1,0 +1,214 @@
+//! The wire format of `POST /v1/sync`, protocol version [`PROTOCOL_VERSION`].
+//!
+//! Bodies are JSON (`Content-Type: application/json`), optionally compressed with
+//! `Content-Encoding: zstd` or `gzip` (the server accepts both and answers in whichever
+//! the client lists in `Accept-Encoding`). Automerge changes travel as standard base64
+//! (with padding) of the change's binary encoding ([`automerge::Change::bytes`]).
+//!
+//! # Request ([`SyncRequest`])
+//!
+//! ```json
+//! { "protocol": 1,
+//!   "device_id": "phone-7",
+//!   "cursor": "1842",                 // opaque; null on the first sync
+//!   "epoch": "3f6c…",                 // the server epoch last seen; null on the first sync
+//!   "reference_version": 4,           // version of the reference data the device holds
+//!   "changes": [ { "visit_id": "v-1", "changes": ["hW9Kgw…", "…"] } ],
+//!   "heads":   [ { "visit_id": "v-1", "heads": ["9b1c…"] } ] }   // only after an epoch change
+//! ```
+//!
+//! # Response ([`SyncResponse`])
+//!
+//! ```json
+//! { "protocol": 1,
+//!   "epoch": "3f6c…",
+//!   "acks": ["<change hash hex>", "…"],
+//!   "rejections": [ { "visit_id": "v-2", "hashes": ["…"], "reason": "not allowed: rep may not write plan/rep" } ],
+//!   "resend": [ { "visit_id": "v-3", "have": ["<head hex>"] } ],
+//!   "changes": [ { "visit_id": "v-1", "changes": ["…"] } ],
+//!   "cursor": "1901",
+//!   "more": false,
+//!   "reference_data": null,            // or the whole (scoped) ReferenceData when newer
+//!   "purge": ["v-0"] }
+//! ```
+//!
+//! # Guarantees
+//!
+//! * **Idempotent.** Changes are content-addressed; a change the server already holds is
+//!   acknowledged again and stored once. A device may resend anything at any time.
+//! * **Acknowledged = durable.** A hash appears in `acks` only after the transaction that
+//!   stored it committed. The device removes a change from its outbox only when acked.
+//! * **Per-visit verdicts.** Each visit's changes are authorized, applied to a fork,
+//!   checked for field ownership and validated with [`crate::rules`] on their own; a
+//!   rejected visit (listed in `rejections` with a readable reason) never blocks another.
+//! * **Nothing skipped.** `changes` holds every change in the device's scope after
+//!   `cursor` that another device made; the response's `cursor` only covers what was
+//!   sent. When a page was cut, `more` is true and the device asks again at once. A
+//!   visit that enters the device's scope (new, reassigned, moved into the window) is
+//!   sent whole; one that leaves it is listed in `purge`.
+//! * **Restores.** The server epoch changes whenever the server's database is restored
+//!   from a backup. A device that sees an epoch other than the one it stored sends the
+//!   `heads` of every visit it holds; the server answers with the changes the device
+//!   lacks and, in `resend`, the heads it has for visits where the device holds changes
+//!   the server lost. The device then sends its own changes since those heads. The device
+//!   adopts the new epoch only once the server asks for nothing more, so nothing
+//!   acknowledged before the restore is lost.
+//!
+//! Errors are HTTP statuses with a JSON body [`ErrorBody`] `{"error": "code", "message": "…"}`:
+//! 400 malformed JSON or wrong protocol version, 401 missing/unknown/revoked token,
+//! 403 outside the user's scope, 413 body too large, 429 too many failed logins.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ReferenceData, Role};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Encodes change bytes for the wire.
+pub fn encode_change(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes a change from the wire; the error names what is wrong.
+pub fn decode_change(text: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.as_bytes())
+        .map_err(|e| format!("invalid base64: {e}"))
+}
+
+/// The changes of one visit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VisitChanges {
+    pub visit_id: String,
+    /// Base64 of each Automerge change's bytes.
+    pub changes: Vec<String>,
+}
+
+/// The heads (hex change hashes) of one visit document.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VisitHeads {
+    pub visit_id: String,
+    pub heads: Vec<String>,
+}
+
+/// Device → server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// Must equal [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// Must equal the device id the token was issued to.
+    pub device_id: String,
+    /// The cursor of the previous response; `None` asks for everything in scope.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// The server epoch the device last saw.
+    #[serde(default)]
+    pub epoch: Option<String>,
+    /// Version of the reference data the device holds (0 for none).
+    #[serde(default)]
+    pub reference_version: i64,
+    /// Unacknowledged local changes, grouped by visit.
+    #[serde(default)]
+    pub changes: Vec<VisitChanges>,
+    /// Heads of every visit held; sent when the epoch differs from the one last seen.
+    #[serde(default)]
+    pub heads: Option<Vec<VisitHeads>>,
+}
+
+/// Why the changes of one visit were refused.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub visit_id: String,
+    /// Hashes of the refused changes (those that could be parsed).
+    pub hashes: Vec<String>,
+    /// A readable reason, e.g. `not allowed: a rep may not write plan/rep`.
+    pub reason: String,
+}
+
+/// The server lacks changes of a visit: the device must send its changes since `have`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resend {
+    pub visit_id: String,
+    /// The server's heads for the visit (empty when it has nothing).
+    pub have: Vec<String>,
+}
+
+/// Server → device.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub protocol: u32,
+    /// The server's epoch (changes when the server is restored from a backup).
+    pub epoch: String,
+    /// Hashes stored by the server (now or before): remove them from the outbox.
+    pub acks: Vec<String>,
+    pub rejections: Vec<Rejection>,
+    pub resend: Vec<Resend>,
+    /// Changes in scope the device may lack, grouped by visit.
+    pub changes: Vec<VisitChanges>,
+    /// Opaque; send it back in the next request.
+    pub cursor: String,
+    /// True when a page was cut: sync again at once.
+    pub more: bool,
+    /// The device's reference data (filtered to its scope), when it changed.
+    #[serde(default)]
+    pub reference_data: Option<ReferenceData>,
+    /// Visits that left the device's scope; remove them once their outbox is empty.
+    #[serde(default)]
+    pub purge: Vec<String>,
+}
+
+/// `POST /v1/auth/login` body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+    pub device_id: String,
+}
+
+/// The signed-in user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoginUser {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    pub territories: Vec<String>,
+}
+
+/// `POST /v1/auth/login` answer: a device token to send as `Authorization: Bearer …`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoginResponse {
+    pub token: String,
+    /// Id of the token, for `admin revoke --token-id`.
+    pub token_id: String,
+    pub user: LoginUser,
+}
+
+/// The body of every error answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable machine-readable code (`bad_request`, `unauthorized`, `forbidden`, …).
+    pub error: String,
+    /// A readable explanation.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_and_defaults() {
+        let r: SyncRequest = serde_json::from_str(r#"{"protocol":1,"device_id":"d"}"#).unwrap();
+        assert_eq!(r.cursor, None);
+        assert!(r.changes.is_empty() && r.heads.is_none());
+        let bytes = vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3];
+        assert_eq!(decode_change(&encode_change(&bytes)).unwrap(), bytes);
+        assert!(
+            decode_change("not base64!")
+                .unwrap_err()
+                .contains("invalid base64")
+        );
+    }
+}

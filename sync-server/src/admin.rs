@@ -1,0 +1,200 @@
+//! Admin operations behind `fieldsync-server admin …`: users, tokens, reference-data
+//! import (JSON, or stores/products CSV) and backup.
+
+use fieldsync_core::Gtin13;
+use fieldsync_core::model::{Product, ReferenceData, Role, Store as Shop};
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::store::{NewUser, Store};
+
+/// Creates a user; returns the password (generated when `password` is `None`).
+pub fn create_user(
+    store: &dyn Store,
+    username: &str,
+    role: Role,
+    territories: &[String],
+    password: Option<&str>,
+) -> Result<String, String> {
+    if username.trim().is_empty() {
+        return Err("the username must not be empty".into());
+    }
+    let refs = store.reference().map_err(|e| e.to_string())?;
+    if !refs.territories.is_empty() {
+        for t in territories {
+            if !refs.territories.iter().any(|x| &x.id == t) {
+                return Err(format!("unknown territory {t:?}"));
+            }
+        }
+    }
+    let password = password.map_or_else(crate::auth::generate_password, str::to_string);
+    if password.len() < 8 {
+        return Err("the password must have at least 8 characters".into());
+    }
+    // Reuse the reference data's user id for the same username (so plans name them).
+    let id = refs
+        .users
+        .iter()
+        .find(|u| u.username == username)
+        .map_or_else(|| username.to_string(), |u| u.id.clone());
+    let hash = crate::auth::hash_password(&password)?;
+    store
+        .create_user(&NewUser {
+            id,
+            username: username.into(),
+            role,
+            territories: territories.to_vec(),
+            password_hash: hash,
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(password)
+}
+
+/// Reads reference data from a file: `*.json` (whole reference data), or a CSV of stores
+/// or products (recognized by its header) merged into the current data. Every problem is
+/// reported, CSV problems with their line numbers; nothing is returned if any.
+pub fn load_import(current: &ReferenceData, path: &Path) -> Result<ReferenceData, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let (data, lines) = if is_json {
+        let d: ReferenceData =
+            serde_json::from_str(&text).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+        (d, HashMap::new())
+    } else {
+        import_csv(current, &text)?
+    };
+    if let Err(fieldsync_core::Error::InvalidReferenceData { problems }) = data.validate() {
+        return Err(problems
+            .into_iter()
+            .map(|p| {
+                // "store st-1: …" → "line 3: store st-1: …"
+                let id = p
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim_end_matches(':');
+                match lines.get(id) {
+                    Some(l) => format!("line {l}: {p}"),
+                    None => p,
+                }
+            })
+            .collect());
+    }
+    Ok(data)
+}
+
+fn import_csv(
+    current: &ReferenceData,
+    text: &str,
+) -> Result<(ReferenceData, HashMap<String, usize>), Vec<String>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(|e| vec![format!("line 1: {e}")])?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let col = |name: &str| headers.iter().position(|h| h == name);
+    let is_stores = col("territory_id").is_some();
+    let is_products = col("gtin").is_some();
+    if !is_stores && !is_products {
+        return Err(vec!["line 1: unknown CSV: a stores file needs a territory_id column, a products file a gtin column".into()]);
+    }
+    let mut errors = Vec::new();
+    let mut lines = HashMap::new();
+    let mut data = current.clone();
+    let mut stores = Vec::new();
+    let mut products = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i + 2;
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        let get = |name: &str| col(name).and_then(|c| rec.get(c)).unwrap_or("").to_string();
+        let num = |name: &str, errors: &mut Vec<String>| -> f64 {
+            get(name).parse::<f64>().unwrap_or_else(|_| {
+                errors.push(format!(
+                    "line {line}: {name} {:?} is not a number",
+                    get(name)
+                ));
+                0.0
+            })
+        };
+        let id = get("id");
+        if id.is_empty() {
+            errors.push(format!("line {line}: empty id"));
+            continue;
+        }
+        lines.insert(id.clone(), line);
+        if is_stores {
+            let s = Shop {
+                id,
+                name: get("name"),
+                territory_id: get("territory_id"),
+                address: get("address"),
+                lat: num("lat", &mut errors),
+                lng: num("lng", &mut errors),
+                geofence_radius_m: num("geofence_radius_m", &mut errors),
+                timezone: get("timezone"),
+                store_group_ids: get("store_group_ids")
+                    .split(';')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                priority: get("priority").parse().unwrap_or(3),
+            };
+            stores.push(s);
+        } else {
+            let gtin = match Gtin13::parse(&get("gtin")) {
+                Ok(g) => g,
+                Err(e) => {
+                    errors.push(format!("line {line}: {e}"));
+                    continue;
+                }
+            };
+            let price = get("list_price_cents").parse::<i64>().unwrap_or_else(|_| {
+                errors.push(format!(
+                    "line {line}: list_price_cents {:?} is not a whole number",
+                    get("list_price_cents")
+                ));
+                0
+            });
+            products.push(Product {
+                id,
+                gtin,
+                name: get("name"),
+                brand: get("brand"),
+                category: get("category"),
+                own_brand: !matches!(get("own_brand").as_str(), "false" | "0" | "no"),
+                list_price_cents: price,
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if is_stores {
+        data.stores = stores;
+    } else {
+        data.products = products;
+    }
+    Ok((data, lines))
+}
+
+/// Imports a file (validated first, applied in one transaction); returns the new version.
+pub fn import(store: &dyn Store, path: &Path) -> Result<i64, Vec<String>> {
+    let current = store.reference().map_err(|e| vec![e.to_string()])?;
+    let data = load_import(&current, path)?;
+    store
+        .import_reference(data)
+        .map_err(|e| vec![e.to_string()])
+}

@@ -1,0 +1,884 @@
+//! The HTTP API: routes, authentication, errors, limits.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/auth/login` | username + password + device id → device token (rate-limited on failures) |
+//! | `POST /v1/sync` | one sync round trip ([`fieldsync_core::sync::protocol`]) |
+//! | `POST /v1/visits` | a manager plans a visit |
+//! | `GET /v1/visits/{id}` | a visit in the caller's scope |
+//! | `PATCH /v1/visits/{id}` | a manager assigns or reschedules a planned visit |
+//! | `GET /healthz` | liveness and database check |
+//! | `GET /metrics` | Prometheus metrics |
+//! | `GET /v1/openapi.json` | the OpenAPI document |
+//!
+//! Every error is `{"error": code, "message": text}` with the matching 4xx/5xx status.
+
+use axum::body::Bytes;
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Request, State,
+};
+use axum::http::{StatusCode, header, request::Parts};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fieldsync_core::document::VisitDoc;
+use fieldsync_core::model::{ReferenceData, Role};
+use fieldsync_core::rules::{self, Action};
+use fieldsync_core::sync::protocol::*;
+use fieldsync_core::visit::{Author, Visit, VisitPlan};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::ingest::{self, Writer};
+use crate::metrics::Metrics;
+use crate::store::{PullQuery, Scope, Store, StoreError, UserRecord};
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// A rep's window: days back and ahead of now, by planned start.
+    pub window_back_days: i64,
+    pub window_ahead_days: i64,
+    /// Most changes per sync response page.
+    pub page_changes: usize,
+    /// Largest request body (after decompression).
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    /// Failed logins per username and address per minute.
+    pub login_failures_per_minute: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            window_back_days: 14,
+            window_ahead_days: 7,
+            page_changes: 5_000,
+            body_limit: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(60),
+            login_failures_per_minute: 5,
+        }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<Config>,
+    failures: Arc<Mutex<HashMap<String, VecDeque<Instant>>>>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        Self {
+            store,
+            metrics: Arc::new(Metrics::new()),
+            config: Arc::new(config),
+            failures: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct AppError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl AppError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
+    }
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+    }
+    pub fn forbidden(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", m)
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(message = %self.message, "request failed");
+        }
+        let mut resp = (
+            self.status,
+            Json(ErrorBody {
+                error: self.code.into(),
+                message: self.message,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::NotFound(m) => Self::not_found(m),
+            StoreError::Core(c) if c.is_user_error() => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", c.to_string())
+            }
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<fieldsync_core::Error> for AppError {
+    fn from(e: fieldsync_core::Error) -> Self {
+        StoreError::Core(e).into()
+    }
+}
+
+fn join_err(e: tokio::task::JoinError) -> AppError {
+    AppError::internal(format!("worker failed: {e}"))
+}
+
+/// Runs blocking storage work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f).await.map_err(join_err)?
+}
+
+/// Parses a JSON body with a readable 400 on failure.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+    serde_json::from_slice(body)
+        .map_err(|e| AppError::bad_request(format!("malformed JSON body: {e}")))
+}
+
+/// Hex SHA-256 of a token: what the database stores.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The authenticated caller.
+#[derive(Clone, Debug)]
+pub struct AuthUser {
+    pub user: UserRecord,
+    pub device_id: String,
+    pub token_id: String,
+}
+
+impl AuthUser {
+    fn writer(&self) -> Writer {
+        Writer {
+            user_id: self.user.id.clone(),
+            role: self.user.role,
+            territories: self.user.territories.clone(),
+            device_id: self.device_id.clone(),
+        }
+    }
+    fn covers(&self, territory: &str) -> bool {
+        self.user.role == Role::Admin || self.user.territories.iter().any(|t| t == territory)
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            AppError::unauthorized("missing Authorization: Bearer <token> header")
+        })?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                AppError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        let hash = hash_token(token);
+        let store = state.store.clone();
+        let found = blocking(move || Ok(store.authenticate(&hash)?)).await?;
+        let (user, tok) = found
+            .ok_or_else(|| AppError::unauthorized("unknown or revoked token: sign in again"))?;
+        Ok(AuthUser {
+            user,
+            device_id: tok.device_id,
+            token_id: tok.id,
+        })
+    }
+}
+
+/// The router with every route and layer.
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.body_limit;
+    let timeout = state.config.request_timeout;
+    Router::new()
+        .route("/v1/auth/login", post(login))
+        .route("/v1/sync", post(sync))
+        .route("/v1/visits", post(create_visit))
+        .route("/v1/visits/{id}", get(get_visit).patch(patch_visit))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(|| async { AppError::not_found("no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestDecompressionLayer::new().gzip(true).zstd(true))
+        .layer(CompressionLayer::new().gzip(true).zstd(true))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .with_state(state)
+}
+
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[&method, &path, status.as_str()])
+        .inc();
+    tracing::info!(%method, %path, status = status.as_u16(), ms = start.elapsed().as_millis() as u64, "request");
+    // Map axum's own body-limit rejection to our JSON error shape.
+    if status == StatusCode::PAYLOAD_TOO_LARGE
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|v| v != "application/json")
+    {
+        return AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is too large",
+        )
+        .into_response();
+    }
+    resp
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
+    let store = state.store.clone();
+    let (visits, changes) = blocking(move || Ok(store.counts()?)).await?;
+    Ok(Json(
+        serde_json::json!({"status": "ok", "visits": visits, "changes": changes}),
+    ))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}
+
+// ------------------------------------------------------------------ login
+
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Result<Json<LoginResponse>, AppError> {
+    let req: LoginRequest = parse_json(&body)?;
+    if req.device_id.trim().is_empty() || req.device_id.len() > 200 {
+        return Err(AppError::bad_request(
+            "device_id must be 1 to 200 characters",
+        ));
+    }
+    let key = format!("{}|{}", req.username, addr.ip());
+    let window = Duration::from_secs(60);
+    {
+        let mut f = state
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(q) = f.get_mut(&key) {
+            while q.front().is_some_and(|t| t.elapsed() > window) {
+                q.pop_front();
+            }
+            if q.len() >= state.config.login_failures_per_minute {
+                return Err(AppError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "too many failed sign-ins for this user; wait a minute",
+                ));
+            }
+        }
+    }
+    let store = state.store.clone();
+    let (username, password, device_id) = (
+        req.username.clone(),
+        req.password.clone(),
+        req.device_id.clone(),
+    );
+    let result = blocking(move || {
+        let Some(user) = store.user_by_username(&username)? else {
+            // Spend the same time as a real check so usernames cannot be probed by timing.
+            let _ = crate::auth::verify_password(&password, crate::auth::dummy_hash());
+            return Ok(None);
+        };
+        if user.disabled || !crate::auth::verify_password(&password, &user.password_hash) {
+            return Ok(None);
+        }
+        let token = crate::auth::new_token();
+        let token_id = store.create_token(
+            &user.id,
+            &device_id,
+            &hash_token(&token),
+            chrono::Utc::now().timestamp_millis(),
+        )?;
+        Ok(Some(LoginResponse {
+            token,
+            token_id,
+            user: LoginUser {
+                id: user.id,
+                username: user.username,
+                role: user.role,
+                territories: user.territories,
+            },
+        }))
+    })
+    .await?;
+    match result {
+        Some(r) => Ok(Json(r)),
+        None => {
+            let mut f = state
+                .failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f.entry(key).or_default().push_back(Instant::now());
+            Err(AppError::unauthorized("invalid username or password"))
+        }
+    }
+}
+
+// ------------------------------------------------------------------ sync
+
+/// The read scope of a user at `now`.
+pub fn scope_of(user: &UserRecord, config: &Config, now: i64) -> Scope {
+    let day = 86_400_000;
+    match user.role {
+        Role::Admin => Scope {
+            territories: None,
+            rep_id: None,
+            window: None,
+        },
+        Role::Manager => Scope {
+            territories: Some(user.territories.clone()),
+            rep_id: None,
+            window: None,
+        },
+        Role::Rep => Scope {
+            territories: Some(user.territories.clone()),
+            rep_id: Some(user.id.clone()),
+            window: Some((
+                now - config.window_back_days * day,
+                now + config.window_ahead_days * day,
+            )),
+        },
+    }
+}
+
+/// Reference data filtered to a user's territories (products and templates whole).
+pub fn scoped_reference(refs: &ReferenceData, user: &UserRecord) -> ReferenceData {
+    if user.role == Role::Admin {
+        return refs.clone();
+    }
+    let mut out = refs.clone();
+    let covers = |t: &String| user.territories.contains(t);
+    out.territories.retain(|t| covers(&t.id));
+    out.stores.retain(|s| covers(&s.territory_id));
+    out.users.retain(|u| u.territory_ids.iter().any(covers));
+    for u in &mut out.users {
+        u.territory_ids.retain(covers);
+    }
+    out
+}
+
+async fn sync(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    body: Bytes,
+) -> Result<Json<SyncResponse>, AppError> {
+    let start = Instant::now();
+    let req: SyncRequest = parse_json(&body)?;
+    if req.protocol != PROTOCOL_VERSION {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_protocol",
+            format!(
+                "unsupported protocol version {}; this server speaks version {PROTOCOL_VERSION}",
+                req.protocol
+            ),
+        ));
+    }
+    if req.device_id != auth.device_id {
+        return Err(AppError::forbidden(format!(
+            "this token was issued to device {:?}, not {:?}",
+            auth.device_id, req.device_id
+        )));
+    }
+    let cursor = match &req.cursor {
+        None => None,
+        Some(c) if c.is_empty() => None,
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| AppError::bad_request(format!("invalid cursor {c:?}")))?,
+        ),
+    };
+    state.metrics.devices_seen(&auth.device_id);
+    let st = state.clone();
+    let resp = blocking(move || sync_blocking(&st, &auth, req, cursor)).await?;
+    state
+        .metrics
+        .sync_latency
+        .observe(start.elapsed().as_secs_f64());
+    Ok(Json(resp))
+}
+
+fn sync_blocking(
+    state: &AppState,
+    auth: &AuthUser,
+    req: SyncRequest,
+    cursor: Option<i64>,
+) -> Result<SyncResponse, AppError> {
+    let store = &state.store;
+    let epoch = store.epoch()?;
+    let refs = store.reference()?;
+    let writer = auth.writer();
+    let mut resp = SyncResponse {
+        protocol: PROTOCOL_VERSION,
+        epoch: epoch.clone(),
+        ..Default::default()
+    };
+    for group in &req.changes {
+        let out = ingest::ingest(store.as_ref(), &writer, &refs, group)?;
+        state.metrics.changes_applied.inc_by(out.applied as u64);
+        resp.acks.extend(out.acks);
+        if let Some(r) = out.rejection {
+            state.metrics.rejections.inc();
+            tracing::info!(visit = %r.visit_id, device = %auth.device_id, reason = %r.reason, "rejected");
+            resp.rejections.push(r);
+        }
+        if let Some(r) = out.resend {
+            resp.resend.push(r);
+        }
+    }
+    let epoch_changed = req.epoch.as_ref().is_some_and(|e| *e != epoch);
+    if epoch_changed && req.heads.is_none() {
+        // The device synced with another history of this server: ask for its heads first.
+        resp.cursor = String::new();
+        resp.more = true;
+        return Ok(resp);
+    }
+    let heads = req.heads.as_ref().map(|hs| {
+        hs.iter()
+            .map(|h| (h.visit_id.clone(), h.heads.clone()))
+            .collect::<BTreeMap<_, _>>()
+    });
+    let q = PullQuery {
+        device_id: auth.device_id.clone(),
+        scope: scope_of(
+            &auth.user,
+            &state.config,
+            chrono::Utc::now().timestamp_millis(),
+        ),
+        cursor: if epoch_changed || heads.is_some() {
+            None
+        } else {
+            cursor
+        },
+        heads,
+        limit: state.config.page_changes,
+    };
+    let page = store.pull(&q)?;
+    resp.changes = page
+        .changes
+        .into_iter()
+        .map(|(visit_id, cs)| VisitChanges {
+            visit_id,
+            changes: cs.iter().map(|b| encode_change(b)).collect(),
+        })
+        .collect();
+    resp.cursor = page.cursor.to_string();
+    resp.more = page.more;
+    resp.purge = page.purge;
+    for (visit_id, have) in page.resend {
+        if !resp.resend.iter().any(|r| r.visit_id == visit_id) {
+            resp.resend.push(Resend { visit_id, have });
+        }
+    }
+    if req.reference_version != refs.version || cursor.is_none() || epoch_changed {
+        resp.reference_data = Some(scoped_reference(&refs, &auth.user));
+    }
+    Ok(resp)
+}
+
+// ------------------------------------------------------------------ planning
+
+/// `POST /v1/visits` body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateVisit {
+    pub store_id: String,
+    pub rep_id: String,
+    pub planned_start: i64,
+    pub planned_end: i64,
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    #[serde(default)]
+    pub instructions: String,
+    pub template_id: String,
+    /// Optional id chosen by the caller (idempotent retries); a UUID otherwise.
+    #[serde(default)]
+    pub visit_id: Option<String>,
+}
+
+fn default_priority() -> u8 {
+    3
+}
+
+/// `PATCH /v1/visits/{id}` body: fields to change.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PatchVisit {
+    pub rep_id: Option<String>,
+    pub planned_start: Option<i64>,
+    pub planned_end: Option<i64>,
+    pub priority: Option<u8>,
+    pub instructions: Option<String>,
+    /// `canceled` with `cancel_reason` cancels a planned visit.
+    pub status: Option<String>,
+    pub cancel_reason: Option<String>,
+}
+
+/// A visit as the planning API returns it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VisitOut {
+    pub visit_id: String,
+    pub visit: Visit,
+}
+
+fn manager_only(auth: &AuthUser) -> Result<(), AppError> {
+    if auth.user.role == Role::Rep {
+        return Err(AppError::forbidden("only managers and admins plan visits"));
+    }
+    Ok(())
+}
+
+/// The Automerge actor a manager's server-side edits use (stable per manager).
+pub fn server_actor(user_id: &str) -> automerge::ActorId {
+    let d = Sha256::digest(format!("fieldsync-server-actor:{user_id}").as_bytes());
+    automerge::ActorId::from(&d[..16])
+}
+
+fn check_rep(store: &dyn Store, rep_id: &str, territory: &str) -> Result<(), AppError> {
+    let rep = store
+        .user_by_id(rep_id)?
+        .ok_or_else(|| AppError::bad_request(format!("unknown rep {rep_id:?}")))?;
+    if rep.role != Role::Rep || !rep.territories.iter().any(|t| t == territory) {
+        return Err(AppError::bad_request(format!(
+            "{rep_id:?} is not a rep of territory {territory}"
+        )));
+    }
+    Ok(())
+}
+
+async fn create_visit(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    body: Bytes,
+) -> Result<(StatusCode, Json<VisitOut>), AppError> {
+    manager_only(&auth)?;
+    let req: CreateVisit = parse_json(&body)?;
+    let store = state.store.clone();
+    blocking(move || {
+        let refs = store.reference()?;
+        let idx = refs.index();
+        let shop = idx
+            .store(&req.store_id)
+            .map_err(|e| AppError::bad_request(e.to_string()))?;
+        if !auth.covers(&shop.territory_id) {
+            return Err(AppError::forbidden(format!(
+                "store {} is outside your territories",
+                shop.id
+            )));
+        }
+        check_rep(store.as_ref(), &req.rep_id, &shop.territory_id)?;
+        if req.planned_end < req.planned_start {
+            return Err(AppError::bad_request("planned_end is before planned_start"));
+        }
+        let id = req
+            .visit_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if id.trim().is_empty() || id.len() > 200 {
+            return Err(AppError::bad_request(
+                "visit_id must be 1 to 200 characters",
+            ));
+        }
+        let plan = VisitPlan {
+            store_id: req.store_id.clone(),
+            rep_id: req.rep_id.clone(),
+            planned_start: req.planned_start,
+            planned_end: req.planned_end,
+            priority: req.priority.clamp(1, 5),
+            instructions: req.instructions.clone(),
+            template_id: req.template_id.clone(),
+            ad_hoc: false,
+        };
+        let author = Author {
+            user_id: auth.user.id.clone(),
+            device_id: "server".into(),
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let visit = ingest::server_edit(
+            store.as_ref(),
+            &id,
+            |existing| match existing {
+                Some(_) => Err(StoreError::Conflict(format!("visit {id} already exists"))),
+                None => Ok(VisitDoc::create(
+                    &id,
+                    &plan,
+                    server_actor(&auth.user.id),
+                    &author,
+                    now,
+                )?),
+            },
+            &refs,
+        )?;
+        Ok((
+            StatusCode::CREATED,
+            Json(VisitOut {
+                visit_id: id.clone(),
+                visit,
+            }),
+        ))
+    })
+    .await
+}
+
+fn load_in_scope(
+    store: &dyn Store,
+    auth: &AuthUser,
+    id: &str,
+) -> Result<crate::store::StoredVisit, AppError> {
+    let v = store
+        .visit(id)?
+        .ok_or_else(|| AppError::not_found(format!("unknown visit {id:?}")))?;
+    if !auth.covers(&v.meta.territory_id)
+        || (auth.user.role == Role::Rep && v.meta.rep_id != auth.user.id)
+    {
+        return Err(AppError::forbidden(format!(
+            "visit {id} is outside your scope"
+        )));
+    }
+    Ok(v)
+}
+
+async fn get_visit(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<VisitOut>, AppError> {
+    let store = state.store.clone();
+    blocking(move || {
+        load_in_scope(store.as_ref(), &auth, &id)?;
+        let v = store
+            .visit(&id)?
+            .ok_or_else(|| AppError::not_found(format!("unknown visit {id:?}")))?;
+        let visit = VisitDoc::load(&v.doc)?.read()?;
+        Ok(Json(VisitOut {
+            visit_id: id,
+            visit,
+        }))
+    })
+    .await
+}
+
+async fn patch_visit(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<VisitOut>, AppError> {
+    manager_only(&auth)?;
+    let req: PatchVisit = parse_json(&body)?;
+    let store = state.store.clone();
+    blocking(move || {
+        let stored = load_in_scope(store.as_ref(), &auth, &id)?;
+        if let Some(r) = &req.rep_id {
+            check_rep(store.as_ref(), r, &stored.meta.territory_id)?;
+        }
+        let refs = store.reference()?;
+        let author = Author {
+            user_id: auth.user.id.clone(),
+            device_id: "server".into(),
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut user_err: Option<AppError> = None;
+        let visit = ingest::server_edit(
+            store.as_ref(),
+            &id,
+            |existing| {
+                let mut doc = existing
+                    .ok_or_else(|| StoreError::NotFound(format!("unknown visit {id:?}")))?;
+                let current = doc.read()?;
+                let mut plan = current.plan.clone();
+                if let Some(r) = &req.rep_id {
+                    // Checked before the edit: the store is locked in here.
+                    plan.rep_id.clone_from(r);
+                }
+                if let Some(s) = req.planned_start {
+                    let len = plan.planned_end - plan.planned_start;
+                    plan.planned_start = s;
+                    plan.planned_end = req.planned_end.unwrap_or(s + len);
+                } else if let Some(e) = req.planned_end {
+                    plan.planned_end = e;
+                }
+                if let Some(p) = req.priority {
+                    plan.priority = p.clamp(1, 5);
+                }
+                if let Some(i) = &req.instructions {
+                    plan.instructions.clone_from(i);
+                }
+                if plan.planned_end < plan.planned_start {
+                    user_err = Some(AppError::bad_request("planned_end is before planned_start"));
+                    return Err(StoreError::Conflict("bad window".into()));
+                }
+                doc.set_actor(server_actor(&auth.user.id));
+                let cancel = req.status.as_deref() == Some("canceled");
+                if let Some(s) = &req.status {
+                    if s != "canceled" {
+                        user_err = Some(AppError::bad_request(
+                            "a manager may only set status to canceled",
+                        ));
+                        return Err(StoreError::Conflict("bad status".into()));
+                    }
+                }
+                let action = if cancel {
+                    Action::Cancel
+                } else {
+                    Action::Reschedule
+                };
+                if let Err(e) = rules::transition(current.status, action) {
+                    user_err = Some(AppError::new(
+                        StatusCode::CONFLICT,
+                        "conflict",
+                        e.to_string(),
+                    ));
+                    return Err(StoreError::Conflict(e.to_string()));
+                }
+                doc.edit(&author, now, |w| {
+                    w.set_plan(&plan)?;
+                    if cancel {
+                        w.set_cancel(
+                            req.cancel_reason
+                                .as_deref()
+                                .unwrap_or("canceled by manager"),
+                            None,
+                        )?;
+                        w.set_status(fieldsync_core::visit::VisitStatus::Canceled)?;
+                    }
+                    Ok(())
+                })?;
+                Ok(doc)
+            },
+            &refs,
+        );
+        match (visit, user_err) {
+            (_, Some(e)) => Err(e),
+            (Ok(visit), None) => Ok(Json(VisitOut {
+                visit_id: id,
+                visit,
+            })),
+            (Err(e), None) => Err(e.into()),
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(role: Role, territories: &[&str]) -> UserRecord {
+        UserRecord {
+            id: "u".into(),
+            username: "u".into(),
+            role,
+            territories: territories.iter().map(|t| (*t).to_string()).collect(),
+            password_hash: String::new(),
+            disabled: false,
+        }
+    }
+
+    #[test]
+    fn scopes_follow_role_and_window() {
+        let c = Config::default();
+        let rep = scope_of(&user(Role::Rep, &["t-1"]), &c, 100 * 86_400_000);
+        assert_eq!(rep.rep_id.as_deref(), Some("u"));
+        assert_eq!(rep.window, Some((86 * 86_400_000, 107 * 86_400_000)));
+        let mgr = scope_of(&user(Role::Manager, &["t-1", "t-2"]), &c, 0);
+        assert_eq!((mgr.rep_id, mgr.window), (None, None));
+        assert_eq!(scope_of(&user(Role::Admin, &[]), &c, 0).territories, None);
+    }
+
+    #[test]
+    fn reference_data_is_filtered_to_the_territories() {
+        let today = chrono::Utc::now().date_naive();
+        let refs = fieldsync_core::fixtures::reference_data(
+            1,
+            &fieldsync_core::fixtures::FixtureSize::default(),
+            today,
+        );
+        let scoped = scoped_reference(&refs, &user(Role::Rep, &["t-2"]));
+        assert!(scoped.stores.iter().all(|s| s.territory_id == "t-2"));
+        assert_eq!(scoped.stores.len(), 20);
+        assert_eq!(scoped.territories.len(), 1);
+        assert_eq!(scoped.products, refs.products);
+        assert!(scoped.validate().is_ok());
+        assert_eq!(scoped_reference(&refs, &user(Role::Admin, &[])), refs);
+    }
+}

@@ -1,0 +1,268 @@
+//! `fieldsync-server`: serve the sync API, or run admin commands on the database.
+
+use clap::{Parser, Subcommand};
+use fieldsync_core::model::Role;
+use fieldsync_server::{AppState, Config, SqliteStore, Store, admin, api, demo};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(name = "fieldsync-server", version, about = "fieldsync sync server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Directory of the SQLite database.
+        #[arg(long, default_value = "./fieldsync-data")]
+        data_dir: PathBuf,
+        /// Seed demo data and run simulated reps.
+        #[arg(long)]
+        demo: bool,
+        /// Demo only: seed but do not run the simulated reps.
+        #[arg(long, requires = "demo")]
+        no_simulation: bool,
+        /// Most changes per sync response page.
+        #[arg(long, default_value_t = 5000)]
+        page_changes: usize,
+        /// A rep's window: days back and ahead of today, by planned start.
+        #[arg(long, default_value_t = 14)]
+        window_back_days: i64,
+        #[arg(long, default_value_t = 7)]
+        window_ahead_days: i64,
+    },
+    /// Administer users, tokens, reference data and backups.
+    Admin {
+        #[arg(long, default_value = "./fieldsync-data", global = true)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create a user (a generated password is printed once when none is given).
+    CreateUser {
+        #[arg(long)]
+        username: String,
+        /// rep, manager or admin.
+        #[arg(long)]
+        role: String,
+        /// Comma-separated territory ids.
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        territories: Vec<String>,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Revoke every token of a user, or one token.
+    Revoke {
+        #[arg(
+            long,
+            conflicts_with = "token_id",
+            required_unless_present = "token_id"
+        )]
+        username: Option<String>,
+        #[arg(long)]
+        token_id: Option<String>,
+    },
+    /// Import reference data: a JSON file, or a stores/products CSV.
+    Import { file: PathBuf },
+    /// Write a consistent backup of the database (it gets a new epoch when restored).
+    Backup { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,hyper=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve {
+            listen,
+            data_dir,
+            demo,
+            no_simulation,
+            page_changes,
+            window_back_days,
+            window_ahead_days,
+        } => {
+            let config = Config {
+                page_changes: page_changes.max(1),
+                window_back_days,
+                window_ahead_days,
+                ..Config::default()
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(serve(listen, data_dir, demo, !no_simulation, config))
+        }
+        Command::Admin { data_dir, command } => {
+            let store = SqliteStore::open_dir(&data_dir).map_err(|e| e.to_string())?;
+            admin_command(&store, command)
+        }
+    }
+}
+
+fn admin_command(store: &SqliteStore, command: AdminCommand) -> Result<(), String> {
+    let now = chrono::Utc::now().timestamp_millis();
+    match command {
+        AdminCommand::CreateUser {
+            username,
+            role,
+            territories,
+            password,
+        } => {
+            let role = Role::parse(&role).map_err(|e| e.to_string())?;
+            let territories: Vec<String> =
+                territories.into_iter().filter(|t| !t.is_empty()).collect();
+            let generated = password.is_none();
+            let pw = admin::create_user(store, &username, role, &territories, password.as_deref())?;
+            println!(
+                "created {} {username} (territories: {})",
+                role.as_str(),
+                territories.join(",")
+            );
+            if generated {
+                println!("password (shown once): {pw}");
+            }
+        }
+        AdminCommand::Revoke { username, token_id } => {
+            if let Some(u) = username {
+                let n = store.revoke_user(&u, now).map_err(|e| e.to_string())?;
+                println!("revoked {n} token(s) of {u}");
+            } else if let Some(t) = token_id {
+                if !store.revoke_token(&t, now).map_err(|e| e.to_string())? {
+                    return Err(format!("no live token with id {t}"));
+                }
+                println!("revoked token {t}");
+            }
+        }
+        AdminCommand::Import { file } => match admin::import(store, &file) {
+            Ok(v) => println!("imported {} (reference data version {v})", file.display()),
+            Err(problems) => {
+                for p in &problems {
+                    eprintln!("{}: {p}", file.display());
+                }
+                return Err(format!(
+                    "{} problem(s); nothing was imported",
+                    problems.len()
+                ));
+            }
+        },
+        AdminCommand::Backup { file } => {
+            if file.exists() {
+                return Err(format!("{} already exists", file.display()));
+            }
+            store.backup(&file).map_err(|e| e.to_string())?;
+            println!(
+                "backup written to {} (it carries a new epoch)",
+                file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn serve(
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    demo_mode: bool,
+    simulate: bool,
+    config: Config,
+) -> Result<(), String> {
+    let store = Arc::new(SqliteStore::open_dir(&data_dir).map_err(|e| e.to_string())?);
+    let users = if demo_mode {
+        let s = store.clone();
+        let dir = data_dir.clone();
+        Some(
+            tokio::task::spawn_blocking(move || demo::seed(s.as_ref(), &dir))
+                .await
+                .map_err(|e| e.to_string())??,
+        )
+    } else {
+        None
+    };
+    let store_for_demo: Arc<dyn Store> = store.clone();
+    let state = AppState::new(store, config);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let base = format!("http://{addr}");
+    println!("fieldsync-server listening on {base}");
+    if let Some(users) = users {
+        println!("dashboard: {base}/");
+        println!("demo users (username / password / role):");
+        for u in &users {
+            println!(
+                "  {:<10} {:<18} {}",
+                u.username,
+                u.password,
+                u.role.as_str()
+            );
+        }
+        if simulate {
+            demo::spawn_simulation(base.clone(), users, store_for_demo.clone());
+        }
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    axum::serve(
+        listener,
+        api::app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| e.to_string())?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

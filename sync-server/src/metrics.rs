@@ -1,0 +1,102 @@
+//! Prometheus metrics: requests, sync latency, changes applied, rejections, devices seen.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+/// The server's metrics, in their own registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `fieldsync_http_requests_total{method, path, status}`.
+    pub requests: IntCounterVec,
+    /// `fieldsync_sync_seconds`: time to serve one sync request.
+    pub sync_latency: Histogram,
+    /// `fieldsync_changes_applied_total`: changes newly stored.
+    pub changes_applied: IntCounter,
+    /// `fieldsync_rejections_total`: visits whose changes were refused.
+    pub rejections: IntCounter,
+    /// `fieldsync_devices_seen`: distinct devices that synced since the start.
+    pub devices: IntGauge,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "fieldsync_http_requests_total",
+                "HTTP requests by method, route and status",
+            ),
+            &["method", "path", "status"],
+        )
+        .expect("valid metric");
+        let sync_latency = Histogram::with_opts(
+            HistogramOpts::new("fieldsync_sync_seconds", "Time to serve one sync request").buckets(
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            ),
+        )
+        .expect("valid metric");
+        let changes_applied =
+            IntCounter::new("fieldsync_changes_applied_total", "Changes newly stored")
+                .expect("valid metric");
+        let rejections = IntCounter::new(
+            "fieldsync_rejections_total",
+            "Visits whose changes were rejected",
+        )
+        .expect("valid metric");
+        let devices = IntGauge::new(
+            "fieldsync_devices_seen",
+            "Distinct devices that synced since start",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sync_latency.clone()),
+            Box::new(changes_applied.clone()),
+            Box::new(rejections.clone()),
+            Box::new(devices.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Self {
+            registry,
+            requests,
+            sync_latency,
+            changes_applied,
+            rejections,
+            devices,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Counts a device once.
+    pub fn devices_seen(&self, device_id: &str) {
+        let mut s = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if s.insert(device_id.to_string()) {
+            self.devices.set(s.len() as i64);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,733 @@
+//! Server storage: the [`Store`] trait and its SQLite implementation ([`SqliteStore`]).
+//!
+//! One SQLite file (`fieldsync.db` under `--data-dir`, WAL) holds:
+//!
+//! | table | what |
+//! |---|---|
+//! | `meta` | the server **epoch** (random id; a backup copy gets a new one) |
+//! | `users` | username, role, territories (JSON), argon2id password hash, disabled flag |
+//! | `tokens` | device tokens: id, user, device, SHA-256 of the token, revoked time |
+//! | `actors` | each Automerge actor bound to the device that first pushed it |
+//! | `visits` | visit id, store, territory, rep, planned start, status, document bytes |
+//! | `change_log` | every accepted change under a sequence number (the cursor) |
+//! | `device_visits` | the visits each device holds (to send visits entering its scope whole and purge the ones leaving it) |
+//! | `reference` | the reference data as JSON with its version |
+//!
+//! Writes are serialized through one connection, so sequence numbers are assigned in
+//! commit order and a cursor never skips a change that commits later.
+
+use automerge::{Automerge, ChangeHash, ReadDoc};
+use fieldsync_core::model::{ReferenceData, Role};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Core(#[from] fieldsync_core::Error),
+    #[error("document error: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    #[error("encoding error: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user account.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    pub territories: Vec<String>,
+    pub password_hash: String,
+    pub disabled: bool,
+}
+
+/// A new user account.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    pub territories: Vec<String>,
+    pub password_hash: String,
+}
+
+/// An authenticated device token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub user_id: String,
+    pub device_id: String,
+}
+
+/// Where a visit lives (denormalized from its document for scope queries).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VisitMeta {
+    pub visit_id: String,
+    pub store_id: String,
+    pub territory_id: String,
+    pub rep_id: String,
+    pub planned_start: i64,
+    pub status: String,
+}
+
+/// A stored visit.
+#[derive(Clone, Debug)]
+pub struct StoredVisit {
+    pub meta: VisitMeta,
+    pub doc: Vec<u8>,
+}
+
+/// Which visits a user may read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scope {
+    /// Territories; `None` for every territory (admin).
+    pub territories: Option<Vec<String>>,
+    /// Only visits of this rep.
+    pub rep_id: Option<String>,
+    /// Only visits planned in `[from, to]` (ms).
+    pub window: Option<(i64, i64)>,
+}
+
+/// What a device asks for.
+#[derive(Clone, Debug)]
+pub struct PullQuery {
+    pub device_id: String,
+    pub scope: Scope,
+    /// `None`: the device holds nothing the server knows of (first sync, or after a
+    /// restore); everything in scope is sent, diffed against `heads` when given.
+    pub cursor: Option<i64>,
+    pub heads: Option<BTreeMap<String, Vec<String>>>,
+    /// Most changes per page.
+    pub limit: usize,
+}
+
+/// One page for a device.
+#[derive(Clone, Debug, Default)]
+pub struct PullPage {
+    pub changes: Vec<(String, Vec<Vec<u8>>)>,
+    pub cursor: i64,
+    pub more: bool,
+    pub purge: Vec<String>,
+    /// Visits where the device has changes the server lacks, with the server's heads.
+    pub resend: Vec<(String, Vec<String>)>,
+}
+
+/// The operations on one visit inside one write transaction.
+pub trait VisitTxn {
+    fn stored(&self) -> StoreResult<Option<StoredVisit>>;
+    /// The (device, user) an actor is bound to.
+    fn actor_binding(&self, actor_hex: &str) -> StoreResult<Option<(String, String)>>;
+    fn bind_actor(&mut self, actor_hex: &str, device_id: &str, user_id: &str) -> StoreResult<()>;
+    /// Stores the document and appends the new changes (hash, bytes) to the change log.
+    fn save(
+        &mut self,
+        meta: &VisitMeta,
+        doc: &[u8],
+        changes: &[(String, Vec<u8>)],
+        device_id: &str,
+    ) -> StoreResult<()>;
+}
+
+/// Server storage. Implementations must make [`Store::with_visit`] atomic and serialized
+/// per visit, and assign change-log sequence numbers so that a cursor never skips a
+/// change committed later.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    fn epoch(&self) -> StoreResult<String>;
+    fn create_user(&self, user: &NewUser) -> StoreResult<()>;
+    fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
+    fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRecord>>;
+    /// Stores a token hash; returns the token id.
+    fn create_token(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<String>;
+    /// The user and token of a live (not revoked, user not disabled) token hash.
+    fn authenticate(&self, token_hash: &str) -> StoreResult<Option<(UserRecord, TokenRecord)>>;
+    /// Revokes every token of a user; returns how many.
+    fn revoke_user(&self, username: &str, now: i64) -> StoreResult<usize>;
+    fn revoke_token(&self, token_id: &str, now: i64) -> StoreResult<bool>;
+    fn reference(&self) -> StoreResult<Arc<ReferenceData>>;
+    /// Replaces the reference data (already validated); returns the new version.
+    fn import_reference(&self, data: ReferenceData) -> StoreResult<i64>;
+    /// Runs `f` in one write transaction for the visit; committed when `f` returns Ok.
+    /// `f` must use only the [`VisitTxn`] it is given: calling other `Store` methods from
+    /// inside would wait for the transaction it runs in.
+    fn with_visit(
+        &self,
+        visit_id: &str,
+        f: &mut dyn FnMut(&mut dyn VisitTxn) -> StoreResult<()>,
+    ) -> StoreResult<()>;
+    fn visit(&self, visit_id: &str) -> StoreResult<Option<StoredVisit>>;
+    fn pull(&self, q: &PullQuery) -> StoreResult<PullPage>;
+    /// A consistent copy of the database at `path`, with a new epoch.
+    fn backup(&self, path: &Path) -> StoreResult<()>;
+    /// (visits, changes) counts.
+    fn counts(&self) -> StoreResult<(i64, i64)>;
+}
+
+const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+  id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, role TEXT NOT NULL, territories TEXT NOT NULL,
+  password_hash TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS tokens (
+  id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), device_id TEXT NOT NULL,
+  token_hash TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL, revoked_at INTEGER);
+CREATE TABLE IF NOT EXISTS actors (actor TEXT PRIMARY KEY, device_id TEXT NOT NULL, user_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS visits (
+  visit_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, territory_id TEXT NOT NULL, rep_id TEXT NOT NULL,
+  planned_start INTEGER NOT NULL, status TEXT NOT NULL, doc BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS visits_scope ON visits (territory_id, planned_start);
+CREATE TABLE IF NOT EXISTS change_log (
+  seq INTEGER PRIMARY KEY, visit_id TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, bytes BLOB NOT NULL,
+  device_id TEXT NOT NULL, territory_id TEXT NOT NULL, planned_start INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS change_log_visit ON change_log (visit_id, seq);
+CREATE TABLE IF NOT EXISTS device_visits (device_id TEXT NOT NULL, visit_id TEXT NOT NULL,
+  PRIMARY KEY (device_id, visit_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reference (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, data TEXT NOT NULL);
+";
+
+/// The embedded SQLite backend.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    refs: RwLock<Arc<ReferenceData>>,
+    path: PathBuf,
+}
+
+fn new_epoch() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn role_from(s: &str) -> Role {
+    Role::parse(s).unwrap_or(Role::Rep)
+}
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    let territories: String = r.get(3)?;
+    Ok(UserRecord {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        role: role_from(&r.get::<_, String>(2)?),
+        territories: serde_json::from_str(&territories).unwrap_or_default(),
+        password_hash: r.get(4)?,
+        disabled: r.get(5)?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating) the database `fieldsync.db` in `dir`.
+    pub fn open_dir(dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Conflict(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        Self::open(&dir.join("fieldsync.db"))
+    }
+
+    /// Opens (creating) the database file at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
+            [new_epoch()],
+        )?;
+        let refs: Option<String> = conn
+            .query_row("SELECT data FROM reference WHERE id = 1", [], |r| r.get(0))
+            .optional()?;
+        let refs = match refs {
+            Some(j) => serde_json::from_str(&j)?,
+            None => ReferenceData::default(),
+        };
+        Ok(Self {
+            conn: Mutex::new(conn),
+            refs: RwLock::new(Arc::new(refs)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+struct SqliteTxn<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    visit_id: String,
+}
+
+impl VisitTxn for SqliteTxn<'_> {
+    fn stored(&self) -> StoreResult<Option<StoredVisit>> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status, doc FROM visits WHERE visit_id = ?1",
+            )?
+            .query_row([&self.visit_id], |r| {
+                Ok(StoredVisit {
+                    meta: VisitMeta {
+                        visit_id: r.get(0)?,
+                        store_id: r.get(1)?,
+                        territory_id: r.get(2)?,
+                        rep_id: r.get(3)?,
+                        planned_start: r.get(4)?,
+                        status: r.get(5)?,
+                    },
+                    doc: r.get(6)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn actor_binding(&self, actor_hex: &str) -> StoreResult<Option<(String, String)>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT device_id, user_id FROM actors WHERE actor = ?1")?
+            .query_row([actor_hex], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    fn bind_actor(&mut self, actor_hex: &str, device_id: &str, user_id: &str) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO actors (actor, device_id, user_id) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![actor_hex, device_id, user_id])?;
+        Ok(())
+    }
+
+    fn save(
+        &mut self,
+        m: &VisitMeta,
+        doc: &[u8],
+        changes: &[(String, Vec<u8>)],
+        device_id: &str,
+    ) -> StoreResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(visit_id) DO UPDATE SET store_id = excluded.store_id, territory_id = excluded.territory_id,
+                   rep_id = excluded.rep_id, planned_start = excluded.planned_start, status = excluded.status, doc = excluded.doc",
+            )?
+            .execute(params![m.visit_id, m.store_id, m.territory_id, m.rep_id, m.planned_start, m.status, doc])?;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO change_log (visit_id, hash, bytes, device_id, territory_id, planned_start)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (hash, bytes) in changes {
+            stmt.execute(params![
+                m.visit_id,
+                hash,
+                bytes,
+                device_id,
+                m.territory_id,
+                m.planned_start
+            ])?;
+        }
+        self.tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO device_visits (device_id, visit_id) VALUES (?1, ?2)",
+            )?
+            .execute(params![device_id, m.visit_id])?;
+        Ok(())
+    }
+}
+
+fn in_list(n: usize, start: usize) -> String {
+    (0..n)
+        .map(|i| format!("?{}", start + i))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn scope_visits(conn: &Connection, scope: &Scope) -> StoreResult<BTreeSet<String>> {
+    let mut sql = String::from("SELECT visit_id FROM visits WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(ts) = &scope.territories {
+        sql.push_str(&format!(
+            " AND territory_id IN ({})",
+            in_list(ts.len(), args.len() + 1)
+        ));
+        args.extend(ts.iter().map(|t| t.clone().into()));
+    }
+    if let Some(rep) = &scope.rep_id {
+        sql.push_str(&format!(" AND rep_id = ?{}", args.len() + 1));
+        args.push(rep.clone().into());
+    }
+    if let Some((from, to)) = scope.window {
+        sql.push_str(&format!(
+            " AND planned_start BETWEEN ?{} AND ?{}",
+            args.len() + 1,
+            args.len() + 2
+        ));
+        args.push(from.into());
+        args.push(to.into());
+    }
+    let mut stmt = conn.prepare(&sql)?;
+    let ids = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
+        .collect::<rusqlite::Result<BTreeSet<String>>>()?;
+    Ok(ids)
+}
+
+fn visit_changes(conn: &Connection, visit_id: &str) -> StoreResult<Vec<Vec<u8>>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT bytes FROM change_log WHERE visit_id = ?1 ORDER BY seq")?;
+    let v = stmt
+        .query_map([visit_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
+    Ok(v)
+}
+
+impl Store for SqliteStore {
+    fn epoch(&self) -> StoreResult<String> {
+        Ok(self
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    fn create_user(&self, u: &NewUser) -> StoreResult<()> {
+        let conn = self.lock();
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO users (id, username, role, territories, password_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![u.id, u.username, u.role.as_str(), serde_json::to_string(&u.territories)?, u.password_hash],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "a user named {:?} or with id {:?} already exists",
+                u.username, u.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT id, username, role, territories, password_hash, disabled FROM users WHERE username = ?1",
+                [username],
+                user_row,
+            )
+            .optional()?)
+    }
+
+    fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT id, username, role, territories, password_hash, disabled FROM users WHERE id = ?1",
+                [id],
+                user_row,
+            )
+            .optional()?)
+    }
+
+    fn create_token(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.lock().execute(
+            "INSERT INTO tokens (id, user_id, device_id, token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, user_id, device_id, token_hash, now],
+        )?;
+        Ok(id)
+    }
+
+    fn authenticate(&self, token_hash: &str) -> StoreResult<Option<(UserRecord, TokenRecord)>> {
+        let conn = self.lock();
+        let row = conn
+            .prepare_cached(
+                "SELECT u.id, u.username, u.role, u.territories, u.password_hash, u.disabled, t.id, t.device_id
+                 FROM tokens t JOIN users u ON u.id = t.user_id
+                 WHERE t.token_hash = ?1 AND t.revoked_at IS NULL AND u.disabled = 0",
+            )?
+            .query_row([token_hash], |r| {
+                let u = user_row(r)?;
+                let t = TokenRecord { id: r.get(6)?, user_id: u.id.clone(), device_id: r.get(7)? };
+                Ok((u, t))
+            })
+            .optional()?;
+        Ok(row)
+    }
+
+    fn revoke_user(&self, username: &str, now: i64) -> StoreResult<usize> {
+        let conn = self.lock();
+        let id: Option<String> = conn
+            .query_row(
+                "SELECT id FROM users WHERE username = ?1",
+                [username],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else {
+            return Err(StoreError::NotFound(format!("no user named {username:?}")));
+        };
+        Ok(conn.execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+            params![id, now],
+        )?)
+    }
+
+    fn revoke_token(&self, token_id: &str, now: i64) -> StoreResult<bool> {
+        let n = self.lock().execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![token_id, now],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn reference(&self) -> StoreResult<Arc<ReferenceData>> {
+        Ok(self
+            .refs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone())
+    }
+
+    fn import_reference(&self, mut data: ReferenceData) -> StoreResult<i64> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let old: i64 =
+            tx.query_row("SELECT COALESCE(MAX(version), 0) FROM reference", [], |r| {
+                r.get(0)
+            })?;
+        data.version = data.version.max(old + 1);
+        tx.execute(
+            "INSERT INTO reference (id, version, data) VALUES (1, ?1, ?2)
+             ON CONFLICT(id) DO UPDATE SET version = excluded.version, data = excluded.data",
+            params![data.version, serde_json::to_string(&data)?],
+        )?;
+        tx.commit()?;
+        let v = data.version;
+        *self
+            .refs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(data);
+        Ok(v)
+    }
+
+    fn with_visit(
+        &self,
+        visit_id: &str,
+        f: &mut dyn FnMut(&mut dyn VisitTxn) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut t = SqliteTxn {
+                tx: &tx,
+                visit_id: visit_id.to_string(),
+            };
+            f(&mut t)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn visit(&self, visit_id: &str) -> StoreResult<Option<StoredVisit>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let t = SqliteTxn {
+            tx: &tx,
+            visit_id: visit_id.to_string(),
+        };
+        t.stored()
+    }
+
+    fn pull(&self, q: &PullQuery) -> StoreResult<PullPage> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let max_seq: i64 =
+            tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM change_log", [], |r| {
+                r.get(0)
+            })?;
+        let mut page = PullPage::default();
+        let cursor = match q.cursor {
+            Some(c) => c,
+            None => {
+                tx.execute(
+                    "DELETE FROM device_visits WHERE device_id = ?1",
+                    [&q.device_id],
+                )?;
+                max_seq
+            }
+        };
+        let scope = scope_visits(&tx, &q.scope)?;
+        let held: BTreeSet<String> = tx
+            .prepare_cached("SELECT visit_id FROM device_visits WHERE device_id = ?1")?
+            .query_map([&q.device_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for v in held.difference(&scope) {
+            tx.execute(
+                "DELETE FROM device_visits WHERE device_id = ?1 AND visit_id = ?2",
+                params![q.device_id, v],
+            )?;
+            page.purge.push(v.clone());
+        }
+        // Visits the device says it holds (after a restore): resend what the server lacks,
+        // purge what is out of scope.
+        let mut device_heads: HashMap<String, Vec<ChangeHash>> = HashMap::new();
+        if let Some(heads) = &q.heads {
+            for (visit_id, hs) in heads {
+                let parsed: Vec<ChangeHash> = hs.iter().filter_map(|h| h.parse().ok()).collect();
+                let stored: Option<Vec<u8>> = tx
+                    .prepare_cached("SELECT doc FROM visits WHERE visit_id = ?1")?
+                    .query_row([visit_id], |r| r.get(0))
+                    .optional()?;
+                let server_heads = match &stored {
+                    Some(doc) => {
+                        let am = Automerge::load(doc)?;
+                        let lacks = parsed.iter().any(|h| am.get_change_by_hash(h).is_none());
+                        if lacks {
+                            page.resend.push((
+                                visit_id.clone(),
+                                am.get_heads().iter().map(ToString::to_string).collect(),
+                            ));
+                        }
+                        // Only the heads the server knows help to diff.
+                        let known: Vec<ChangeHash> = parsed
+                            .iter()
+                            .copied()
+                            .filter(|h| am.get_change_by_hash(h).is_some())
+                            .collect();
+                        Some(known)
+                    }
+                    None => {
+                        page.resend.push((visit_id.clone(), Vec::new()));
+                        None
+                    }
+                };
+                let resending = page.resend.last().is_some_and(|(v, _)| v == visit_id);
+                match server_heads {
+                    Some(known) if scope.contains(visit_id) => {
+                        device_heads.insert(visit_id.clone(), known);
+                    }
+                    Some(_) if !resending => page.purge.push(visit_id.clone()),
+                    _ => {}
+                }
+            }
+        }
+        // The feed: changes by other devices after the cursor, for visits the device holds.
+        let mut budget = q.limit.max(1);
+        let mut by_visit: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT c.seq, c.visit_id, c.bytes FROM change_log c
+                 JOIN device_visits d ON d.visit_id = c.visit_id AND d.device_id = ?1
+                 WHERE c.seq > ?2 AND c.device_id != ?1 ORDER BY c.seq LIMIT ?3",
+            )?;
+            let rows = stmt
+                .query_map(params![q.device_id, cursor, budget as i64 + 1], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            if rows.len() > budget {
+                page.more = true;
+            }
+            let mut last = cursor;
+            for (seq, visit, bytes) in rows.into_iter().take(budget) {
+                last = seq;
+                by_visit.entry(visit).or_default().push(bytes);
+                budget -= 1;
+            }
+            page.cursor = if page.more { last } else { max_seq.max(cursor) };
+        }
+        // Visits that entered the scope: sent whole (or diffed against the device's heads).
+        if !page.more {
+            let held_now: BTreeSet<String> = held.intersection(&scope).cloned().collect();
+            for v in scope.difference(&held_now) {
+                if budget == 0 {
+                    page.more = true;
+                    break;
+                }
+                let changes = match device_heads.get(v) {
+                    Some(known) => {
+                        let doc: Vec<u8> =
+                            tx.query_row("SELECT doc FROM visits WHERE visit_id = ?1", [v], |r| {
+                                r.get(0)
+                            })?;
+                        let am = Automerge::load(&doc)?;
+                        am.get_changes(known)
+                            .into_iter()
+                            .map(|c| c.raw_bytes().to_vec())
+                            .collect()
+                    }
+                    None => visit_changes(&tx, v)?,
+                };
+                budget = budget.saturating_sub(changes.len());
+                if !changes.is_empty() {
+                    by_visit.entry(v.clone()).or_default().extend(changes);
+                }
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO device_visits (device_id, visit_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![q.device_id, v])?;
+            }
+        }
+        page.changes = by_visit.into_iter().collect();
+        tx.commit()?;
+        Ok(page)
+    }
+
+    fn backup(&self, path: &Path) -> StoreResult<()> {
+        {
+            let conn = self.lock();
+            let mut dst = Connection::open(path)?;
+            let b = rusqlite::backup::Backup::new(&conn, &mut dst)?;
+            b.run_to_completion(256, std::time::Duration::from_millis(5), None)?;
+        }
+        // The copy is a different history from the moment it is restored: new epoch.
+        let dst = Connection::open(path)?;
+        dst.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'epoch'",
+            [new_epoch()],
+        )?;
+        dst.execute("DELETE FROM device_visits", [])?;
+        Ok(())
+    }
+
+    fn counts(&self) -> StoreResult<(i64, i64)> {
+        let conn = self.lock();
+        let v = conn.query_row("SELECT COUNT(*) FROM visits", [], |r| r.get(0))?;
+        let c = conn.query_row("SELECT COUNT(*) FROM change_log", [], |r| r.get(0))?;
+        Ok((v, c))
+    }
+}
