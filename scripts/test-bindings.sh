@@ -16,15 +16,17 @@ swift_before=$(mktemp -d)
 trap 'rm -rf "$swift_before"' EXIT
 cp -r ffi/bindings/swift/. "$swift_before/" 2>/dev/null || true
 scripts/bindings.sh
-cargo build -p fieldsync-server --bin fieldsync-server
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-export FIELDSYNC_SERVER_BIN="$target_dir/debug/fieldsync-server"
 
 step "swift bindings up to date"
 if ! diff -r "$swift_before" ffi/bindings/swift; then
     echo "ffi/bindings/swift is out of date with the Rust API: run scripts/bindings.sh and commit it" >&2
     exit 1
 fi
+
+step "sync server for the sync tests"
+cargo build -p fieldsync-server --bin fieldsync-server
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+export FIELDSYNC_SERVER_BIN="$target_dir/debug/fieldsync-server"
 
 step "python"
 python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install --quiet pytest

@@ -22,5 +22,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "rust tests"
 cargo test --workspace
 
+step "bindings (Python, Kotlin, Swift up to date)"
+scripts/test-bindings.sh
+
 echo
 echo "all suites passed"

@@ -45,6 +45,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     report("record_inventory (Rust, DeviceStore)", &mut times);
 
+    // The same through the bindings' Rust object (the wrapper without the foreign call).
+    let wrapped = fieldsync_ffi::FieldStore::open(
+        dir.path().join("wrapped.db").display().to_string(),
+        "rep-1".into(),
+        "phone-1".into(),
+    )?;
+    wrapped.replace_reference_data_json(serde_json::to_string(&*refs)?)?;
+    let visit = wrapped.create_ad_hoc_visit(shop.id.clone(), "tt-standard".into())?;
+    wrapped.check_in(
+        visit.clone(),
+        fieldsync_ffi::GeoPoint {
+            lat: shop.lat,
+            lng: shop.lng,
+        },
+    )?;
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let input = fieldsync_ffi::InventoryInput {
+            shelf_qty: Some(i as i64 % 17),
+            facings: Some(2),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        wrapped.record_inventory(visit.clone(), products[i % products.len()].clone(), input)?;
+        times.push(start.elapsed());
+    }
+    report("record_inventory (Rust, ffi FieldStore)", &mut times);
+
     let mut times = Vec::with_capacity(calls);
     for _ in 0..calls {
         let start = Instant::now();

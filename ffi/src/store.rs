@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use fieldsync_core::model::ReferenceData;
-use fieldsync_core::rules;
 use fieldsync_core::store::DeviceStore;
 
 use crate::error::{FieldsyncError, Result};
@@ -96,58 +95,7 @@ impl FieldStore {
     /// What a visit asks the rep to check: the store's assortment, planogram positions,
     /// the promotions running on the visit's local day and the template's questions.
     pub fn visit_checklist(&self, visit_id: String) -> Result<VisitChecklist> {
-        let visit = self.inner.visit(&visit_id)?;
-        let refs = self.inner.reference_data();
-        let idx = refs.index();
-        let store = idx.store(&visit.plan.store_id)?;
-        let day = rules::local_day(store, visit.plan.planned_start);
-        let positions = idx
-            .planogram_for(store)
-            .map(|p| {
-                p.positions
-                    .iter()
-                    .map(|x| ChecklistPosition {
-                        position_id: x.id.clone(),
-                        product_id: x.product_id.clone(),
-                        expected_facings: x.facings,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let questions = idx
-            .templates
-            .get(visit.plan.template_id.as_str())
-            .map(|t| {
-                t.tasks
-                    .iter()
-                    .flat_map(|t| &t.questions)
-                    .map(|q| ChecklistQuestion {
-                        question_id: q.id.clone(),
-                        text: q.text.clone(),
-                        answer_type: q.answer_type.into(),
-                        required: q.required,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(VisitChecklist {
-            product_ids: idx
-                .assortment_for(store)
-                .into_iter()
-                .map(String::from)
-                .collect(),
-            positions,
-            promotions: idx
-                .promotions_for(store, day)
-                .into_iter()
-                .map(|p| ChecklistPromotion {
-                    promotion_id: p.id.clone(),
-                    name: p.name.clone(),
-                    promo_price_cents: p.promo_price_cents,
-                })
-                .collect(),
-            questions,
-        })
+        Ok(self.inner.visit_checklist(&visit_id)?.into())
     }
 
     // ------------------------------------------------------------ route and reads

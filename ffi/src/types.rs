@@ -865,6 +865,42 @@ pub struct VisitChecklist {
     pub questions: Vec<ChecklistQuestion>,
 }
 
+impl From<core_store::VisitChecklist> for VisitChecklist {
+    fn from(c: core_store::VisitChecklist) -> Self {
+        Self {
+            product_ids: c.product_ids,
+            positions: c
+                .positions
+                .into_iter()
+                .map(|x| ChecklistPosition {
+                    position_id: x.id,
+                    product_id: x.product_id,
+                    expected_facings: x.facings,
+                })
+                .collect(),
+            promotions: c
+                .promotions
+                .into_iter()
+                .map(|p| ChecklistPromotion {
+                    promotion_id: p.id,
+                    name: p.name,
+                    promo_price_cents: p.promo_price_cents,
+                })
+                .collect(),
+            questions: c
+                .questions
+                .into_iter()
+                .map(|q| ChecklistQuestion {
+                    question_id: q.id,
+                    text: q.text,
+                    answer_type: q.answer_type.into(),
+                    required: q.required,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Who uses a store.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct Identity {

@@ -81,6 +81,16 @@ pub struct StoreFindings {
     pub non_compliant_promotion_ids: Vec<String>,
 }
 
+/// What a visit asks the rep to check: the store's assortment, its planogram positions,
+/// the promotions running on the visit's local day, and the template's survey questions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VisitChecklist {
+    pub product_ids: Vec<String>,
+    pub positions: Vec<crate::model::PlanogramPosition>,
+    pub promotions: Vec<crate::model::Promotion>,
+    pub questions: Vec<crate::model::SurveyQuestion>,
+}
+
 /// A visit with its task progress, for the visit screen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VisitDetail {
@@ -364,6 +374,41 @@ impl DeviceStore {
             store_name,
             tasks,
             conflicts,
+        })
+    }
+
+    /// What the visit asks the rep to check (see [`VisitChecklist`]).
+    pub fn visit_checklist(&self, visit_id: &str) -> Result<VisitChecklist> {
+        let visit = self.visit(visit_id)?;
+        let refs = self.reference_data();
+        let idx = refs.index();
+        let store = idx.store(&visit.plan.store_id)?;
+        let day = rules::local_day(store, visit.plan.planned_start);
+        Ok(VisitChecklist {
+            product_ids: idx
+                .assortment_for(store)
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            positions: idx
+                .planogram_for(store)
+                .map(|p| p.positions.clone())
+                .unwrap_or_default(),
+            promotions: idx
+                .promotions_for(store, day)
+                .into_iter()
+                .cloned()
+                .collect(),
+            questions: idx
+                .templates
+                .get(visit.plan.template_id.as_str())
+                .map(|t| {
+                    t.tasks
+                        .iter()
+                        .flat_map(|t| t.questions.iter().cloned())
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 
