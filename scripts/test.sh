@@ -19,8 +19,8 @@ cargo fmt --all --check
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "rust tests"
-cargo test --workspace
+step "rust tests (SQLite and PostgreSQL backends; a throw-away PostgreSQL cluster is started)"
+scripts/test-postgres.sh cargo test --workspace
 
 step "bindings (Python, Kotlin, Swift up to date)"
 scripts/test-bindings.sh

@@ -602,6 +602,21 @@ impl VisitDoc {
         Ok(out)
     }
 
+    /// Like [`VisitDoc::touched_paths`] for each change on its own (one set per change,
+    /// in order), walking the document's objects once instead of once per change.
+    pub fn touched_paths_each(&self, changes: &[Change]) -> Result<Vec<BTreeSet<String>>> {
+        let objects = self.object_paths()?;
+        Ok(changes
+            .iter()
+            .map(|change| {
+                self.change_ops(change, &objects)
+                    .into_iter()
+                    .map(|(_, path, _)| path)
+                    .collect()
+            })
+            .collect())
+    }
+
     /// (op, path, value json) for each op in a change.
     fn change_ops(
         &self,

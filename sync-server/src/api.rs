@@ -252,6 +252,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
+        .merge(crate::dashboard::router())
         .fallback(|| async { AppError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(limit))
@@ -625,7 +626,7 @@ fn check_rep(store: &dyn Store, rep_id: &str, territory: &str) -> Result<(), App
     Ok(())
 }
 
-async fn create_visit(
+pub(crate) async fn create_visit(
     State(state): State<AppState>,
     auth: AuthUser,
     body: Bytes,
@@ -737,7 +738,7 @@ async fn get_visit(
     .await
 }
 
-async fn patch_visit(
+pub(crate) async fn patch_visit(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,

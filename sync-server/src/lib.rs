@@ -10,11 +10,14 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod demo;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
+pub mod pg_store;
 pub mod store;
 
 pub use api::{AppError, AppState, Config, app};
+pub use pg_store::{PgOptions, PgStore};
 pub use store::{SqliteStore, Store};

@@ -2,9 +2,11 @@
 
 use clap::{Parser, Subcommand};
 use fieldsync_core::model::Role;
-use fieldsync_server::{AppState, Config, SqliteStore, Store, admin, api, demo};
+use fieldsync_server::{
+    AppState, Config, PgOptions, PgStore, SqliteStore, Store, admin, api, demo,
+};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -22,9 +24,16 @@ enum Command {
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Directory of the SQLite database.
+        /// Directory of the SQLite database (unused with --database-url).
         #[arg(long, default_value = "./fieldsync-data")]
         data_dir: PathBuf,
+        /// PostgreSQL instead of SQLite: postgres://user:password@host:port/database.
+        /// Several instances may serve one database.
+        #[arg(long, env = "FIELDSYNC_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// PostgreSQL only: most database connections of this instance.
+        #[arg(long, env = "FIELDSYNC_DB_POOL_SIZE", default_value_t = 16)]
+        db_pool_size: u32,
         /// Seed demo data and run simulated reps.
         #[arg(long)]
         demo: bool,
@@ -44,6 +53,14 @@ enum Command {
     Admin {
         #[arg(long, default_value = "./fieldsync-data", global = true)]
         data_dir: PathBuf,
+        /// PostgreSQL instead of SQLite (see `serve --database-url`).
+        #[arg(
+            long,
+            env = "FIELDSYNC_DATABASE_URL",
+            hide_env_values = true,
+            global = true
+        )]
+        database_url: Option<String>,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -78,7 +95,50 @@ enum AdminCommand {
     /// Import reference data: a JSON file, or a stores/products CSV.
     Import { file: PathBuf },
     /// Write a consistent backup of the database (it gets a new epoch when restored).
+    /// PostgreSQL: a `pg_dump` custom-format file, restored with `pg_restore`.
     Backup { file: PathBuf },
+    /// PostgreSQL: give the database a new epoch after restoring it by other means than
+    /// `pg_restore` of an `admin backup` file (devices then resend what it lacks).
+    NewEpoch,
+}
+
+/// The storage backend chosen on the command line.
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Backend {
+    fn open(database_url: Option<&str>, data_dir: &Path, pool_size: u32) -> Result<Self, String> {
+        match database_url.filter(|u| !u.trim().is_empty()) {
+            Some(url) => {
+                let opts = PgOptions {
+                    pool_size,
+                    ..PgOptions::default()
+                };
+                PgStore::connect(url, &opts)
+                    .map(Backend::Postgres)
+                    .map_err(|e| format!("PostgreSQL: {e}"))
+            }
+            None => SqliteStore::open_dir(data_dir)
+                .map(Backend::Sqlite)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        match self {
+            Backend::Sqlite(s) => s,
+            Backend::Postgres(s) => s,
+        }
+    }
+
+    fn into_arc(self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite(s) => Arc::new(s),
+            Backend::Postgres(s) => Arc::new(s),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -105,6 +165,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Serve {
             listen,
             data_dir,
+            database_url,
+            db_pool_size,
             demo,
             no_simulation,
             page_changes,
@@ -121,16 +183,30 @@ fn run(cli: Cli) -> Result<(), String> {
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(serve(listen, data_dir, demo, !no_simulation, config))
+            // Opened before the runtime: the PostgreSQL client blocks.
+            let backend = Backend::open(database_url.as_deref(), &data_dir, db_pool_size)?;
+            rt.block_on(serve(
+                listen,
+                backend,
+                data_dir,
+                demo,
+                !no_simulation,
+                config,
+            ))
         }
-        Command::Admin { data_dir, command } => {
-            let store = SqliteStore::open_dir(&data_dir).map_err(|e| e.to_string())?;
-            admin_command(&store, command)
+        Command::Admin {
+            data_dir,
+            database_url,
+            command,
+        } => {
+            let backend = Backend::open(database_url.as_deref(), &data_dir, 2)?;
+            admin_command(&backend, command)
         }
     }
 }
 
-fn admin_command(store: &SqliteStore, command: AdminCommand) -> Result<(), String> {
+fn admin_command(backend: &Backend, command: AdminCommand) -> Result<(), String> {
+    let store = backend.store();
     let now = chrono::Utc::now().timestamp_millis();
     match command {
         AdminCommand::CreateUser {
@@ -186,18 +262,30 @@ fn admin_command(store: &SqliteStore, command: AdminCommand) -> Result<(), Strin
                 file.display()
             );
         }
+        AdminCommand::NewEpoch => match backend {
+            Backend::Postgres(pg) => {
+                let epoch = pg.new_epoch().map_err(|e| e.to_string())?;
+                println!("new epoch {epoch}: devices will resend what the database lacks");
+            }
+            Backend::Sqlite(_) => {
+                return Err(
+                    "not needed with SQLite: a backup file already carries a new epoch".into(),
+                );
+            }
+        },
     }
     Ok(())
 }
 
 async fn serve(
     listen: SocketAddr,
+    backend: Backend,
     data_dir: PathBuf,
     demo_mode: bool,
     simulate: bool,
     config: Config,
 ) -> Result<(), String> {
-    let store = Arc::new(SqliteStore::open_dir(&data_dir).map_err(|e| e.to_string())?);
+    let store = backend.into_arc();
     let users = if demo_mode {
         let s = store.clone();
         let dir = data_dir.clone();

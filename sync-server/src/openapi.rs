@@ -44,7 +44,7 @@ pub fn document() -> Value {
         ],
         &["visit_id", "changes"],
     );
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "fieldsync sync server", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Offline-first sync of visit documents (Automerge). See fieldsync_core::sync::protocol."},
@@ -89,5 +89,7 @@ pub fn document() -> Value {
                 "VisitOut": obj(&[("visit_id", s.clone()), ("visit", json!({"type": "object"}))], &["visit_id", "visit"])
             }
         }
-    })
+    });
+    crate::dashboard::openapi::extend(&mut doc);
+    doc
 }

@@ -28,6 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A failure of another backend (PostgreSQL: see `pg_store`).
+    #[error("database error: {0}")]
+    Database(Box<dyn std::error::Error + Send + Sync>),
     #[error("{0}")]
     Core(#[from] fieldsync_core::Error),
     #[error("document error: {0}")]
@@ -178,6 +181,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn backup(&self, path: &Path) -> StoreResult<()>;
     /// (visits, changes) counts.
     fn counts(&self) -> StoreResult<(i64, i64)>;
+    /// The visits whose planned start lies in `[from, to]` (ms, both inclusive) in
+    /// `territories` (`None`: every territory), ordered by planned start then id. Reports
+    /// (the manager dashboard) decode the documents and compute with `fieldsync-core`.
+    fn visits_in_range(
+        &self,
+        territories: Option<&[String]>,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<StoredVisit>>;
+    /// What changed after change-log sequence number `since` in `territories` (`None`:
+    /// every territory, by the territory recorded with each change): the highest sequence
+    /// number there (`since` when nothing changed) and the ids of the visits changed, most
+    /// recently changed first, at most `limit`. Polled every few seconds, so it must be cheap.
+    fn changes_since(
+        &self,
+        territories: Option<&[String]>,
+        since: i64,
+        limit: usize,
+    ) -> StoreResult<(i64, Vec<String>)>;
 }
 
 const SCHEMA: &str = r"
@@ -193,10 +215,12 @@ CREATE TABLE IF NOT EXISTS visits (
   visit_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, territory_id TEXT NOT NULL, rep_id TEXT NOT NULL,
   planned_start INTEGER NOT NULL, status TEXT NOT NULL, doc BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS visits_scope ON visits (territory_id, planned_start);
+CREATE INDEX IF NOT EXISTS visits_rep ON visits (rep_id, planned_start);
 CREATE TABLE IF NOT EXISTS change_log (
   seq INTEGER PRIMARY KEY, visit_id TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, bytes BLOB NOT NULL,
   device_id TEXT NOT NULL, territory_id TEXT NOT NULL, planned_start INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS change_log_visit ON change_log (visit_id, seq);
+CREATE INDEX IF NOT EXISTS change_log_territory ON change_log (territory_id, seq);
 CREATE TABLE IF NOT EXISTS device_visits (device_id TEXT NOT NULL, visit_id TEXT NOT NULL,
   PRIMARY KEY (device_id, visit_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reference (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, data TEXT NOT NULL);
@@ -729,5 +753,74 @@ impl Store for SqliteStore {
         let v = conn.query_row("SELECT COUNT(*) FROM visits", [], |r| r.get(0))?;
         let c = conn.query_row("SELECT COUNT(*) FROM change_log", [], |r| r.get(0))?;
         Ok((v, c))
+    }
+
+    fn visits_in_range(
+        &self,
+        territories: Option<&[String]>,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<StoredVisit>> {
+        let mut sql = String::from(
+            "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status, doc FROM visits
+             WHERE planned_start BETWEEN ?1 AND ?2",
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
+        if let Some(ts) = territories {
+            sql.push_str(&format!(" AND territory_id IN ({})", in_list(ts.len(), 3)));
+            args.extend(ts.iter().map(|t| t.clone().into()));
+        }
+        sql.push_str(" ORDER BY planned_start, visit_id");
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(StoredVisit {
+                    meta: VisitMeta {
+                        visit_id: r.get(0)?,
+                        store_id: r.get(1)?,
+                        territory_id: r.get(2)?,
+                        rep_id: r.get(3)?,
+                        planned_start: r.get(4)?,
+                        status: r.get(5)?,
+                    },
+                    doc: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn changes_since(
+        &self,
+        territories: Option<&[String]>,
+        since: i64,
+        limit: usize,
+    ) -> StoreResult<(i64, Vec<String>)> {
+        let mut filter = String::new();
+        let mut args: Vec<rusqlite::types::Value> = vec![since.into()];
+        if let Some(ts) = territories {
+            filter = format!(" AND territory_id IN ({})", in_list(ts.len(), 2));
+            args.extend(ts.iter().map(|t| t.clone().into()));
+        }
+        let conn = self.lock();
+        let latest: Option<i64> = conn.query_row(
+            &format!("SELECT MAX(seq) FROM change_log WHERE seq > ?1{filter}"),
+            rusqlite::params_from_iter(args.clone()),
+            |r| r.get(0),
+        )?;
+        let Some(latest) = latest else {
+            return Ok((since, Vec::new()));
+        };
+        args.push((limit as i64).into());
+        let mut stmt = conn.prepare(&format!(
+            "SELECT visit_id, MAX(seq) AS m FROM change_log WHERE seq > ?1{filter}
+             GROUP BY visit_id ORDER BY m DESC LIMIT ?{}",
+            args.len()
+        ))?;
+        let ids = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok((latest, ids))
     }
 }

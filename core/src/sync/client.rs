@@ -22,7 +22,10 @@
 use automerge::Change;
 use rand::Rng as _;
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::protocol::*;
@@ -41,6 +44,11 @@ pub mod keys {
     pub const LAST_SYNC: &str = "sync.last_success";
     /// The last error, empty after a success.
     pub const LAST_ERROR: &str = "sync.last_error";
+    /// `1` when an answer may have been lost (a failed or retried request) or a received
+    /// change lacked its dependencies: the next request sends the heads of every visit,
+    /// so the server re-sends whatever this device is missing (a visit it believes it
+    /// sent whole, a purge) instead of trusting the cursor alone.
+    pub const NEED_HEADS: &str = "sync.need_heads";
 }
 
 /// What the sync is doing, for the app's status line.
@@ -130,12 +138,108 @@ pub struct SyncReport {
     pub bytes_down: usize,
 }
 
-/// A client of one sync server with one device token.
+/// What [`Transport::post_sync`] returns: the response and the bytes sent and received.
+pub type TransportFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(SyncResponse, usize, usize)>> + Send + 'a>>;
+
+/// How a [`SyncClient`] reaches the server: one `POST /v1/sync` exchange, without retry.
+///
+/// [`HttpTransport`] is the real one; tests plug in a simulated network (dropping,
+/// duplicating, delaying, truncating) so that the client logic under test is the same.
+/// Errors must be classified as the HTTP transport does: [`Error::Network`] for a lost
+/// request or response, [`Error::Server`] for an HTTP error status (retried on 5xx, 408
+/// and 429) or an unreadable answer, [`Error::Unauthorized`] for a 401.
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// Sends one request and waits for its answer.
+    fn post_sync<'a>(&'a self, req: &'a SyncRequest) -> TransportFuture<'a>;
+
+    /// Waits `delay` before a retry (a simulated network may skip or virtualize it).
+    fn backoff(&self, delay: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(tokio::time::sleep(delay))
+    }
+}
+
+/// The HTTP transport: `POST {base_url}/v1/sync` with a bearer token, compressed body.
 #[derive(Clone, Debug)]
-pub struct SyncClient {
+pub struct HttpTransport {
     base_url: String,
     token: String,
     http: reqwest::Client,
+    compression: Compression,
+}
+
+impl HttpTransport {
+    /// A transport to the server at `base_url` with the client's timeout and compression.
+    pub fn new(base_url: &str, token: &str, config: &SyncConfig) -> Result<Self> {
+        Ok(Self {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http: http_client(config.timeout)?,
+            compression: config.compression,
+        })
+    }
+
+    async fn post(&self, req: &SyncRequest) -> Result<(SyncResponse, usize, usize)> {
+        let json = serde_json::to_vec(req)?;
+        let body = compress(&json, self.compression)?;
+        let up = body.len();
+        let mut rb = self
+            .http
+            .post(format!("{}/v1/sync", self.base_url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json");
+        match self.compression {
+            Compression::None => {}
+            Compression::Gzip => rb = rb.header("content-encoding", "gzip"),
+            Compression::Zstd => rb = rb.header("content-encoding", "zstd"),
+        }
+        let resp = rb.body(body).send().await.map_err(net)?;
+        if !resp.status().is_success() {
+            return Err(error_from(resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(net)?;
+        Ok((decode_response(&bytes)?, up, bytes.len()))
+    }
+}
+
+impl Transport for HttpTransport {
+    fn post_sync<'a>(&'a self, req: &'a SyncRequest) -> TransportFuture<'a> {
+        Box::pin(self.post(req))
+    }
+}
+
+/// Parses the body of a successful sync answer and checks its protocol version.
+pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse> {
+    let parsed: SyncResponse = serde_json::from_slice(bytes).map_err(|e| Error::Server {
+        status: 200,
+        message: format!("unreadable sync response: {e}"),
+    })?;
+    if parsed.protocol != PROTOCOL_VERSION {
+        return Err(Error::Server {
+            status: 200,
+            message: format!("server speaks protocol {}", parsed.protocol),
+        });
+    }
+    Ok(parsed)
+}
+
+/// Maps an HTTP error status and body to the client's error (401 → unauthorized).
+pub fn error_from_status(status: u16, body: &[u8]) -> Error {
+    let text = String::from_utf8_lossy(body).into_owned();
+    let message = serde_json::from_str::<ErrorBody>(&text)
+        .map(|b| b.message)
+        .unwrap_or(text);
+    if status == 401 {
+        Error::Unauthorized(message)
+    } else {
+        Error::Server { status, message }
+    }
+}
+
+/// A client of one sync server with one device token.
+#[derive(Clone, Debug)]
+pub struct SyncClient {
+    transport: Arc<dyn Transport>,
     config: SyncConfig,
 }
 
@@ -153,15 +257,8 @@ fn net(e: reqwest::Error) -> Error {
 
 async fn error_from(resp: reqwest::Response) -> Error {
     let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<ErrorBody>(&text)
-        .map(|b| b.message)
-        .unwrap_or(text);
-    if status == 401 {
-        Error::Unauthorized(message)
-    } else {
-        Error::Server { status, message }
-    }
+    let body = resp.bytes().await.unwrap_or_default();
+    error_from_status(status, &body)
 }
 
 /// Signs in and returns a device token bound to `device_id`.
@@ -219,57 +316,31 @@ impl SyncClient {
 
     /// A client with explicit tuning.
     pub fn with_config(base_url: &str, token: &str, config: SyncConfig) -> Result<Self> {
-        Ok(Self {
-            base_url: base_url.trim_end_matches('/').to_string(),
-            token: token.to_string(),
-            http: http_client(config.timeout)?,
-            config,
-        })
+        let transport = HttpTransport::new(base_url, token, &config)?;
+        Ok(Self::with_transport(Arc::new(transport), config))
+    }
+
+    /// A client that reaches the server through `transport` (a simulated network in
+    /// tests). `config.timeout` and `config.compression` are the transport's business.
+    pub fn with_transport(transport: Arc<dyn Transport>, config: SyncConfig) -> Self {
+        Self { transport, config }
     }
 
     /// Sends one request (no retry). Returns the response and the bytes sent/received.
     pub async fn post_once(&self, req: &SyncRequest) -> Result<(SyncResponse, usize, usize)> {
-        let json = serde_json::to_vec(req)?;
-        let body = compress(&json, self.config.compression)?;
-        let up = body.len();
-        let mut rb = self
-            .http
-            .post(format!("{}/v1/sync", self.base_url))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/json");
-        match self.config.compression {
-            Compression::None => {}
-            Compression::Gzip => rb = rb.header("content-encoding", "gzip"),
-            Compression::Zstd => rb = rb.header("content-encoding", "zstd"),
-        }
-        let resp = rb.body(body).send().await.map_err(net)?;
-        if !resp.status().is_success() {
-            return Err(error_from(resp).await);
-        }
-        let bytes = resp.bytes().await.map_err(net)?;
-        let parsed: SyncResponse = serde_json::from_slice(&bytes).map_err(|e| Error::Server {
-            status: 200,
-            message: format!("unreadable sync response: {e}"),
-        })?;
-        if parsed.protocol != PROTOCOL_VERSION {
-            return Err(Error::Server {
-                status: 200,
-                message: format!("server speaks protocol {}", parsed.protocol),
-            });
-        }
-        Ok((parsed, up, bytes.len()))
+        self.transport.post_sync(req).await
     }
 
     async fn post_with_retry(
         &self,
         req: &SyncRequest,
         observer: Option<&dyn SyncObserver>,
-    ) -> Result<(SyncResponse, usize, usize)> {
+    ) -> Result<(SyncResponse, usize, usize, bool)> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.post_once(req).await {
-                Ok(r) => return Ok(r),
+                Ok((r, up, down)) => return Ok((r, up, down, attempt > 1)),
                 Err(e) if retryable(&e) && attempt < self.config.max_attempts => {
                     let cap = self.config.base_delay.as_millis() as u64 * (1u64 << attempt.min(16));
                     let cap = cap.min(self.config.max_delay.as_millis() as u64).max(1);
@@ -283,7 +354,9 @@ impl SyncClient {
                         });
                     }
                     tracing::debug!(attempt, delay_ms, error = %e, "sync request failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    self.transport
+                        .backoff(Duration::from_millis(delay_ms))
+                        .await;
                 }
                 Err(e) => return Err(e),
             }
@@ -329,6 +402,7 @@ impl SyncClient {
         // Changes the server asked for (after a restore), by visit.
         let mut resend: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
         let mut send_heads = false;
+        let mut need_heads = store.sync_state(keys::NEED_HEADS)?.as_deref() == Some("1");
         let mut resend_rounds = 0;
         let mut round = 0;
         retry_pending_purges(store, &mut report, observer)?;
@@ -365,7 +439,7 @@ impl SyncClient {
                 g.extend(changes.iter().map(|b| encode_change(b)));
             }
             report.resent += resent_now;
-            let heads = if send_heads {
+            let heads = if send_heads || need_heads {
                 Some(
                     store
                         .all_heads()?
@@ -390,7 +464,23 @@ impl SyncClient {
                 heads,
             };
             report.pushed += outbox.len() + resent_now;
-            let (resp, up, down) = self.post_with_retry(&req, observer).await?;
+            let (resp, up, down, retried) = match self.post_with_retry(&req, observer).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // The server may have answered into the void: reconcile by heads next.
+                    store.set_sync_state(keys::NEED_HEADS, "1")?;
+                    return Err(e);
+                }
+            };
+            if retried && !sent_heads {
+                // A lost answer may have carried visits or purges the server now
+                // believes delivered: the next round sends heads.
+                need_heads = true;
+                store.set_sync_state(keys::NEED_HEADS, "1")?;
+            } else if sent_heads && need_heads && !resp.more {
+                need_heads = false;
+                store.set_sync_state(keys::NEED_HEADS, "")?;
+            }
             report.bytes_up += up;
             report.bytes_down += down;
 
@@ -407,6 +497,10 @@ impl SyncClient {
                 report.received += bytes.len();
                 let applied = store.apply_remote(&vc.visit_id, &bytes)?;
                 report.applied += applied.applied;
+                if !applied.missing.is_empty() && !need_heads {
+                    need_heads = true;
+                    store.set_sync_state(keys::NEED_HEADS, "1")?;
+                }
                 if applied.applied > 0 {
                     changed.push(vc.visit_id.clone());
                 }
@@ -438,6 +532,11 @@ impl SyncClient {
             // 3. Resends the server asked for: only this device's own changes (the others'
             // authors resend theirs; relaying them would claim their actors).
             for r in &resp.resend {
+                if resp.rejections.iter().any(|x| x.visit_id == r.visit_id) {
+                    // Refused just now (kept in quarantine): resending cannot help, and
+                    // asking again would keep a restored server's epoch unadopted.
+                    continue;
+                }
                 let mine: Vec<Vec<u8>> = match store.changes_since(&r.visit_id, &r.have) {
                     Ok(all) => all
                         .into_iter()
@@ -509,6 +608,7 @@ impl SyncClient {
             let resend_more = !resend.is_empty() && resend_rounds <= 4;
             let again = resp.more
                 || (send_heads && resend_rounds <= 4)
+                || need_heads
                 || resend_more
                 || (outbox_left && progress_made);
             if !again {

@@ -1,0 +1,1070 @@
+//! The report API behind the dashboard. Every number is computed by `fieldsync-core`'s
+//! KPI engine ([`fieldsync_core::kpi::visit_kpis`] per visit, [`KpiSummary::aggregate`]
+//! over a set) from the stored visit documents, so the dashboard shows what the phones
+//! compute. Ratios are returned as numerator and denominator (`num`, `den`) plus `pct`.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /v1/reports/context` | the viewer, territories, reps, stores, templates, KPI targets, latest change |
+//! | `GET /v1/reports/overview` | KPIs for a date range and filters, per rep, per store |
+//! | `GET /v1/reports/trends` | KPIs per day of the range |
+//! | `GET /v1/reports/visits` | the visits of the range, one row each |
+//! | `GET /v1/reports/visits/{id}` | one visit: tasks, lines, field history, conflicts |
+//! | `GET /v1/reports/stores/{id}` | one store: KPIs, last visits, out-of-stock products, non-compliant positions, promotions |
+//! | `GET /v1/reports/changes?since=N` | the latest change sequence number and the visits changed after `N` (cheap; polled) |
+//!
+//! Filters (query): `from`, `to` (store-local days `YYYY-MM-DD`, inclusive; default the
+//! last 7 days), `territory`, `rep`, `store`, `status`. A visit belongs to the store's local
+//! day of its planned start ([`fieldsync_core::kpi::store_local_day`]).
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use fieldsync_core::document::VisitDoc;
+use fieldsync_core::kpi::{self, KpiSummary, Ratio, VisitKpis};
+use fieldsync_core::model::{ReferenceData, ReferenceIndex, Role};
+use fieldsync_core::rules;
+use fieldsync_core::visit::{InventoryLine, PositionResult, PromotionCheck, Visit, VisitStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::Viewer;
+use crate::api::{AppError, AppState};
+
+const DAY_MS: i64 = 86_400_000;
+/// Longest report range in days.
+pub const MAX_RANGE_DAYS: i64 = 366;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/reports/context", get(context))
+        .route("/v1/reports/overview", get(overview))
+        .route("/v1/reports/trends", get(trends))
+        .route("/v1/reports/visits", get(visit_list))
+        .route("/v1/reports/visits/{id}", get(visit_detail))
+        .route("/v1/reports/stores/{id}", get(store_detail))
+        .route("/v1/reports/changes", get(changes))
+        .route(
+            "/v1/reports/export/visits.csv",
+            get(super::export::visits_csv),
+        )
+        .route(
+            "/v1/reports/export/inventory.csv",
+            get(super::export::inventory_csv),
+        )
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::internal(format!("worker failed: {e}")))?
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+// ------------------------------------------------------------------ filters
+
+/// The report filters as sent in the query string.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct FilterQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub territory: Option<String>,
+    pub rep: Option<String>,
+    pub store: Option<String>,
+    pub status: Option<String>,
+}
+
+/// Validated filters.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub territory: Option<String>,
+    pub rep: Option<String>,
+    pub store: Option<String>,
+    pub status: Option<VisitStatus>,
+}
+
+fn nonempty(o: &Option<String>) -> Option<String> {
+    o.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+fn parse_day(s: &str, what: &str) -> Result<NaiveDate, AppError> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| AppError::bad_request(format!("{what} must be a date YYYY-MM-DD, not {s:?}")))
+}
+
+const STATUSES: [VisitStatus; 5] = [
+    VisitStatus::Planned,
+    VisitStatus::InProgress,
+    VisitStatus::Completed,
+    VisitStatus::Canceled,
+    VisitStatus::Abandoned,
+];
+
+impl FilterQuery {
+    pub fn resolve(&self) -> Result<Filter, AppError> {
+        let today = Utc::now().date_naive();
+        let to = match nonempty(&self.to) {
+            Some(t) => parse_day(&t, "to")?,
+            None => today,
+        };
+        let from = match nonempty(&self.from) {
+            Some(f) => parse_day(&f, "from")?,
+            None => to - Duration::days(6),
+        };
+        if from > to {
+            return Err(AppError::bad_request("from is after to"));
+        }
+        if (to - from).num_days() >= MAX_RANGE_DAYS {
+            return Err(AppError::bad_request(format!(
+                "the range is longer than {MAX_RANGE_DAYS} days"
+            )));
+        }
+        let status = match nonempty(&self.status) {
+            None => None,
+            Some(s) => Some(
+                STATUSES
+                    .into_iter()
+                    .find(|st| st.as_str() == s)
+                    .ok_or_else(|| AppError::bad_request(format!("unknown status {s:?}")))?,
+            ),
+        };
+        Ok(Filter {
+            from,
+            to,
+            territory: nonempty(&self.territory),
+            rep: nonempty(&self.rep),
+            store: nonempty(&self.store),
+            status,
+        })
+    }
+}
+
+fn day_start_ms(d: NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0)
+        .map_or(0, |t| t.and_utc().timestamp_millis())
+}
+
+fn utc_day(ms: i64) -> NaiveDate {
+    DateTime::<Utc>::from_timestamp_millis(ms).map_or(NaiveDate::MIN, |t| t.date_naive())
+}
+
+/// One visit of a report with its KPIs.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub visit: Visit,
+    pub kpis: VisitKpis,
+    /// The store's local day of the planned start.
+    pub day: NaiveDate,
+    pub territory_id: String,
+}
+
+/// The territories a report covers: the filter's (when the viewer covers it) or all the
+/// viewer's (`None`: every territory).
+pub fn territories_of(viewer: &Viewer, filter: &Filter) -> Result<Option<Vec<String>>, AppError> {
+    match &filter.territory {
+        Some(t) if !viewer.covers(t) => Err(AppError::forbidden(format!(
+            "territory {t} is outside your territories"
+        ))),
+        Some(t) => Ok(Some(vec![t.clone()])),
+        None => Ok(viewer.territories()),
+    }
+}
+
+/// The visits of a report (sorted by planned start), with the reference data.
+pub fn load_rows(
+    state: &AppState,
+    viewer: &Viewer,
+    filter: &Filter,
+) -> Result<(Arc<ReferenceData>, Vec<Row>), AppError> {
+    let territories = territories_of(viewer, filter)?;
+    let refs = state.store.reference()?;
+    let idx = refs.index();
+    // Local days differ from UTC days by less than a day: fetch a margin, then filter.
+    let from_ms = day_start_ms(filter.from) - 2 * DAY_MS;
+    let to_ms = day_start_ms(filter.to) + 3 * DAY_MS;
+    let stored = state
+        .store
+        .visits_in_range(territories.as_deref(), from_ms, to_ms)?;
+    let mut rows = Vec::with_capacity(stored.len());
+    for sv in stored {
+        let visit = match VisitDoc::load(&sv.doc).and_then(|d| d.read()) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(visit = %sv.meta.visit_id, error = %e, "unreadable visit skipped in a report");
+                continue;
+            }
+        };
+        let kpis = kpi::visit_kpis(&visit, &idx);
+        let day = kpis
+            .local_day
+            .unwrap_or_else(|| utc_day(visit.plan.planned_start));
+        if day < filter.from || day > filter.to {
+            continue;
+        }
+        if filter.rep.as_ref().is_some_and(|r| *r != visit.plan.rep_id)
+            || filter
+                .store
+                .as_ref()
+                .is_some_and(|s| *s != visit.plan.store_id)
+            || filter.status.is_some_and(|s| s != visit.status)
+        {
+            continue;
+        }
+        rows.push(Row {
+            visit,
+            kpis,
+            day,
+            territory_id: sv.meta.territory_id,
+        });
+    }
+    Ok((refs, rows))
+}
+
+// ------------------------------------------------------------------ output shapes
+
+/// A ratio: numerator, denominator and percentage (`null` without data).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RatioOut {
+    pub num: u64,
+    pub den: u64,
+    pub pct: Option<f64>,
+}
+
+impl From<Ratio> for RatioOut {
+    fn from(r: Ratio) -> Self {
+        RatioOut {
+            num: r.numerator,
+            den: r.denominator,
+            pct: r.percent(),
+        }
+    }
+}
+
+/// The KPIs of a set of visits, from a core [`KpiSummary`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KpiOut {
+    /// Every visit.
+    pub visits: u64,
+    /// Visits planned by a manager (not ad hoc), any status.
+    pub planned: u64,
+    pub ad_hoc: u64,
+    pub completed: u64,
+    pub canceled: u64,
+    /// Status planned or in progress.
+    pub open: u64,
+    pub abandoned: u64,
+    pub visit_compliance: RatioOut,
+    pub out_of_stock: RatioOut,
+    pub on_shelf_availability: RatioOut,
+    pub planogram_compliance: RatioOut,
+    pub promotion_compliance: RatioOut,
+    pub price_compliance: RatioOut,
+    pub share_of_shelf: RatioOut,
+    pub strike_rate: RatioOut,
+    /// 0–100.
+    pub perfect_store_score: Option<f64>,
+    pub avg_time_in_store_min: Option<f64>,
+}
+
+impl From<&KpiSummary> for KpiOut {
+    fn from(s: &KpiSummary) -> Self {
+        KpiOut {
+            visits: s.counts.total,
+            planned: s.counts.total - s.counts.ad_hoc,
+            ad_hoc: s.counts.ad_hoc,
+            completed: s.counts.completed,
+            canceled: s.counts.canceled,
+            open: s.counts.planned + s.counts.in_progress,
+            abandoned: s.counts.abandoned,
+            visit_compliance: s.visit_compliance.into(),
+            out_of_stock: s.audit.out_of_stock.into(),
+            on_shelf_availability: s.audit.on_shelf_availability.into(),
+            planogram_compliance: s.audit.planogram_compliance.into(),
+            promotion_compliance: s.audit.promotion_compliance.into(),
+            price_compliance: s.audit.price_compliance.into(),
+            share_of_shelf: s.audit.share_of_shelf.into(),
+            strike_rate: s.strike_rate.into(),
+            perfect_store_score: s.perfect_store_score,
+            avg_time_in_store_min: s.time_in_store.mean_minutes(),
+        }
+    }
+}
+
+fn summarize<'a>(
+    rows: impl IntoIterator<Item = &'a Row>,
+    as_of: i64,
+    refs: &ReferenceData,
+) -> KpiOut {
+    (&KpiSummary::aggregate(rows.into_iter().map(|r| &r.kpis), as_of, &refs.settings)).into()
+}
+
+fn user_names(refs: &ReferenceData) -> HashMap<&str, &str> {
+    refs.users
+        .iter()
+        .map(|u| (u.id.as_str(), u.display_name.as_str()))
+        .collect()
+}
+
+fn latest_seq(state: &AppState, territories: Option<&[String]>) -> Result<i64, AppError> {
+    Ok(state.store.changes_since(territories, 0, 0)?.0)
+}
+
+// ------------------------------------------------------------------ context
+
+#[derive(Debug, Serialize)]
+struct IdName {
+    id: String,
+    name: String,
+}
+
+#[derive(Debug, Serialize)]
+struct RepOut {
+    id: String,
+    name: String,
+    username: String,
+    territories: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct StoreOut {
+    id: String,
+    name: String,
+    territory_id: String,
+    address: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ContextOut {
+    user: serde_json::Value,
+    today: NaiveDate,
+    default_from: NaiveDate,
+    default_to: NaiveDate,
+    territories: Vec<IdName>,
+    reps: Vec<RepOut>,
+    stores: Vec<StoreOut>,
+    templates: Vec<IdName>,
+    /// KPI targets valid today for every store group, by KPI name (fractions; the
+    /// perfect-store score in 0–100).
+    targets: BTreeMap<String, f64>,
+    latest_seq: i64,
+}
+
+async fn context(
+    State(state): State<AppState>,
+    viewer: Viewer,
+) -> Result<Json<serde_json::Value>, AppError> {
+    blocking(move || {
+        let refs = state.store.reference()?;
+        let terrs = viewer.territories();
+        let today = Utc::now().date_naive();
+        let covers = |t: &str| viewer.covers(t);
+        let mut targets = BTreeMap::new();
+        for t in &refs.kpi_targets {
+            if t.store_group_id.is_none() && t.valid_from <= today && today <= t.valid_to {
+                if let Ok(serde_json::Value::String(k)) = serde_json::to_value(t.kpi) {
+                    targets.insert(k, t.target);
+                }
+            }
+        }
+        let out = ContextOut {
+            user: serde_json::json!({
+                "id": viewer.user.id, "username": viewer.user.username,
+                "role": viewer.user.role.as_str(), "territories": viewer.user.territories,
+            }),
+            today,
+            default_from: today - Duration::days(6),
+            default_to: today,
+            territories: refs
+                .territories
+                .iter()
+                .filter(|t| covers(&t.id))
+                .map(|t| IdName {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                })
+                .collect(),
+            reps: refs
+                .users
+                .iter()
+                .filter(|u| u.role == Role::Rep && u.territory_ids.iter().any(|t| covers(t)))
+                .map(|u| RepOut {
+                    id: u.id.clone(),
+                    name: u.display_name.clone(),
+                    username: u.username.clone(),
+                    territories: u
+                        .territory_ids
+                        .iter()
+                        .filter(|t| covers(t))
+                        .cloned()
+                        .collect(),
+                })
+                .collect(),
+            stores: refs
+                .stores
+                .iter()
+                .filter(|s| covers(&s.territory_id))
+                .map(|s| StoreOut {
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                    territory_id: s.territory_id.clone(),
+                    address: s.address.clone(),
+                })
+                .collect(),
+            templates: refs
+                .task_templates
+                .iter()
+                .map(|t| IdName {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                })
+                .collect(),
+            targets,
+            latest_seq: latest_seq(&state, terrs.as_deref())?,
+        };
+        Ok(Json(
+            serde_json::to_value(out).map_err(|e| AppError::internal(e.to_string()))?,
+        ))
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ overview
+
+#[derive(Debug, Serialize)]
+struct RepRow {
+    rep_id: String,
+    name: String,
+    summary: KpiOut,
+}
+
+#[derive(Debug, Serialize)]
+struct StoreRow {
+    store_id: String,
+    name: String,
+    territory_id: String,
+    last_visit_day: Option<NaiveDate>,
+    summary: KpiOut,
+}
+
+#[derive(Debug, Serialize)]
+struct OverviewOut {
+    from: NaiveDate,
+    to: NaiveDate,
+    as_of: i64,
+    latest_seq: i64,
+    summary: KpiOut,
+    reps: Vec<RepRow>,
+    stores: Vec<StoreRow>,
+}
+
+async fn overview(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<FilterQuery>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let filter = q.resolve()?;
+    blocking(move || {
+        let terrs = territories_of(&viewer, &filter)?;
+        let seq = latest_seq(&state, terrs.as_deref())?;
+        let (refs, rows) = load_rows(&state, &viewer, &filter)?;
+        let as_of = now_ms();
+        let in_scope = |t: &String| terrs.as_ref().is_none_or(|ts| ts.contains(t));
+        let mut by_rep: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+        let mut by_store: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+        for r in &rows {
+            by_rep.entry(&r.visit.plan.rep_id).or_default().push(r);
+            by_store.entry(&r.visit.plan.store_id).or_default().push(r);
+        }
+        let names = user_names(&refs);
+        let mut rep_ids: Vec<String> = refs
+            .users
+            .iter()
+            .filter(|u| u.role == Role::Rep && u.territory_ids.iter().any(in_scope))
+            .filter(|u| filter.rep.as_ref().is_none_or(|r| *r == u.id))
+            .map(|u| u.id.clone())
+            .collect();
+        for r in by_rep.keys() {
+            if !rep_ids.iter().any(|x| x == r) {
+                rep_ids.push((*r).to_string());
+            }
+        }
+        let reps = rep_ids
+            .iter()
+            .map(|id| RepRow {
+                rep_id: id.clone(),
+                name: names
+                    .get(id.as_str())
+                    .map_or_else(|| id.clone(), |n| (*n).to_string()),
+                summary: summarize(
+                    by_rep.get(id.as_str()).into_iter().flatten().copied(),
+                    as_of,
+                    &refs,
+                ),
+            })
+            .collect();
+        let stores = refs
+            .stores
+            .iter()
+            .filter(|s| in_scope(&s.territory_id))
+            .filter(|s| filter.store.as_ref().is_none_or(|x| *x == s.id))
+            .filter(|s| filter.rep.is_none() || by_store.contains_key(s.id.as_str()))
+            .map(|s| {
+                let rs = by_store.get(s.id.as_str());
+                StoreRow {
+                    store_id: s.id.clone(),
+                    name: s.name.clone(),
+                    territory_id: s.territory_id.clone(),
+                    last_visit_day: rs.and_then(|rs| rs.iter().map(|r| r.day).max()),
+                    summary: summarize(rs.into_iter().flatten().copied(), as_of, &refs),
+                }
+            })
+            .collect();
+        let out = OverviewOut {
+            from: filter.from,
+            to: filter.to,
+            as_of,
+            latest_seq: seq,
+            summary: summarize(&rows, as_of, &refs),
+            reps,
+            stores,
+        };
+        Ok(Json(
+            serde_json::to_value(out).map_err(|e| AppError::internal(e.to_string()))?,
+        ))
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ trends
+
+#[derive(Debug, Serialize)]
+struct DayOut {
+    day: NaiveDate,
+    summary: KpiOut,
+}
+
+async fn trends(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<FilterQuery>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let filter = q.resolve()?;
+    blocking(move || {
+        let terrs = territories_of(&viewer, &filter)?;
+        let seq = latest_seq(&state, terrs.as_deref())?;
+        let (refs, rows) = load_rows(&state, &viewer, &filter)?;
+        let as_of = now_ms();
+        let mut by_day: BTreeMap<NaiveDate, Vec<&Row>> = BTreeMap::new();
+        for r in &rows {
+            by_day.entry(r.day).or_default().push(r);
+        }
+        let mut days = Vec::new();
+        let mut d = filter.from;
+        while d <= filter.to {
+            days.push(DayOut {
+                day: d,
+                summary: summarize(by_day.get(&d).into_iter().flatten().copied(), as_of, &refs),
+            });
+            d += Duration::days(1);
+        }
+        Ok(Json(serde_json::json!({
+            "from": filter.from, "to": filter.to, "as_of": as_of, "latest_seq": seq,
+            "summary": summarize(&rows, as_of, &refs), "days": days,
+        })))
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ visit list
+
+/// One visit as a table row.
+#[derive(Clone, Debug, Serialize)]
+pub struct VisitRow {
+    pub visit_id: String,
+    pub day: NaiveDate,
+    pub territory_id: String,
+    pub store_id: String,
+    pub store_name: String,
+    pub rep_id: String,
+    pub rep_name: String,
+    pub status: VisitStatus,
+    pub ad_hoc: bool,
+    pub priority: u8,
+    pub template_id: String,
+    pub instructions: String,
+    pub planned_start: i64,
+    pub planned_end: i64,
+    pub check_in_at: Option<i64>,
+    pub check_out_at: Option<i64>,
+    pub outside_geofence: bool,
+    pub visit_compliance: RatioOut,
+    pub out_of_stock: RatioOut,
+    pub planogram_compliance: RatioOut,
+    pub promotion_compliance: RatioOut,
+    pub price_compliance: RatioOut,
+    pub perfect_store_score: Option<f64>,
+}
+
+pub fn visit_row(
+    r: &Row,
+    refs: &ReferenceData,
+    names: &HashMap<&str, &str>,
+    as_of: i64,
+) -> VisitRow {
+    let v = &r.visit;
+    let store_name = refs
+        .stores
+        .iter()
+        .find(|s| s.id == v.plan.store_id)
+        .map_or_else(|| v.plan.store_id.clone(), |s| s.name.clone());
+    VisitRow {
+        visit_id: v.id.clone(),
+        day: r.day,
+        territory_id: r.territory_id.clone(),
+        store_id: v.plan.store_id.clone(),
+        store_name,
+        rep_id: v.plan.rep_id.clone(),
+        rep_name: names
+            .get(v.plan.rep_id.as_str())
+            .map_or_else(|| v.plan.rep_id.clone(), |n| (*n).to_string()),
+        status: v.status,
+        ad_hoc: v.plan.ad_hoc,
+        priority: v.plan.priority,
+        template_id: v.plan.template_id.clone(),
+        instructions: v.plan.instructions.clone(),
+        planned_start: v.plan.planned_start,
+        planned_end: v.plan.planned_end,
+        check_in_at: v.check_in.map(|c| c.at),
+        check_out_at: v.check_out.map(|c| c.at),
+        outside_geofence: v.check_in.is_some_and(|c| c.outside_geofence)
+            || v.check_out.is_some_and(|c| c.outside_geofence),
+        visit_compliance: r.kpis.visit_compliance(as_of).into(),
+        out_of_stock: r.kpis.audit.out_of_stock.into(),
+        planogram_compliance: r.kpis.audit.planogram_compliance.into(),
+        promotion_compliance: r.kpis.audit.promotion_compliance.into(),
+        price_compliance: r.kpis.audit.price_compliance.into(),
+        perfect_store_score: r.kpis.perfect_store_score,
+    }
+}
+
+async fn visit_list(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<FilterQuery>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let filter = q.resolve()?;
+    blocking(move || {
+        let terrs = territories_of(&viewer, &filter)?;
+        let seq = latest_seq(&state, terrs.as_deref())?;
+        let (refs, rows) = load_rows(&state, &viewer, &filter)?;
+        let names = user_names(&refs);
+        let as_of = now_ms();
+        let visits: Vec<VisitRow> = rows
+            .iter()
+            .map(|r| visit_row(r, &refs, &names, as_of))
+            .collect();
+        Ok(Json(serde_json::json!({
+            "from": filter.from, "to": filter.to, "latest_seq": seq, "visits": visits,
+        })))
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ per-line judgements
+
+/// Judges single lines with the core's KPI engine: a copy of the visit without findings,
+/// into which one line at a time is put.
+struct Judge<'a> {
+    bare: Visit,
+    idx: &'a ReferenceIndex<'a>,
+}
+
+impl<'a> Judge<'a> {
+    fn new(visit: &Visit, idx: &'a ReferenceIndex<'a>) -> Self {
+        let mut bare = visit.clone();
+        bare.inventory.clear();
+        bare.planogram.clear();
+        bare.promotions.clear();
+        bare.orders.clear();
+        bare.survey.clear();
+        Judge { bare, idx }
+    }
+
+    fn hit(r: Ratio) -> Option<bool> {
+        (r.denominator > 0).then_some(r.numerator == r.denominator)
+    }
+
+    /// (out of stock, price within tolerance) of one inventory line.
+    fn inventory(&mut self, line: &InventoryLine) -> (Option<bool>, Option<bool>) {
+        self.bare
+            .inventory
+            .insert(line.product_id.clone(), line.clone());
+        let k = kpi::visit_kpis(&self.bare, self.idx);
+        self.bare.inventory.clear();
+        (
+            Self::hit(k.audit.out_of_stock),
+            Self::hit(k.audit.price_compliance),
+        )
+    }
+
+    fn position(&mut self, r: &PositionResult) -> Option<bool> {
+        self.bare.planogram.insert(r.position_id.clone(), r.clone());
+        let k = kpi::visit_kpis(&self.bare, self.idx);
+        self.bare.planogram.clear();
+        Self::hit(k.audit.planogram_compliance)
+    }
+
+    fn promotion(&mut self, c: &PromotionCheck) -> Option<bool> {
+        self.bare
+            .promotions
+            .insert(c.promotion_id.clone(), c.clone());
+        let k = kpi::visit_kpis(&self.bare, self.idx);
+        self.bare.promotions.clear();
+        Self::hit(k.audit.promotion_compliance)
+    }
+}
+
+// ------------------------------------------------------------------ store drill-down
+
+async fn store_detail(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(mut q): Query<FilterQuery>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    blocking(move || {
+        let refs = state.store.reference()?;
+        let store = refs
+            .stores
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| AppError::not_found(format!("unknown store {id:?}")))?
+            .clone();
+        if !viewer.covers(&store.territory_id) {
+            return Err(AppError::forbidden(format!(
+                "store {id} is outside your territories"
+            )));
+        }
+        q.store = Some(id.clone());
+        q.territory = Some(store.territory_id.clone());
+        q.rep = None;
+        let filter = q.resolve()?;
+        let seq = latest_seq(&state, Some(std::slice::from_ref(&store.territory_id)))?;
+        let (refs, rows) = load_rows(&state, &viewer, &filter)?;
+        let idx = refs.index();
+        let names = user_names(&refs);
+        let as_of = now_ms();
+        // Latest observation first.
+        let mut latest: Vec<&Row> = rows.iter().collect();
+        latest.sort_by_key(|r| std::cmp::Reverse(r.visit.plan.planned_start));
+        let mut oos: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut audits: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut positions: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut promos: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut seen_products = std::collections::HashSet::new();
+        for r in &latest {
+            let mut judge = Judge::new(&r.visit, &idx);
+            for line in r.visit.inventory.values() {
+                let (is_oos, _) = judge.inventory(line);
+                let Some(is_oos) = is_oos else { continue };
+                let a = audits.entry(line.product_id.clone()).or_default();
+                a.0 += 1;
+                a.1 += u64::from(is_oos);
+                if seen_products.insert(line.product_id.clone()) && is_oos {
+                    let p = idx.products.get(line.product_id.as_str());
+                    oos.insert(line.product_id.clone(), serde_json::json!({
+                        "product_id": line.product_id,
+                        "name": p.map(|p| p.name.clone()),
+                        "gtin": p.map(|p| p.gtin.to_string()),
+                        "category": p.map(|p| p.category.clone()),
+                        "visit_id": r.visit.id, "day": r.day,
+                        "shelf_qty": line.shelf_qty, "backroom_qty": line.backroom_qty,
+                    }));
+                }
+            }
+            for res in r.visit.planogram.values() {
+                if positions.contains_key(&res.position_id) {
+                    continue;
+                }
+                let Some(ok) = judge.position(res) else { continue };
+                let def = idx
+                    .planogram_for(&store)
+                    .and_then(|pg| pg.positions.iter().find(|p| p.id == res.position_id));
+                positions.insert(res.position_id.clone(), serde_json::json!({
+                    "position_id": res.position_id, "compliant": ok,
+                    "shelf": def.map(|d| d.shelf), "position": def.map(|d| d.position),
+                    "product_id": def.map(|d| d.product_id.clone()),
+                    "product_name": def.and_then(|d| idx.products.get(d.product_id.as_str())).map(|p| p.name.clone()),
+                    "expected_facings": def.map(|d| d.facings),
+                    "present": res.present, "actual_facings": res.actual_facings,
+                    "correct_position": res.correct_position,
+                    "visit_id": r.visit.id, "day": r.day,
+                }));
+            }
+            for c in r.visit.promotions.values() {
+                if promos.contains_key(&c.promotion_id) {
+                    continue;
+                }
+                let Some(ok) = judge.promotion(c) else { continue };
+                let p = idx.promotions.get(c.promotion_id.as_str());
+                promos.insert(c.promotion_id.clone(), serde_json::json!({
+                    "promotion_id": c.promotion_id, "compliant": ok,
+                    "name": p.map(|p| p.name.clone()),
+                    "display_location": p.map(|p| p.display_location),
+                    "promo_price_cents": p.map(|p| p.promo_price_cents),
+                    "display_in_place": c.display_in_place, "promo_price_correct": c.promo_price_correct,
+                    "materials_present": c.materials_present, "observed_price_cents": c.observed_price_cents,
+                    "visit_id": r.visit.id, "day": r.day,
+                }));
+            }
+        }
+        let oos: Vec<serde_json::Value> = oos
+            .into_iter()
+            .map(|(pid, mut v)| {
+                let (n, o) = audits.get(&pid).copied().unwrap_or_default();
+                v["audits"] = n.into();
+                v["out_of_stock_audits"] = o.into();
+                v
+            })
+            .collect();
+        let visits: Vec<VisitRow> = latest
+            .iter()
+            .take(30)
+            .map(|r| visit_row(r, &refs, &names, as_of))
+            .collect();
+        let territory_name = refs
+            .territories
+            .iter()
+            .find(|t| t.id == store.territory_id)
+            .map(|t| t.name.clone());
+        let groups: Vec<String> = refs
+            .store_groups
+            .iter()
+            .filter(|g| store.store_group_ids.contains(&g.id))
+            .map(|g| g.name.clone())
+            .collect();
+        Ok(Json(serde_json::json!({
+            "store": {
+                "id": store.id, "name": store.name, "address": store.address,
+                "territory_id": store.territory_id, "territory_name": territory_name,
+                "lat": store.lat, "lng": store.lng, "geofence_radius_m": store.geofence_radius_m,
+                "timezone": store.timezone, "groups": groups, "priority": store.priority,
+            },
+            "from": filter.from, "to": filter.to, "latest_seq": seq,
+            "summary": summarize(&rows, as_of, &refs),
+            "visits": visits,
+            "out_of_stock": oos,
+            "positions": positions.into_values().filter(|p| p["compliant"] == false).collect::<Vec<_>>(),
+            "promotions": promos.into_values().collect::<Vec<_>>(),
+        })))
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ visit detail
+
+async fn visit_detail(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    blocking(move || {
+        let stored = state
+            .store
+            .visit(&id)?
+            .ok_or_else(|| AppError::not_found(format!("unknown visit {id:?}")))?;
+        if !viewer.covers(&stored.meta.territory_id) {
+            return Err(AppError::forbidden(format!(
+                "visit {id} is outside your territories"
+            )));
+        }
+        let seq = latest_seq(&state, Some(std::slice::from_ref(&stored.meta.territory_id)))?;
+        let doc = VisitDoc::load(&stored.doc)?;
+        let visit = doc.read()?;
+        let history = doc.history()?;
+        let conflicts = doc.conflicts()?;
+        let refs = state.store.reference()?;
+        let idx = refs.index();
+        let names = user_names(&refs);
+        let name_of = |u: &str| names.get(u).map_or_else(|| u.to_string(), |n| (*n).to_string());
+        let as_of = now_ms();
+        let k = kpi::visit_kpis(&visit, &idx);
+        let summary: KpiOut = (&KpiSummary::aggregate([&k], as_of, &refs.settings)).into();
+        let store = idx.stores.get(visit.plan.store_id.as_str()).copied();
+        let tasks = rules::task_states(&visit, &idx).unwrap_or_default();
+        let mut judge = Judge::new(&visit, &idx);
+        let inventory: Vec<serde_json::Value> = visit
+            .inventory
+            .values()
+            .map(|l| {
+                let (is_oos, price_ok) = judge.inventory(l);
+                let p = idx.products.get(l.product_id.as_str());
+                serde_json::json!({
+                    "line": l, "name": p.map(|p| p.name.clone()), "gtin": p.map(|p| p.gtin.to_string()),
+                    "category": p.map(|p| p.category.clone()), "list_price_cents": p.map(|p| p.list_price_cents),
+                    "out_of_stock": is_oos, "price_ok": price_ok,
+                })
+            })
+            .collect();
+        let pg = store.and_then(|s| idx.planogram_for(s));
+        let planogram: Vec<serde_json::Value> = visit
+            .planogram
+            .values()
+            .map(|r| {
+                let def = pg.and_then(|pg| pg.positions.iter().find(|p| p.id == r.position_id));
+                serde_json::json!({
+                    "result": r, "compliant": judge.position(r),
+                    "shelf": def.map(|d| d.shelf), "position": def.map(|d| d.position),
+                    "expected_facings": def.map(|d| d.facings),
+                    "product_name": def.and_then(|d| idx.products.get(d.product_id.as_str())).map(|p| p.name.clone()),
+                })
+            })
+            .collect();
+        let promotions: Vec<serde_json::Value> = visit
+            .promotions
+            .values()
+            .map(|c| {
+                let p = idx.promotions.get(c.promotion_id.as_str());
+                serde_json::json!({
+                    "check": c, "compliant": judge.promotion(c), "name": p.map(|p| p.name.clone()),
+                    "display_location": p.map(|p| p.display_location),
+                })
+            })
+            .collect();
+        let questions: HashMap<&str, &str> = idx
+            .templates
+            .get(visit.plan.template_id.as_str())
+            .map(|t| {
+                t.tasks
+                    .iter()
+                    .flat_map(|d| d.questions.iter())
+                    .map(|q| (q.id.as_str(), q.text.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let survey: Vec<serde_json::Value> = visit
+            .survey
+            .values()
+            .map(|a| serde_json::json!({"question_id": a.question_id, "text": questions.get(a.question_id.as_str()), "value": a.value}))
+            .collect();
+        let orders: Vec<serde_json::Value> = visit
+            .orders
+            .values()
+            .map(|o| serde_json::json!({"product_id": o.product_id, "name": idx.products.get(o.product_id.as_str()).map(|p| p.name.clone()), "quantity": o.quantity}))
+            .collect();
+        let conflict_paths: std::collections::HashSet<&str> =
+            conflicts.iter().map(|c| c.path.as_str()).collect();
+        let history_out: Vec<serde_json::Value> = history
+            .iter()
+            .map(|h| {
+                let (user_id, device_id) = h
+                    .author
+                    .as_ref()
+                    .map_or((None, None), |a| (Some(a.user_id.clone()), Some(a.device_id.clone())));
+                serde_json::json!({
+                    "path": h.path, "value": h.value, "at": h.at, "change_hash": h.change_hash,
+                    "user_id": user_id, "user_name": user_id.as_deref().map(name_of), "device_id": device_id,
+                    "conflict": conflict_paths.contains(h.path.as_str()),
+                })
+            })
+            .collect();
+        let conflicts_out: Vec<serde_json::Value> = conflicts
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "path": c.path,
+                    "values": c.values.iter().map(|v| serde_json::json!({
+                        "value": v.value, "at": v.at, "winner": v.winner,
+                        "user_id": v.author.as_ref().map(|a| a.user_id.clone()),
+                        "user_name": v.author.as_ref().map(|a| name_of(&a.user_id)),
+                        "device_id": v.author.as_ref().map(|a| a.device_id.clone()),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let template_name = idx
+            .templates
+            .get(visit.plan.template_id.as_str())
+            .map(|t| t.name.clone());
+        Ok(Json(serde_json::json!({
+            "visit_id": id, "territory_id": stored.meta.territory_id, "latest_seq": seq,
+            "store": store.map(|s| serde_json::json!({"id": s.id, "name": s.name, "address": s.address, "timezone": s.timezone})),
+            "rep": {"id": visit.plan.rep_id, "name": name_of(&visit.plan.rep_id)},
+            "template_name": template_name,
+            "day": k.local_day,
+            "visit": visit, "summary": summary, "tasks": tasks,
+            "inventory": inventory, "planogram": planogram, "promotions": promotions,
+            "survey": survey, "orders": orders,
+            "history": history_out, "conflicts": conflicts_out,
+        })))
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ changes
+
+#[derive(Debug, Deserialize)]
+struct ChangesQuery {
+    #[serde(default)]
+    since: i64,
+    /// Describe the changed visits (store, rep, status); else ids only.
+    #[serde(default)]
+    describe: bool,
+}
+
+async fn changes(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<ChangesQuery>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    blocking(move || {
+        let terrs = viewer.territories();
+        let (latest, ids) = state
+            .store
+            .changes_since(terrs.as_deref(), q.since.max(0), 50)?;
+        let mut described = Vec::new();
+        if q.describe {
+            let refs = state.store.reference()?;
+            let idx = refs.index();
+            let names = user_names(&refs);
+            for id in ids.iter().take(20) {
+                let Some(sv) = state.store.visit(id)? else {
+                    continue;
+                };
+                if !viewer.covers(&sv.meta.territory_id) {
+                    continue;
+                }
+                let Ok(visit) = VisitDoc::load(&sv.doc).and_then(|d| d.read()) else {
+                    continue;
+                };
+                let kpis = kpi::visit_kpis(&visit, &idx);
+                let day = kpis
+                    .local_day
+                    .unwrap_or_else(|| utc_day(visit.plan.planned_start));
+                let row = Row {
+                    visit,
+                    kpis,
+                    day,
+                    territory_id: sv.meta.territory_id,
+                };
+                described.push(visit_row(&row, &refs, &names, now_ms()));
+            }
+        }
+        Ok(Json(serde_json::json!({
+            "since": q.since, "latest_seq": latest, "changed": ids, "visits": described,
+        })))
+    })
+    .await
+}

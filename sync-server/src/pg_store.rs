@@ -1,0 +1,863 @@
+//! The PostgreSQL backend ([`PgStore`]): several stateless `fieldsync-server` instances
+//! share one database.
+//!
+//! Same tables as the SQLite backend (see [`crate::store`]), created by the numbered
+//! migrations in `migrations/postgres/` (recorded in `schema_migrations`, applied under an
+//! advisory lock so instances starting together do not race).
+//!
+//! The [`Store`] trait is synchronous and the HTTP handlers call it inside
+//! `spawn_blocking`, so this backend uses the blocking `postgres` client with an `r2d2`
+//! connection pool (no async bridge needed). Its methods must not be called from inside
+//! an async task (the blocking client runs its own small runtime).
+//!
+//! ## Concurrency
+//!
+//! - **Per visit**: [`Store::with_visit`] runs in a READ COMMITTED transaction that first
+//!   takes a transaction-level advisory lock on the visit id (it also covers visits that do
+//!   not exist yet) and reads the document `FOR UPDATE`; a push through another instance
+//!   for the same visit waits and then re-reads the committed document, so no change is lost.
+//! - **Cursors never skip**: change-log sequence numbers are allocated at the very end of
+//!   the write transaction, after taking one cluster-wide transaction-level advisory lock,
+//!   as `MAX(seq) + n`. PostgreSQL releases transaction locks only after the commit is
+//!   visible, so the next writer allocates its numbers after every lower number is visible:
+//!   sequence order is commit order. A pull reads `MAX(seq)` and the changes in one
+//!   REPEATABLE READ snapshot, so every change up to the cursor it hands out is visible
+//!   to it, and a change that commits later has a higher number.
+//! - Transactions failing with a serialization failure or a deadlock are retried (bounded).
+
+use automerge::{Automerge, ChangeHash, ReadDoc};
+use fieldsync_core::model::{ReferenceData, Role};
+use postgres::error::SqlState;
+use postgres::{IsolationLevel, NoTls, Row, Transaction};
+use r2d2_postgres::PostgresConnectionManager;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::store::{
+    NewUser, PullPage, PullQuery, Store, StoreError, StoreResult, StoredVisit, TokenRecord,
+    UserRecord, VisitMeta, VisitTxn,
+};
+
+/// The numbered migrations, in order.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+/// Advisory lock classes (first key of the two-key form).
+const LOCK_VISIT: i32 = 0x6673_0001;
+const LOCK_SEQ: i32 = 0x6673_0002;
+const LOCK_MIGRATE: i32 = 0x6673_0003;
+const LOCK_REFERENCE: i32 = 0x6673_0004;
+
+/// Attempts for a transaction that fails with a serialization failure or deadlock.
+const MAX_ATTEMPTS: u32 = 8;
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// Owns the pool. The blocking client closes a connection by running its own small
+/// runtime, which panics inside an async task: when the last store is dropped there
+/// (for example when the server shuts down), the pool is closed on a plain thread.
+struct PoolHolder(Option<Pool>);
+
+impl PoolHolder {
+    fn get(&self) -> &Pool {
+        self.0.as_ref().expect("the pool lives until drop")
+    }
+}
+
+impl Drop for PoolHolder {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError::Database(Box::new(e))
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError::Database(format!("no database connection: {e}").into())
+    }
+}
+
+fn retryable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(b) => b
+            .downcast_ref::<postgres::Error>()
+            .and_then(postgres::Error::code)
+            .is_some_and(|c| {
+                *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+            }),
+        _ => false,
+    }
+}
+
+/// Settings of the PostgreSQL backend.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// Most connections this instance holds.
+    pub pool_size: u32,
+    /// How long a request waits for a free connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The PostgreSQL backend.
+pub struct PgStore {
+    pool: PoolHolder,
+    url: String,
+    refs: RwLock<Arc<ReferenceData>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL: it may hold a password.
+        let s = self.pool.get().state();
+        f.debug_struct("PgStore")
+            .field("connections", &s.connections)
+            .field("idle", &s.idle_connections)
+            .finish()
+    }
+}
+
+fn new_epoch() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn user_from(r: &Row, at: usize) -> UserRecord {
+    let territories: String = r.get(at + 3);
+    UserRecord {
+        id: r.get(at),
+        username: r.get(at + 1),
+        role: Role::parse(r.get::<_, &str>(at + 2)).unwrap_or(Role::Rep),
+        territories: serde_json::from_str(&territories).unwrap_or_default(),
+        password_hash: r.get(at + 4),
+        disabled: r.get(at + 5),
+    }
+}
+
+const USER_COLS: &str = "id, username, role, territories, password_hash, disabled";
+
+/// Applies the migrations this binary knows that the database lacks.
+fn migrate(client: &mut postgres::Client) -> StoreResult<()> {
+    // Session lock on a dedicated connection (closed afterwards, which releases it).
+    client.batch_execute("SET client_min_messages = warning")?;
+    client.execute("SELECT pg_advisory_lock($1, 0)", &[&LOCK_MIGRATE])?;
+    client.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+           version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+           applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )?;
+    let applied: BTreeSet<i32> = client
+        .query("SELECT version FROM schema_migrations", &[])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if let Some(newest) = applied.iter().max().filter(|n| **n > known) {
+        return Err(StoreError::Conflict(format!(
+            "the database schema is at version {newest}, newer than this binary knows ({known}): upgrade fieldsync-server"
+        )));
+    }
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        let mut tx = client.transaction()?;
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )?;
+        tx.commit()?;
+        tracing::info!(version, name, "applied PostgreSQL migration");
+    }
+    // A fresh database (or one restored from an `admin backup`, which leaves out `meta`)
+    // gets a new epoch.
+    client.execute(
+        "INSERT INTO meta (key, value) VALUES ('epoch', $1) ON CONFLICT (key) DO NOTHING",
+        &[&new_epoch()],
+    )?;
+    client.execute("SELECT pg_advisory_unlock($1, 0)", &[&LOCK_MIGRATE])?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:password@host:port/db` or key=value form),
+    /// applies the migrations and opens the pool.
+    pub fn connect(url: &str, opts: &PgOptions) -> StoreResult<Self> {
+        let config: postgres::Config = url.parse()?;
+        {
+            let mut client = config.connect(NoTls)?;
+            migrate(&mut client)?;
+        }
+        let pool = r2d2::Pool::builder()
+            .max_size(opts.pool_size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(opts.connect_timeout)
+            .build(PostgresConnectionManager::new(config, NoTls))?;
+        let store = Self {
+            pool: PoolHolder(Some(pool)),
+            url: url.to_string(),
+            refs: RwLock::new(Arc::new(ReferenceData::default())),
+        };
+        store.refresh_reference()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        Ok(self.pool.get().get()?)
+    }
+
+    /// Runs `body` on a pooled connection, again when it fails with a serialization
+    /// failure or a deadlock (its transaction rolled back), at most [`MAX_ATTEMPTS`] times.
+    fn retrying<T>(
+        &self,
+        mut body: impl FnMut(&mut postgres::Client) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut conn = self.conn()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match body(&mut conn) {
+                Err(e) if attempt < MAX_ATTEMPTS && retryable(&e) => {
+                    let ms = rand::random_range(1..=(5u64 << attempt.min(6)));
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Reloads the cached reference data when another instance (or `admin import`)
+    /// changed it.
+    fn refresh_reference(&self) -> StoreResult<Arc<ReferenceData>> {
+        let cached = self
+            .refs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut conn = self.conn()?;
+        let version: Option<i64> = conn
+            .query_opt("SELECT version FROM reference WHERE id = 1", &[])?
+            .map(|r| r.get(0));
+        match version {
+            Some(v) if v != cached.version => {
+                let Some(row) = conn.query_opt("SELECT data FROM reference WHERE id = 1", &[])?
+                else {
+                    return Ok(cached);
+                };
+                let data: ReferenceData = serde_json::from_str(row.get::<_, &str>(0))?;
+                let data = Arc::new(data);
+                *self
+                    .refs
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = data.clone();
+                Ok(data)
+            }
+            _ => Ok(cached),
+        }
+    }
+
+    /// Gives the database a new epoch and forgets which visits each device holds: run it
+    /// after restoring the database by any means other than `pg_restore` of an
+    /// `admin backup` file (which gets a new epoch by itself). Returns the new epoch.
+    pub fn new_epoch(&self) -> StoreResult<String> {
+        let epoch = new_epoch();
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('epoch', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&epoch],
+        )?;
+        tx.execute("DELETE FROM device_visits", &[])?;
+        tx.commit()?;
+        Ok(epoch)
+    }
+
+    /// The highest change-log sequence number (0 when empty).
+    pub fn max_seq(&self) -> StoreResult<i64> {
+        Ok(self
+            .conn()?
+            .query_one("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM change_log", &[])?
+            .get(0))
+    }
+}
+
+/// A change waiting for its sequence number (assigned just before commit).
+struct PendingChange {
+    visit_id: String,
+    hash: String,
+    bytes: Vec<u8>,
+    device_id: String,
+    territory_id: String,
+    planned_start: i64,
+}
+
+struct PgTxn<'a, 'c> {
+    tx: RefCell<&'a mut Transaction<'c>>,
+    visit_id: String,
+    pending: Vec<PendingChange>,
+}
+
+fn stored_visit(
+    tx: &mut Transaction<'_>,
+    visit_id: &str,
+    lock: bool,
+) -> StoreResult<Option<StoredVisit>> {
+    let sql = if lock {
+        "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status, doc FROM visits WHERE visit_id = $1 FOR UPDATE"
+    } else {
+        "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status, doc FROM visits WHERE visit_id = $1"
+    };
+    Ok(tx.query_opt(sql, &[&visit_id])?.map(|r| StoredVisit {
+        meta: VisitMeta {
+            visit_id: r.get(0),
+            store_id: r.get(1),
+            territory_id: r.get(2),
+            rep_id: r.get(3),
+            planned_start: r.get(4),
+            status: r.get(5),
+        },
+        doc: r.get(6),
+    }))
+}
+
+impl VisitTxn for PgTxn<'_, '_> {
+    fn stored(&self) -> StoreResult<Option<StoredVisit>> {
+        stored_visit(&mut self.tx.borrow_mut(), &self.visit_id, true)
+    }
+
+    fn actor_binding(&self, actor_hex: &str) -> StoreResult<Option<(String, String)>> {
+        Ok(self
+            .tx
+            .borrow_mut()
+            .query_opt(
+                "SELECT device_id, user_id FROM actors WHERE actor = $1",
+                &[&actor_hex],
+            )?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn bind_actor(&mut self, actor_hex: &str, device_id: &str, user_id: &str) -> StoreResult<()> {
+        self.tx.borrow_mut().execute(
+            "INSERT INTO actors (actor, device_id, user_id) VALUES ($1, $2, $3) ON CONFLICT (actor) DO NOTHING",
+            &[&actor_hex, &device_id, &user_id],
+        )?;
+        Ok(())
+    }
+
+    fn save(
+        &mut self,
+        m: &VisitMeta,
+        doc: &[u8],
+        changes: &[(String, Vec<u8>)],
+        device_id: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.tx.borrow_mut();
+        tx.execute(
+            "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (visit_id) DO UPDATE SET store_id = excluded.store_id, territory_id = excluded.territory_id,
+               rep_id = excluded.rep_id, planned_start = excluded.planned_start, status = excluded.status, doc = excluded.doc",
+            &[&m.visit_id, &m.store_id, &m.territory_id, &m.rep_id, &m.planned_start, &m.status, &doc],
+        )?;
+        tx.execute(
+            "INSERT INTO device_visits (device_id, visit_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&device_id, &m.visit_id],
+        )?;
+        for (hash, bytes) in changes {
+            self.pending.push(PendingChange {
+                visit_id: m.visit_id.clone(),
+                hash: hash.clone(),
+                bytes: bytes.clone(),
+                device_id: device_id.to_string(),
+                territory_id: m.territory_id.clone(),
+                planned_start: m.planned_start,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Appends `pending` to the change log under the change-log lock, which the caller's
+/// commit releases (after the rows are visible).
+fn append_changes(tx: &mut Transaction<'_>, pending: &[PendingChange]) -> StoreResult<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_SEQ])?;
+    let col = |f: fn(&PendingChange) -> &String| pending.iter().map(f).collect::<Vec<&String>>();
+    let visits = col(|p| &p.visit_id);
+    let hashes = col(|p| &p.hash);
+    let devices = col(|p| &p.device_id);
+    let territories = col(|p| &p.territory_id);
+    let bytes: Vec<&[u8]> = pending.iter().map(|p| p.bytes.as_slice()).collect();
+    let starts: Vec<i64> = pending.iter().map(|p| p.planned_start).collect();
+    // A new statement: its snapshot sees every change committed before the lock was ours.
+    tx.execute(
+        "INSERT INTO change_log (seq, visit_id, hash, bytes, device_id, territory_id, planned_start)
+         SELECT (SELECT COALESCE(MAX(seq), 0) FROM change_log) + t.o, t.v, t.h, t.b, t.d, t.tr, t.p
+         FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::bigint[])
+              WITH ORDINALITY AS t(v, h, b, d, tr, p, o)
+         ON CONFLICT (hash) DO NOTHING",
+        &[&visits, &hashes, &bytes, &devices, &territories, &starts],
+    )?;
+    Ok(())
+}
+
+fn scope_visits(tx: &mut Transaction<'_>, q: &PullQuery) -> StoreResult<BTreeSet<String>> {
+    let (from, to) = match q.scope.window {
+        Some((f, t)) => (Some(f), Some(t)),
+        None => (None, None),
+    };
+    Ok(tx
+        .query(
+            "SELECT visit_id FROM visits
+             WHERE ($1::text[] IS NULL OR territory_id = ANY($1))
+               AND ($2::text IS NULL OR rep_id = $2)
+               AND ($3::bigint IS NULL OR planned_start BETWEEN $3 AND $4)",
+            &[&q.scope.territories, &q.scope.rep_id, &from, &to],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+fn pull_in(tx: &mut Transaction<'_>, q: &PullQuery) -> StoreResult<PullPage> {
+    // The first statement fixes the snapshot: everything up to max_seq is visible in it.
+    let max_seq: i64 = tx
+        .query_one("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM change_log", &[])?
+        .get(0);
+    let mut page = PullPage::default();
+    let cursor = match q.cursor {
+        Some(c) => c,
+        None => {
+            tx.execute(
+                "DELETE FROM device_visits WHERE device_id = $1",
+                &[&q.device_id],
+            )?;
+            max_seq
+        }
+    };
+    let scope = scope_visits(tx, q)?;
+    let held: BTreeSet<String> = tx
+        .query(
+            "SELECT visit_id FROM device_visits WHERE device_id = $1",
+            &[&q.device_id],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let leaving: Vec<&String> = held.difference(&scope).collect();
+    if !leaving.is_empty() {
+        tx.execute(
+            "DELETE FROM device_visits WHERE device_id = $1 AND visit_id = ANY($2)",
+            &[&q.device_id, &leaving],
+        )?;
+        page.purge.extend(leaving.into_iter().cloned());
+    }
+    // Visits the device says it holds (after a restore): resend what the server lacks,
+    // purge what is out of scope.
+    let mut device_heads: HashMap<String, Vec<ChangeHash>> = HashMap::new();
+    if let Some(heads) = &q.heads {
+        for (visit_id, hs) in heads {
+            let parsed: Vec<ChangeHash> = hs.iter().filter_map(|h| h.parse().ok()).collect();
+            let stored: Option<Vec<u8>> = tx
+                .query_opt("SELECT doc FROM visits WHERE visit_id = $1", &[visit_id])?
+                .map(|r| r.get(0));
+            let server_heads = match &stored {
+                Some(doc) => {
+                    let am = Automerge::load(doc)?;
+                    let lacks = parsed.iter().any(|h| am.get_change_by_hash(h).is_none());
+                    if lacks {
+                        page.resend.push((
+                            visit_id.clone(),
+                            am.get_heads().iter().map(ToString::to_string).collect(),
+                        ));
+                    }
+                    let known: Vec<ChangeHash> = parsed
+                        .iter()
+                        .copied()
+                        .filter(|h| am.get_change_by_hash(h).is_some())
+                        .collect();
+                    Some(known)
+                }
+                None => {
+                    page.resend.push((visit_id.clone(), Vec::new()));
+                    None
+                }
+            };
+            let resending = page.resend.last().is_some_and(|(v, _)| v == visit_id);
+            match server_heads {
+                Some(known) if scope.contains(visit_id) => {
+                    device_heads.insert(visit_id.clone(), known);
+                }
+                Some(_) if !resending => page.purge.push(visit_id.clone()),
+                _ => {}
+            }
+        }
+    }
+    // The feed: changes by other devices after the cursor, for visits the device holds.
+    let mut budget = q.limit.max(1);
+    let mut by_visit: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let rows = tx.query(
+        "SELECT c.seq, c.visit_id, c.bytes FROM change_log c
+         JOIN device_visits d ON d.visit_id = c.visit_id AND d.device_id = $1
+         WHERE c.seq > $2 AND c.device_id <> $1 ORDER BY c.seq LIMIT $3",
+        &[&q.device_id, &cursor, &(budget as i64 + 1)],
+    )?;
+    if rows.len() > budget {
+        page.more = true;
+    }
+    let mut last = cursor;
+    for r in rows.into_iter().take(budget) {
+        last = r.get(0);
+        by_visit.entry(r.get(1)).or_default().push(r.get(2));
+        budget -= 1;
+    }
+    page.cursor = if page.more { last } else { max_seq.max(cursor) };
+    // Visits that entered the scope: sent whole (or diffed against the device's heads).
+    if !page.more {
+        let held_now: BTreeSet<String> = held.intersection(&scope).cloned().collect();
+        let mut entered = Vec::new();
+        for v in scope.difference(&held_now) {
+            if budget == 0 {
+                page.more = true;
+                break;
+            }
+            let changes: Vec<Vec<u8>> = match device_heads.get(v) {
+                Some(known) => {
+                    let doc: Vec<u8> = tx
+                        .query_one("SELECT doc FROM visits WHERE visit_id = $1", &[v])?
+                        .get(0);
+                    let am = Automerge::load(&doc)?;
+                    am.get_changes(known)
+                        .into_iter()
+                        .map(|c| c.raw_bytes().to_vec())
+                        .collect()
+                }
+                None => tx
+                    .query(
+                        "SELECT bytes FROM change_log WHERE visit_id = $1 ORDER BY seq",
+                        &[v],
+                    )?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect(),
+            };
+            budget = budget.saturating_sub(changes.len());
+            if !changes.is_empty() {
+                by_visit.entry(v.clone()).or_default().extend(changes);
+            }
+            entered.push(v);
+        }
+        if !entered.is_empty() {
+            tx.execute(
+                "INSERT INTO device_visits (device_id, visit_id) SELECT $1, unnest($2::text[])
+                 ON CONFLICT DO NOTHING",
+                &[&q.device_id, &entered],
+            )?;
+        }
+    }
+    page.changes = by_visit.into_iter().collect();
+    Ok(page)
+}
+
+impl Store for PgStore {
+    fn epoch(&self) -> StoreResult<String> {
+        Ok(self
+            .conn()?
+            .query_one("SELECT value FROM meta WHERE key = 'epoch'", &[])?
+            .get(0))
+    }
+
+    fn create_user(&self, u: &NewUser) -> StoreResult<()> {
+        let n = self.conn()?.execute(
+            "INSERT INTO users (id, username, role, territories, password_hash) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+            &[&u.id, &u.username, &u.role.as_str(), &serde_json::to_string(&u.territories)?, &u.password_hash],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "a user named {:?} or with id {:?} already exists",
+                u.username, u.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        Ok(self
+            .conn()?
+            .query_opt(
+                &format!("SELECT {USER_COLS} FROM users WHERE username = $1"),
+                &[&username],
+            )?
+            .map(|r| user_from(&r, 0)))
+    }
+
+    fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+        Ok(self
+            .conn()?
+            .query_opt(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = $1"),
+                &[&id],
+            )?
+            .map(|r| user_from(&r, 0)))
+    }
+
+    fn create_token(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.conn()?.execute(
+            "INSERT INTO tokens (id, user_id, device_id, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&id, &user_id, &device_id, &token_hash, &now],
+        )?;
+        Ok(id)
+    }
+
+    fn authenticate(&self, token_hash: &str) -> StoreResult<Option<(UserRecord, TokenRecord)>> {
+        Ok(self
+            .conn()?
+            .query_opt(
+                "SELECT u.id, u.username, u.role, u.territories, u.password_hash, u.disabled, t.id, t.device_id
+                 FROM tokens t JOIN users u ON u.id = t.user_id
+                 WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND NOT u.disabled",
+                &[&token_hash],
+            )?
+            .map(|r| {
+                let u = user_from(&r, 0);
+                let t = TokenRecord {
+                    id: r.get(6),
+                    user_id: u.id.clone(),
+                    device_id: r.get(7),
+                };
+                (u, t)
+            }))
+    }
+
+    fn revoke_user(&self, username: &str, now: i64) -> StoreResult<usize> {
+        let mut conn = self.conn()?;
+        let id: Option<String> = conn
+            .query_opt("SELECT id FROM users WHERE username = $1", &[&username])?
+            .map(|r| r.get(0));
+        let Some(id) = id else {
+            return Err(StoreError::NotFound(format!("no user named {username:?}")));
+        };
+        Ok(conn.execute(
+            "UPDATE tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            &[&id, &now],
+        )? as usize)
+    }
+
+    fn revoke_token(&self, token_id: &str, now: i64) -> StoreResult<bool> {
+        let n = self.conn()?.execute(
+            "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[&token_id, &now],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn reference(&self) -> StoreResult<Arc<ReferenceData>> {
+        self.refresh_reference()
+    }
+
+    fn import_reference(&self, mut data: ReferenceData) -> StoreResult<i64> {
+        let json_version = self.retrying(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_REFERENCE])?;
+            let old: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0)::BIGINT FROM reference",
+                    &[],
+                )?
+                .get(0);
+            data.version = data.version.max(old + 1);
+            tx.execute(
+                "INSERT INTO reference (id, version, data) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO UPDATE SET version = excluded.version, data = excluded.data",
+                &[&data.version, &serde_json::to_string(&data)?],
+            )?;
+            tx.commit()?;
+            Ok(data.version)
+        })?;
+        self.refresh_reference()?;
+        Ok(json_version)
+    }
+
+    fn with_visit(
+        &self,
+        visit_id: &str,
+        f: &mut dyn FnMut(&mut dyn VisitTxn) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        self.retrying(|c| {
+            let mut tx = c.transaction()?;
+            // Serializes every writer of this visit, on every instance, existing or not.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&LOCK_VISIT, &visit_id],
+            )?;
+            let pending = {
+                let mut t = PgTxn {
+                    tx: RefCell::new(&mut tx),
+                    visit_id: visit_id.to_string(),
+                    pending: Vec::new(),
+                };
+                f(&mut t)?;
+                t.pending
+            };
+            append_changes(&mut tx, &pending)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn visit(&self, visit_id: &str) -> StoreResult<Option<StoredVisit>> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        stored_visit(&mut tx, visit_id, false)
+    }
+
+    fn pull(&self, q: &PullQuery) -> StoreResult<PullPage> {
+        self.retrying(|c| {
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .start()?;
+            let page = pull_in(&mut tx, q)?;
+            tx.commit()?;
+            Ok(page)
+        })
+    }
+
+    /// Runs `pg_dump` (custom format) into `path`. The dump leaves out the epoch and the
+    /// devices' holdings, so a database restored from it with `pg_restore` gets a new
+    /// epoch when the first server starts on it.
+    fn backup(&self, path: &Path) -> StoreResult<()> {
+        let out = std::process::Command::new("pg_dump")
+            .arg("--format=custom")
+            .arg("--no-owner")
+            .arg("--exclude-table-data=meta")
+            .arg("--exclude-table-data=device_visits")
+            .arg("--file")
+            .arg(path)
+            .arg("--dbname")
+            .arg(&self.url)
+            .output()
+            .map_err(|e| StoreError::Database(format!("cannot run pg_dump: {e}").into()))?;
+        if !out.status.success() {
+            return Err(StoreError::Database(
+                format!(
+                    "pg_dump failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+                .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn counts(&self) -> StoreResult<(i64, i64)> {
+        let row = self.conn()?.query_one(
+            "SELECT (SELECT COUNT(*) FROM visits)::BIGINT, (SELECT COUNT(*) FROM change_log)::BIGINT",
+            &[],
+        )?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    fn visits_in_range(
+        &self,
+        territories: Option<&[String]>,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<StoredVisit>> {
+        let territories: Option<Vec<&String>> = territories.map(|t| t.iter().collect());
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status, doc FROM visits
+                 WHERE planned_start BETWEEN $1 AND $2 AND ($3::text[] IS NULL OR territory_id = ANY($3))
+                 ORDER BY planned_start, visit_id",
+                &[&from, &to, &territories],
+            )?
+            .into_iter()
+            .map(|r| StoredVisit {
+                meta: VisitMeta {
+                    visit_id: r.get(0),
+                    store_id: r.get(1),
+                    territory_id: r.get(2),
+                    rep_id: r.get(3),
+                    planned_start: r.get(4),
+                    status: r.get(5),
+                },
+                doc: r.get(6),
+            })
+            .collect())
+    }
+
+    fn changes_since(
+        &self,
+        territories: Option<&[String]>,
+        since: i64,
+        limit: usize,
+    ) -> StoreResult<(i64, Vec<String>)> {
+        let territories: Option<Vec<&String>> = territories.map(|t| t.iter().collect());
+        self.retrying(|c| {
+            // One snapshot for the highest number and the visits.
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let latest: Option<i64> = tx
+                .query_one(
+                    "SELECT MAX(seq) FROM change_log
+                     WHERE seq > $1 AND ($2::text[] IS NULL OR territory_id = ANY($2))",
+                    &[&since, &territories],
+                )?
+                .get(0);
+            let Some(latest) = latest else {
+                return Ok((since, Vec::new()));
+            };
+            let ids = tx
+                .query(
+                    "SELECT visit_id, MAX(seq) AS m FROM change_log
+                     WHERE seq > $1 AND ($2::text[] IS NULL OR territory_id = ANY($2))
+                     GROUP BY visit_id ORDER BY m DESC LIMIT $3",
+                    &[&since, &territories, &(limit as i64)],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            tx.commit()?;
+            Ok((latest, ids))
+        })
+    }
+}

@@ -1,0 +1,600 @@
+//! One conformance suite for every storage backend: each case below runs against SQLite
+//! (`sqlite::…`) and PostgreSQL (`postgres::…`, a database of its own per test on the
+//! cluster named by `FIELDSYNC_TEST_DATABASE_URL`; see `common/pg.rs`).
+//!
+//! Cases that need concurrency open the same database twice (two SQLite connections on one
+//! file; two PostgreSQL pools, as two server instances would).
+
+#![allow(clippy::result_large_err)] // StoreError is the trait's error type
+
+#[path = "common/pg.rs"]
+mod pg;
+
+use automerge::transaction::Transactable;
+use automerge::{ActorId, Automerge, ROOT, ReadDoc};
+use fieldsync_core::fixtures::{self, FixtureSize};
+use fieldsync_core::model::Role;
+use fieldsync_server::store::{NewUser, PullQuery, Scope, StoreError, VisitMeta};
+use fieldsync_server::{PgOptions, PgStore, SqliteStore, Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A database under test: open it (again), or open a restored backup of it.
+trait Backend {
+    fn open(&self) -> Arc<dyn Store>;
+    fn restore(&self, backup: &Path) -> Arc<dyn Store>;
+    fn scratch(&self) -> PathBuf;
+}
+
+struct Sqlite(tempfile::TempDir);
+
+impl Backend for Sqlite {
+    fn open(&self) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open_dir(self.0.path()).unwrap())
+    }
+    fn restore(&self, backup: &Path) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(backup).unwrap())
+    }
+    fn scratch(&self) -> PathBuf {
+        self.0.path().to_path_buf()
+    }
+}
+
+struct Postgres {
+    db: pg::TestDb,
+    restored: Mutex<Vec<pg::TestDb>>,
+    dir: tempfile::TempDir,
+}
+
+fn pg_opts() -> PgOptions {
+    PgOptions {
+        pool_size: 8,
+        ..PgOptions::default()
+    }
+}
+
+impl Backend for Postgres {
+    fn open(&self) -> Arc<dyn Store> {
+        Arc::new(PgStore::connect(&self.db.url, &pg_opts()).unwrap())
+    }
+    fn restore(&self, backup: &Path) -> Arc<dyn Store> {
+        let cluster = std::env::var(pg::URL_VAR).unwrap();
+        let db = pg::TestDb::create_on(&cluster);
+        let out = std::process::Command::new("pg_restore")
+            .args(["--no-owner", "--exit-on-error", "--dbname", &db.url])
+            .arg(backup)
+            .output()
+            .expect("run pg_restore");
+        assert!(
+            out.status.success(),
+            "pg_restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = Arc::new(PgStore::connect(&db.url, &pg_opts()).unwrap());
+        self.restored.lock().unwrap().push(db);
+        s
+    }
+    fn scratch(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $case() {
+                    let b = super::Sqlite(tempfile::tempdir().unwrap());
+                    super::$case(&b);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $case() {
+                    let Some(db) = super::pg::TestDb::create(stringify!($case)) else { return };
+                    let b = super::Postgres {
+                        db,
+                        restored: std::sync::Mutex::new(Vec::new()),
+                        dir: tempfile::tempdir().unwrap(),
+                    };
+                    super::$case(&b);
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    users_tokens_and_revocation,
+    reference_data_versions_survive_reopening,
+    a_visit_write_commits_whole_or_not_at_all,
+    pull_sends_whole_visits_then_the_feed_pages_and_purges,
+    heads_after_a_restore_ask_for_what_the_server_lacks,
+    backup_restores_everything_under_a_new_epoch,
+    dashboard_queries_by_range_and_since,
+    concurrent_pushes_to_one_visit_through_two_instances_lose_nothing,
+    cursors_never_skip_a_change_under_concurrent_writers,
+);
+
+// ---------------------------------------------------------------- helpers
+
+const T1: &str = "t-1";
+const T2: &str = "t-2";
+
+fn meta(visit: &str, territory: &str, rep: &str, start: i64) -> VisitMeta {
+    VisitMeta {
+        visit_id: visit.into(),
+        store_id: format!("st-{territory}"),
+        territory_id: territory.into(),
+        rep_id: rep.into(),
+        planned_start: start,
+        status: "planned".into(),
+    }
+}
+
+/// Pushes one new change (`key` = `val`, by a fresh actor) to `visit` the way ingest
+/// does: read the stored document inside the transaction, apply, save. Returns its hash.
+fn push(store: &dyn Store, m: &VisitMeta, device: &str, key: &str, val: i64) -> String {
+    let mut hash = String::new();
+    store
+        .with_visit(&m.visit_id, &mut |t| {
+            let mut doc = match t.stored()? {
+                Some(s) => Automerge::load(&s.doc)?,
+                None => Automerge::new(),
+            };
+            doc.set_actor(ActorId::random());
+            let mut tx = doc.transaction();
+            tx.put(ROOT, key, val)?;
+            tx.commit();
+            let c = doc.get_last_local_change().unwrap();
+            hash = c.hash().to_string();
+            let bytes = c.raw_bytes().to_vec();
+            t.save(m, &doc.save(), &[(hash.clone(), bytes)], device)
+        })
+        .unwrap();
+    hash
+}
+
+fn hash_of(bytes: &[u8]) -> String {
+    automerge::Change::from_bytes(bytes.to_vec())
+        .unwrap()
+        .hash()
+        .to_string()
+}
+
+fn scope(territory: &str) -> Scope {
+    Scope {
+        territories: Some(vec![territory.into()]),
+        rep_id: None,
+        window: None,
+    }
+}
+
+fn query(device: &str, territory: &str, cursor: Option<i64>, limit: usize) -> PullQuery {
+    PullQuery {
+        device_id: device.into(),
+        scope: scope(territory),
+        cursor,
+        heads: None,
+        limit,
+    }
+}
+
+/// Pulls until `more` is false; returns (cursor, hashes per visit, purged).
+fn pull_all(
+    store: &dyn Store,
+    mut q: PullQuery,
+) -> (i64, BTreeMap<String, BTreeSet<String>>, Vec<String>) {
+    let mut got: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut purged = Vec::new();
+    for _ in 0..10_000 {
+        let page = store.pull(&q).unwrap();
+        for (v, cs) in page.changes {
+            got.entry(v)
+                .or_default()
+                .extend(cs.iter().map(|c| hash_of(c)));
+        }
+        purged.extend(page.purge);
+        q.cursor = Some(page.cursor);
+        q.heads = None;
+        if !page.more {
+            return (page.cursor, got, purged);
+        }
+    }
+    panic!("pull never finished");
+}
+
+// ---------------------------------------------------------------- cases
+
+fn users_tokens_and_revocation(b: &dyn Backend) {
+    let s = b.open();
+    let epoch = s.epoch().unwrap();
+    assert_eq!(epoch.len(), 32);
+    assert_eq!(s.epoch().unwrap(), epoch, "the epoch is stable");
+    let u = NewUser {
+        id: "u-1".into(),
+        username: "ann".into(),
+        role: Role::Rep,
+        territories: vec![T1.into(), T2.into()],
+        password_hash: "hash".into(),
+    };
+    s.create_user(&u).unwrap();
+    assert!(matches!(s.create_user(&u), Err(StoreError::Conflict(_))));
+    let by_name = s.user_by_username("ann").unwrap().unwrap();
+    assert_eq!(by_name.id, "u-1");
+    assert_eq!(by_name.role, Role::Rep);
+    assert_eq!(by_name.territories, vec![T1.to_string(), T2.to_string()]);
+    assert!(!by_name.disabled);
+    assert_eq!(s.user_by_id("u-1").unwrap().unwrap(), by_name);
+    assert!(s.user_by_username("bob").unwrap().is_none());
+
+    let t1 = s.create_token("u-1", "dev-a", "h1", 1).unwrap();
+    let t2 = s.create_token("u-1", "dev-b", "h2", 2).unwrap();
+    let (user, tok) = s.authenticate("h1").unwrap().unwrap();
+    assert_eq!(user, by_name);
+    assert_eq!(
+        (tok.id.as_str(), tok.device_id.as_str()),
+        (t1.as_str(), "dev-a")
+    );
+    assert!(s.authenticate("nope").unwrap().is_none());
+    assert!(s.revoke_token(&t1, 3).unwrap());
+    assert!(!s.revoke_token(&t1, 4).unwrap(), "already revoked");
+    assert!(s.authenticate("h1").unwrap().is_none());
+    assert!(s.authenticate("h2").unwrap().is_some());
+    assert_eq!(s.revoke_user("ann", 5).unwrap(), 1);
+    assert!(s.authenticate("h2").unwrap().is_none());
+    assert!(matches!(
+        s.revoke_user("bob", 5),
+        Err(StoreError::NotFound(_))
+    ));
+    let _ = t2;
+    // Another instance sees the same database.
+    let again = b.open();
+    assert_eq!(again.epoch().unwrap(), epoch);
+    assert!(again.user_by_username("ann").unwrap().is_some());
+}
+
+fn reference_data_versions_survive_reopening(b: &dyn Backend) {
+    let s = b.open();
+    assert_eq!(s.reference().unwrap().version, 0);
+    let today = chrono::Utc::now().date_naive();
+    let r = fixtures::reference_data(5, &FixtureSize::default(), today);
+    let v1 = s.import_reference(r.clone()).unwrap();
+    assert!(v1 >= 1);
+    let v2 = s.import_reference(r.clone()).unwrap();
+    assert!(v2 > v1, "every import gets a higher version");
+    let got = s.reference().unwrap();
+    assert_eq!(got.version, v2);
+    assert_eq!(got.stores.len(), r.stores.len());
+    let other = b.open();
+    assert_eq!(other.reference().unwrap().version, v2);
+    // An import through one instance is seen by another already open.
+    let v3 = other.import_reference(r).unwrap();
+    if b.scratch().join("fieldsync.db").exists() {
+        // SQLite: one process owns the file; a reopened store reads it.
+        assert_eq!(b.open().reference().unwrap().version, v3);
+    } else {
+        assert_eq!(s.reference().unwrap().version, v3);
+    }
+}
+
+fn a_visit_write_commits_whole_or_not_at_all(b: &dyn Backend) {
+    let s = b.open();
+    let m = meta("v-1", T1, "u-1", 1_000);
+    assert!(s.visit("v-1").unwrap().is_none());
+    // A failing transaction leaves nothing.
+    let err = s.with_visit("v-1", &mut |t| {
+        assert!(t.stored()?.is_none());
+        t.bind_actor("aa", "dev-a", "u-1")?;
+        t.save(&m, b"junk", &[("h".into(), b"x".to_vec())], "dev-a")?;
+        Err(StoreError::Conflict("no".into()))
+    });
+    assert!(matches!(err, Err(StoreError::Conflict(_))));
+    assert!(s.visit("v-1").unwrap().is_none());
+    assert_eq!(s.counts().unwrap(), (0, 0));
+    s.with_visit("v-1", &mut |t| {
+        assert!(t.actor_binding("aa")?.is_none(), "rolled back");
+        Ok(())
+    })
+    .unwrap();
+
+    let h1 = push(s.as_ref(), &m, "dev-a", "a", 1);
+    s.with_visit("v-1", &mut |t| {
+        t.bind_actor("aa", "dev-a", "u-1")?;
+        t.bind_actor("aa", "dev-b", "u-2")?; // first binding wins
+        Ok(())
+    })
+    .unwrap();
+    let h2 = push(s.as_ref(), &m, "dev-a", "b", 2);
+    assert_ne!(h1, h2);
+    let v = s.visit("v-1").unwrap().unwrap();
+    assert_eq!(v.meta, m);
+    let doc = Automerge::load(&v.doc).unwrap();
+    assert!(doc.get(ROOT, "a").unwrap().is_some() && doc.get(ROOT, "b").unwrap().is_some());
+    assert_eq!(s.counts().unwrap(), (1, 2));
+    s.with_visit("v-1", &mut |t| {
+        assert_eq!(
+            t.actor_binding("aa")?,
+            Some(("dev-a".to_string(), "u-1".to_string()))
+        );
+        // Saving a change already in the log again does not duplicate it.
+        let st = t.stored()?.unwrap();
+        t.save(&st.meta, &st.doc, &[(h1.clone(), b"dup".to_vec())], "dev-a")
+    })
+    .unwrap();
+    assert_eq!(s.counts().unwrap(), (1, 2));
+}
+
+fn pull_sends_whole_visits_then_the_feed_pages_and_purges(b: &dyn Backend) {
+    let s = b.open();
+    let v1 = meta("v-1", T1, "u-1", 1_000);
+    let v2 = meta("v-2", T1, "u-1", 2_000);
+    let other = meta("v-9", T2, "u-2", 1_000);
+    let mut all: BTreeSet<String> = BTreeSet::new();
+    for i in 0..3 {
+        all.insert(push(s.as_ref(), &v1, "dev-x", &format!("k{i}"), i));
+    }
+    push(s.as_ref(), &other, "dev-x", "k", 0);
+    // First sync: the visit in scope whole, the cursor at the end.
+    let (cursor, got, purged) = pull_all(s.as_ref(), query("dev-a", T1, None, 100));
+    assert_eq!(got.keys().collect::<Vec<_>>(), vec!["v-1"]);
+    assert_eq!(got["v-1"], all);
+    assert!(purged.is_empty());
+    // Nothing new: nothing sent, the cursor stays.
+    let (c2, got, _) = pull_all(s.as_ref(), query("dev-a", T1, Some(cursor), 100));
+    assert!(got.is_empty());
+    assert_eq!(c2, cursor);
+    // New changes by others arrive, in pages; the device's own are not echoed.
+    let mut fresh = BTreeSet::new();
+    for i in 0..7 {
+        fresh.insert(push(s.as_ref(), &v1, "dev-x", &format!("n{i}"), i));
+    }
+    push(s.as_ref(), &v1, "dev-a", "mine", 1);
+    let first = s.pull(&query("dev-a", T1, Some(cursor), 3)).unwrap();
+    assert!(first.more);
+    assert_eq!(first.changes.iter().map(|(_, c)| c.len()).sum::<usize>(), 3);
+    let (c3, got, _) = pull_all(s.as_ref(), query("dev-a", T1, Some(cursor), 3));
+    assert_eq!(got["v-1"], fresh);
+    assert!(c3 > cursor);
+    // A new visit entering the scope is sent whole.
+    let h = push(s.as_ref(), &v2, "dev-x", "z", 1);
+    let (c4, got, _) = pull_all(s.as_ref(), query("dev-a", T1, Some(c3), 100));
+    assert_eq!(got["v-2"], BTreeSet::from([h]));
+    // Leaving the scope (moved to another territory): purged once.
+    let moved = meta("v-2", T2, "u-2", 2_000);
+    push(s.as_ref(), &moved, "dev-x", "moved", 1);
+    let (c5, got, purged) = pull_all(s.as_ref(), query("dev-a", T1, Some(c4), 100));
+    assert!(!got.contains_key("v-2"));
+    assert_eq!(purged, vec!["v-2".to_string()]);
+    let (_, _, purged) = pull_all(s.as_ref(), query("dev-a", T1, Some(c5), 100));
+    assert!(purged.is_empty());
+    // The window and the rep narrow the scope.
+    let mut q = query("dev-w", T1, None, 100);
+    q.scope.window = Some((1_500, 3_000));
+    let (_, got, _) = pull_all(s.as_ref(), q);
+    assert!(got.is_empty(), "v-1 is before the window: {got:?}");
+    let mut q = query("dev-r", T1, None, 100);
+    q.scope.rep_id = Some("u-2".into());
+    let (_, got, _) = pull_all(s.as_ref(), q);
+    assert!(got.is_empty());
+}
+
+fn heads_after_a_restore_ask_for_what_the_server_lacks(b: &dyn Backend) {
+    let s = b.open();
+    let v1 = meta("v-1", T1, "u-1", 1_000);
+    let h1 = push(s.as_ref(), &v1, "dev-x", "a", 1);
+    // The device holds v-1 at a change the server does not know, and v-5 it never saw.
+    let mut device_doc = Automerge::load(&s.visit("v-1").unwrap().unwrap().doc).unwrap();
+    let mut tx = device_doc.transaction();
+    tx.put(ROOT, "device", 1).unwrap();
+    tx.commit();
+    let device_heads: Vec<String> = device_doc
+        .get_heads()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut q = query("dev-a", T1, None, 100);
+    q.heads = Some(BTreeMap::from([
+        ("v-1".to_string(), device_heads),
+        ("v-5".to_string(), vec![h1.clone()]),
+    ]));
+    let page = s.pull(&q).unwrap();
+    let resend: BTreeMap<_, _> = page.resend.into_iter().collect();
+    assert_eq!(resend["v-1"], vec![h1.clone()], "the server's heads");
+    assert!(resend["v-5"].is_empty());
+    assert!(page.purge.is_empty());
+    // Heads the server knows: nothing to resend, nothing sent that the device has.
+    let mut q = query("dev-b", T1, None, 100);
+    q.heads = Some(BTreeMap::from([("v-1".to_string(), vec![h1])]));
+    let page = s.pull(&q).unwrap();
+    assert!(page.resend.is_empty());
+    assert!(page.changes.iter().all(|(_, c)| c.is_empty()));
+}
+
+fn backup_restores_everything_under_a_new_epoch(b: &dyn Backend) {
+    let s = b.open();
+    let v1 = meta("v-1", T1, "u-1", 1_000);
+    push(s.as_ref(), &v1, "dev-x", "a", 1);
+    push(s.as_ref(), &v1, "dev-x", "b", 2);
+    s.create_user(&NewUser {
+        id: "u-1".into(),
+        username: "ann".into(),
+        role: Role::Rep,
+        territories: vec![T1.into()],
+        password_hash: "h".into(),
+    })
+    .unwrap();
+    let (c, _, _) = pull_all(s.as_ref(), query("dev-a", T1, None, 100));
+    let path = b.scratch().join("backup.bin");
+    s.backup(&path).unwrap();
+    let restored = b.restore(&path);
+    assert_ne!(restored.epoch().unwrap(), s.epoch().unwrap());
+    assert_eq!(restored.counts().unwrap(), s.counts().unwrap());
+    assert!(restored.user_by_username("ann").unwrap().is_some());
+    // The restored server forgot what devices hold: the device's next pull (with its
+    // heads, after seeing the new epoch) gets the visit again.
+    let (_, got, _) = pull_all(restored.as_ref(), query("dev-a", T1, Some(c), 100));
+    assert_eq!(got["v-1"].len(), 2);
+    // New writes continue the sequence.
+    push(restored.as_ref(), &v1, "dev-x", "c", 3);
+    assert_eq!(restored.counts().unwrap().1, 3);
+}
+
+fn dashboard_queries_by_range_and_since(b: &dyn Backend) {
+    let s = b.open();
+    let (since0, ids) = s.changes_since(None, 0, 10).unwrap();
+    assert_eq!((since0, ids.len()), (0, 0));
+    push(s.as_ref(), &meta("v-1", T1, "u-1", 1_000), "d", "a", 1);
+    push(s.as_ref(), &meta("v-2", T1, "u-1", 3_000), "d", "a", 1);
+    push(s.as_ref(), &meta("v-3", T2, "u-2", 2_000), "d", "a", 1);
+    let (top, ids) = s.changes_since(None, 0, 10).unwrap();
+    assert_eq!(ids, vec!["v-3", "v-2", "v-1"]);
+    let (t1_top, ids) = s.changes_since(Some(&[T1.to_string()]), 0, 1).unwrap();
+    assert_eq!(ids, vec!["v-2"]);
+    assert!(t1_top < top);
+    let (same, ids) = s.changes_since(None, top, 10).unwrap();
+    assert_eq!((same, ids.len()), (top, 0));
+    let all: Vec<String> = s
+        .visits_in_range(None, 0, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.meta.visit_id)
+        .collect();
+    assert_eq!(all, vec!["v-1", "v-3", "v-2"], "by planned start");
+    let t1: Vec<String> = s
+        .visits_in_range(Some(&[T1.to_string()]), 1_000, 2_999)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.meta.visit_id)
+        .collect();
+    assert_eq!(t1, vec!["v-1"]);
+}
+
+fn concurrent_pushes_to_one_visit_through_two_instances_lose_nothing(b: &dyn Backend) {
+    let instances = [b.open(), b.open()];
+    let m = meta("v-hot", T1, "u-1", 1_000);
+    let writers = 6;
+    let each: usize = 15;
+    let hashes = Mutex::new(BTreeSet::new());
+    std::thread::scope(|sc| {
+        for w in 0..writers {
+            let store = instances[w % 2].clone();
+            let (m, hashes) = (&m, &hashes);
+            sc.spawn(move || {
+                for i in 0..each {
+                    let h = push(
+                        store.as_ref(),
+                        m,
+                        &format!("dev-{w}"),
+                        &format!("w{w}-{i}"),
+                        i as i64,
+                    );
+                    hashes.lock().unwrap().insert(h);
+                }
+            });
+        }
+    });
+    let hashes = hashes.into_inner().unwrap();
+    assert_eq!(hashes.len(), writers * each);
+    for s in &instances {
+        let doc = Automerge::load(&s.visit("v-hot").unwrap().unwrap().doc).unwrap();
+        for w in 0..writers {
+            for i in 0..each {
+                assert!(
+                    doc.get(ROOT, format!("w{w}-{i}")).unwrap().is_some(),
+                    "w{w}-{i} lost from the document"
+                );
+            }
+        }
+        assert_eq!(s.counts().unwrap(), (1, (writers * each) as i64));
+    }
+    let (_, got, _) = pull_all(instances[0].as_ref(), query("reader", T1, None, 1000));
+    assert_eq!(got["v-hot"], hashes);
+}
+
+/// Many writers through two instances, readers advancing their cursors meanwhile (each
+/// reader reading through a random instance): every reader ends with every change.
+fn cursors_never_skip_a_change_under_concurrent_writers(b: &dyn Backend) {
+    let instances = [b.open(), b.open()];
+    let writers = 8;
+    let pushes: usize = 30;
+    let readers = 4;
+    let visits: Vec<VisitMeta> = (0..12)
+        .map(|i| meta(&format!("v-{i}"), T1, "u-1", i))
+        .collect();
+    let written = Mutex::new(BTreeSet::new());
+    let done = AtomicBool::new(false);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let results: Vec<(BTreeSet<String>, usize)> = std::thread::scope(|sc| {
+        let mut handles = Vec::new();
+        for r in 0..readers {
+            let (instances, done) = (&instances, &done);
+            handles.push(sc.spawn(move || {
+                let device = format!("reader-{r}");
+                let mut seen = BTreeSet::new();
+                let mut cursor = None;
+                let mut pulls = 0;
+                loop {
+                    let finishing = done.load(Ordering::SeqCst);
+                    let store = &instances[rand::random_range(0..2)];
+                    let page = store.pull(&query(&device, T1, cursor, 25)).unwrap();
+                    pulls += 1;
+                    for (_, cs) in &page.changes {
+                        seen.extend(cs.iter().map(|c| hash_of(c)));
+                    }
+                    assert!(
+                        cursor.is_none_or(|c| page.cursor >= c),
+                        "the cursor went back"
+                    );
+                    cursor = Some(page.cursor);
+                    if finishing && !page.more {
+                        return (seen, pulls);
+                    }
+                    assert!(Instant::now() < deadline, "readers did not finish in time");
+                    if !page.more {
+                        std::thread::sleep(Duration::from_millis(rand::random_range(0..4)));
+                    }
+                }
+            }));
+        }
+        std::thread::scope(|ws| {
+            for w in 0..writers {
+                let store = instances[w % 2].clone();
+                let (visits, written) = (&visits, &written);
+                ws.spawn(move || {
+                    for i in 0..pushes {
+                        let m = &visits[rand::random_range(0..visits.len())];
+                        let h = push(
+                            store.as_ref(),
+                            m,
+                            &format!("writer-{w}"),
+                            &format!("w{w}-{i}"),
+                            i as i64,
+                        );
+                        written.lock().unwrap().insert(h);
+                    }
+                });
+            }
+        });
+        done.store(true, Ordering::SeqCst);
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let written = written.into_inner().unwrap();
+    assert_eq!(written.len(), writers * pushes);
+    for (r, (seen, pulls)) in results.iter().enumerate() {
+        let missing: Vec<_> = written.difference(seen).collect();
+        assert!(
+            missing.is_empty(),
+            "reader {r} ({pulls} pulls) missed {} of {} changes: a cursor skipped them",
+            missing.len(),
+            written.len()
+        );
+        assert!(*pulls > 1);
+    }
+}

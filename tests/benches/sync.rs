@@ -1,0 +1,918 @@
+//! Server-side sync benchmarks (issue 7) against the real release server binary on
+//! 127.0.0.1: ingest from many concurrent devices, initial sync of a territory to a fresh
+//! device, incremental sync of one changed line, storage per visit on the server, and how
+//! these grow with visits and devices. Also exports the visit documents for the peer
+//! comparison (`tests/peer/`).
+//!
+//! Run through `scripts/bench.sh` (builds the release server first), or:
+//! `cargo build --release -p fieldsync-server && cargo bench -p fieldsync-tests --bench sync`.
+//!
+//! Environment (defaults in brackets):
+//! * `FIELDSYNC_BENCH_SERVER_BIN` [`<workspace>/target/release/fieldsync-server`];
+//! * `FIELDSYNC_BENCH_RUNS` — `visits:devices` pairs, comma separated
+//!   [`10000:100,1000:100,10000:10,10000:500`]; the first one is the headline run
+//!   (initial sync, incremental sync, storage are measured after it);
+//! * `FIELDSYNC_BENCH_DATABASE_URL` — also run the headline run's ingest and wire pull on
+//!   PostgreSQL (`serve --database-url`); the database must be fresh (`scripts/pg.sh`);
+//! * `FIELDSYNC_BENCH_EXPORT` — directory to write `visits-<n>/<i>.automerge` (VisitDoc::save
+//!   bytes) for the sizes in `FIELDSYNC_BENCH_EXPORT_SIZES` [`1000,10000`];
+//! * `FIELDSYNC_BENCH_JSON` — file to write all results to (read by `scripts/bench_report.py`);
+//! * `FIELDSYNC_BENCH_DIR` [system temp dir] — where the server's data dir lives.
+//!
+//! The corpus: every device is one rep (all reps in territory `t-1`); each of its visits is
+//! an ad-hoc visit created on the device with the typical audit of the device benchmarks
+//! (check in, 20 inventory lines, 10 planogram positions, 2 promotion checks, one survey
+//! answer, notes, check out: 37 Automerge changes), pushed as one sync request per visit,
+//! as a rep's phone does when it gets signal after a visit.
+
+use automerge::ActorId;
+use fieldsync_core::document::{CheckKind, VisitDoc};
+use fieldsync_core::fixtures::{self, FixtureSize};
+use fieldsync_core::model::{ReferenceData, Role};
+use fieldsync_core::store::DeviceStore;
+use fieldsync_core::sync::protocol::{
+    PROTOCOL_VERSION, SyncRequest, SyncResponse, VisitChanges, encode_change,
+};
+use fieldsync_core::sync::{SyncClient, SyncConfig};
+use fieldsync_core::visit::{
+    AnswerValue, Author, CheckPoint, GeoPoint, InventoryInput, PositionInput, PromotionInput,
+    VisitPlan, VisitStatus,
+};
+use fieldsync_server::Store;
+use fieldsync_server::store::NewUser;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LINES: usize = 20;
+const NOTES: &str =
+    "Cola display missing its header card; store manager will reorder shelf strips.";
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+// ------------------------------------------------------------------------------ stats
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn latency_json(mut ms: Vec<f64>) -> Value {
+    ms.sort_by(f64::total_cmp);
+    json!({
+        "n": ms.len(),
+        "median_ms": percentile(&ms, 0.5),
+        "p90_ms": percentile(&ms, 0.9),
+        "p99_ms": percentile(&ms, 0.99),
+        "max_ms": ms.last().copied().unwrap_or(0.0),
+    })
+}
+
+// ------------------------------------------------------------------------------ server
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(bin: &Path, data_dir: &Path, database_url: Option<&str>) -> Server {
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir);
+        if let Some(url) = database_url {
+            cmd.args(["--database-url", url]);
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("fieldsync-server listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server did not start");
+        Server { child, base }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU seconds (user + system) the server process has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
+            return 0.0;
+        };
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    fn rss_mb(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..400 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------------------ corpus
+
+/// Reference data with `reps` reps, all in territory `t-1`.
+fn reference(reps: usize) -> ReferenceData {
+    let size = FixtureSize {
+        reps_per_territory: reps.div_ceil(2).max(1),
+        ..FixtureSize::default()
+    };
+    let mut r = fixtures::reference_data(5, &size, chrono::Utc::now().date_naive());
+    for u in &mut r.users {
+        if u.role == Role::Rep {
+            u.territory_ids = vec!["t-1".into()];
+        }
+    }
+    r
+}
+
+#[derive(Clone, Debug)]
+struct Content {
+    store_id: String,
+    position: GeoPoint,
+    products: Vec<(String, i64)>,
+    positions: Vec<(String, i64)>,
+    promotions: Vec<(String, i64)>,
+}
+
+fn contents(r: &ReferenceData) -> Vec<Content> {
+    let idx = r.index();
+    let today = chrono::Utc::now().date_naive();
+    let mut out = Vec::new();
+    for s in r.stores.iter().filter(|s| s.territory_id == "t-1") {
+        let products: Vec<(String, i64)> = idx
+            .assortment_for(s)
+            .into_iter()
+            .take(LINES)
+            .map(|p| (p.to_string(), idx.product(p).unwrap().list_price_cents))
+            .collect();
+        let positions: Vec<(String, i64)> = idx
+            .planogram_for(s)
+            .map(|p| {
+                p.positions
+                    .iter()
+                    .take(10)
+                    .map(|x| (x.id.clone(), i64::from(x.facings)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let promotions: Vec<(String, i64)> = idx
+            .promotions_for(s, today)
+            .into_iter()
+            .take(2)
+            .map(|p| (p.id.clone(), p.promo_price_cents))
+            .collect();
+        if products.len() == LINES && positions.len() == 10 && promotions.len() == 2 {
+            out.push(Content {
+                store_id: s.id.clone(),
+                position: GeoPoint {
+                    lat: s.lat,
+                    lng: s.lng,
+                },
+                products,
+                positions,
+                promotions,
+            });
+        }
+    }
+    assert!(!out.is_empty(), "no store fits a typical visit");
+    out
+}
+
+/// One typical ad-hoc visit made on a device: the document and its changes' bytes.
+fn typical_visit(
+    id: &str,
+    rep_id: &str,
+    author: &Author,
+    actor: &ActorId,
+    c: &Content,
+    start: i64,
+) -> VisitDoc {
+    let plan = VisitPlan {
+        store_id: c.store_id.clone(),
+        rep_id: rep_id.into(),
+        planned_start: start,
+        planned_end: start + 3_600_000,
+        priority: 3,
+        instructions: String::new(),
+        template_id: "tt-standard".into(),
+        ad_hoc: true,
+    };
+    let mut doc = VisitDoc::create(id, &plan, actor.clone(), author, start).unwrap();
+    let mut at = start + 60_000;
+    let cp = |at: i64| CheckPoint {
+        at,
+        position: c.position,
+        distance_m: 0.0,
+        outside_geofence: false,
+    };
+    doc.edit(author, at, |w| {
+        w.set_checkpoint(CheckKind::In, &cp(at))?;
+        w.set_status(VisitStatus::InProgress)
+    })
+    .unwrap();
+    for (i, (pid, price)) in c.products.iter().enumerate() {
+        at += 15_000;
+        let input = InventoryInput {
+            shelf_qty: Some(if i % 10 == 3 {
+                0
+            } else {
+                4 + (i as i64 * 7) % 23
+            }),
+            backroom_qty: Some((i as i64 * 5) % 13),
+            out_of_stock: Some(i % 10 == 3),
+            observed_price_cents: Some(*price),
+            facings: Some(1 + (i as i64 % 4)),
+        };
+        doc.edit(author, at, |w| w.record_inventory(pid, &input))
+            .unwrap();
+    }
+    for (i, (pos, facings)) in c.positions.iter().enumerate() {
+        at += 10_000;
+        let input = PositionInput {
+            present: Some(true),
+            actual_facings: Some(*facings),
+            correct_position: Some(i % 5 != 0),
+        };
+        doc.edit(author, at, |w| w.record_position(pos, &input))
+            .unwrap();
+    }
+    for (promo, price) in &c.promotions {
+        at += 20_000;
+        let input = PromotionInput {
+            display_in_place: Some(true),
+            promo_price_correct: Some(true),
+            materials_present: Some(false),
+            observed_price_cents: Some(*price),
+        };
+        doc.edit(author, at, |w| w.record_promotion(promo, &input))
+            .unwrap();
+    }
+    at += 5_000;
+    doc.edit(author, at, |w| {
+        w.answer("q-manager-met", &AnswerValue::Bool(true))
+    })
+    .unwrap();
+    at += 5_000;
+    doc.edit(author, at, |w| w.set_notes(NOTES)).unwrap();
+    at += 60_000;
+    doc.edit(author, at, |w| w.set_checkpoint(CheckKind::Out, &cp(at)))
+        .unwrap();
+    doc
+}
+
+/// A device of the load: its token and one pre-encoded change group per visit.
+struct LoadDevice {
+    device_id: String,
+    token: String,
+    visits: Vec<VisitChanges>,
+}
+
+/// Builds `visits` typical visits spread over `devices` devices (in parallel threads).
+fn corpus(r: &ReferenceData, visits: usize, devices: usize, tag: &str) -> Vec<(String, Vec<VisitDoc>)> {
+    let cs = contents(r);
+    let reps: Vec<String> = r
+        .users
+        .iter()
+        .filter(|u| u.role == Role::Rep)
+        .map(|u| u.id.clone())
+        .collect();
+    assert!(reps.len() >= devices, "{} reps < {devices} devices", reps.len());
+    let now = now_ms();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per_thread = devices.div_ceil(threads);
+    let mut out: Vec<(String, Vec<VisitDoc>)> = Vec::new();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let (cs, reps) = (&cs, &reps);
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    for d in (t * per_thread)..((t + 1) * per_thread).min(devices) {
+                        let device_id = format!("{tag}-dev-{d}");
+                        let rep = &reps[d];
+                        let author = Author {
+                            user_id: rep.clone(),
+                            device_id: device_id.clone(),
+                        };
+                        let actor = ActorId::random();
+                        let n = visits / devices + usize::from(d < visits % devices);
+                        let docs = (0..n)
+                            .map(|i| {
+                                let id = format!("{tag}-{d:04}-{i:06}");
+                                let c = &cs[(d + i) % cs.len()];
+                                // Spread over the last few days, all inside a rep's window.
+                                let start = now - ((i % 72) as i64) * 3_600_000;
+                                typical_visit(&id, rep, &author, &actor, c, start)
+                            })
+                            .collect();
+                        mine.push((device_id, docs));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        for h in hs {
+            out.extend(h.join().unwrap());
+        }
+    });
+    out
+}
+
+// ------------------------------------------------------------------------------ seeding
+
+struct Seeded {
+    devices: Vec<LoadDevice>,
+    manager_tokens: Vec<(String, String)>,
+    rep1_token: (String, String),
+}
+
+fn seed(store: &dyn Store, r: &ReferenceData, corpus: Vec<(String, Vec<VisitDoc>)>) -> Seeded {
+    store.import_reference(r.clone()).unwrap();
+    for u in &r.users {
+        store
+            .create_user(&NewUser {
+                id: u.id.clone(),
+                username: u.username.clone(),
+                role: u.role,
+                territories: u.territory_ids.clone(),
+                // Never used: the bench signs in with tokens made here (no argon2).
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$unused$unused".into(),
+            })
+            .unwrap();
+    }
+    let now = now_ms();
+    let token = |user: &str, device: &str| {
+        let t = format!("bench-token-{user}-{device}");
+        store
+            .create_token(user, device, &fieldsync_server::api::hash_token(&t), now)
+            .unwrap();
+        t
+    };
+    let reps: Vec<String> = r
+        .users
+        .iter()
+        .filter(|u| u.role == Role::Rep)
+        .map(|u| u.id.clone())
+        .collect();
+    let devices = corpus
+        .into_iter()
+        .enumerate()
+        .map(|(d, (device_id, docs))| LoadDevice {
+            token: token(&reps[d], &device_id),
+            visits: docs
+                .iter()
+                .map(|doc| VisitChanges {
+                    visit_id: doc.id().unwrap(),
+                    changes: doc
+                        .automerge()
+                        .get_changes(&[])
+                        .iter()
+                        .map(|c| encode_change(c.raw_bytes()))
+                        .collect(),
+                })
+                .collect(),
+            device_id,
+        })
+        .collect();
+    let manager_tokens = (0..4)
+        .map(|i| {
+            let d = format!("mgr-fresh-{i}");
+            (d.clone(), token("manager-1", &d))
+        })
+        .collect();
+    let rep1_token = ("rep1-phone".to_string(), token("rep-1", "rep1-phone"));
+    Seeded {
+        devices,
+        manager_tokens,
+        rep1_token,
+    }
+}
+
+// ------------------------------------------------------------------------------ wire
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+/// One raw `POST /v1/sync` (zstd body like the client); returns the response and the
+/// compressed request size.
+async fn post_sync(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    req: &SyncRequest,
+) -> (SyncResponse, usize, usize) {
+    let json = serde_json::to_vec(req).unwrap();
+    let body = zstd::encode_all(&json[..], 3).unwrap();
+    let up = body.len();
+    let resp = client
+        .post(format!("{base}/v1/sync"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("content-encoding", "zstd")
+        .body(body)
+        .send()
+        .await
+        .expect("sync request");
+    let status = resp.status();
+    let bytes = resp.bytes().await.expect("sync body");
+    assert!(
+        status.is_success(),
+        "sync failed: {status} {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    (serde_json::from_slice(&bytes).unwrap(), up, bytes.len())
+}
+
+fn request(device_id: &str, cursor: Option<String>, epoch: Option<String>) -> SyncRequest {
+    SyncRequest {
+        protocol: PROTOCOL_VERSION,
+        device_id: device_id.into(),
+        cursor,
+        epoch,
+        reference_version: 0,
+        changes: Vec::new(),
+        heads: None,
+    }
+}
+
+/// Every device pushes its visits, one request per visit, all devices at once.
+async fn ingest(base: &str, devices: Vec<LoadDevice>) -> Value {
+    let client = http();
+    // Each device first does its (untimed) initial sync, as a phone does at sign-in.
+    let mut prepared = Vec::new();
+    for d in devices {
+        let (resp, ..) = post_sync(&client, base, &d.token, &request(&d.device_id, None, None)).await;
+        let version = resp.reference_data.as_ref().map_or(0, |r| r.version);
+        prepared.push((d, resp.cursor, resp.epoch, version));
+    }
+    let visits: usize = prepared.iter().map(|(d, ..)| d.visits.len()).sum();
+    let changes: usize = prepared
+        .iter()
+        .flat_map(|(d, ..)| d.visits.iter().map(|v| v.changes.len()))
+        .sum();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (d, cursor, epoch, version) in prepared {
+        let client = client.clone();
+        let base = base.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut cursor = cursor;
+            let mut lat = Vec::with_capacity(d.visits.len());
+            let mut up = 0usize;
+            let mut bad = 0usize;
+            for v in d.visits {
+                let n = v.changes.len();
+                let mut req = request(&d.device_id, Some(cursor.clone()), Some(epoch.clone()));
+                req.reference_version = version;
+                req.changes = vec![v];
+                let t = Instant::now();
+                let (resp, u, _) = post_sync(&client, &base, &d.token, &req).await;
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                up += u;
+                if resp.acks.len() != n || !resp.rejections.is_empty() {
+                    bad += 1;
+                    if bad == 1 {
+                        eprintln!(
+                            "  ! {}: {} acks of {n}, rejections {:?}",
+                            d.device_id, resp.acks.len(), resp.rejections
+                        );
+                    }
+                }
+                cursor = resp.cursor;
+            }
+            (lat, up, bad)
+        }));
+    }
+    let mut lat = Vec::new();
+    let (mut up, mut bad) = (0, 0);
+    for t in tasks {
+        let (l, u, b) = t.await.unwrap();
+        lat.extend(l);
+        up += u;
+        bad += b;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    json!({
+        "visits": visits,
+        "changes": changes,
+        "seconds": secs,
+        "visits_per_s": visits as f64 / secs,
+        "changes_per_s": changes as f64 / secs,
+        "request_bytes_up_per_visit": up as f64 / visits.max(1) as f64,
+        "failed_visits": bad,
+        "latency": latency_json(lat),
+    })
+}
+
+/// A fresh manager device pulls the whole territory over the wire only (no device
+/// store): pages until `more` is false.
+async fn initial_pull_wire(base: &str, device: &str, token: &str, expect: usize) -> Value {
+    let client = http();
+    let start = Instant::now();
+    let mut cursor = None;
+    let mut epoch = None;
+    let (mut pages, mut visits, mut changes, mut down) = (0, std::collections::BTreeSet::new(), 0, 0);
+    let mut lat = Vec::new();
+    loop {
+        let t = Instant::now();
+        let (resp, _, d) = post_sync(&client, base, token, &request(device, cursor, epoch)).await;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        pages += 1;
+        down += d;
+        for g in &resp.changes {
+            visits.insert(g.visit_id.clone());
+            changes += g.changes.len();
+        }
+        cursor = Some(resp.cursor);
+        epoch = Some(resp.epoch);
+        if !resp.more {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if visits.len() != expect {
+        eprintln!("  ! wire pull got {} visits, expected {expect}", visits.len());
+    }
+    json!({
+        "visits": visits.len(),
+        "changes": changes,
+        "pages": pages,
+        "seconds": secs,
+        "visits_per_s": visits.len() as f64 / secs,
+        "bytes_down": down,
+        "page_latency": latency_json(lat),
+    })
+}
+
+/// A fresh manager device (a real `DeviceStore` on disk) syncs the whole territory with
+/// the core's `SyncClient`.
+async fn initial_sync_device(base: &str, device: &str, token: &str, dir: &Path) -> Value {
+    let store = DeviceStore::open(dir.join(format!("{device}.db")), "manager-1", device).unwrap();
+    let client = SyncClient::with_config(
+        base,
+        token,
+        SyncConfig {
+            max_rounds: 10_000,
+            ..SyncConfig::default()
+        },
+    )
+    .unwrap();
+    let start = Instant::now();
+    let rep = client.sync(&store, None).await.unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let visits = store.visit_ids().unwrap().len();
+    json!({
+        "visits": visits,
+        "rounds": rep.rounds,
+        "seconds": secs,
+        "visits_per_s": visits as f64 / secs,
+        "bytes_up": rep.bytes_up,
+        "bytes_down": rep.bytes_down,
+    })
+}
+
+/// A rep's phone: initial sync, record one inventory line, sync again.
+async fn incremental(base: &str, device: &str, token: &str, dir: &Path) -> Value {
+    let store = DeviceStore::open(dir.join(format!("{device}.db")), "rep-1", device).unwrap();
+    let client = SyncClient::new(base, token).unwrap();
+    client.sync(&store, None).await.unwrap();
+    let ids = store.visit_ids().unwrap();
+    let refs = store.reference_data();
+    let v = ids.first().expect("rep-1 has visits").clone();
+    let visit = store.visit(&v).unwrap();
+    let idx = refs.index();
+    let p = idx.assortment_for(idx.store(&visit.plan.store_id).unwrap())[1].to_string();
+    store
+        .record_inventory(
+            &v,
+            &p,
+            &InventoryInput {
+                shelf_qty: Some(17),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let t = Instant::now();
+    let rep = client.sync(&store, None).await.unwrap();
+    json!({
+        "rounds": rep.rounds,
+        "bytes_up": rep.bytes_up,
+        "bytes_down": rep.bytes_down,
+        "acked": rep.acked,
+        "ms": t.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// Bytes on the server per visit (SQLite): file size after a checkpoint, and the parts.
+fn sqlite_storage(dir: &Path, visits: usize) -> Value {
+    let path = dir.join("fieldsync.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    let q = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0) };
+    let page = q("PRAGMA page_size");
+    let pages = q("PRAGMA page_count");
+    let free = q("PRAGMA freelist_count");
+    let docs = q("SELECT COALESCE(SUM(length(doc)), 0) FROM visits");
+    let log = q("SELECT COALESCE(SUM(length(bytes)), 0) FROM change_log");
+    let log_rows = q("SELECT COUNT(*) FROM change_log");
+    let file = std::fs::metadata(&path).map_or(0, |m| m.len()) as i64;
+    let n = visits.max(1) as f64;
+    json!({
+        "file_bytes": file,
+        "used_bytes": (pages - free) * page,
+        "used_per_visit": ((pages - free) * page) as f64 / n,
+        "file_per_visit": file as f64 / n,
+        "doc_bytes_per_visit": docs as f64 / n,
+        "change_log_bytes_per_visit": log as f64 / n,
+        "change_log_rows_per_visit": log_rows as f64 / n,
+    })
+}
+
+fn export(dir: &Path, corpus: &[(String, Vec<VisitDoc>)], n: usize) -> usize {
+    let out = dir.join(format!("visits-{n}"));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let mut bytes = 0;
+    for (i, doc) in corpus.iter().flat_map(|(_, d)| d.iter()).take(n).enumerate() {
+        let b = doc.save();
+        bytes += b.len();
+        std::fs::write(out.join(format!("{i:06}.automerge")), b).unwrap();
+    }
+    bytes
+}
+
+// ------------------------------------------------------------------------------ runs
+
+struct Run {
+    visits: usize,
+    devices: usize,
+    headline: bool,
+    database_url: Option<String>,
+}
+
+fn run(bin: &Path, base_dir: &Path, r: &Run, export_dir: Option<&Path>, export_sizes: &[usize]) -> Value {
+    let backend = if r.database_url.is_some() { "postgres" } else { "sqlite" };
+    eprintln!(
+        "== {backend}: {} visits from {} devices{}",
+        r.visits,
+        r.devices,
+        if r.headline { " (headline)" } else { "" }
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("fieldsync-syncbench-")
+        .tempdir_in(base_dir)
+        .unwrap();
+    let data = dir.path().join("server");
+    let refs = reference(r.devices.max(3));
+    let t = Instant::now();
+    let tag = format!("b{}x{}", r.visits, r.devices);
+    let docs = corpus(&refs, r.visits, r.devices, &tag);
+    eprintln!("  corpus built in {:.1} s", t.elapsed().as_secs_f64());
+    let mut exported = json!({});
+    if let Some(ed) = export_dir {
+        for &n in export_sizes {
+            if n <= r.visits && r.headline {
+                let b = export(ed, &docs, n);
+                exported[n.to_string()] = json!({ "bytes": b });
+            }
+        }
+    }
+    let seeded = {
+        let store: Arc<dyn Store> = match &r.database_url {
+            Some(url) => Arc::new(
+                fieldsync_server::PgStore::connect(url, &fieldsync_server::PgOptions::default())
+                    .expect("PostgreSQL"),
+            ),
+            None => Arc::new(fieldsync_server::SqliteStore::open_dir(&data).unwrap()),
+        };
+        seed(store.as_ref(), &refs, docs)
+    };
+    let mut server = Server::start(bin, &data, r.database_url.as_deref());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cpu0 = server.cpu_seconds();
+    let ing = rt.block_on(ingest(&server.base, seeded.devices));
+    let cpu1 = server.cpu_seconds();
+    let mut ing = ing;
+    ing["server_cpu_s"] = json!(cpu1 - cpu0);
+    ing["server_cpu_ms_per_visit"] = json!((cpu1 - cpu0) * 1e3 / r.visits.max(1) as f64);
+    eprintln!(
+        "  ingest: {:.0} visits/s, p99 {:.1} ms, server CPU {:.2} ms/visit",
+        ing["visits_per_s"].as_f64().unwrap_or(0.0),
+        ing["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
+        ing["server_cpu_ms_per_visit"].as_f64().unwrap_or(0.0)
+    );
+    let mut out = json!({
+        "backend": backend,
+        "visits": r.visits,
+        "devices": r.devices,
+        "headline": r.headline,
+        "ingest": ing,
+        "exported": exported,
+    });
+    // The initial sync of the whole territory, wire only and into a device store.
+    let (d0, t0) = &seeded.manager_tokens[0];
+    let c0 = server.cpu_seconds();
+    let wire = rt.block_on(initial_pull_wire(&server.base, d0, t0, r.visits));
+    let mut wire = wire;
+    wire["server_cpu_s"] = json!(server.cpu_seconds() - c0);
+    eprintln!(
+        "  initial pull (wire): {:.0} visits/s in {:.2} s, {} pages",
+        wire["visits_per_s"].as_f64().unwrap_or(0.0),
+        wire["seconds"].as_f64().unwrap_or(0.0),
+        wire["pages"]
+    );
+    out["initial_wire"] = wire;
+    if r.headline {
+        let (d1, t1) = &seeded.manager_tokens[1];
+        let dev = rt.block_on(initial_sync_device(&server.base, d1, t1, dir.path()));
+        eprintln!(
+            "  initial sync (device store): {:.0} visits/s in {:.2} s",
+            dev["visits_per_s"].as_f64().unwrap_or(0.0),
+            dev["seconds"].as_f64().unwrap_or(0.0)
+        );
+        out["initial_device"] = dev;
+        let (d, t) = &seeded.rep1_token;
+        let inc = rt.block_on(incremental(&server.base, d, t, dir.path()));
+        eprintln!("  incremental: {inc}");
+        out["incremental"] = inc;
+    }
+    out["server_rss_hwm_mb"] = json!(server.rss_mb());
+    server.stop();
+    if r.database_url.is_none() {
+        out["storage"] = sqlite_storage(&data, r.visits);
+        eprintln!("  storage: {}", out["storage"]);
+    }
+    out
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    json!({
+        "cpu": cpu,
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "mem": mem,
+        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+    })
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets without `--bench`: stay quick there.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let bin = PathBuf::from(env_or(
+        "FIELDSYNC_BENCH_SERVER_BIN",
+        &workspace()
+            .join("target/release/fieldsync-server")
+            .to_string_lossy(),
+    ));
+    if !bin.exists() {
+        eprintln!(
+            "sync bench: {} not found; build it first: cargo build --release -p fieldsync-server",
+            bin.display()
+        );
+        if benching {
+            std::process::exit(2);
+        }
+        return;
+    }
+    let runs_spec = env_or(
+        "FIELDSYNC_BENCH_RUNS",
+        if benching {
+            "10000:100,1000:100,10000:10,10000:500"
+        } else {
+            "200:10"
+        },
+    );
+    let base_dir = PathBuf::from(env_or(
+        "FIELDSYNC_BENCH_DIR",
+        &std::env::temp_dir().to_string_lossy(),
+    ));
+    let export_dir = std::env::var("FIELDSYNC_BENCH_EXPORT").ok().map(PathBuf::from);
+    let export_sizes: Vec<usize> = env_or("FIELDSYNC_BENCH_EXPORT_SIZES", "1000,10000")
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let mut runs = Vec::new();
+    for (i, spec) in runs_spec.split(',').enumerate() {
+        let (v, d) = spec.trim().split_once(':').expect("visits:devices");
+        runs.push(Run {
+            visits: v.parse().unwrap(),
+            devices: d.parse().unwrap(),
+            headline: i == 0,
+            database_url: None,
+        });
+    }
+    if let Ok(url) = std::env::var("FIELDSYNC_BENCH_DATABASE_URL")
+        && !url.trim().is_empty()
+    {
+        runs.push(Run {
+            visits: runs[0].visits,
+            devices: runs[0].devices,
+            headline: false,
+            database_url: Some(url),
+        });
+    }
+    let machine_before = machine();
+    let results: Vec<Value> = runs
+        .iter()
+        .map(|r| run(&bin, &base_dir, r, export_dir.as_deref(), &export_sizes))
+        .collect();
+    let all = json!({
+        "machine": machine_before,
+        "loadavg_after": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "date": chrono::Utc::now().to_rfc3339(),
+        "runs": results,
+    });
+    if let Ok(path) = std::env::var("FIELDSYNC_BENCH_JSON") {
+        std::fs::write(&path, serde_json::to_string_pretty(&all).unwrap()).unwrap();
+        eprintln!("results written to {path}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&all).unwrap());
+    }
+}

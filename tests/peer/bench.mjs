@@ -1,0 +1,114 @@
+// Peer comparison (issue 7): push the same visit documents fieldsync's bench exported
+// (VisitDoc::save bytes, one file each) into an Automerge Repo sync server on 127.0.0.1,
+// then pull them all into a fresh client. Prints JSON.
+//
+//   node bench.mjs <export dir>/visits-1000 [<export dir>/visits-10000 ...]
+import { Repo } from "@automerge/automerge-repo"
+import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
+import { fork } from "node:child_process"
+import fs from "node:fs"
+import os from "node:os"
+import path from "node:path"
+
+const CONCURRENCY = Number(process.env.PEER_FIND_CONCURRENCY || 256)
+
+function startServer(storageDir) {
+  const child = fork(new URL("./server.mjs", import.meta.url).pathname, [storageDir], {
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  })
+  return new Promise((resolve) => {
+    child.once("message", (m) => resolve({ child, port: m.port }))
+  })
+}
+
+function waitFor(child, key) {
+  return new Promise((resolve) => {
+    const on = (m) => {
+      if (m[key]) {
+        child.off("message", on)
+        resolve(m)
+      }
+    }
+    child.on("message", on)
+  })
+}
+
+async function connected(repo) {
+  // Wait until the WebSocket peer is there.
+  while (repo.peers.length === 0) await new Promise((r) => setTimeout(r, 10))
+}
+
+function dirSize(dir) {
+  let total = 0
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name)
+    total += e.isDirectory() ? dirSize(p) : fs.statSync(p).size
+  }
+  return total
+}
+
+async function benchOne(docsDir) {
+  const files = fs.readdirSync(docsDir).filter((f) => f.endsWith(".automerge")).sort()
+  const blobs = files.map((f) => new Uint8Array(fs.readFileSync(path.join(docsDir, f))))
+  const storage = fs.mkdtempSync(path.join(os.tmpdir(), "peer-server-"))
+  const { child, port } = await startServer(storage)
+  const url = `ws://127.0.0.1:${port}`
+
+  // Push: a client imports every document; done when the server holds each at the same
+  // heads and has flushed them to disk.
+  const pusher = new Repo({ network: [new WebSocketClientAdapter(url)], peerId: "pusher" })
+  await connected(pusher)
+  const t0 = performance.now()
+  const expect = []
+  for (const b of blobs) {
+    const h = pusher.import(b)
+    expect.push([h.documentId, h.heads()])
+  }
+  const done = waitFor(child, "complete")
+  child.send({ expect })
+  await done
+  const pushMs = performance.now() - t0
+  await pusher.shutdown()
+
+  // Pull: a fresh client (no storage) finds every document by id.
+  const puller = new Repo({ network: [new WebSocketClientAdapter(url)], peerId: "puller" })
+  await connected(puller)
+  const t1 = performance.now()
+  let next = 0
+  let bad = 0
+  const worker = async () => {
+    while (next < expect.length) {
+      const [id, heads] = expect[next++]
+      const h = await puller.find(id)
+      const got = h.heads()
+      if (got.length !== heads.length || !got.every((x) => heads.includes(x))) bad++
+    }
+  }
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker))
+  const pullMs = performance.now() - t1
+  await puller.shutdown()
+  child.send({ exit: true })
+  await new Promise((r) => child.once("exit", r))
+  const storageBytes = dirSize(storage)
+  fs.rmSync(storage, { recursive: true, force: true })
+  return {
+    docs: blobs.length,
+    doc_bytes: blobs.reduce((n, b) => n + b.length, 0),
+    push_s: pushMs / 1000,
+    push_docs_per_s: blobs.length / (pushMs / 1000),
+    pull_s: pullMs / 1000,
+    pull_docs_per_s: blobs.length / (pullMs / 1000),
+    pull_mismatched: bad,
+    server_storage_bytes: storageBytes,
+    server_storage_per_doc: storageBytes / blobs.length,
+  }
+}
+
+const results = {}
+for (const dir of process.argv.slice(2)) {
+  const r = await benchOne(dir)
+  console.error(`peer ${path.basename(dir)}: push ${r.push_docs_per_s.toFixed(0)} docs/s, pull ${r.pull_docs_per_s.toFixed(0)} docs/s`)
+  results[r.docs] = r
+}
+console.log(JSON.stringify({ node: process.version, results }, null, 2))
+process.exit(0)
