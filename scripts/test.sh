@@ -25,5 +25,8 @@ scripts/test-postgres.sh cargo test --workspace
 step "bindings (Python, Kotlin, Swift up to date)"
 scripts/test-bindings.sh
 
+step "Android demo: the app's non-UI layer on the JVM against the real library and server"
+scripts/test-android-demo.sh
+
 echo
 echo "all suites passed"
