@@ -162,6 +162,19 @@ impl FieldStore {
         Ok(self.inner.outbox_len()?)
     }
 
+    /// What a sync status bar shows: pending changes, the last successful sync, the last
+    /// error and the visits the server refused with its reasons. Read from the store, so
+    /// it survives restarts and includes syncs made by a background worker.
+    pub fn sync_status(&self) -> Result<SyncStatusInfo> {
+        Ok(fieldsync_core::sync::status(&self.inner)?.into())
+    }
+
+    /// Sends a quarantined visit's refused changes again on the next sync (after the
+    /// cause was fixed, e.g. the manager reassigned the visit back).
+    pub fn retry_quarantined(&self, visit_id: String) -> Result<()> {
+        Ok(self.inner.clear_quarantine(&visit_id)?)
+    }
+
     // ------------------------------------------------------------ actions
 
     /// Plans a visit (a manager's action, or an ad-hoc visit). Returns its id.

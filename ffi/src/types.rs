@@ -957,3 +957,43 @@ impl From<&fieldsync_core::model::Store> for StoreInfo {
         }
     }
 }
+
+/// A visit whose changes the server refused.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct QuarantinedVisit {
+    /// The visit.
+    pub visit_id: String,
+    /// The server's reason, readable by the rep.
+    pub reason: String,
+}
+
+/// The device's stored sync status.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct SyncStatusInfo {
+    /// Local changes the server has not acknowledged yet.
+    pub pending_changes: u64,
+    /// Device time (ms since the epoch) of the last successful sync.
+    pub last_sync_at: Option<i64>,
+    /// The last sync error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// Visits the server refused.
+    pub quarantined: Vec<QuarantinedVisit>,
+}
+
+impl From<fieldsync_core::sync::SyncStatus> for SyncStatusInfo {
+    fn from(s: fieldsync_core::sync::SyncStatus) -> Self {
+        Self {
+            pending_changes: s.pending_changes,
+            last_sync_at: s.last_sync_at,
+            last_error: s.last_error,
+            quarantined: s
+                .quarantined
+                .into_iter()
+                .map(|q| QuarantinedVisit {
+                    visit_id: q.visit_id,
+                    reason: q.reason,
+                })
+                .collect(),
+        }
+    }
+}

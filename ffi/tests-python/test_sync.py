@@ -110,6 +110,9 @@ def test_manager_and_rep_devices_converge(server, tmp_path):
         recorder.progress.clear()
         report = await phone.sync(server, rep.token)
         assert report.acked == pending and report.rejections == []
+        status = phone.sync_status()
+        assert status.pending_changes == 0 and status.last_error is None
+        assert status.last_sync_at is not None and status.quarantined == []
         assert recorder.progress and recorder.progress[-1][0] == pending
         subscription.cancel()
 
@@ -130,6 +133,7 @@ def test_bad_credentials_and_tokens_are_unauthorized(server, tmp_path):
         store = fs.FieldStore.open(str(tmp_path / "x.db"), "rep-1", "phone-9")
         with pytest.raises(fs.FieldsyncError.Unauthorized):
             await store.sync(server, "not-a-token")
+        assert "unauthorized" in store.sync_status().last_error
         with pytest.raises(fs.FieldsyncError.Network):
             await fs.login("http://127.0.0.1:1", "rep1", PASSWORD, "phone-9")
 

@@ -46,6 +46,8 @@
 
 pub mod client;
 pub mod protocol;
+pub mod status;
 
 pub use client::{Compression, SyncClient, SyncConfig, SyncObserver, SyncReport, SyncState, login};
 pub use protocol::*;
+pub use status::{QuarantinedVisit, SyncStatus, status};

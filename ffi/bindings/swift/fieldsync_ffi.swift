@@ -1054,6 +1054,12 @@ public protocol FieldStoreProtocol: AnyObject, Sendable {
     func replaceReferenceDataJson(json: String) throws 
     
     /**
+     * Sends a quarantined visit's refused changes again on the next sync (after the
+     * cause was fixed, e.g. the manager reassigned the visit back).
+     */
+    func retryQuarantined(visitId: String) throws 
+    
+    /**
      * The rep's visits planned for `day_iso` (`YYYY-MM-DD`) in each store's own time
      * zone, ordered by planned start.
      */
@@ -1089,6 +1095,13 @@ public protocol FieldStoreProtocol: AnyObject, Sendable {
      * cancelled or dropped.
      */
     func subscribe(observer: FieldObserver)  -> Subscription
+    
+    /**
+     * What a sync status bar shows: pending changes, the last successful sync, the last
+     * error and the visits the server refused with its reasons. Read from the store, so
+     * it survives restarts and includes syncs made by a background worker.
+     */
+    func syncStatus() throws  -> SyncStatusInfo
     
     /**
      * Today's route: visits planned for today in each store's own time zone.
@@ -1496,6 +1509,19 @@ open func replaceReferenceDataJson(json: String)throws   {try rustCallWithError(
 }
     
     /**
+     * Sends a quarantined visit's refused changes again on the next sync (after the
+     * cause was fixed, e.g. the manager reassigned the visit back).
+     */
+open func retryQuarantined(visitId: String)throws   {try rustCallWithError(FfiConverterTypeFieldsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_fieldsync_ffi_fn_method_fieldstore_retry_quarantined(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(visitId),uniffiCallStatus
+    )
+}
+}
+    
+    /**
      * The rep's visits planned for `day_iso` (`YYYY-MM-DD`) in each store's own time
      * zone, ordered by planned start.
      */
@@ -1583,6 +1609,20 @@ open func subscribe(observer: FieldObserver) -> Subscription  {
     uniffi_fieldsync_ffi_fn_method_fieldstore_subscribe(
             self.uniffiCloneHandle(),
         FfiConverterTypeFieldObserver_lower(observer),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * What a sync status bar shows: pending changes, the last successful sync, the last
+     * error and the visits the server refused with its reasons. Read from the store, so
+     * it survives restarts and includes syncs made by a background worker.
+     */
+open func syncStatus()throws  -> SyncStatusInfo  {
+    return try  FfiConverterTypeSyncStatusInfo_lift(try rustCallWithError(FfiConverterTypeFieldsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_fieldsync_ffi_fn_method_fieldstore_sync_status(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -3619,6 +3659,75 @@ public func FfiConverterTypePromotionInput_lower(_ value: PromotionInput) -> Rus
 
 
 /**
+ * A visit whose changes the server refused.
+ */
+public struct QuarantinedVisit: Equatable, Hashable {
+    /**
+     * The visit.
+     */
+    public var visitId: String
+    /**
+     * The server's reason, readable by the rep.
+     */
+    public var reason: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The visit.
+         */visitId: String, 
+        /**
+         * The server's reason, readable by the rep.
+         */reason: String) {
+        self.visitId = visitId
+        self.reason = reason
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension QuarantinedVisit: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQuarantinedVisit: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> QuarantinedVisit {
+        return
+            try QuarantinedVisit(
+                visitId: FfiConverterString.read(from: &buf), 
+                reason: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: QuarantinedVisit, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.visitId, into: &buf)
+        FfiConverterString.write(value.reason, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuarantinedVisit_lift(_ buf: RustBuffer) throws -> QuarantinedVisit {
+    return try FfiConverterTypeQuarantinedVisit.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuarantinedVisit_lower(_ value: QuarantinedVisit) -> RustBuffer {
+    return FfiConverterTypeQuarantinedVisit.lower(value)
+}
+
+
+/**
  * One stop on the rep's route.
  */
 public struct RouteEntry: Equatable, Hashable {
@@ -4408,6 +4517,95 @@ public func FfiConverterTypeSyncReport_lift(_ buf: RustBuffer) throws -> SyncRep
 #endif
 public func FfiConverterTypeSyncReport_lower(_ value: SyncReport) -> RustBuffer {
     return FfiConverterTypeSyncReport.lower(value)
+}
+
+
+/**
+ * The device's stored sync status.
+ */
+public struct SyncStatusInfo: Equatable, Hashable {
+    /**
+     * Local changes the server has not acknowledged yet.
+     */
+    public var pendingChanges: UInt64
+    /**
+     * Device time (ms since the epoch) of the last successful sync.
+     */
+    public var lastSyncAt: Int64?
+    /**
+     * The last sync error, if the last attempt failed.
+     */
+    public var lastError: String?
+    /**
+     * Visits the server refused.
+     */
+    public var quarantined: [QuarantinedVisit]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Local changes the server has not acknowledged yet.
+         */pendingChanges: UInt64, 
+        /**
+         * Device time (ms since the epoch) of the last successful sync.
+         */lastSyncAt: Int64?, 
+        /**
+         * The last sync error, if the last attempt failed.
+         */lastError: String?, 
+        /**
+         * Visits the server refused.
+         */quarantined: [QuarantinedVisit]) {
+        self.pendingChanges = pendingChanges
+        self.lastSyncAt = lastSyncAt
+        self.lastError = lastError
+        self.quarantined = quarantined
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension SyncStatusInfo: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSyncStatusInfo: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SyncStatusInfo {
+        return
+            try SyncStatusInfo(
+                pendingChanges: FfiConverterUInt64.read(from: &buf), 
+                lastSyncAt: FfiConverterOptionInt64.read(from: &buf), 
+                lastError: FfiConverterOptionString.read(from: &buf), 
+                quarantined: FfiConverterSequenceTypeQuarantinedVisit.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: SyncStatusInfo, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.pendingChanges, into: &buf)
+        FfiConverterOptionInt64.write(value.lastSyncAt, into: &buf)
+        FfiConverterOptionString.write(value.lastError, into: &buf)
+        FfiConverterSequenceTypeQuarantinedVisit.write(value.quarantined, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncStatusInfo_lift(_ buf: RustBuffer) throws -> SyncStatusInfo {
+    return try FfiConverterTypeSyncStatusInfo.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncStatusInfo_lower(_ value: SyncStatusInfo) -> RustBuffer {
+    return FfiConverterTypeSyncStatusInfo.lower(value)
 }
 
 
@@ -6342,6 +6540,31 @@ fileprivate struct FfiConverterSequenceTypePromotionCheck: FfiConverterRustBuffe
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeQuarantinedVisit: FfiConverterRustBuffer {
+    typealias SwiftType = [QuarantinedVisit]
+
+    public static func write(_ value: [QuarantinedVisit], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeQuarantinedVisit.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [QuarantinedVisit] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [QuarantinedVisit]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeQuarantinedVisit.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeRouteEntry: FfiConverterRustBuffer {
     typealias SwiftType = [RouteEntry]
 
@@ -6642,6 +6865,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_fieldsync_ffi_checksum_method_fieldstore_replace_reference_data_json() != 59557) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_fieldsync_ffi_checksum_method_fieldstore_retry_quarantined() != 8517) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_fieldsync_ffi_checksum_method_fieldstore_route_for_day() != 44705) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -6661,6 +6887,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_fieldsync_ffi_checksum_method_fieldstore_subscribe() != 28689) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_fieldsync_ffi_checksum_method_fieldstore_sync_status() != 59755) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_fieldsync_ffi_checksum_method_fieldstore_today_route() != 40435) {

@@ -440,6 +440,11 @@ int64_t uniffi_fieldsync_ffi_fn_method_fieldstore_reference_data_version(uint64_
 void uniffi_fieldsync_ffi_fn_method_fieldstore_replace_reference_data_json(uint64_t ptr, RustBuffer json, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_FN_METHOD_FIELDSTORE_RETRY_QUARANTINED
+#define UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_FN_METHOD_FIELDSTORE_RETRY_QUARANTINED
+void uniffi_fieldsync_ffi_fn_method_fieldstore_retry_quarantined(uint64_t ptr, RustBuffer visit_id, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_FN_METHOD_FIELDSTORE_ROUTE_FOR_DAY
 #define UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_FN_METHOD_FIELDSTORE_ROUTE_FOR_DAY
 RustBuffer uniffi_fieldsync_ffi_fn_method_fieldstore_route_for_day(uint64_t ptr, RustBuffer day_iso, RustCallStatus *_Nonnull out_status
@@ -473,6 +478,11 @@ void uniffi_fieldsync_ffi_fn_method_fieldstore_submit_order(uint64_t ptr, RustBu
 #ifndef UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_FN_METHOD_FIELDSTORE_SUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_FN_METHOD_FIELDSTORE_SUBSCRIBE
 uint64_t uniffi_fieldsync_ffi_fn_method_fieldstore_subscribe(uint64_t ptr, uint64_t observer, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_FN_METHOD_FIELDSTORE_SYNC_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_FN_METHOD_FIELDSTORE_SYNC_STATUS
+RustBuffer uniffi_fieldsync_ffi_fn_method_fieldstore_sync_status(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_FN_METHOD_FIELDSTORE_TODAY_ROUTE
@@ -952,6 +962,12 @@ uint16_t uniffi_fieldsync_ffi_checksum_method_fieldstore_replace_reference_data_
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_CHECKSUM_METHOD_FIELDSTORE_RETRY_QUARANTINED
+#define UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_CHECKSUM_METHOD_FIELDSTORE_RETRY_QUARANTINED
+uint16_t uniffi_fieldsync_ffi_checksum_method_fieldstore_retry_quarantined(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_CHECKSUM_METHOD_FIELDSTORE_ROUTE_FOR_DAY
 #define UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_CHECKSUM_METHOD_FIELDSTORE_ROUTE_FOR_DAY
 uint16_t uniffi_fieldsync_ffi_checksum_method_fieldstore_route_for_day(void
@@ -991,6 +1007,12 @@ uint16_t uniffi_fieldsync_ffi_checksum_method_fieldstore_submit_order(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_CHECKSUM_METHOD_FIELDSTORE_SUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_CHECKSUM_METHOD_FIELDSTORE_SUBSCRIBE
 uint16_t uniffi_fieldsync_ffi_checksum_method_fieldstore_subscribe(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_CHECKSUM_METHOD_FIELDSTORE_SYNC_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_FIELDSYNC_FFI_CHECKSUM_METHOD_FIELDSTORE_SYNC_STATUS
+uint16_t uniffi_fieldsync_ffi_checksum_method_fieldstore_sync_status(void
     
 );
 #endif
