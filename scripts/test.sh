@@ -28,5 +28,8 @@ scripts/test-bindings.sh
 step "Android demo: the app's non-UI layer on the JVM against the real library and server"
 scripts/test-android-demo.sh
 
+step "dashboard in a real browser (headless Chromium driven by playwright-core)"
+scripts/test-browser.sh
+
 echo
 echo "all suites passed"

@@ -23,7 +23,7 @@
       else if (k === 'dataset') Object.assign(el.dataset, v);
       else el.setAttribute(k, v === true ? '' : String(v));
     }
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === null || c === undefined || c === false) continue;
       el.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
@@ -508,7 +508,7 @@
           { key: 'name', label: 'Product', value: (l) => l.name || l.line.product_id, render: (l) => [l.name || l.line.product_id, lineConflict(`inventory/${l.line.product_id}/`) ? h('span', { class: 'badge conflict' }, ' conflict') : null] },
           { key: 'shelf', label: 'Shelf', num: true, value: (l) => l.line.shelf_qty ?? -1, render: (l) => l.line.shelf_qty ?? '—' },
           { key: 'backroom', label: 'Backroom', num: true, value: (l) => l.line.backroom_qty ?? -1, render: (l) => l.line.backroom_qty ?? '—' },
-          { key: 'oos', label: 'Out of stock', value: (l) => (l.out_of_stock ? 1 : 0), render: (l) => yesNo(l.out_of_stock, 'OOS', 'in stock') },
+          { key: 'oos', label: 'Out of stock', value: (l) => (l.out_of_stock ? 1 : 0), render: (l) => (l.out_of_stock === null ? yesNo(null) : yesNo(!l.out_of_stock, 'In stock', 'OOS')) },
           { key: 'price', label: 'Price', num: true, value: (l) => l.line.observed_price_cents ?? -1, render: (l) => fmtMoney(l.line.observed_price_cents) },
           { key: 'price_ok', label: 'Price OK', value: (l) => (l.price_ok ? 1 : 0), render: (l) => yesNo(l.price_ok) },
           { key: 'facings', label: 'Facings', num: true, value: (l) => l.line.facings ?? -1, render: (l) => l.line.facings ?? '—' },
@@ -573,7 +573,7 @@
         filtered.length > limit ? h('button', { type: 'button', class: 'btn', id: 'history-more', onclick: () => { st.historyAll = true; st.refresh(); } }, `Show all ${filtered.length} field changes`) : null);
       const extra = h('div', { class: 'grid-2' },
         h('section', { class: 'panel', 'aria-labelledby': 'survey-h' }, h('h2', { id: 'survey-h' }, 'Survey and order'),
-          d.survey.length ? h('dl', { class: 'facts' }, d.survey.map((a) => [h('dt', {}, a.text || a.question_id), h('dd', {}, a.value && a.value.value !== undefined ? String(a.value.value) : '—')])) : h('p', { class: 'muted' }, 'No survey answers.'),
+          d.survey.length ? h('dl', { class: 'facts' }, d.survey.map((a) => [h('dt', {}, a.text || a.question_id), h('dd', {}, a.value && a.value.value !== undefined ? (typeof a.value.value === 'boolean' ? (a.value.value ? 'Yes' : 'No') : String(a.value.value)) : '—')])) : h('p', { class: 'muted' }, 'No survey answers.'),
           d.orders.length ? h('ul', {}, d.orders.map((o) => h('li', {}, `${o.quantity} × ${o.name || o.product_id}`))) : h('p', { class: 'muted' }, v.order_submitted ? 'Order submitted without lines (no order).' : 'No order.')),
         h('section', { class: 'panel', 'aria-labelledby': 'notes-h' }, h('h2', { id: 'notes-h' }, 'Notes'), v.notes ? h('p', {}, v.notes) : h('p', { class: 'muted' }, 'No notes.')));
       return [

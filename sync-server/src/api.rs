@@ -232,6 +232,15 @@ impl FromRequestParts<AppState> for AuthUser {
         let found = blocking(move || Ok(store.authenticate(&hash)?)).await?;
         let (user, tok) = found
             .ok_or_else(|| AppError::unauthorized("unknown or revoked token: sign in again"))?;
+        if tok
+            .device_id
+            .starts_with(crate::dashboard::SESSION_DEVICE_PREFIX)
+        {
+            // Session cookies expire and are CSRF-protected; they are not device tokens.
+            return Err(AppError::unauthorized(
+                "a dashboard session is not a device token: sign in with /v1/auth/login",
+            ));
+        }
         Ok(AuthUser {
             user,
             device_id: tok.device_id,

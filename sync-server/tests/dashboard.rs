@@ -235,6 +235,17 @@ async fn sessions_refuse_reps_and_strangers_and_carry_safe_cookies() {
     )
     .await;
     assert_eq!(rep_bearer.status, StatusCode::FORBIDDEN);
+    // Nor is a session a device token: it cannot be replayed as a bearer token.
+    let session_value = session.trim_start_matches("fs_session=");
+    let replay = send(
+        &w.app,
+        Request::get("/v1/reports/overview")
+            .header(header::AUTHORIZATION, format!("Bearer {session_value}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
     // Sign-out needs the CSRF token, then revokes the session.
     let token = csrf(&w, &session).await;
     let bad = send(

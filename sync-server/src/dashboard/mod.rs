@@ -54,7 +54,7 @@ use crate::store::UserRecord;
 pub const SESSION_TTL_MS: i64 = 8 * 3_600_000;
 const SESSION_COOKIE: &str = "fs_session";
 const LOGIN_CSRF_COOKIE: &str = "fs_login_csrf";
-const SESSION_DEVICE_PREFIX: &str = "dashboard-session:";
+pub(crate) const SESSION_DEVICE_PREFIX: &str = "dashboard-session:";
 const FAILURES_PER_MINUTE: usize = 5;
 
 const LOGIN_HTML: &str = include_str!("../../assets/login.html");
