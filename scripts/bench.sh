@@ -23,7 +23,7 @@ cargo build --release -p fieldsync-server
 pgdir=""
 if [[ "${FIELDSYNC_BENCH_PG:-0}" == 1 && -z "${FIELDSYNC_BENCH_DATABASE_URL:-}" && -x scripts/pg.sh ]]; then
   # A fresh throw-away cluster (scripts/pg.sh prints its URL), stopped on exit.
-  pgdir="$(mktemp -d /tmp/fieldsync-bench-pg.XXXXXX)"
+  pgdir="/tmp/fieldsync-bench-pg.$$"
   FIELDSYNC_BENCH_DATABASE_URL="$(scripts/pg.sh start "$pgdir" | tail -n 1)"
   export FIELDSYNC_BENCH_DATABASE_URL
   trap 'scripts/pg.sh stop "$pgdir" || true' EXIT

@@ -38,6 +38,13 @@ def n(x, d=0):
     return f"{x:,.{d}f}"
 
 
+def mem_gb(meminfo_line):
+    try:
+        return f"{int(meminfo_line.split()[1]) / 1024 / 1024:.0f} GB"
+    except (IndexError, ValueError):
+        return meminfo_line
+
+
 def verdict(ok):
     return "met" if ok else "**missed**"
 
@@ -48,7 +55,7 @@ def render(sync, peer):
     head = next(r for r in runs if r.get("headline"))
     lines = []
     lines.append(
-        f"**Machine:** {m['cpus']} vCPU {m['cpu']}, {m['mem'].split(':')[-1].strip()} RAM. "
+        f"**Machine:** {m['cpus']} vCPU {m['cpu']}, {mem_gb(m['mem'])} RAM. "
         f"**Date:** {sync['date'][:10]}. **Commit:** `{commit()}`. Release build. "
         f"**Load average** (1/5/15 min) before: {' '.join(m['loadavg'].split()[:3])}, "
         f"after: {' '.join(sync['loadavg_after'].split()[:3])} (2 cores shared with other work)."
@@ -68,7 +75,7 @@ def render(sync, peer):
         f"| same, server and wire only (raw `POST /v1/sync` pages, no device store) "
         f"| {n(wire['visits_per_s'])} visits/s ({n(wire['seconds'], 2)} s, {wire['pages']} pages, {n(wire['bytes_down'])} B JSON) | | |",
         f"| incremental sync of one changed line | {inc.get('rounds', '–')} round trip, {inc.get('bytes_up', '–')} B up (zstd), "
-        f"{inc.get('bytes_down', '–')} B down | 1; ≤ 400 / ≤ 300 | "
+        f"{inc.get('bytes_down', '–')} B down{' (' + head['incremental_note'] + ')' if head.get('incremental_note') else ''} | 1; ≤ 400 / ≤ 300 | "
         f"{verdict(inc.get('rounds') == 1 and inc.get('bytes_up', 999) <= 400 and inc.get('bytes_down', 999) <= 300)} |",
         f"| ingest from {head['devices']} concurrent devices, SQLite ({n(ing['visits'])} visits, one request per visit) "
         f"| **{n(ing['visits_per_s'])} visits/s**; median {n(lat['median_ms'], 1)} ms, **p99 {n(lat['p99_ms'], 1)} ms** "
@@ -105,7 +112,7 @@ def render(sync, peer):
             f"{n(r['initial_wire']['visits_per_s'])} | {n(r.get('storage', {}).get('file_per_visit'))} |"
         )
     if peer:
-        lines += ["", f"Peer comparison, same machine and run (Node {peer['node']}, `tests/peer/`):", ""]
+        lines += ["", f"Peer comparison, same machine, same documents (Node {peer['node']}, `tests/peer/`):", ""]
         lines += [
             "| documents | ours push (visits/s) | peer push (docs/s) | push ours/peer | ours pull, device store | ours pull, wire | peer pull (docs/s) | pull ours/peer (device / wire) | bytes on server per doc, ours / peer |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -116,6 +123,9 @@ def render(sync, peer):
             if not ours:
                 continue
             op = ours["ingest"]["visits_per_s"]
+            if p.get("unfinished"):
+                lines.append(f"| {n(size)} | {n(op)} | {p['unfinished']} | | | | | | |")
+                continue
             ow = ours["initial_wire"]["visits_per_s"]
             od = ours.get("initial_device", {}).get("visits_per_s")
             ratio_d = f"{od / p['pull_docs_per_s']:.1f}×" if od else "–"

@@ -604,17 +604,40 @@ impl VisitDoc {
 
     /// Like [`VisitDoc::touched_paths`] for each change on its own (one set per change,
     /// in order), walking the document's objects once instead of once per change.
+    ///
+    /// Objects made by earlier changes of `changes` are resolved from those changes; the
+    /// document's objects are walked only when a change refers to an object made before
+    /// (a brand-new visit pushed whole never needs the walk).
     pub fn touched_paths_each(&self, changes: &[Change]) -> Result<Vec<BTreeSet<String>>> {
-        let objects = self.object_paths()?;
-        Ok(changes
-            .iter()
-            .map(|change| {
-                self.change_ops(change, &objects)
-                    .into_iter()
-                    .map(|(_, path, _)| path)
-                    .collect()
-            })
-            .collect())
+        let mut made: HashMap<(u64, Vec<u8>), String> = HashMap::new();
+        let mut objects: Option<HashMap<(u64, Vec<u8>), String>> = None;
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            let expanded = change.decode();
+            let refers_to_older = expanded.operations.iter().any(|op| match &op.obj {
+                automerge::legacy::ObjectId::Root => false,
+                automerge::legacy::ObjectId::Id(automerge::legacy::OpId(c, a)) => {
+                    let k = (*c, a.to_bytes().to_vec());
+                    let own = a.to_bytes() == change.actor_id().to_bytes()
+                        && *c >= change.start_op().get();
+                    !own && !made.contains_key(&k)
+                }
+            });
+            if refers_to_older && objects.is_none() {
+                objects = Some(self.object_paths()?);
+            }
+            let ops = self.expanded_ops(change, &expanded, &made, objects.as_ref());
+            // Remember the objects this change made, for the changes after it.
+            let actor = change.actor_id().to_bytes().to_vec();
+            let start = change.start_op().get();
+            for ((i, path, _), op) in ops.iter().zip(expanded.operations.iter()) {
+                if matches!(op.action, automerge::legacy::OpType::Make(_)) {
+                    made.insert((start + *i as u64, actor.clone()), path.clone());
+                }
+            }
+            out.push(ops.into_iter().map(|(_, path, _)| path).collect());
+        }
+        Ok(out)
     }
 
     /// (op, path, value json) for each op in a change.
@@ -623,7 +646,16 @@ impl VisitDoc {
         change: &Change,
         objects: &HashMap<(u64, Vec<u8>), String>,
     ) -> Vec<(usize, String, String)> {
-        let expanded = change.decode();
+        self.expanded_ops(change, &change.decode(), objects, None)
+    }
+
+    fn expanded_ops(
+        &self,
+        change: &Change,
+        expanded: &automerge::ExpandedChange,
+        objects: &HashMap<(u64, Vec<u8>), String>,
+        more_objects: Option<&HashMap<(u64, Vec<u8>), String>>,
+    ) -> Vec<(usize, String, String)> {
         let actor = change.actor_id().to_bytes().to_vec();
         let start = change.start_op().get();
         let mut created: HashMap<(u64, Vec<u8>), String> = HashMap::new();
@@ -633,7 +665,11 @@ impl VisitDoc {
                 automerge::legacy::ObjectId::Root => Some(String::new()),
                 automerge::legacy::ObjectId::Id(automerge::legacy::OpId(c, a)) => {
                     let k = (*c, a.to_bytes().to_vec());
-                    created.get(&k).or_else(|| objects.get(&k)).cloned()
+                    created
+                        .get(&k)
+                        .or_else(|| objects.get(&k))
+                        .or_else(|| more_objects.and_then(|m| m.get(&k)))
+                        .cloned()
                 }
             };
             let Some(obj_path) = obj_path else {

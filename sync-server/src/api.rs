@@ -303,6 +303,40 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
         )
         .into_response();
     }
+    // axum's other rejections (a body that cannot be read or decompressed, a path segment
+    // that is not UTF-8, a method the route lacks) are plain text or empty: same JSON shape.
+    if status.is_client_error()
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"))
+    {
+        let allow = resp.headers().get(header::ALLOW).cloned();
+        let text = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default();
+        let mut out = if status == StatusCode::METHOD_NOT_ALLOWED {
+            AppError::new(
+                status,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            )
+        } else if text.is_empty() {
+            AppError::new(
+                status,
+                "bad_request",
+                status.canonical_reason().unwrap_or("bad request"),
+            )
+        } else {
+            AppError::new(status, "bad_request", text)
+        }
+        .into_response();
+        if let Some(a) = allow {
+            out.headers_mut().insert(header::ALLOW, a);
+        }
+        return out;
+    }
     resp
 }
 

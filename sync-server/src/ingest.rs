@@ -67,7 +67,10 @@ pub fn ingest(
     let mut bad = None;
     for (i, text) in group.changes.iter().enumerate() {
         let res = decode_change(text).and_then(|b| {
-            Change::from_bytes(b).map_err(|e| format!("not an Automerge change: {e}"))
+            // Parsing can panic inside Automerge's column codec (found by fuzzing).
+            std::panic::catch_unwind(|| Change::from_bytes(b))
+                .map_err(|_| "not an Automerge change: malformed columns".to_string())?
+                .map_err(|e| format!("not an Automerge change: {e}"))
         });
         match res {
             Ok(c) => {
@@ -140,12 +143,33 @@ fn decide(
             ..Default::default()
         });
     }
-    // Dependencies: present in the document or in this batch, else ask for a resend.
-    let missing = fresh
-        .iter()
-        .flat_map(|c| c.deps().iter().copied())
-        .any(|d: ChangeHash| am.get_change_by_hash(&d).is_none() && !seen.contains(&d));
-    if missing {
+    // Dependencies: keep the changes whose dependencies are present (in the document or
+    // among the changes kept) and ask for a resend of the rest. Keeping the ready part
+    // matters after a restore: each device resends only its own changes, and a device's
+    // batch may mix changes the server can take with changes that wait for another
+    // device's; refusing the whole batch would leave every device waiting on the others.
+    let mut ready: Vec<Change> = Vec::new();
+    let mut ready_hashes: BTreeSet<ChangeHash> = BTreeSet::new();
+    let mut waiting = fresh;
+    loop {
+        let before = ready.len();
+        waiting.retain(|c| {
+            let ok = c
+                .deps()
+                .iter()
+                .all(|d| am.get_change_by_hash(d).is_some() || ready_hashes.contains(d));
+            if ok {
+                ready_hashes.insert(c.hash());
+                ready.push(c.clone());
+            }
+            !ok
+        });
+        if ready.len() == before {
+            break;
+        }
+    }
+    let deferred = !waiting.is_empty();
+    if ready.is_empty() {
         return Ok(Outcome {
             acks: known,
             resend: Some(Resend {
@@ -155,9 +179,15 @@ fn decide(
             ..Default::default()
         });
     }
+    let fresh = ready;
     // Actor binding: every actor belongs to the device that first pushed it.
+    // (Each distinct actor once: a device's changes share one actor.)
     let mut new_actors: HashMap<String, ()> = HashMap::new();
+    let mut checked: BTreeSet<&automerge::ActorId> = BTreeSet::new();
     for c in &fresh {
+        if !checked.insert(c.actor_id()) {
+            continue;
+        }
         let actor = c.actor_id().to_hex_string();
         match txn.actor_binding(&actor)? {
             Some((device, _)) if device != w.device_id => {
@@ -176,12 +206,27 @@ fn decide(
             }
         }
     }
-    if let Err(e) = am.apply_changes(fresh.iter().cloned()) {
-        return Ok(reject(
-            visit_id,
-            hashes,
-            format!("the changes cannot be applied: {e}"),
-        ));
+    // Automerge 0.12 panics on some malformed change columns (found by fuzzing,
+    // tests/fuzz/regressions/sync_ingest): a refusal, never a crashed request.
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        am.apply_changes(fresh.iter().cloned())
+    }));
+    match applied {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Ok(reject(
+                visit_id,
+                hashes,
+                format!("the changes cannot be applied: {e}"),
+            ));
+        }
+        Err(_) => {
+            return Ok(reject(
+                visit_id,
+                hashes,
+                "the changes cannot be applied: malformed change operations",
+            ));
+        }
     }
     if !am.get_missing_deps(&[]).is_empty() {
         return Ok(Outcome {
@@ -208,7 +253,11 @@ fn decide(
         user_id: w.user_id.clone(),
         device_id: w.device_id.clone(),
     };
+    let mut checked: BTreeSet<&automerge::ActorId> = BTreeSet::new();
     for c in &fresh {
+        if !checked.insert(c.actor_id()) {
+            continue;
+        }
         match doc.author_of(c.actor_id()) {
             Some(a) if a == me => {}
             Some(a) => {
@@ -341,6 +390,10 @@ fn decide(
     Ok(Outcome {
         acks,
         applied: new_changes.len(),
+        resend: deferred.then(|| Resend {
+            visit_id: visit_id.into(),
+            have: doc.heads().iter().map(ToString::to_string).collect(),
+        }),
         ..Default::default()
     })
 }

@@ -15,13 +15,26 @@
 //!
 //! Writes are serialized through one connection, so sequence numbers are assigned in
 //! commit order and a cursor never skips a change that commits later.
+//!
+//! **Group commit.** [`Store::with_visit`] runs each visit's writes in a savepoint of a
+//! shared write transaction; the transaction commits (one `fsync`, `synchronous=FULL`)
+//! when no other visit is waiting for the writer, after 64 visits or after 10 ms, and
+//! each `with_visit` returns only after the commit that made its writes durable. Under
+//! load one `fsync` then covers many devices' visits instead of one (the `fsync` of this
+//! disk alone capped ingest near 280 visits/s: docs/BENCHMARKS.md). Reads that must see
+//! only committed data (`pull`, `authenticate`, `epoch`) use separate reader connections
+//! (WAL snapshots); every other method commits the open batch first.
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use fieldsync_core::model::{ReferenceData, Role};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -229,9 +242,82 @@ CREATE TABLE IF NOT EXISTS reference (id INTEGER PRIMARY KEY CHECK (id = 1), ver
 /// The embedded SQLite backend.
 #[derive(Debug)]
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    conn: Mutex<Writer>,
+    /// Signalled when a group-commit batch ends (committed or failed).
+    committed: Condvar,
+    /// `with_visit` calls waiting for the writer (they join the open batch).
+    waiting: AtomicUsize,
+    /// Read-only connections (empty for `:memory:`, which cannot be shared).
+    readers: Vec<Mutex<Connection>>,
     refs: RwLock<Arc<ReferenceData>>,
     path: PathBuf,
+}
+
+/// Most visits in one group-commit batch, and its longest age.
+const BATCH_VISITS: usize = 64;
+const BATCH_AGE: Duration = Duration::from_millis(10);
+
+/// The writer connection and its open group-commit batch.
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    /// Generation of the open batch transaction.
+    open: Option<u64>,
+    opened_at: Option<Instant>,
+    in_batch: usize,
+    next_gen: u64,
+    /// Every batch up to this generation has ended.
+    done: u64,
+    /// Batches whose commit failed, with the error (the last few).
+    failed: VecDeque<(u64, String)>,
+}
+
+/// The writer with no batch open: use like a `Connection`.
+struct WriterGuard<'a>(MutexGuard<'a, Writer>);
+
+impl Deref for WriterGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0.conn
+    }
+}
+
+impl DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.0.conn
+    }
+}
+
+/// A connection that sees committed data only.
+enum ReadGuard<'a> {
+    Reader(MutexGuard<'a, Connection>),
+    Writer(WriterGuard<'a>),
+}
+
+impl Deref for ReadGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            ReadGuard::Reader(c) => c,
+            ReadGuard::Writer(w) => w,
+        }
+    }
+}
+
+impl DerefMut for ReadGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        match self {
+            ReadGuard::Reader(c) => &mut *c,
+            ReadGuard::Writer(w) => &mut *w,
+        }
+    }
+}
+
+/// A write `pull` needs after reading (done on the writer once the page is computed).
+enum PullWrite {
+    ForgetAll,
+    Forget(String),
+    Hold(String),
 }
 
 fn new_epoch() -> String {
@@ -282,17 +368,86 @@ impl SqliteStore {
             Some(j) => serde_json::from_str(&j)?,
             None => ReferenceData::default(),
         };
+        let shared = path
+            .to_str()
+            .is_none_or(|p| !p.is_empty() && p != ":memory:" && !p.starts_with("file::memory:"));
+        let mut readers = Vec::new();
+        if shared {
+            for _ in 0..4 {
+                let r = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                r.busy_timeout(std::time::Duration::from_secs(10))?;
+                readers.push(Mutex::new(r));
+            }
+        }
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Writer {
+                conn,
+                open: None,
+                opened_at: None,
+                in_batch: 0,
+                next_gen: 0,
+                done: 0,
+                failed: VecDeque::new(),
+            }),
+            committed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+            readers,
             refs: RwLock::new(Arc::new(refs)),
             path: path.to_path_buf(),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
         self.conn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The writer, after committing any open batch.
+    fn lock(&self) -> WriterGuard<'_> {
+        let mut w = self.writer();
+        self.end_batch(&mut w);
+        WriterGuard(w)
+    }
+
+    /// A connection seeing committed data: a free reader, else the writer.
+    fn read(&self) -> ReadGuard<'_> {
+        if self.readers.is_empty() {
+            return ReadGuard::Writer(self.lock());
+        }
+        for r in &self.readers {
+            if let Ok(g) = r.try_lock() {
+                return ReadGuard::Reader(g);
+            }
+        }
+        let i = rand::random::<u32>() as usize % self.readers.len();
+        ReadGuard::Reader(
+            self.readers[i]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Commits the open batch, if any, and wakes its waiters.
+    fn end_batch(&self, w: &mut Writer) {
+        let Some(generation) = w.open.take() else {
+            return;
+        };
+        if let Err(e) = w.conn.execute_batch("COMMIT") {
+            let _ = w.conn.execute_batch("ROLLBACK");
+            w.failed.push_back((generation, e.to_string()));
+            if w.failed.len() > 64 {
+                w.failed.pop_front();
+            }
+        }
+        w.done = generation;
+        w.in_batch = 0;
+        w.opened_at = None;
+        self.committed.notify_all();
     }
 
     /// The database file.
@@ -302,7 +457,7 @@ impl SqliteStore {
 }
 
 struct SqliteTxn<'a> {
-    tx: &'a rusqlite::Transaction<'a>,
+    tx: &'a Connection,
     visit_id: String,
 }
 
@@ -430,10 +585,145 @@ fn visit_changes(conn: &Connection, visit_id: &str) -> StoreResult<Vec<Vec<u8>>>
     Ok(v)
 }
 
+/// The reading part of [`Store::pull`] for [`SqliteStore`], on one snapshot; the
+/// device_visits changes it implies are appended to `writes`.
+fn pull_read(tx: &Connection, q: &PullQuery, writes: &mut Vec<PullWrite>) -> StoreResult<PullPage> {
+    let max_seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM change_log", [], |r| {
+        r.get(0)
+    })?;
+    let mut page = PullPage::default();
+    let cursor = match q.cursor {
+        Some(c) => c,
+        None => {
+            writes.push(PullWrite::ForgetAll);
+            max_seq
+        }
+    };
+    let scope = scope_visits(tx, &q.scope)?;
+    let held: BTreeSet<String> = if q.cursor.is_none() {
+        BTreeSet::new()
+    } else {
+        tx.prepare_cached("SELECT visit_id FROM device_visits WHERE device_id = ?1")?
+            .query_map([&q.device_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for v in held.difference(&scope) {
+        writes.push(PullWrite::Forget(v.clone()));
+        page.purge.push(v.clone());
+    }
+    // Visits the device says it holds (after a restore): resend what the server lacks,
+    // purge what is out of scope.
+    let mut device_heads: HashMap<String, Vec<ChangeHash>> = HashMap::new();
+    if let Some(heads) = &q.heads {
+        for (visit_id, hs) in heads {
+            let parsed: Vec<ChangeHash> = hs.iter().filter_map(|h| h.parse().ok()).collect();
+            let stored: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT doc FROM visits WHERE visit_id = ?1")?
+                .query_row([visit_id], |r| r.get(0))
+                .optional()?;
+            let server_heads = match &stored {
+                Some(doc) => {
+                    let am = Automerge::load(doc)?;
+                    let lacks = parsed.iter().any(|h| am.get_change_by_hash(h).is_none());
+                    if lacks {
+                        page.resend.push((
+                            visit_id.clone(),
+                            am.get_heads().iter().map(ToString::to_string).collect(),
+                        ));
+                    }
+                    // Only the heads the server knows help to diff.
+                    let known: Vec<ChangeHash> = parsed
+                        .iter()
+                        .copied()
+                        .filter(|h| am.get_change_by_hash(h).is_some())
+                        .collect();
+                    Some(known)
+                }
+                None => {
+                    page.resend.push((visit_id.clone(), Vec::new()));
+                    None
+                }
+            };
+            let resending = page.resend.last().is_some_and(|(v, _)| v == visit_id);
+            match server_heads {
+                Some(known) if scope.contains(visit_id) => {
+                    device_heads.insert(visit_id.clone(), known);
+                }
+                Some(_) if !resending => page.purge.push(visit_id.clone()),
+                _ => {}
+            }
+        }
+    }
+    // The feed: changes by other devices after the cursor, for visits the device holds.
+    let mut budget = q.limit.max(1);
+    let mut by_visit: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT c.seq, c.visit_id, c.bytes FROM change_log c
+                 JOIN device_visits d ON d.visit_id = c.visit_id AND d.device_id = ?1
+                 WHERE c.seq > ?2 AND c.device_id != ?1 ORDER BY c.seq LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![q.device_id, cursor, budget as i64 + 1], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if rows.len() > budget {
+            page.more = true;
+        }
+        let mut last = cursor;
+        for (seq, visit, bytes) in rows.into_iter().take(budget) {
+            last = seq;
+            if page.purge.contains(&visit) {
+                // Leaving the scope (the device_visits row goes after this read).
+                continue;
+            }
+            by_visit.entry(visit).or_default().push(bytes);
+            budget -= 1;
+        }
+        page.cursor = if page.more { last } else { max_seq.max(cursor) };
+    }
+    // Visits that entered the scope: sent whole (or diffed against the device's heads).
+    if !page.more {
+        let held_now: BTreeSet<String> = held.intersection(&scope).cloned().collect();
+        for v in scope.difference(&held_now) {
+            if budget == 0 {
+                page.more = true;
+                break;
+            }
+            let changes = match device_heads.get(v) {
+                Some(known) => {
+                    let doc: Vec<u8> =
+                        tx.query_row("SELECT doc FROM visits WHERE visit_id = ?1", [v], |r| {
+                            r.get(0)
+                        })?;
+                    let am = Automerge::load(&doc)?;
+                    am.get_changes(known)
+                        .into_iter()
+                        .map(|c| c.raw_bytes().to_vec())
+                        .collect()
+                }
+                None => visit_changes(tx, v)?,
+            };
+            budget = budget.saturating_sub(changes.len());
+            if !changes.is_empty() {
+                by_visit.entry(v.clone()).or_default().extend(changes);
+            }
+            writes.push(PullWrite::Hold(v.clone()));
+        }
+    }
+    page.changes = by_visit.into_iter().collect();
+    Ok(page)
+}
+
 impl Store for SqliteStore {
     fn epoch(&self) -> StoreResult<String> {
         Ok(self
-            .lock()
+            .read()
             .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
                 r.get(0)
             })?)
@@ -492,7 +782,7 @@ impl Store for SqliteStore {
     }
 
     fn authenticate(&self, token_hash: &str) -> StoreResult<Option<(UserRecord, TokenRecord)>> {
-        let conn = self.lock();
+        let conn = self.read();
         let row = conn
             .prepare_cached(
                 "SELECT u.id, u.username, u.role, u.territories, u.password_hash, u.disabled, t.id, t.device_id
@@ -569,21 +859,73 @@ impl Store for SqliteStore {
         visit_id: &str,
         f: &mut dyn FnMut(&mut dyn VisitTxn) -> StoreResult<()>,
     ) -> StoreResult<()> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut t = SqliteTxn {
-                tx: &tx,
-                visit_id: visit_id.to_string(),
-            };
-            f(&mut t)?;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut w = self.writer();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        if w.open.is_none() {
+            w.conn.execute_batch("BEGIN IMMEDIATE")?;
+            w.next_gen += 1;
+            w.open = Some(w.next_gen);
+            w.opened_at = Some(Instant::now());
         }
-        tx.commit()?;
+        let generation = w.next_gen;
+        // This visit's writes in a savepoint: an error undoes them, not the batch.
+        let result: StoreResult<()> = match w.conn.savepoint() {
+            Ok(sp) => {
+                let r = {
+                    let mut t = SqliteTxn {
+                        tx: &sp,
+                        visit_id: visit_id.to_string(),
+                    };
+                    f(&mut t)
+                };
+                match r {
+                    Ok(()) => sp.commit().map_err(StoreError::from),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e.into()),
+        };
+        if w.conn.is_autocommit() {
+            // SQLite rolled the whole batch back (I/O error, disk full): it failed.
+            w.open = None;
+            w.failed
+                .push_back((generation, "the write transaction was rolled back".into()));
+            w.done = generation;
+            w.in_batch = 0;
+            self.committed.notify_all();
+            result?;
+            return Err(StoreError::Database(
+                "the write transaction was rolled back".into(),
+            ));
+        }
+        w.in_batch += 1;
+        let full =
+            w.in_batch >= BATCH_VISITS || w.opened_at.is_some_and(|t| t.elapsed() >= BATCH_AGE);
+        if full || self.waiting.load(Ordering::SeqCst) == 0 {
+            self.end_batch(&mut w);
+        }
+        result?;
+        // Acknowledged = durable: wait for the commit of this batch.
+        while w.done < generation {
+            let (g, timeout) = self
+                .committed
+                .wait_timeout(w, BATCH_AGE * 5)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            w = g;
+            if timeout.timed_out() && w.open == Some(generation) {
+                // Whoever was to end the batch did not (it panicked): end it here.
+                self.end_batch(&mut w);
+            }
+        }
+        if let Some((_, e)) = w.failed.iter().find(|(g, _)| *g == generation) {
+            return Err(StoreError::Database(format!("commit failed: {e}").into()));
+        }
         Ok(())
     }
 
     fn visit(&self, visit_id: &str) -> StoreResult<Option<StoredVisit>> {
-        let mut conn = self.lock();
+        let mut conn = self.read();
         let tx = conn.transaction()?;
         let t = SqliteTxn {
             tx: &tx,
@@ -593,144 +935,41 @@ impl Store for SqliteStore {
     }
 
     fn pull(&self, q: &PullQuery) -> StoreResult<PullPage> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let max_seq: i64 =
-            tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM change_log", [], |r| {
-                r.get(0)
-            })?;
-        let mut page = PullPage::default();
-        let cursor = match q.cursor {
-            Some(c) => c,
-            None => {
-                tx.execute(
-                    "DELETE FROM device_visits WHERE device_id = ?1",
-                    [&q.device_id],
-                )?;
-                max_seq
-            }
+        // Reads on one committed snapshot (a reader); the device_visits bookkeeping is
+        // written afterwards on the writer. Only committed changes are seen, so the cursor
+        // never covers a change that might still roll back.
+        let mut writes = Vec::new();
+        let page = {
+            let mut conn = self.read();
+            let tx = conn.transaction()?;
+            let page = pull_read(&tx, q, &mut writes)?;
+            tx.commit()?;
+            page
         };
-        let scope = scope_visits(&tx, &q.scope)?;
-        let held: BTreeSet<String> = tx
-            .prepare_cached("SELECT visit_id FROM device_visits WHERE device_id = ?1")?
-            .query_map([&q.device_id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for v in held.difference(&scope) {
-            tx.execute(
-                "DELETE FROM device_visits WHERE device_id = ?1 AND visit_id = ?2",
-                params![q.device_id, v],
-            )?;
-            page.purge.push(v.clone());
-        }
-        // Visits the device says it holds (after a restore): resend what the server lacks,
-        // purge what is out of scope.
-        let mut device_heads: HashMap<String, Vec<ChangeHash>> = HashMap::new();
-        if let Some(heads) = &q.heads {
-            for (visit_id, hs) in heads {
-                let parsed: Vec<ChangeHash> = hs.iter().filter_map(|h| h.parse().ok()).collect();
-                let stored: Option<Vec<u8>> = tx
-                    .prepare_cached("SELECT doc FROM visits WHERE visit_id = ?1")?
-                    .query_row([visit_id], |r| r.get(0))
-                    .optional()?;
-                let server_heads = match &stored {
-                    Some(doc) => {
-                        let am = Automerge::load(doc)?;
-                        let lacks = parsed.iter().any(|h| am.get_change_by_hash(h).is_none());
-                        if lacks {
-                            page.resend.push((
-                                visit_id.clone(),
-                                am.get_heads().iter().map(ToString::to_string).collect(),
-                            ));
-                        }
-                        // Only the heads the server knows help to diff.
-                        let known: Vec<ChangeHash> = parsed
-                            .iter()
-                            .copied()
-                            .filter(|h| am.get_change_by_hash(h).is_some())
-                            .collect();
-                        Some(known)
-                    }
-                    None => {
-                        page.resend.push((visit_id.clone(), Vec::new()));
-                        None
-                    }
+        if !writes.is_empty() {
+            let mut conn = self.lock();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for w in &writes {
+                match w {
+                    PullWrite::ForgetAll => tx.execute(
+                        "DELETE FROM device_visits WHERE device_id = ?1",
+                        [&q.device_id],
+                    )?,
+                    PullWrite::Forget(v) => tx.execute(
+                        "DELETE FROM device_visits WHERE device_id = ?1 AND visit_id = ?2",
+                        params![q.device_id, v],
+                    )?,
+                    PullWrite::Hold(v) => tx
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO device_visits (device_id, visit_id) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![q.device_id, v])?,
                 };
-                let resending = page.resend.last().is_some_and(|(v, _)| v == visit_id);
-                match server_heads {
-                    Some(known) if scope.contains(visit_id) => {
-                        device_heads.insert(visit_id.clone(), known);
-                    }
-                    Some(_) if !resending => page.purge.push(visit_id.clone()),
-                    _ => {}
-                }
             }
+            tx.commit()?;
         }
-        // The feed: changes by other devices after the cursor, for visits the device holds.
-        let mut budget = q.limit.max(1);
-        let mut by_visit: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-        {
-            let mut stmt = tx.prepare_cached(
-                "SELECT c.seq, c.visit_id, c.bytes FROM change_log c
-                 JOIN device_visits d ON d.visit_id = c.visit_id AND d.device_id = ?1
-                 WHERE c.seq > ?2 AND c.device_id != ?1 ORDER BY c.seq LIMIT ?3",
-            )?;
-            let rows = stmt
-                .query_map(params![q.device_id, cursor, budget as i64 + 1], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            if rows.len() > budget {
-                page.more = true;
-            }
-            let mut last = cursor;
-            for (seq, visit, bytes) in rows.into_iter().take(budget) {
-                last = seq;
-                by_visit.entry(visit).or_default().push(bytes);
-                budget -= 1;
-            }
-            page.cursor = if page.more { last } else { max_seq.max(cursor) };
-        }
-        // Visits that entered the scope: sent whole (or diffed against the device's heads).
-        if !page.more {
-            let held_now: BTreeSet<String> = held.intersection(&scope).cloned().collect();
-            for v in scope.difference(&held_now) {
-                if budget == 0 {
-                    page.more = true;
-                    break;
-                }
-                let changes = match device_heads.get(v) {
-                    Some(known) => {
-                        let doc: Vec<u8> =
-                            tx.query_row("SELECT doc FROM visits WHERE visit_id = ?1", [v], |r| {
-                                r.get(0)
-                            })?;
-                        let am = Automerge::load(&doc)?;
-                        am.get_changes(known)
-                            .into_iter()
-                            .map(|c| c.raw_bytes().to_vec())
-                            .collect()
-                    }
-                    None => visit_changes(&tx, v)?,
-                };
-                budget = budget.saturating_sub(changes.len());
-                if !changes.is_empty() {
-                    by_visit.entry(v.clone()).or_default().extend(changes);
-                }
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO device_visits (device_id, visit_id) VALUES (?1, ?2)",
-                )?
-                .execute(params![q.device_id, v])?;
-            }
-        }
-        page.changes = by_visit.into_iter().collect();
-        tx.commit()?;
         Ok(page)
     }
-
     fn backup(&self, path: &Path) -> StoreResult<()> {
         {
             let conn = self.lock();

@@ -334,7 +334,12 @@ struct LoadDevice {
 }
 
 /// Builds `visits` typical visits spread over `devices` devices (in parallel threads).
-fn corpus(r: &ReferenceData, visits: usize, devices: usize, tag: &str) -> Vec<(String, Vec<VisitDoc>)> {
+fn corpus(
+    r: &ReferenceData,
+    visits: usize,
+    devices: usize,
+    tag: &str,
+) -> Vec<(String, Vec<VisitDoc>)> {
     let cs = contents(r);
     let reps: Vec<String> = r
         .users
@@ -342,7 +347,11 @@ fn corpus(r: &ReferenceData, visits: usize, devices: usize, tag: &str) -> Vec<(S
         .filter(|u| u.role == Role::Rep)
         .map(|u| u.id.clone())
         .collect();
-    assert!(reps.len() >= devices, "{} reps < {devices} devices", reps.len());
+    assert!(
+        reps.len() >= devices,
+        "{} reps < {devices} devices",
+        reps.len()
+    );
     let now = now_ms();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let per_thread = devices.div_ceil(threads);
@@ -512,7 +521,8 @@ async fn ingest(base: &str, devices: Vec<LoadDevice>) -> Value {
     // Each device first does its (untimed) initial sync, as a phone does at sign-in.
     let mut prepared = Vec::new();
     for d in devices {
-        let (resp, ..) = post_sync(&client, base, &d.token, &request(&d.device_id, None, None)).await;
+        let (resp, ..) =
+            post_sync(&client, base, &d.token, &request(&d.device_id, None, None)).await;
         let version = resp.reference_data.as_ref().map_or(0, |r| r.version);
         prepared.push((d, resp.cursor, resp.epoch, version));
     }
@@ -545,7 +555,9 @@ async fn ingest(base: &str, devices: Vec<LoadDevice>) -> Value {
                     if bad == 1 {
                         eprintln!(
                             "  ! {}: {} acks of {n}, rejections {:?}",
-                            d.device_id, resp.acks.len(), resp.rejections
+                            d.device_id,
+                            resp.acks.len(),
+                            resp.rejections
                         );
                     }
                 }
@@ -582,7 +594,8 @@ async fn initial_pull_wire(base: &str, device: &str, token: &str, expect: usize)
     let start = Instant::now();
     let mut cursor = None;
     let mut epoch = None;
-    let (mut pages, mut visits, mut changes, mut down) = (0, std::collections::BTreeSet::new(), 0, 0);
+    let (mut pages, mut visits, mut changes, mut down) =
+        (0, std::collections::BTreeSet::new(), 0, 0);
     let mut lat = Vec::new();
     loop {
         let t = Instant::now();
@@ -602,7 +615,10 @@ async fn initial_pull_wire(base: &str, device: &str, token: &str, expect: usize)
     }
     let secs = start.elapsed().as_secs_f64();
     if visits.len() != expect {
-        eprintln!("  ! wire pull got {} visits, expected {expect}", visits.len());
+        eprintln!(
+            "  ! wire pull got {} visits, expected {expect}",
+            visits.len()
+        );
     }
     json!({
         "visits": visits.len(),
@@ -653,16 +669,24 @@ async fn incremental(base: &str, device: &str, token: &str, dir: &Path) -> Value
     let visit = store.visit(&v).unwrap();
     let idx = refs.index();
     let p = idx.assortment_for(idx.store(&visit.plan.store_id).unwrap())[1].to_string();
-    store
-        .record_inventory(
-            &v,
-            &p,
-            &InventoryInput {
-                shelf_qty: Some(17),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    // This phone's first write into the visit registers its actor in the document (a
+    // bigger change); sync that first, then measure a plain recount of the line, as in
+    // the e2e test `one_changed_inventory_line_is_one_small_round_trip`.
+    for qty in [12, 17] {
+        if qty == 17 {
+            client.sync(&store, None).await.unwrap();
+        }
+        store
+            .record_inventory(
+                &v,
+                &p,
+                &InventoryInput {
+                    shelf_qty: Some(qty),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
     let t = Instant::now();
     let rep = client.sync(&store, None).await.unwrap();
     json!({
@@ -704,7 +728,12 @@ fn export(dir: &Path, corpus: &[(String, Vec<VisitDoc>)], n: usize) -> usize {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     let mut bytes = 0;
-    for (i, doc) in corpus.iter().flat_map(|(_, d)| d.iter()).take(n).enumerate() {
+    for (i, doc) in corpus
+        .iter()
+        .flat_map(|(_, d)| d.iter())
+        .take(n)
+        .enumerate()
+    {
         let b = doc.save();
         bytes += b.len();
         std::fs::write(out.join(format!("{i:06}.automerge")), b).unwrap();
@@ -721,8 +750,18 @@ struct Run {
     database_url: Option<String>,
 }
 
-fn run(bin: &Path, base_dir: &Path, r: &Run, export_dir: Option<&Path>, export_sizes: &[usize]) -> Value {
-    let backend = if r.database_url.is_some() { "postgres" } else { "sqlite" };
+fn run(
+    bin: &Path,
+    base_dir: &Path,
+    r: &Run,
+    export_dir: Option<&Path>,
+    export_sizes: &[usize],
+) -> Value {
+    let backend = if r.database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     eprintln!(
         "== {backend}: {} visits from {} devices{}",
         r.visits,
@@ -873,7 +912,9 @@ fn main() {
         "FIELDSYNC_BENCH_DIR",
         &std::env::temp_dir().to_string_lossy(),
     ));
-    let export_dir = std::env::var("FIELDSYNC_BENCH_EXPORT").ok().map(PathBuf::from);
+    let export_dir = std::env::var("FIELDSYNC_BENCH_EXPORT")
+        .ok()
+        .map(PathBuf::from);
     let export_sizes: Vec<usize> = env_or("FIELDSYNC_BENCH_EXPORT_SIZES", "1000,10000")
         .split(',')
         .filter_map(|s| s.trim().parse().ok())

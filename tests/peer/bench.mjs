@@ -54,21 +54,28 @@ async function benchOne(docsDir) {
   const { child, port } = await startServer(storage)
   const url = `ws://127.0.0.1:${port}`
 
-  // Push: a client imports every document; done when the server holds each at the same
-  // heads and has flushed them to disk.
-  const pusher = new Repo({ network: [new WebSocketClientAdapter(url)], peerId: "pusher" })
-  await connected(pusher)
+  // Push: PEER_PUSHERS client repos (like our 100 devices; one repo importing 10,000
+  // documents spends minutes of CPU in the client before the server sees any), each
+  // importing its share; done when the server holds every document at the same heads and
+  // has flushed them to disk.
+  const nPushers = Math.min(Number(process.env.PEER_PUSHERS || 100), blobs.length)
+  const pushers = []
+  for (let i = 0; i < nPushers; i++) {
+    const r = new Repo({ network: [new WebSocketClientAdapter(url)], peerId: `pusher-${i}` })
+    await connected(r)
+    pushers.push(r)
+  }
   const t0 = performance.now()
   const expect = []
-  for (const b of blobs) {
-    const h = pusher.import(b)
+  blobs.forEach((b, i) => {
+    const h = pushers[i % nPushers].import(b)
     expect.push([h.documentId, h.heads()])
-  }
+  })
   const done = waitFor(child, "complete")
   child.send({ expect })
   await done
   const pushMs = performance.now() - t0
-  await pusher.shutdown()
+  await Promise.all(pushers.map((r) => r.shutdown()))
 
   // Pull: a fresh client (no storage) finds every document by id.
   const puller = new Repo({ network: [new WebSocketClientAdapter(url)], peerId: "puller" })
@@ -99,6 +106,8 @@ async function benchOne(docsDir) {
     pull_s: pullMs / 1000,
     pull_docs_per_s: blobs.length / (pullMs / 1000),
     pull_mismatched: bad,
+    pushers: nPushers,
+    pull_concurrency: CONCURRENCY,
     server_storage_bytes: storageBytes,
     server_storage_per_doc: storageBytes / blobs.length,
   }

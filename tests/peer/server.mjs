@@ -32,7 +32,7 @@ process.on("message", async (msg) => {
         const h = repo.handles[id]
         if (h && h.isReady() && sameHeads(h.heads(), heads)) pending.delete(id)
       }
-      if (pending.size > 0) await new Promise((r) => setTimeout(r, 20))
+      if (pending.size > 0) await new Promise((r) => setTimeout(r, 100))
     }
     await repo.flush()
     process.send({ complete: true })
