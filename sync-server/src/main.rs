@@ -267,10 +267,9 @@ fn admin_command(backend: &Backend, command: AdminCommand) -> Result<(), String>
                 let epoch = pg.new_epoch().map_err(|e| e.to_string())?;
                 println!("new epoch {epoch}: devices will resend what the database lacks");
             }
-            Backend::Sqlite(_) => {
-                return Err(
-                    "not needed with SQLite: a backup file already carries a new epoch".into(),
-                );
+            Backend::Sqlite(sqlite) => {
+                let epoch = sqlite.new_epoch().map_err(|e| e.to_string())?;
+                println!("new epoch {epoch}: devices will resend what the database lacks");
             }
         },
     }

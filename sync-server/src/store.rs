@@ -407,6 +407,20 @@ impl SqliteStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Gives the database a new epoch and forgets which visits each device holds. Run it
+    /// (`admin new-epoch`) after putting back a copy that already served once, e.g. the
+    /// same backup file restored a second time, or a disk snapshot: devices then send their
+    /// heads and resend what the database lacks instead of trusting their cursors.
+    pub fn new_epoch(&self) -> StoreResult<String> {
+        let epoch = new_epoch();
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'epoch'", [&epoch])?;
+        tx.execute("DELETE FROM device_visits", [])?;
+        tx.commit()?;
+        Ok(epoch)
+    }
+
     /// The writer, after committing any open batch.
     fn lock(&self) -> WriterGuard<'_> {
         let mut w = self.writer();
