@@ -151,6 +151,11 @@ impl VisitDoc {
         &self.doc
     }
 
+    /// The underlying Automerge document, taken out of the wrapper.
+    pub fn into_automerge(self) -> Automerge {
+        self.doc
+    }
+
     /// Mutable access, for applying remote changes.
     pub fn automerge_mut(&mut self) -> &mut Automerge {
         &mut self.doc

@@ -286,11 +286,9 @@ pub fn role_may_write(role: Role, path: &str, own_actor_hex: &str, creating: boo
         "notes" => true,
         "actors" => second == own_actor_hex || (creating && second.is_empty()),
         "v" | "id" => creating,
-        "plan" => {
-            role == Role::Manager
-                || (creating && second.is_empty())
-                || (creating && role == Role::Rep)
-        }
+        // A rep writes the plan only when creating an ad-hoc visit (the server also checks
+        // that it is ad hoc and their own).
+        "plan" => role == Role::Manager || creating,
         "actual" => match role {
             Role::Rep => true,
             Role::Manager => {

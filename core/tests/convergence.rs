@@ -274,3 +274,27 @@ fn malformed_remote_bytes_are_refused_and_change_nothing() {
     assert!(e.to_string().contains("malformed change"), "{e}");
     assert_eq!(a.projection_rows().unwrap(), before);
 }
+
+#[test]
+fn a_new_visit_whose_first_change_arrives_last_is_applied() {
+    // The device learns of a visit from a later change first: the document cannot be read
+    // yet. A second delivery (a duplicate plus the missing first change) must complete it.
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path(), "a", "rep-1", Arc::new(ManualClock::new(NOW)));
+    let b = open(dir.path(), "b", "rep-1", Arc::new(ManualClock::new(NOW)));
+    let r = a.reference_data();
+    let id = a.create_visit(plan(&r.stores[0].id, "rep-1", NOW)).unwrap();
+    a.check_in(&id, store_position(&r, &r.stores[0].id))
+        .unwrap();
+    let changes = a.changes_since(&id, &[]).unwrap();
+    assert_eq!(changes.len(), 2);
+    let out = b.apply_remote(&id, &changes[1..]).unwrap();
+    assert_eq!(out.missing.len(), 1);
+    assert!(b.visit(&id).is_err());
+    // The waiting change is not part of the document yet, so it counts as applied again.
+    let out = b.apply_remote(&id, &changes).unwrap();
+    assert_eq!(out.applied + out.duplicates, 2);
+    assert!(out.missing.is_empty());
+    assert_eq!(b.visit(&id).unwrap(), a.visit(&id).unwrap());
+    assert_eq!(b.projection_rows().unwrap(), a.projection_rows().unwrap());
+}

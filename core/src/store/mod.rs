@@ -841,33 +841,35 @@ impl DeviceStore {
                 .map_err(|e| Error::invalid(format!("visit {visit_id}: malformed change: {e}")))?;
             parsed.push(c);
         }
-        let now = self.now();
         let mut inner = self.lock();
-        let refs = inner.refs.clone();
-        let mut doc = match take_doc(&mut inner, visit_id) {
-            Ok(d) => Some(d),
-            Err(Error::NotFound { .. }) => None,
-            Err(e) => return Err(e),
+        // The raw document, readable or not: a visit whose first change has not arrived
+        // yet is stored (its chunks wait for their dependencies) but cannot be read.
+        inner.resolved.remove(visit_id);
+        let existing = match inner.docs.remove(visit_id) {
+            Some(d) => Some(d.into_automerge()),
+            None => match load_automerge(&inner.conn, visit_id, &inner.actor) {
+                Ok(am) => Some(am),
+                Err(Error::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            },
         };
-        let is_new = doc.is_none();
-        let mut am = match doc.take() {
-            Some(d) => d.automerge().clone(),
-            None => Automerge::new().with_actor(inner.actor.clone()),
-        };
+        let is_new = existing.is_none();
+        let mut am = existing.unwrap_or_else(|| Automerge::new().with_actor(inner.actor.clone()));
         let mut outcome = RemoteApply::default();
         let mut fresh = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for c in parsed {
-            if am.get_change_by_hash(&c.hash()).is_some()
-                || fresh.iter().any(|f: &Change| f.hash() == c.hash())
-            {
+            if am.get_change_by_hash(&c.hash()).is_some() || !seen.insert(c.hash()) {
                 outcome.duplicates += 1;
             } else {
                 fresh.push(c);
             }
         }
         outcome.applied = fresh.len();
-        if fresh.is_empty() && !is_new {
-            cache_insert(&mut inner, visit_id.into(), VisitDoc::from_automerge(am)?);
+        if fresh.is_empty() {
+            if let Ok(d) = VisitDoc::from_automerge(am) {
+                cache_insert(&mut inner, visit_id.into(), d);
+            }
             return Ok(outcome);
         }
         // Automerge 0.12 panics on some malformed change columns (found by fuzzing,
@@ -920,7 +922,6 @@ impl DeviceStore {
         })();
         inner.conn.pragma_update(None, "synchronous", "FULL")?;
         let vdoc = result?;
-        let _ = (now, refs);
         if let Some((d, visit)) = vdoc {
             cache_resolved(&mut inner, visit_id.into(), d, visit);
         }
