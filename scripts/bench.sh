@@ -16,6 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${BENCH_OUT:-target/bench-results}"
 mkdir -p "$out"
+# Absolute: cargo runs the bench binary in its package directory (tests/).
+out="$(cd "$out" && pwd)"
 echo "load before: $(cat /proc/loadavg)"
 
 cargo build --release -p fieldsync-server

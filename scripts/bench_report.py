@@ -49,6 +49,15 @@ def verdict(ok):
     return "met" if ok else "**missed**"
 
 
+def log_text(st):
+    if "change_log_bytes_per_visit" in st:
+        # Results from before the change log indexed pushes (one row per change).
+        return (f"{n(st['change_log_bytes_per_visit'])} B of change bytes in "
+                f"{n(st['change_log_rows_per_visit'], 0)} rows")
+    return (f"{n(st.get('change_log_rows_per_visit'), 1)} row(s) for {n(st.get('change_log_changes_per_visit'), 0)} changes, "
+            f"{n(st.get('change_log_heads_bytes_per_visit'))} B of heads")
+
+
 def render(sync, peer):
     m = sync["machine"]
     runs = sync["runs"]
@@ -70,16 +79,19 @@ def render(sync, peer):
         "| scenario | measured | target | |",
         "|---|---|---|---|",
         f"| initial sync of a {n(head['visits'])}-visit territory to a fresh device (core `SyncClient` into a `DeviceStore` on disk) "
-        f"| **{n(dev.get('visits_per_s'))} visits/s** ({n(dev.get('seconds'), 1)} s, {dev.get('rounds', '–')} round trips, {n(dev.get('bytes_down'))} B down) "
+        f"| **{n(dev.get('visits_per_s'))} visits/s** ({n(dev.get('seconds'), 1)} s, {dev.get('rounds', '–')} round trips, {n(dev.get('bytes_down'))} B down; "
+        f"CPU: device {n(dev.get('device_cpu_s'), 1)} s, server {n(dev.get('server_cpu_s'), 1)} s) "
         f"| ≥ 5,000 visits/s | {verdict((dev.get('visits_per_s') or 0) >= 5000)} |",
         f"| same, server and wire only (raw `POST /v1/sync` pages, no device store) "
-        f"| {n(wire['visits_per_s'])} visits/s ({n(wire['seconds'], 2)} s, {wire['pages']} pages, {n(wire['bytes_down'])} B JSON) | | |",
+        f"| {n(wire['visits_per_s'])} visits/s ({n(wire['seconds'], 2)} s, {wire['pages']} pages, {n(wire.get('documents'))} whole documents, "
+        f"{n(wire['changes'])} changes, {n(wire['bytes_down'])} B JSON) | | |",
         f"| incremental sync of one changed line | {inc.get('rounds', '–')} round trip, {inc.get('bytes_up', '–')} B up (zstd), "
         f"{inc.get('bytes_down', '–')} B down{' (' + head['incremental_note'] + ')' if head.get('incremental_note') else ''} | 1; ≤ 400 / ≤ 300 | "
         f"{verdict(inc.get('rounds') == 1 and inc.get('bytes_up', 999) <= 400 and inc.get('bytes_down', 999) <= 300)} |",
         f"| ingest from {head['devices']} concurrent devices, SQLite ({n(ing['visits'])} visits, one request per visit) "
         f"| **{n(ing['visits_per_s'])} visits/s**; median {n(lat['median_ms'], 1)} ms, **p99 {n(lat['p99_ms'], 1)} ms** "
-        f"(server CPU {n(ing['server_cpu_ms_per_visit'], 2)} ms/visit) | ≥ 5,000; p99 ≤ 100 ms | "
+        f"(server CPU {n(ing['server_cpu_ms_per_visit'], 2)} ms/visit; the load generator on the same cores "
+        f"{n(ing.get('client_cpu_ms_per_visit'), 2)} ms/visit) | ≥ 5,000; p99 ≤ 100 ms | "
         f"{verdict(ing['visits_per_s'] >= 5000 and lat['p99_ms'] <= 100)} |",
     ]
     for r in runs:
@@ -95,20 +107,20 @@ def render(sync, peer):
     if st:
         lines.append(
             f"| storage per typical visit on the server (SQLite file / visits) | **{n(st['file_per_visit'])} B** "
-            f"(compacted document {n(st['doc_bytes_per_visit'])} B, change log {n(st['change_log_bytes_per_visit'])} B of change bytes "
-            f"in {n(st['change_log_rows_per_visit'], 0)} rows, the rest indexes and row overhead) | ≤ 4 KB | "
+            f"(compacted document {n(st['doc_bytes_per_visit'])} B; change log {log_text(st)}; the rest row, index and page overhead) | ≤ 4 KB | "
             f"{verdict(st['file_per_visit'] <= 4096)} |"
         )
     lines += ["", "Growth (each row a fresh server; one request per visit; latency per request):", ""]
     lines += [
-        "| backend | visits | devices | ingest visits/s | median | p99 | server CPU / visit | server RSS peak | initial pull, wire, visits/s | bytes on server / visit |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | visits | devices | ingest visits/s | median | p99 | server CPU / visit | load generator CPU / visit | server RSS peak | initial pull, wire, visits/s | bytes on server / visit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         i, l = r["ingest"], r["ingest"]["latency"]
         lines.append(
             f"| {r['backend']} | {n(r['visits'])} | {r['devices']} | {n(i['visits_per_s'])} | {n(l['median_ms'], 1)} ms | "
-            f"{n(l['p99_ms'], 1)} ms | {n(i['server_cpu_ms_per_visit'], 2)} ms | {n(r.get('server_rss_hwm_mb'), 0)} MB | "
+            f"{n(l['p99_ms'], 1)} ms | {n(i['server_cpu_ms_per_visit'], 2)} ms | {n(i.get('client_cpu_ms_per_visit'), 2)} ms | "
+            f"{n(r.get('server_rss_hwm_mb'), 0)} MB | "
             f"{n(r['initial_wire']['visits_per_s'])} | {n(r.get('storage', {}).get('file_per_visit'))} |"
         )
     if peer:

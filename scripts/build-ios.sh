@@ -4,13 +4,16 @@
 #   x86_64-apple-ios, merged with lipo) → `xcodebuild -create-xcframework` →
 #   ios-demo/FieldsyncFFI/fieldsync_ffiFFI.xcframework, and the Swift bindings
 #   (ffi/bindings/swift, committed) → ios-demo/FieldsyncFFI/Sources/FieldsyncFFI/.
-# Needs macOS with Xcode (xcodebuild, lipo) and cmake (aws-lc-sys). With --app it also
-# generates the Xcode project (xcodegen) and builds the app for the simulator.
+# The libraries are built with profile `release-ffi` (opt-level "z", fat LTO, one codegen
+# unit) as staticlib only: cargo skips LTO when the crate's rlib type is built too (see
+# docs/BENCHMARKS.md "Library size"); --debug builds a debug library instead.
+# Needs macOS with Xcode (xcodebuild, lipo; no cmake). With --app it also generates the
+# Xcode project (xcodegen) and builds the app for the simulator.
 # Usage: scripts/build-ios.sh [--debug] [--app]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-profile=release
+profile=release-ffi
 app=0
 for arg in "$@"; do
     case "$arg" in
@@ -21,16 +24,17 @@ for arg in "$@"; do
 done
 [[ "$(uname -s)" == Darwin ]] || { echo "build-ios.sh needs macOS with Xcode" >&2; exit 1; }
 command -v xcodebuild >/dev/null || { echo "xcodebuild not found: install Xcode" >&2; exit 1; }
-command -v cmake >/dev/null || { echo "cmake is required (aws-lc-sys): brew install cmake" >&2; exit 1; }
 
 targets=(aarch64-apple-ios aarch64-apple-ios-sim x86_64-apple-ios)
 rustup target add "${targets[@]}"
 
-cargo_flags=()
-[[ $profile == release ]] && cargo_flags=(--release)
 export IPHONEOS_DEPLOYMENT_TARGET=16.0
 for t in "${targets[@]}"; do
-    cargo build "${cargo_flags[@]}" -p fieldsync-ffi --lib --target "$t"
+    if [[ $profile == release-ffi ]]; then
+        cargo rustc --profile release-ffi -p fieldsync-ffi --lib --crate-type staticlib --target "$t"
+    else
+        cargo build -p fieldsync-ffi --lib --target "$t"
+    fi
 done
 
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')

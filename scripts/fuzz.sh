@@ -11,8 +11,9 @@
 # are what the targets look for; address builds take much longer).
 # A crash is moved to tests/fuzz/regressions/<target>/ so that
 # `cargo test -p fieldsync-tests --test fuzz_regressions` replays it from then on; an
-# out-of-memory or timeout input to tests/fuzz/findings/<target>/ (not replayed); either
-# way the script exits non-zero. The corpus lives in tests/fuzz/corpus/<target>/ (not committed),
+# out-of-memory or timeout input to tests/fuzz/findings/<target>/ (not replayed until it
+# is fixed: then move it to regressions/, where inputs named oom-*/slow-*/timeout-* are
+# replayed in a child process with a memory cap); either way the script exits non-zero. The corpus lives in tests/fuzz/corpus/<target>/ (not committed),
 # seeded from tests/fuzz/regressions/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/../tests/fuzz"
@@ -53,8 +54,8 @@ for t in "${targets[@]}"; do
     echo "!! $t: $(basename "$c") moved to tests/fuzz/regressions/$t/ (replayed by cargo test)"
     status=1
   done
-  # Out-of-memory and timeout inputs are not replayed by `cargo test` (they would take
-  # the test machine down): kept in findings/ until fixed.
+  # Out-of-memory and timeout inputs are not replayed by `cargo test` until fixed (they
+  # would take the test machine down): kept in findings/ meanwhile.
   for c in "${ooms[@]}"; do
     mkdir -p "findings/$t"
     mv "$c" "findings/$t/"

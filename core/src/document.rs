@@ -42,6 +42,7 @@ use automerge::{
     ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
     transaction::{CommitOptions, Transactable, Transaction},
 };
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::{Error, Result};
@@ -64,11 +65,103 @@ const INVENTORY_FIELDS: [&str; 5] = ["shelf", "back", "oos", "price", "facings"]
 const POSITION_FIELDS: [&str; 3] = ["present", "facings", "correct"];
 const PROMOTION_FIELDS: [&str; 4] = ["display", "price_ok", "materials", "price"];
 
+/// The first bytes of a Zstandard frame (a document packed by [`pack_document`]; Automerge
+/// bytes start with `85 6f 4a 83`).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Packs a document's saved bytes for storage: one Zstandard frame (level 1). Meant for
+/// `Automerge::save_nocompress` output: a typical visit's uncompressed save (2.5 KB)
+/// packs to 1.1 KB, smaller than `Automerge::save` (1.4 KB, whose DEFLATE of the columns
+/// is ~88 % of its cost) at a tenth of the instructions. [`unpack_document`] reverses it;
+/// both Automerge bytes and packed bytes load after it.
+pub fn pack_document(automerge_bytes: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(automerge_bytes, 1).unwrap_or_else(|_| automerge_bytes.to_vec())
+}
+
+/// The Automerge bytes of stored document bytes: unpacked when [`pack_document`] packed
+/// them, else as they are.
+pub fn unpack_document(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
+    unpack_document_within(stored, usize::MAX)
+}
+
+/// Like [`unpack_document`] for bytes from elsewhere: refuses to unpack to more than
+/// `limit` bytes (without allocating more).
+pub fn unpack_document_within(bytes: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
+    use std::io::Read as _;
+    if !bytes.starts_with(&ZSTD_MAGIC) {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
+    let bad = |e: String| Error::Corrupt(format!("a packed document does not unpack: {e}"));
+    let too_big = || bad(format!("it unpacks to more than {limit} bytes"));
+    let out = match zstd::zstd_safe::get_frame_content_size(bytes) {
+        Ok(Some(n)) => {
+            let n = usize::try_from(n)
+                .ok()
+                .filter(|n| *n <= limit)
+                .ok_or_else(too_big)?;
+            zstd::bulk::decompress(bytes, n).map_err(|e| bad(e.to_string()))?
+        }
+        // No size in the frame header: decode up to the limit.
+        _ => {
+            let mut out = Vec::new();
+            zstd::stream::read::Decoder::new(bytes)
+                .map_err(|e| bad(e.to_string()))?
+                .take(limit.saturating_add(1) as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| bad(e.to_string()))?;
+            if out.len() > limit {
+                return Err(too_big());
+            }
+            out
+        }
+    };
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// Whether `doc` holds the change `hash` (applied, not merely queued). Cheap, unlike
+/// `get_change_by_hash`, which rebuilds the change from the document's columns.
+pub fn has_change(doc: &Automerge, hash: &ChangeHash) -> bool {
+    doc.get_missing_deps(std::slice::from_ref(hash)).is_empty()
+}
+
 /// A visit's Automerge document.
 #[derive(Debug, Clone)]
 pub struct VisitDoc {
     doc: Automerge,
 }
+
+/// Every change's device time: per actor, (first op, last op, time) by first op.
+struct ChangeTimes(HashMap<ActorId, Vec<(u64, u64, Millis)>>);
+
+impl ChangeTimes {
+    /// The device time of the change that made op `id` (0 when unknown).
+    fn at(&self, id: &ObjId) -> Millis {
+        let ObjId::Id(counter, actor, _) = id else {
+            return 0;
+        };
+        let Some(ranges) = self.0.get(actor) else {
+            return 0;
+        };
+        let i = ranges.partition_point(|(start, _, _)| start <= counter);
+        match i.checked_sub(1).map(|i| ranges[i]) {
+            Some((_, max, at)) if *counter <= max => at,
+            _ => 0,
+        }
+    }
+}
+
+/// One key of a map object: its winning value, the op that wrote it, and whether other
+/// concurrent values exist.
+#[derive(Debug, Clone)]
+struct MapEntry {
+    key: String,
+    value: Value<'static>,
+    id: ObjId,
+    conflict: bool,
+}
+
+/// The entries of the document's map objects, by object.
+type MapIndex = HashMap<ObjId, Vec<MapEntry>>;
 
 /// A candidate value of a field: the scalar, the op that wrote it and its device time.
 #[derive(Debug, Clone)]
@@ -214,20 +307,47 @@ impl VisitDoc {
         }
     }
 
-    fn change_time(&self, id: &ObjId) -> Millis {
+    /// The device time of the change that made op `id`, from `times` (every change's
+    /// time, when the caller looked them all up at once) or from the document.
+    fn change_time(&self, id: &ObjId, times: Option<&ChangeTimes>) -> Millis {
+        if let Some(t) = times {
+            return t.at(id);
+        }
         self.doc
             .hash_for_opid(id)
-            .and_then(|h| self.doc.get_change_meta_by_hash(&h).map(|m| m.timestamp))
-            .unwrap_or(0)
+            .and_then(|h| self.doc.get_change_meta_by_hash(&h))
+            .map_or(0, |m| m.timestamp)
+    }
+
+    /// Every change's device time, by actor and op range, in one pass over the history
+    /// (looking each op's change up on its own cost about half of [`VisitDoc::read`]).
+    fn change_times(&self) -> ChangeTimes {
+        let mut by_actor: HashMap<ActorId, Vec<(u64, u64, Millis)>> = HashMap::new();
+        for m in self.doc.get_changes_meta(&[]) {
+            by_actor.entry(m.actor.into_owned()).or_default().push((
+                m.start_op,
+                m.max_op,
+                m.timestamp,
+            ));
+        }
+        for ranges in by_actor.values_mut() {
+            ranges.sort_unstable();
+        }
+        ChangeTimes(by_actor)
     }
 
     /// All scalar values of `key` in each of `objs`.
-    fn candidates(&self, objs: &[ObjId], key: &str) -> Result<Vec<Candidate>> {
+    fn candidates(
+        &self,
+        objs: &[ObjId],
+        key: &str,
+        times: Option<&ChangeTimes>,
+    ) -> Result<Vec<Candidate>> {
         let mut out = Vec::new();
         for obj in objs {
             for (v, id) in self.doc.get_all(obj, key)? {
                 if let Value::Scalar(s) = v {
-                    let at = self.change_time(&id);
+                    let at = self.change_time(&id, times);
                     out.push(Candidate {
                         value: s.into_owned(),
                         id,
@@ -266,67 +386,180 @@ impl VisitDoc {
         }
     }
 
+    /// The entries of every map object reachable in the document, in one pass over it
+    /// (`ReadDoc::iter`; reading object by object cost twice as much).
+    fn map_index(&self) -> MapIndex {
+        let mut out: MapIndex = HashMap::new();
+        for item in self.doc.iter() {
+            if let automerge::iter::DocItem::Map(m) = item.item {
+                let id = m.id();
+                out.entry((*item.obj).clone()).or_default().push(MapEntry {
+                    key: m.key.to_string(),
+                    conflict: m.conflict,
+                    value: m.value.into_value(),
+                    id,
+                });
+            }
+        }
+        out
+    }
+
+    /// The entries of the map `obj`: from `index`, or read now when the index lacks it
+    /// (an object the document walk did not reach, e.g. a conflicting copy of a line).
+    fn map_entries<'i>(&self, index: &'i MapIndex, obj: &ObjId) -> Cow<'i, [MapEntry]> {
+        match index.get(obj) {
+            Some(e) => Cow::Borrowed(e.as_slice()),
+            None => Cow::Owned(
+                self.doc
+                    .map_range(obj, ..)
+                    .map(|m| {
+                        let id = m.id();
+                        MapEntry {
+                            key: m.key.to_string(),
+                            conflict: m.conflict,
+                            value: m.value.into_value(),
+                            id,
+                        }
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The winning scalar of every key of a map object.
+    fn winners(&self, index: &MapIndex, obj: &ObjId) -> HashMap<String, ScalarValue> {
+        let mut out = HashMap::new();
+        for e in self.map_entries(index, obj).iter() {
+            if let Value::Scalar(s) = &e.value {
+                out.insert(e.key.clone(), s.as_ref().clone());
+            }
+        }
+        out
+    }
+
+    /// The candidates of every key of the map `obj`: the winning value of a key, or all
+    /// its values (`get_all`) when concurrent values exist.
+    fn candidates_of(
+        &self,
+        index: &MapIndex,
+        obj: &ObjId,
+        out: &mut HashMap<String, Vec<Candidate>>,
+        times: &ChangeTimes,
+    ) -> Result<()> {
+        for e in self.map_entries(index, obj).iter() {
+            if e.conflict {
+                let found = self.candidates(std::slice::from_ref(obj), &e.key, Some(times))?;
+                out.entry(e.key.clone()).or_default().extend(found);
+                continue;
+            }
+            if let Value::Scalar(s) = &e.value {
+                let at = self.change_time(&e.id, Some(times));
+                out.entry(e.key.clone()).or_default().push(Candidate {
+                    value: s.as_ref().clone(),
+                    id: e.id.clone(),
+                    at,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the whole visit, resolving conflicts (see the module docs).
+    ///
+    /// The document is walked once (every map's entries, every change's time); `get_all`
+    /// runs only for keys that hold concurrent values. (Reading field by field with
+    /// `get_all` cost about 0.7 ms for a typical visit, most of a device action and of the
+    /// server's ingest: docs/BENCHMARKS.md.)
     pub fn read(&self) -> Result<Visit> {
-        let plan_obj = self.section("plan")?;
-        let actual = self.section("actual")?;
-        let p = |k: &'static str| -> Result<Field> {
-            Ok(Field::new(self.winner(&plan_obj, k)?, "plan", k))
+        let times = self.change_times();
+        let index = self.map_index();
+        let root: HashMap<&str, (&Value<'static>, &ObjId)> = index
+            .get(&ROOT)
+            .map(|es| {
+                es.iter()
+                    .map(|e| (e.key.as_str(), (&e.value, &e.id)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let section = |name: &str| -> Result<ObjId> {
+            match root.get(name) {
+                Some((Value::Object(_), id)) => Ok((*id).clone()),
+                _ => Err(Error::Corrupt(format!(
+                    "visit document has no {name} section"
+                ))),
+            }
         };
-        let a = |k: &'static str| -> Result<Field> {
-            Ok(Field::new(self.winner(&actual, k)?, "actual", k))
-        };
+        let mut plan_values = self.winners(&index, &section("plan")?);
+        let mut actual_values = self.winners(&index, &section("actual")?);
+        let mut p = |k: &'static str| Field::new(plan_values.remove(k), "plan", k);
         let plan = VisitPlan {
-            store_id: p("store")?.string()?.unwrap_or_default(),
-            rep_id: p("rep")?.string()?.unwrap_or_default(),
-            planned_start: p("start")?.int()?.unwrap_or(0),
-            planned_end: p("end")?.int()?.unwrap_or(0),
-            priority: p("priority")?.int()?.unwrap_or(3).clamp(1, 5) as u8,
-            instructions: p("instructions")?.string()?.unwrap_or_default(),
-            template_id: p("template")?.string()?.unwrap_or_default(),
-            ad_hoc: p("ad_hoc")?.bool()?.unwrap_or(false),
+            store_id: p("store").string()?.unwrap_or_default(),
+            rep_id: p("rep").string()?.unwrap_or_default(),
+            planned_start: p("start").int()?.unwrap_or(0),
+            planned_end: p("end").int()?.unwrap_or(0),
+            priority: p("priority").int()?.unwrap_or(3).clamp(1, 5) as u8,
+            instructions: p("instructions").string()?.unwrap_or_default(),
+            template_id: p("template").string()?.unwrap_or_default(),
+            ad_hoc: p("ad_hoc").bool()?.unwrap_or(false),
+        };
+        let mut a = |k: &str| Field {
+            value: actual_values.remove(k),
+            path: format!("actual/{k}"),
         };
         let status =
-            VisitStatus::parse(&a("status")?.string()?.unwrap_or_else(|| "planned".into()))?;
-        let checkpoint = |prefix: &str| -> Result<Option<CheckPoint>> {
-            let k = |s: &str| format!("{prefix}_{s}");
-            let get = |s: &str| -> Result<Field> {
-                Ok(Field {
-                    value: self.winner(&actual, &k(s))?,
-                    path: format!("actual/{}", k(s)),
-                })
-            };
-            let Some(at) = get("at")?.int()? else {
+            VisitStatus::parse(&a("status").string()?.unwrap_or_else(|| "planned".into()))?;
+        let id = match root.get("id") {
+            Some((Value::Scalar(s), _)) => match s.as_ref() {
+                ScalarValue::Str(s) => s.to_string(),
+                _ => return Err(Error::Corrupt("visit document has no id".into())),
+            },
+            _ => return Err(Error::Corrupt("visit document has no id".into())),
+        };
+        let mut checkpoint = |prefix: &str| -> Result<Option<CheckPoint>> {
+            let mut get = |s: &str| a(&format!("{prefix}_{s}"));
+            let Some(at) = get("at").int()? else {
                 return Ok(None);
             };
             Ok(Some(CheckPoint {
                 at,
                 position: GeoPoint {
-                    lat: get("lat")?.float()?.unwrap_or(0.0),
-                    lng: get("lng")?.float()?.unwrap_or(0.0),
+                    lat: get("lat").float()?.unwrap_or(0.0),
+                    lng: get("lng").float()?.unwrap_or(0.0),
                 },
-                distance_m: get("dist")?.float()?.unwrap_or(0.0),
-                outside_geofence: get("out")?.bool()?.unwrap_or(false),
+                distance_m: get("dist").float()?.unwrap_or(0.0),
+                outside_geofence: get("out").bool()?.unwrap_or(false),
             }))
         };
+        let check_in = checkpoint("in")?;
+        let check_out = checkpoint("out")?;
+        let notes = match root.get("notes") {
+            Some((Value::Object(_), notes)) => self.doc.text(*notes)?,
+            _ => return Err(Error::Corrupt("visit document has no notes".into())),
+        };
         let mut visit = Visit {
-            id: self.id()?,
+            id,
             plan,
             status,
-            check_in: checkpoint("in")?,
-            check_out: checkpoint("out")?,
-            cancel_reason: a("cancel_reason")?.string()?,
-            abandon_reason: a("abandon_reason")?.string()?,
+            check_in,
+            check_out,
+            cancel_reason: a("cancel_reason").string()?,
+            abandon_reason: a("abandon_reason").string()?,
             inventory: BTreeMap::new(),
             planogram: BTreeMap::new(),
             promotions: BTreeMap::new(),
             survey: BTreeMap::new(),
             orders: BTreeMap::new(),
-            order_submitted: a("order_submitted")?.bool()?.unwrap_or(false),
-            notes: self.notes()?,
+            order_submitted: a("order_submitted").bool()?.unwrap_or(false),
+            notes,
         };
 
-        for (pid, mut f) in self.read_lines("inventory", &INVENTORY_FIELDS)? {
+        for (pid, mut f) in self.read_lines(
+            &index,
+            &section("inventory")?,
+            "inventory",
+            &INVENTORY_FIELDS,
+            &times,
+        )? {
             visit.inventory.insert(
                 pid.clone(),
                 InventoryLine {
@@ -340,7 +573,13 @@ impl VisitDoc {
                 },
             );
         }
-        for (pos, mut f) in self.read_lines("planogram", &POSITION_FIELDS)? {
+        for (pos, mut f) in self.read_lines(
+            &index,
+            &section("planogram")?,
+            "planogram",
+            &POSITION_FIELDS,
+            &times,
+        )? {
             visit.planogram.insert(
                 pos.clone(),
                 PositionResult {
@@ -352,7 +591,13 @@ impl VisitDoc {
                 },
             );
         }
-        for (promo, mut f) in self.read_lines("promotions", &PROMOTION_FIELDS)? {
+        for (promo, mut f) in self.read_lines(
+            &index,
+            &section("promotions")?,
+            "promotions",
+            &PROMOTION_FIELDS,
+            &times,
+        )? {
             visit.promotions.insert(
                 promo.clone(),
                 PromotionCheck {
@@ -365,9 +610,11 @@ impl VisitDoc {
                 },
             );
         }
-        let survey = self.section("survey")?;
-        for qid in self.doc.keys(&survey) {
-            if let Some(c) = self.candidates(std::slice::from_ref(&survey), &qid)?.pop() {
+        let mut survey = HashMap::new();
+        self.candidates_of(&index, &section("survey")?, &mut survey, &times)?;
+        for (qid, mut cs) in survey {
+            cs.sort_by_key(|c| (c.at, op_key(&c.id)));
+            if let Some(c) = cs.pop() {
                 let value = match c.value {
                     ScalarValue::Boolean(b) => AnswerValue::Bool(b),
                     ScalarValue::Int(i) => AnswerValue::Number(i as f64),
@@ -389,9 +636,11 @@ impl VisitDoc {
                 );
             }
         }
-        let orders = self.section("orders")?;
-        for pid in self.doc.keys(&orders) {
-            if let Some(c) = self.candidates(std::slice::from_ref(&orders), &pid)?.pop() {
+        let mut orders = HashMap::new();
+        self.candidates_of(&index, &section("orders")?, &mut orders, &times)?;
+        for (pid, mut cs) in orders {
+            cs.sort_by_key(|c| (c.at, op_key(&c.id)));
+            if let Some(c) = cs.pop() {
                 let path = format!("orders/{pid}");
                 let quantity = Field {
                     value: Some(c.value),
@@ -415,20 +664,37 @@ impl VisitDoc {
     /// Resolves every line of an observation section.
     fn read_lines(
         &self,
+        index: &MapIndex,
+        sec: &ObjId,
         section: &str,
         fields: &[&'static str],
+        times: &ChangeTimes,
     ) -> Result<Vec<(String, LineFields)>> {
-        let sec = self.section(section)?;
         let mut out = Vec::new();
-        for key in self.doc.keys(&sec) {
-            let objs = self.line_objects(&sec, &key)?;
+        for e in self.map_entries(index, sec).iter() {
+            let key = e.key.clone();
+            let objs = if e.conflict {
+                self.line_objects(sec, &key)?
+            } else if matches!(e.value, Value::Object(ObjType::Map)) {
+                vec![e.id.clone()]
+            } else {
+                Vec::new()
+            };
+            let mut found: HashMap<String, Vec<Candidate>> = HashMap::new();
+            for obj in &objs {
+                self.candidates_of(index, obj, &mut found, times)?;
+            }
             let mut line = LineFields {
                 values: HashMap::new(),
                 latest: 0,
                 prefix: format!("{section}/{key}"),
             };
             for f in fields {
-                if let Some(c) = self.candidates(&objs, f)?.pop() {
+                let Some(mut cs) = found.remove(*f) else {
+                    continue;
+                };
+                cs.sort_by_key(|c| (c.at, op_key(&c.id)));
+                if let Some(c) = cs.pop() {
                     line.latest = line.latest.max(c.at);
                     line.values.insert(f, c.value);
                 }
@@ -506,7 +772,7 @@ impl VisitDoc {
                         .enumerate()
                         .map(|(i, (v, id))| ConflictValue {
                             value: value_json(&v),
-                            at: self.change_time(&id),
+                            at: self.change_time(&id, None),
                             author: self.author_of_op(&id),
                             winner: i + 1 == n,
                         })
@@ -530,7 +796,7 @@ impl VisitDoc {
                     self.push_conflict(
                         &mut out,
                         format!("{section}/{key}/{f}"),
-                        self.candidates(&objs, f)?,
+                        self.candidates(&objs, f, None)?,
                     );
                 }
             }
@@ -538,7 +804,7 @@ impl VisitDoc {
         for section in ["survey", "orders"] {
             let sec = self.section(section)?;
             for key in self.doc.keys(&sec) {
-                let c = self.candidates(std::slice::from_ref(&sec), &key)?;
+                let c = self.candidates(std::slice::from_ref(&sec), &key, None)?;
                 self.push_conflict(&mut out, format!("{section}/{key}"), c);
             }
         }
@@ -614,6 +880,17 @@ impl VisitDoc {
     /// document's objects are walked only when a change refers to an object made before
     /// (a brand-new visit pushed whole never needs the walk).
     pub fn touched_paths_each(&self, changes: &[Change]) -> Result<Vec<BTreeSet<String>>> {
+        Ok(self
+            .touched_values_each(changes)?
+            .into_iter()
+            .map(|ops| ops.into_iter().map(|(path, _)| path).collect())
+            .collect())
+    }
+
+    /// Like [`VisitDoc::touched_paths_each`] with the value each op writes (as JSON, the
+    /// way [`VisitDoc::history`] reports it: `{}` for a new object, `null` for a delete),
+    /// one `(path, value)` per op. Decodes only `changes`, never the document's history.
+    pub fn touched_values_each(&self, changes: &[Change]) -> Result<Vec<Vec<(String, String)>>> {
         let mut made: HashMap<(u64, Vec<u8>), String> = HashMap::new();
         let mut objects: Option<HashMap<(u64, Vec<u8>), String>> = None;
         let mut out = Vec::with_capacity(changes.len());
@@ -640,7 +917,11 @@ impl VisitDoc {
                     made.insert((start + *i as u64, actor.clone()), path.clone());
                 }
             }
-            out.push(ops.into_iter().map(|(_, path, _)| path).collect());
+            out.push(
+                ops.into_iter()
+                    .map(|(_, path, value)| (path, value))
+                    .collect(),
+            );
         }
         Ok(out)
     }
@@ -1086,4 +1367,59 @@ fn push_opt<'k>(out: &mut Vec<(&'k str, ScalarValue)>, key: &'k str, v: Option<S
 pub enum CheckKind {
     In,
     Out,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+
+    #[test]
+    fn packed_documents_unpack_to_the_same_document_and_plain_bytes_pass_through() {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        let m = tx.put_object(ROOT, "lines", ObjType::Map).unwrap();
+        for i in 0..200 {
+            tx.put(&m, format!("p-{i}"), i64::from(i)).unwrap();
+        }
+        tx.commit();
+        let plain = doc.save_nocompress();
+        let packed = pack_document(&plain);
+        assert!(packed.starts_with(&ZSTD_MAGIC));
+        assert!(
+            packed.len() < plain.len(),
+            "{} of {} bytes",
+            packed.len(),
+            plain.len()
+        );
+        assert_eq!(unpack_document(&packed).unwrap().as_ref(), plain.as_slice());
+        let loaded = Automerge::load(&unpack_document(&packed).unwrap()).unwrap();
+        assert_eq!(loaded.get_heads(), doc.get_heads());
+        // Automerge bytes (compressed or not) are returned as they are.
+        let saved = doc.save();
+        assert!(matches!(
+            unpack_document(&saved).unwrap(),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let mut broken = packed.clone();
+        broken.truncate(packed.len() / 2);
+        assert!(unpack_document(&broken).is_err());
+        // A limit below the unpacked size refuses, by the frame's declared size or by
+        // decoding (a frame that does not declare it).
+        let e = unpack_document_within(&packed, plain.len() - 1).unwrap_err();
+        assert!(e.to_string().contains("unpacks to more than"), "{e}");
+        assert_eq!(
+            unpack_document_within(&packed, plain.len())
+                .unwrap()
+                .as_ref(),
+            &plain[..]
+        );
+        let mut z = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        z.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut z, &plain).unwrap();
+        let undeclared = z.finish().unwrap();
+        assert_eq!(unpack_document(&undeclared).unwrap().as_ref(), &plain[..]);
+        let e = unpack_document_within(&undeclared, 100).unwrap_err();
+        assert!(e.to_string().contains("unpacks to more than 100"), "{e}");
+    }
 }

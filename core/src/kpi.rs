@@ -276,10 +276,7 @@ pub fn perfect_store_score(
 /// outside chrono's range.
 pub fn store_local_day(store: &Store, at: Millis) -> Option<NaiveDate> {
     let utc = DateTime::<Utc>::from_timestamp_millis(at)?;
-    Some(match store.timezone.parse::<chrono_tz::Tz>() {
-        Ok(tz) => utc.with_timezone(&tz).date_naive(),
-        Err(_) => utc.date_naive(),
-    })
+    Some(crate::tz::local_date(&store.timezone, utc).unwrap_or_else(|| utc.date_naive()))
 }
 
 /// Visit compliance of one visit, as 0 ÷ 0, 0 ÷ 1 or 1 ÷ 1, judged at `as_of`.

@@ -61,6 +61,7 @@ pub mod model;
 pub mod rules;
 pub mod store;
 pub mod sync;
+pub mod tz;
 pub mod visit;
 
 pub use error::{Error, Result};

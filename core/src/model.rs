@@ -468,10 +468,10 @@ impl ReferenceData {
             }
         }
         for kt in &self.kpi_targets {
-            if let Some(g) = &kt.store_group_id {
-                if !groups.contains(g.as_str()) {
-                    problems.push(format!("KPI target {}: unknown store group {g}", kt.id));
-                }
+            if let Some(g) = &kt.store_group_id
+                && !groups.contains(g.as_str())
+            {
+                problems.push(format!("KPI target {}: unknown store group {g}", kt.id));
             }
         }
         let s = &self.settings;
@@ -522,7 +522,7 @@ pub fn store_problems(
     if !(s.geofence_radius_m.is_finite() && s.geofence_radius_m > 0.0) {
         problems.push(format!("store {}: geofence radius must be positive", s.id));
     }
-    if s.timezone.parse::<chrono_tz::Tz>().is_err() {
+    if !crate::tz::is_known(&s.timezone) {
         problems.push(format!(
             "store {}: unknown time zone {:?}",
             s.id, s.timezone
@@ -658,10 +658,10 @@ impl<'a> ReferenceIndex<'a> {
             out.insert(t.kpi, t.target);
         }
         for t in self.data.kpi_targets.iter().filter(valid) {
-            if let Some(g) = &t.store_group_id {
-                if store.store_group_ids.contains(g) {
-                    out.insert(t.kpi, t.target);
-                }
+            if let Some(g) = &t.store_group_id
+                && store.store_group_ids.contains(g)
+            {
+                out.insert(t.kpi, t.target);
             }
         }
         out

@@ -1,7 +1,7 @@
 //! Business rules shared by the device and the server: visit lifecycle, input checks,
 //! required tasks, and which role owns which fields of a visit document.
 
-use chrono::{NaiveDate, TimeZone};
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -91,10 +91,7 @@ pub fn check_inventory(
 /// The local calendar day of an instant in a store's time zone (UTC if the zone is unknown).
 pub fn local_day(store: &Store, at: Millis) -> NaiveDate {
     let utc = chrono::DateTime::from_timestamp_millis(at).unwrap_or_default();
-    match store.timezone.parse::<chrono_tz::Tz>() {
-        Ok(tz) => tz.from_utc_datetime(&utc.naive_utc()).date_naive(),
-        Err(_) => utc.date_naive(),
-    }
+    crate::tz::local_date(&store.timezone, utc).unwrap_or_else(|| utc.date_naive())
 }
 
 /// Progress of one task of a visit.

@@ -198,3 +198,116 @@ pub fn import(store: &dyn Store, path: &Path) -> Result<i64, Vec<String>> {
         .import_reference(data)
         .map_err(|e| vec![e.to_string()])
 }
+
+/// The name of the embedded database in a data directory.
+pub const DB_FILE: &str = "fieldsync.db";
+const LOCK_FILE: &str = "fieldsync.lock";
+
+/// Takes the data directory's lock: a server holds it while it serves, so a restore cannot
+/// replace the database under it. Kept until the returned file is dropped.
+pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "a fieldsync server is using {}: stop it first",
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// What [`restore`] did.
+#[derive(Debug)]
+pub struct Restored {
+    /// The restored database's new epoch.
+    pub epoch: String,
+    /// Where the database it replaced was moved (`None` when there was none).
+    pub previous: Option<std::path::PathBuf>,
+}
+
+/// Restores the embedded database of `dir` from `backup` (a file written by
+/// `admin backup`), with the server stopped. The backup is checked first (a SQLite
+/// database that passes `integrity_check` and has a fieldsync epoch); nothing changes
+/// when it is not. The restored database always gets a new epoch, so restoring the same
+/// backup twice still makes devices reconcile (they resend what it lacks). The replaced
+/// database is moved aside, not deleted.
+pub fn restore(dir: &Path, backup: &Path) -> Result<Restored, String> {
+    use rusqlite::{Connection, OpenFlags};
+    let _lock = lock_data_dir(dir)?;
+    let bad = |why: String| {
+        format!(
+            "{} is not a usable fieldsync backup: {why}",
+            backup.display()
+        )
+    };
+    let src = Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| bad(e.to_string()))?;
+    let check: String = src
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| bad(e.to_string()))?;
+    if check != "ok" {
+        return Err(bad(format!("integrity check: {check}")));
+    }
+    src.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .map_err(|e| bad(format!("no epoch ({e})")))?;
+
+    let live = dir.join(DB_FILE);
+    let staged = dir.join(format!("{DB_FILE}.restoring"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("{DB_FILE}.restoring{suffix}")));
+    }
+    let copy = || -> Result<String, String> {
+        let mut dst = Connection::open(&staged).map_err(|e| e.to_string())?;
+        rusqlite::backup::Backup::new(&src, &mut dst)
+            .and_then(|b| b.run_to_completion(256, std::time::Duration::ZERO, None))
+            .map_err(|e| e.to_string())?;
+        drop(dst);
+        // Opening migrates an older backup; then a fresh epoch, forgetting which device
+        // holds what (devices reconcile by their heads).
+        let store = crate::SqliteStore::open(&staged).map_err(|e| e.to_string())?;
+        let epoch = store.new_epoch().map_err(|e| e.to_string())?;
+        drop(store);
+        Ok(epoch)
+    };
+    let epoch = copy().map_err(|e| {
+        let _ = std::fs::remove_file(&staged);
+        format!(
+            "restoring {} failed, nothing changed: {e}",
+            backup.display()
+        )
+    })?;
+    let previous = if live.exists() {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let aside = dir.join(format!("{DB_FILE}.before-restore-{stamp}"));
+        for suffix in ["", "-wal", "-shm"] {
+            let from = dir.join(format!("{DB_FILE}{suffix}"));
+            if from.exists() {
+                let to = std::path::PathBuf::from(format!("{}{suffix}", aside.display()));
+                std::fs::rename(&from, &to)
+                    .map_err(|e| format!("cannot move {} aside: {e}", from.display()))?;
+            }
+        }
+        Some(aside)
+    } else {
+        None
+    };
+    for suffix in ["-wal", "-shm", ""] {
+        let from = dir.join(format!("{DB_FILE}.restoring{suffix}"));
+        if from.exists() {
+            std::fs::rename(&from, dir.join(format!("{DB_FILE}{suffix}")))
+                .map_err(|e| format!("cannot move the restored database into place: {e}"))?;
+        }
+    }
+    Ok(Restored { epoch, previous })
+}

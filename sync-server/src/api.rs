@@ -54,6 +54,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Failed logins per username and address per minute.
     pub login_failures_per_minute: usize,
+    /// Password checks (argon2id, ~19 MiB each) running at once, sign-ins of the API and
+    /// the dashboard together ([`crate::auth::PasswordGate`]; default one per CPU).
+    pub password_checks: usize,
+    /// How long a sign-in waits for a free password check before the answer is 503 with
+    /// `Retry-After`.
+    pub password_wait: Duration,
 }
 
 impl Default for Config {
@@ -65,6 +71,8 @@ impl Default for Config {
             body_limit: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(60),
             login_failures_per_minute: 5,
+            password_checks: crate::auth::PasswordGate::default_slots(),
+            password_wait: Duration::from_secs(2),
         }
     }
 }
@@ -76,6 +84,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     failures: Arc<Mutex<HashMap<String, VecDeque<Instant>>>>,
+    /// Bounds the password checks of every sign-in.
+    pub passwords: crate::auth::PasswordGate,
 }
 
 impl AppState {
@@ -83,6 +93,7 @@ impl AppState {
         Self {
             store,
             metrics: Arc::new(Metrics::new()),
+            passwords: crate::auth::PasswordGate::new(config.password_checks, config.password_wait),
             config: Arc::new(config),
             failures: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -120,6 +131,10 @@ impl AppError {
     pub fn internal(m: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
     }
+    /// 503: the server turned the request away for now; answered with `Retry-After`.
+    pub fn busy(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", m)
+    }
 }
 
 impl IntoResponse for AppError {
@@ -139,6 +154,12 @@ impl IntoResponse for AppError {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(BUSY_RETRY_AFTER),
             );
         }
         resp
@@ -398,34 +419,39 @@ async fn login(
         req.password.clone(),
         req.device_id.clone(),
     );
-    let result = blocking(move || {
-        let Some(user) = store.user_by_username(&username)? else {
-            // Spend the same time as a real check so usernames cannot be probed by timing.
-            let _ = crate::auth::verify_password(&password, crate::auth::dummy_hash());
-            return Ok(None);
-        };
-        if user.disabled || !crate::auth::verify_password(&password, &user.password_hash) {
-            return Ok(None);
-        }
-        let token = crate::auth::new_token();
-        let token_id = store.create_token(
-            &user.id,
-            &device_id,
-            &hash_token(&token),
-            chrono::Utc::now().timestamp_millis(),
-        )?;
-        Ok(Some(LoginResponse {
-            token,
-            token_id,
-            user: LoginUser {
-                id: user.id,
-                username: user.username,
-                role: user.role,
-                territories: user.territories,
-            },
-        }))
-    })
-    .await?;
+    // Through the password gate: a burst of sign-ins hashes a few at a time (bounded
+    // memory and CPU) and whatever cannot get a slot soon is told to retry.
+    let result = state
+        .passwords
+        .run(move || -> Result<Option<LoginResponse>, AppError> {
+            let Some(user) = store.user_by_username(&username)? else {
+                // Spend the same time as a real check so usernames cannot be probed by timing.
+                let _ = crate::auth::verify_password(&password, crate::auth::dummy_hash());
+                return Ok(None);
+            };
+            if user.disabled || !crate::auth::verify_password(&password, &user.password_hash) {
+                return Ok(None);
+            }
+            let token = crate::auth::new_token();
+            let token_id = store.create_token(
+                &user.id,
+                &device_id,
+                &hash_token(&token),
+                chrono::Utc::now().timestamp_millis(),
+            )?;
+            Ok(Some(LoginResponse {
+                token,
+                token_id,
+                user: LoginUser {
+                    id: user.id,
+                    username: user.username,
+                    role: user.role,
+                    territories: user.territories,
+                },
+            }))
+        })
+        .await
+        .map_err(gate_error)??;
     match result {
         Some(r) => Ok(Json(r)),
         None => {
@@ -436,6 +462,20 @@ async fn login(
             f.entry(key).or_default().push_back(Instant::now());
             Err(AppError::unauthorized("invalid username or password"))
         }
+    }
+}
+
+/// `Retry-After` of every 503 ([`AppError::busy`]), in seconds.
+pub const BUSY_RETRY_AFTER: &str = "1";
+
+/// The answer when the password gate turns a sign-in away (or the check failed).
+pub(crate) fn gate_error(e: crate::auth::GateError) -> AppError {
+    match e {
+        crate::auth::GateError::Busy { .. } => {
+            tracing::warn!("sign-in turned away: every password check slot is busy");
+            AppError::busy("too many sign-ins at once; try again in a second")
+        }
+        crate::auth::GateError::Failed(m) => AppError::internal(m),
     }
 }
 
@@ -505,13 +545,22 @@ async fn sync(
             auth.device_id, req.device_id
         )));
     }
+    // "<seq>" or "<seq>.<token>" (the token confirms the answer that carried it).
     let cursor = match &req.cursor {
         None => None,
         Some(c) if c.is_empty() => None,
-        Some(c) => Some(
-            c.parse::<i64>()
-                .map_err(|_| AppError::bad_request(format!("invalid cursor {c:?}")))?,
-        ),
+        Some(c) => {
+            let (seq, token) = match c.split_once('.') {
+                Some((seq, token)) => (seq, Some(token)),
+                None => (c.as_str(), None),
+            };
+            let bad = || AppError::bad_request(format!("invalid cursor {c:?}"));
+            let seq = seq.parse::<i64>().map_err(|_| bad())?;
+            if token.is_some_and(|t| t.is_empty() || t.len() > 64) {
+                return Err(bad());
+            }
+            Some((seq, token.map(str::to_string)))
+        }
     };
     state.metrics.devices_seen(&auth.device_id);
     let st = state.clone();
@@ -527,7 +576,7 @@ fn sync_blocking(
     state: &AppState,
     auth: &AuthUser,
     req: SyncRequest,
-    cursor: Option<i64>,
+    cursor: Option<(i64, Option<String>)>,
 ) -> Result<SyncResponse, AppError> {
     let store = &state.store;
     let epoch = store.epoch()?;
@@ -538,8 +587,11 @@ fn sync_blocking(
         epoch: epoch.clone(),
         ..Default::default()
     };
+    // One budget for the whole request (fieldsync_core::sync::guard): Automerge's memory
+    // and time for a request stay bounded however many visits it carries.
+    let mut budget = fieldsync_core::sync::guard::OpBudget::per_request();
     for group in &req.changes {
-        let out = ingest::ingest(store.as_ref(), &writer, &refs, group)?;
+        let out = ingest::ingest_within(store.as_ref(), &writer, &refs, group, &mut budget)?;
         state.metrics.changes_applied.inc_by(out.applied as u64);
         resp.acks.extend(out.acks);
         if let Some(r) = out.rejection {
@@ -573,10 +625,16 @@ fn sync_blocking(
         cursor: if epoch_changed || heads.is_some() {
             None
         } else {
-            cursor
+            cursor.as_ref().map(|c| c.0)
+        },
+        token: if epoch_changed || heads.is_some() {
+            None
+        } else {
+            cursor.as_ref().and_then(|c| c.1.clone())
         },
         heads,
         limit: state.config.page_changes,
+        documents: req.accept_documents,
     };
     let page = store.pull(&q)?;
     resp.changes = page
@@ -587,7 +645,19 @@ fn sync_blocking(
             changes: cs.iter().map(|b| encode_change(b)).collect(),
         })
         .collect();
-    resp.cursor = page.cursor.to_string();
+    resp.documents = page
+        .documents
+        .into_iter()
+        .map(|(visit_id, doc, heads)| VisitDocument {
+            visit_id,
+            doc: encode_change(&doc),
+            heads,
+        })
+        .collect();
+    resp.cursor = match page.token {
+        Some(t) => format!("{}.{t}", page.cursor),
+        None => page.cursor.to_string(),
+    };
     resp.more = page.more;
     resp.purge = page.purge;
     for (visit_id, have) in page.resend {
@@ -833,13 +903,13 @@ pub(crate) async fn patch_visit(
                 }
                 doc.set_actor(server_actor(&auth.user.id));
                 let cancel = req.status.as_deref() == Some("canceled");
-                if let Some(s) = &req.status {
-                    if s != "canceled" {
-                        user_err = Some(AppError::bad_request(
-                            "a manager may only set status to canceled",
-                        ));
-                        return Err(StoreError::Conflict("bad status".into()));
-                    }
+                if let Some(s) = &req.status
+                    && s != "canceled"
+                {
+                    user_err = Some(AppError::bad_request(
+                        "a manager may only set status to canceled",
+                    ));
+                    return Err(StoreError::Conflict("bad status".into()));
                 }
                 let action = if cancel {
                     Action::Cancel

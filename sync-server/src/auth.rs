@@ -1,7 +1,91 @@
-//! Passwords (argon2id) and device tokens (32 random bytes, stored as SHA-256).
+//! Passwords (argon2id) and device tokens (32 random bytes, stored as SHA-256), and the
+//! gate that bounds how many password checks run at once ([`PasswordGate`]).
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Bounds the password checks running at once. Each argon2id check takes about 19 MiB and
+/// tens of milliseconds of CPU, so a burst of sign-ins with nothing in the way runs them
+/// all at once: memory grows with the burst (20 concurrent sign-ins took a debug server to
+/// 420 MiB) and every check slows down. Through the gate at most `slots` run, on the
+/// blocking pool; a sign-in waits at most `wait` for a free slot and is otherwise answered
+/// "busy, retry" (503 with `Retry-After`) without hashing anything.
+#[derive(Clone, Debug)]
+pub struct PasswordGate {
+    slots: Arc<Semaphore>,
+    size: usize,
+    wait: Duration,
+}
+
+/// Why [`PasswordGate::run`] did not run the check.
+#[derive(Debug)]
+pub enum GateError {
+    /// Every slot stayed taken for the whole wait: try again after `retry_after`.
+    Busy { retry_after: Duration },
+    /// The check itself failed (it panicked or the runtime is shutting down).
+    Failed(String),
+}
+
+impl PasswordGate {
+    /// At most `slots` (at least 1) checks at once; a caller waits at most `wait` for one.
+    pub fn new(slots: usize, wait: Duration) -> Self {
+        let size = slots.max(1);
+        Self {
+            slots: Arc::new(Semaphore::new(size)),
+            size,
+            wait,
+        }
+    }
+
+    /// One slot per CPU: argon2id is CPU-bound, so more would only add memory and latency.
+    pub fn default_slots() -> usize {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Checks running now.
+    pub fn in_use(&self) -> usize {
+        self.size - self.slots.available_permits()
+    }
+
+    /// Runs `check` (blocking: a password verification and what goes with it) on the
+    /// blocking pool once a slot is free. The slot is held until `check` returns, even if
+    /// the caller gives up waiting for it (a client that hangs up does not free a slot
+    /// whose check is still hashing).
+    pub async fn run<T, F>(&self, check: F) -> Result<T, GateError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await
+        {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Err(GateError::Failed(e.to_string())),
+            Err(_) => {
+                return Err(GateError::Busy {
+                    retry_after: self.retry_after(),
+                });
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            check()
+        })
+        .await
+        .map_err(|e| GateError::Failed(format!("password check failed: {e}")))
+    }
+
+    /// What to tell a caller turned away: about the time the queue takes to move on.
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_secs(self.wait.as_secs().clamp(1, 60))
+    }
+}
 
 /// An argon2id hash of a random password, verified against when the user does not exist
 /// so failed sign-ins take the same time either way.
@@ -44,6 +128,54 @@ pub fn generate_password() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_gate_runs_at_most_its_size_at_once_and_turns_away_after_the_wait() {
+        let gate = PasswordGate::new(2, Duration::from_millis(150));
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..12 {
+            let (gate, running, peak) = (gate.clone(), running.clone(), peak.clone());
+            tasks.push(tokio::spawn(async move {
+                gate.run(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(100));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await
+            }));
+        }
+        let mut done = 0;
+        let mut busy = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => done += 1,
+                Err(GateError::Busy { retry_after }) => {
+                    assert_eq!(retry_after, Duration::from_secs(1));
+                    busy += 1;
+                }
+                Err(GateError::Failed(e)) => panic!("{e}"),
+            }
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert!(done >= 2 && busy >= 1, "done {done}, busy {busy}");
+        assert_eq!(done + busy, 12);
+        assert_eq!(gate.in_use(), 0);
+        // Free again: the next check runs at once.
+        assert!(gate.run(|| 7).await.is_ok_and(|v| v == 7));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_check_frees_its_slot() {
+        let gate = PasswordGate::new(1, Duration::from_millis(100));
+        let r = gate.run(|| panic!("boom")).await;
+        assert!(matches!(r, Err(GateError::Failed(_))), "{r:?}");
+        assert_eq!(gate.in_use(), 0);
+        assert!(gate.run(|| 1).await.is_ok());
+    }
 
     #[test]
     fn passwords_round_trip() {

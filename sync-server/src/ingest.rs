@@ -1,20 +1,32 @@
 //! Ingesting a device's changes for one visit: authorize, parse, check dependencies,
 //! apply to a fork, bind actors, check field ownership, validate, store.
 //!
-//! Everything for one visit happens in one storage transaction ([`Store::with_visit`]);
-//! the verdict is one of: accepted (acks), rejected (a readable reason; nothing stored),
+//! The verdict is one of: accepted (acks), rejected (a readable reason; nothing stored),
 //! or resend (dependencies missing; the device must send its changes since the server's
 //! heads). A visit's verdict never affects another visit.
+//!
+//! **Deciding outside the writer.** The decision (apply to a fork, ownership, validation:
+//! nearly all the CPU of a push) is made on the committed state of the visit, read without
+//! the write transaction ([`Store::visit`], [`Store::actor_binding`]), with a [`VisitTxn`]
+//! that records the writes instead of making them. Then, in one storage transaction
+//! ([`Store::with_visit`]), the stored document and the actor bindings the decision read
+//! are compared with what it saw: unchanged, the recorded writes are made; changed (another
+//! push of the visit committed meanwhile), the decision is made again inside the
+//! transaction, on the state there. A decision that writes nothing (known changes
+//! acknowledged again, a rejection, a resend) needs no transaction: it was made on
+//! committed data. So the single SQLite writer, and PostgreSQL's visit lock, are held only
+//! for the writes, and decisions run in parallel (docs/BENCHMARKS.md).
 
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
-use fieldsync_core::document::VisitDoc;
+use fieldsync_core::document::{VisitDoc, has_change};
 use fieldsync_core::model::{ReferenceData, Role};
 use fieldsync_core::rules;
+use fieldsync_core::sync::guard::{self, OpBudget};
 use fieldsync_core::sync::protocol::{Rejection, Resend, VisitChanges, decode_change};
 use fieldsync_core::visit::Author;
 use std::collections::{BTreeSet, HashMap};
 
-use crate::store::{Store, StoreError, StoreResult, VisitMeta, VisitTxn};
+use crate::store::{LogEntry, Store, StoreError, StoreResult, StoredVisit, VisitMeta, VisitTxn};
 
 /// Who is writing.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,49 +66,194 @@ fn reject(visit_id: &str, hashes: &[String], reason: impl Into<String>) -> Outco
     }
 }
 
-/// Ingests one visit's changes from `writer`.
+/// Ingests one visit's changes from `writer`, within a budget of its own (see
+/// [`ingest_within`]).
 pub fn ingest(
     store: &dyn Store,
     writer: &Writer,
     refs: &ReferenceData,
     group: &VisitChanges,
 ) -> StoreResult<Outcome> {
+    ingest_within(store, writer, refs, group, &mut OpBudget::per_request())
+}
+
+/// Ingests one visit's changes from `writer`. Every change goes through
+/// [`guard::parse_change`], which refuses bytes whose counts could make Automerge allocate
+/// without bound, before Automerge parses them. `budget` is shared by the visits of one
+/// request: a visit whose changes overrun what is left of it gets no verdict (nothing
+/// stored or acknowledged; the device sends the changes again with its next request), one
+/// that overruns a whole budget on its own is refused.
+pub fn ingest_within(
+    store: &dyn Store,
+    writer: &Writer,
+    refs: &ReferenceData,
+    group: &VisitChanges,
+    budget: &mut OpBudget,
+) -> StoreResult<Outcome> {
     let visit_id = group.visit_id.as_str();
     let mut parsed = Vec::with_capacity(group.changes.len());
     let mut hashes = Vec::new();
     let mut bad = None;
+    let mut visit_budget = OpBudget::new(budget.remaining());
+    let mut deferred = false;
     for (i, text) in group.changes.iter().enumerate() {
-        let res = decode_change(text).and_then(|b| {
-            // Parsing can panic inside Automerge's column codec (found by fuzzing).
-            std::panic::catch_unwind(|| Change::from_bytes(b))
-                .map_err(|_| "not an Automerge change: malformed columns".to_string())?
-                .map_err(|e| format!("not an Automerge change: {e}"))
-        });
+        let res = decode_change(text).and_then(|b| guard::parse_change(b, &mut visit_budget));
         match res {
             Ok(c) => {
                 hashes.push(c.hash().to_string());
                 parsed.push(c);
+            }
+            // Over what earlier visits left of the request's budget: for a later request.
+            Err(_) if visit_budget.overrun() && budget.used() > 0 => {
+                deferred = true;
+                break;
             }
             Err(e) => {
                 bad.get_or_insert_with(|| format!("change #{i} of visit {visit_id}: {e}"));
             }
         }
     }
+    // Within what was left (the visit's budget was the remainder): cannot fail.
+    budget.spend(visit_budget.used()).ok();
     if visit_id.trim().is_empty() || visit_id.len() > 200 {
         return Ok(reject(visit_id, &hashes, "invalid visit id"));
     }
     if let Some(reason) = bad {
         return Ok(reject(visit_id, &hashes, reason));
     }
+    if deferred {
+        tracing::info!(
+            visit = visit_id,
+            "request budget spent: visit left for a later request"
+        );
+        return Ok(Outcome::default());
+    }
     if parsed.is_empty() {
         return Ok(Outcome::default());
     }
+    let mut draft = Draft::new(store, store.visit(visit_id)?);
+    let first = decide(&mut draft, writer, refs, visit_id, &parsed, &hashes)?;
+    if !draft.writes() {
+        return Ok(first);
+    }
     let mut outcome = Outcome::default();
     store.with_visit(visit_id, &mut |txn| {
-        outcome = decide(txn, writer, refs, visit_id, &parsed, &hashes)?;
+        if draft.still_holds(txn)? {
+            draft.replay(txn)?;
+            outcome = first.clone();
+        } else {
+            outcome = decide(txn, writer, refs, visit_id, &parsed, &hashes)?;
+        }
         Ok(())
     })?;
     Ok(outcome)
+}
+
+/// An actor and the (device, user) it was found bound to, if any.
+type Binding = (String, Option<(String, String)>);
+
+/// A recorded [`VisitTxn::save`]: meta, document, heads, log entry, device.
+struct SaveCall {
+    meta: VisitMeta,
+    doc: Vec<u8>,
+    heads: Vec<ChangeHash>,
+    log: LogEntry,
+    device_id: String,
+}
+
+/// A [`VisitTxn`] over a committed snapshot of one visit that records the writes of a
+/// decision instead of making them (see the module docs).
+struct Draft<'s> {
+    store: &'s dyn Store,
+    stored: Option<StoredVisit>,
+    /// The actor bindings the decision read, with what it found.
+    bindings: std::cell::RefCell<Vec<Binding>>,
+    binds: Vec<(String, String, String)>,
+    save: Option<SaveCall>,
+}
+
+impl<'s> Draft<'s> {
+    fn new(store: &'s dyn Store, stored: Option<StoredVisit>) -> Self {
+        Self {
+            store,
+            stored,
+            bindings: std::cell::RefCell::new(Vec::new()),
+            binds: Vec::new(),
+            save: None,
+        }
+    }
+
+    fn writes(&self) -> bool {
+        self.save.is_some() || !self.binds.is_empty()
+    }
+
+    /// Whether the visit and the bindings read are as the decision saw them.
+    fn still_holds(&self, txn: &dyn VisitTxn) -> StoreResult<bool> {
+        let now = txn.stored()?;
+        let same = match (&now, &self.stored) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.meta == b.meta && a.doc == b.doc,
+            _ => false,
+        };
+        if !same {
+            return Ok(false);
+        }
+        for (actor, seen) in self.bindings.borrow().iter() {
+            if txn.actor_binding(actor)? != *seen {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Makes the recorded writes in `txn`.
+    fn replay(&self, txn: &mut dyn VisitTxn) -> StoreResult<()> {
+        for (actor, device, user) in &self.binds {
+            txn.bind_actor(actor, device, user)?;
+        }
+        if let Some(s) = &self.save {
+            txn.save(&s.meta, &s.doc, &s.heads, &s.log, &s.device_id)?;
+        }
+        Ok(())
+    }
+}
+
+impl VisitTxn for Draft<'_> {
+    fn stored(&self) -> StoreResult<Option<StoredVisit>> {
+        Ok(self.stored.clone())
+    }
+
+    fn actor_binding(&self, actor_hex: &str) -> StoreResult<Option<(String, String)>> {
+        let found = self.store.actor_binding(actor_hex)?;
+        self.bindings
+            .borrow_mut()
+            .push((actor_hex.to_string(), found.clone()));
+        Ok(found)
+    }
+
+    fn bind_actor(&mut self, actor_hex: &str, device_id: &str, user_id: &str) -> StoreResult<()> {
+        self.binds
+            .push((actor_hex.into(), device_id.into(), user_id.into()));
+        Ok(())
+    }
+
+    fn save(
+        &mut self,
+        meta: &VisitMeta,
+        doc: &[u8],
+        heads: &[ChangeHash],
+        log: &LogEntry,
+        device_id: &str,
+    ) -> StoreResult<()> {
+        self.save = Some(SaveCall {
+            meta: meta.clone(),
+            doc: doc.to_vec(),
+            heads: heads.to_vec(),
+            log: log.clone(),
+            device_id: device_id.into(),
+        });
+        Ok(())
+    }
 }
 
 /// Sentinel error: roll the transaction back but report a rejection.
@@ -110,17 +267,21 @@ fn decide(
 ) -> StoreResult<Outcome> {
     let stored = txn.stored()?;
     let creating = stored.is_none();
+    // A rep writing to a visit now assigned to someone else: allowed only for changes
+    // made while it was theirs (checked below, change by change, on the state each change
+    // builds on). That is how work done offline before a reassignment — or acknowledged,
+    // lost in a server restore and resent after a reassignment — still arrives.
+    let mut assigned_elsewhere = false;
     let mut am = match &stored {
         Some(s) => {
-            if !w.covers(&s.meta.territory_id)
-                || (w.role == Role::Rep && s.meta.rep_id != w.user_id)
-            {
+            if !w.covers(&s.meta.territory_id) {
                 return Ok(reject(
                     visit_id,
                     hashes,
                     format!("forbidden: visit {visit_id} is outside your scope"),
                 ));
             }
+            assigned_elsewhere = w.role == Role::Rep && s.meta.rep_id != w.user_id;
             Automerge::load(&s.doc)?
         }
         None => Automerge::new(),
@@ -131,7 +292,7 @@ fn decide(
     let mut known = Vec::new();
     for c in parsed {
         let h = c.hash();
-        if am.get_change_by_hash(&h).is_some() {
+        if has_change(&am, &h) {
             known.push(h.to_string());
         } else if seen.insert(h) {
             fresh.push(c.clone());
@@ -157,7 +318,7 @@ fn decide(
             let ok = c
                 .deps()
                 .iter()
-                .all(|d| am.get_change_by_hash(d).is_some() || ready_hashes.contains(d));
+                .all(|d| has_change(&am, d) || ready_hashes.contains(d));
             if ok {
                 ready_hashes.insert(c.hash());
                 ready.push(c.clone());
@@ -206,6 +367,7 @@ fn decide(
             }
         }
     }
+    let heads_before = am.get_heads();
     // Automerge 0.12 panics on some malformed change columns (found by fuzzing,
     // tests/fuzz/regressions/sync_ingest): a refusal, never a crashed request.
     let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -237,6 +399,11 @@ fn decide(
             }),
             ..Default::default()
         });
+    }
+    if assigned_elsewhere
+        && let Some(reason) = not_theirs_when_made(&am, &fresh, &w.user_id, visit_id)
+    {
+        return Ok(reject(visit_id, hashes, reason));
     }
     let doc = match VisitDoc::from_automerge(am) {
         Ok(d) => d,
@@ -281,18 +448,14 @@ fn decide(
             }
         }
     }
-    // Field ownership, change by change.
-    let history = if w.role == Role::Manager {
-        doc.history()?
-    } else {
-        Vec::new()
-    };
-    // One walk of the document's objects for all changes (per change it dominated the
-    // server's ingest CPU: docs/BENCHMARKS.md, "Sync server").
-    let touched = doc.touched_paths_each(&fresh)?;
-    for (c, paths) in fresh.iter().zip(&touched) {
+    // Field ownership, change by change. One walk of the document's objects for all
+    // changes (per change it dominated the server's ingest CPU), and only the new
+    // changes' ops decoded (docs/BENCHMARKS.md, "Sync server").
+    let touched = doc.touched_values_each(&fresh)?;
+    for (c, ops) in fresh.iter().zip(&touched) {
         let actor = c.actor_id().to_hex_string();
         let creating_change = creating && c.deps().is_empty();
+        let paths: BTreeSet<&String> = ops.iter().map(|(path, _)| path).collect();
         if let Some(p) = rules::forbidden_path(w.role, paths, &actor, creating_change) {
             return Ok(reject(
                 visit_id,
@@ -301,9 +464,9 @@ fn decide(
             ));
         }
         if w.role == Role::Manager && !creating_change {
-            let h = c.hash().to_string();
-            let bad_status = history.iter().any(|f| {
-                f.change_hash == h && f.path == "actual/status" && f.value != "\"canceled\""
+            // The status values this change writes (a new object, `{}`, is no status).
+            let bad_status = ops.iter().any(|(path, value)| {
+                path == "actual/status" && value != "{}" && value != "\"canceled\""
             });
             if bad_status {
                 return Ok(reject(
@@ -352,7 +515,7 @@ fn decide(
                 "not allowed: a rep may only create ad-hoc visits for themselves",
             ));
         }
-        if visit.plan.rep_id != w.user_id {
+        if visit.plan.rep_id != w.user_id && !assigned_elsewhere {
             return Ok(reject(
                 visit_id,
                 hashes,
@@ -380,22 +543,55 @@ fn decide(
         planned_start: visit.plan.planned_start,
         status: visit.status.as_str().into(),
     };
-    let new_changes: Vec<(String, Vec<u8>)> = fresh
-        .iter()
-        .map(|c| (c.hash().to_string(), c.raw_bytes().to_vec()))
-        .collect();
-    txn.save(&meta, &doc.save(), &new_changes, &w.device_id)?;
+    let heads = doc.heads();
+    let log = LogEntry {
+        changes: fresh.len(),
+        heads_before,
+    };
+    // Uncompressed: the store packs it (much cheaper than Automerge's DEFLATE).
+    txn.save(
+        &meta,
+        &doc.automerge().save_nocompress(),
+        &heads,
+        &log,
+        &w.device_id,
+    )?;
     let mut acks = known;
-    acks.extend(new_changes.iter().map(|(h, _)| h.clone()));
+    acks.extend(fresh.iter().map(|c| c.hash().to_string()));
     Ok(Outcome {
         acks,
-        applied: new_changes.len(),
+        applied: fresh.len(),
         resend: deferred.then(|| Resend {
             visit_id: visit_id.into(),
             have: doc.heads().iter().map(ToString::to_string).collect(),
         }),
         ..Default::default()
     })
+}
+
+/// For a visit now assigned to another rep: the reason to refuse `fresh` unless the visit
+/// was `rep`'s in the state of the document each change produced (the change and what it
+/// builds on; a rep cannot write the assignment itself, so that is the state they saw).
+fn not_theirs_when_made(
+    am: &Automerge,
+    fresh: &[Change],
+    rep: &str,
+    visit_id: &str,
+) -> Option<String> {
+    for c in fresh {
+        let rep_then = am
+            .fork_at(&[c.hash()])
+            .ok()
+            .and_then(|f| VisitDoc::from_automerge(f).ok())
+            .and_then(|d| d.read().ok())
+            .map(|v| v.plan.rep_id);
+        if rep_then.as_deref() != Some(rep) {
+            return Some(format!(
+                "forbidden: visit {visit_id} is outside your scope (assigned to another rep)"
+            ));
+        }
+    }
+    None
 }
 
 /// Applies a server-side edit (manager planning) to a visit as `author` with the given
@@ -409,18 +605,13 @@ pub fn server_edit(
     let mut out = None;
     store.with_visit(visit_id, &mut |txn| {
         let stored = txn.stored()?;
-        let before: BTreeSet<ChangeHash> = match &stored {
-            Some(s) => Automerge::load(&s.doc)?
-                .get_changes(&[])
-                .iter()
-                .map(Change::hash)
-                .collect(),
-            None => BTreeSet::new(),
-        };
         let existing = match &stored {
             Some(s) => Some(VisitDoc::load(&s.doc)?),
             None => None,
         };
+        let (heads_before, count_before) = existing.as_ref().map_or((Vec::new(), 0), |d| {
+            (d.heads(), d.automerge().stats().num_changes)
+        });
         let doc = f(existing)?;
         let visit = doc.read()?;
         let idx = refs.index();
@@ -432,13 +623,15 @@ pub fn server_edit(
             )));
         }
         let store_rec = idx.store(&visit.plan.store_id)?;
-        let new_changes: Vec<(String, Vec<u8>)> = doc
-            .automerge()
-            .get_changes(&[])
-            .into_iter()
-            .filter(|c| !before.contains(&c.hash()))
-            .map(|c| (c.hash().to_string(), c.raw_bytes().to_vec()))
-            .collect();
+        // The edit only adds changes to the document it was given.
+        let log = LogEntry {
+            changes: doc
+                .automerge()
+                .stats()
+                .num_changes
+                .saturating_sub(count_before) as usize,
+            heads_before,
+        };
         for (actor, author) in doc.registered_actors() {
             if author.is_some_and(|a| a.device_id == "server") {
                 txn.bind_actor(&actor, "server", "server")?;
@@ -452,7 +645,13 @@ pub fn server_edit(
             planned_start: visit.plan.planned_start,
             status: visit.status.as_str().into(),
         };
-        txn.save(&meta, &doc.save(), &new_changes, "server")?;
+        txn.save(
+            &meta,
+            &doc.automerge().save_nocompress(),
+            &doc.heads(),
+            &log,
+            "server",
+        )?;
         out = Some(visit);
         Ok(())
     })?;

@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod demo;
+pub mod feed;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;

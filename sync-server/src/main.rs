@@ -97,9 +97,14 @@ enum AdminCommand {
     /// Write a consistent backup of the database (it gets a new epoch when restored).
     /// PostgreSQL: a `pg_dump` custom-format file, restored with `pg_restore`.
     Backup { file: PathBuf },
-    /// PostgreSQL: give the database a new epoch after restoring it by other means than
-    /// `pg_restore` of an `admin backup` file (devices then resend what it lacks).
+    /// Give the database a new epoch after restoring it by other means than `admin restore`
+    /// (devices then resend what it lacks).
     NewEpoch,
+    /// Embedded SQLite: replace the database with a backup written by `admin backup`, with
+    /// the server stopped. The backup is checked first, always gets a new epoch (devices
+    /// resend what it lacks), and the replaced database is moved aside, not deleted.
+    /// PostgreSQL: restore with `pg_restore` (see docs/DEPLOYMENT.md).
+    Restore { file: PathBuf },
 }
 
 /// The storage backend chosen on the command line.
@@ -185,6 +190,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             // Opened before the runtime: the PostgreSQL client blocks.
             let backend = Backend::open(database_url.as_deref(), &data_dir, db_pool_size)?;
+            // Held while serving: `admin restore` refuses to replace the database under us.
+            let _lock = match backend {
+                Backend::Sqlite(_) => Some(admin::lock_data_dir(&data_dir)?),
+                Backend::Postgres(_) => None,
+            };
             rt.block_on(serve(
                 listen,
                 backend,
@@ -193,6 +203,26 @@ fn run(cli: Cli) -> Result<(), String> {
                 !no_simulation,
                 config,
             ))
+        }
+        Command::Admin {
+            data_dir,
+            database_url,
+            command: AdminCommand::Restore { file },
+        } => {
+            if database_url.is_some_and(|u| !u.trim().is_empty()) {
+                return Err("admin restore is for the embedded SQLite database; restore a PostgreSQL backup with pg_restore (docs/DEPLOYMENT.md)".into());
+            }
+            let done = admin::restore(&data_dir, &file)?;
+            println!(
+                "restored {} into {} with new epoch {}: devices will resend what it lacks",
+                file.display(),
+                data_dir.display(),
+                done.epoch
+            );
+            if let Some(p) = done.previous {
+                println!("the replaced database was moved to {}", p.display());
+            }
+            Ok(())
         }
         Command::Admin {
             data_dir,
@@ -261,6 +291,9 @@ fn admin_command(backend: &Backend, command: AdminCommand) -> Result<(), String>
                 "backup written to {} (it carries a new epoch)",
                 file.display()
             );
+        }
+        AdminCommand::Restore { .. } => {
+            return Err("admin restore runs without an open database (see run)".into());
         }
         AdminCommand::NewEpoch => match backend {
             Backend::Postgres(pg) => {

@@ -90,6 +90,12 @@ pub fn document() -> Value {
             }
         }
     });
+    // Sign-ins share a bounded number of password checks (`crate::auth::PasswordGate`).
+    doc["paths"]["/v1/auth/login"]["post"]["responses"]["503"] = json!({
+        "description": "too many sign-ins at once: retry after `Retry-After` seconds",
+        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    });
     crate::dashboard::openapi::extend(&mut doc);
     doc
 }

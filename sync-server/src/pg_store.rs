@@ -25,28 +25,43 @@
 //!   to it, and a change that commits later has a higher number.
 //! - Transactions failing with a serialization failure or a deadlock are retried (bounded).
 
-use automerge::{Automerge, ChangeHash, ReadDoc};
+use automerge::ChangeHash;
 use fieldsync_core::model::{ReferenceData, Role};
 use postgres::error::SqlState;
 use postgres::{IsolationLevel, NoTls, Row, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::feed::{self, FeedSource, HoldWrite, LogRow, heads_from_bytes, heads_to_bytes};
+use fieldsync_core::document::pack_document;
+
 use crate::store::{
-    NewUser, PullPage, PullQuery, Store, StoreError, StoreResult, StoredVisit, TokenRecord,
-    UserRecord, VisitMeta, VisitTxn,
+    LogEntry, NewUser, PullPage, PullQuery, Scope, Store, StoreError, StoreResult, StoredVisit,
+    TokenRecord, UserRecord, VisitMeta, VisitTxn, unpacked,
 };
 
 /// The numbered migrations, in order.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "change_log_per_push",
+        include_str!("../migrations/postgres/0002_change_log_per_push.sql"),
+    ),
+    (
+        3,
+        "device_pending",
+        include_str!("../migrations/postgres/0003_device_pending.sql"),
+    ),
+];
 
 /// Advisory lock classes (first key of the two-key form).
 const LOCK_VISIT: i32 = 0x6673_0001;
@@ -292,6 +307,7 @@ impl PgStore {
             &[&epoch],
         )?;
         tx.execute("DELETE FROM device_visits", &[])?;
+        tx.execute("DELETE FROM device_pending", &[])?;
         tx.commit()?;
         Ok(epoch)
     }
@@ -305,20 +321,20 @@ impl PgStore {
     }
 }
 
-/// A change waiting for its sequence number (assigned just before commit).
-struct PendingChange {
+/// A push waiting for its sequence number (assigned just before commit).
+struct PendingPush {
     visit_id: String,
-    hash: String,
-    bytes: Vec<u8>,
     device_id: String,
     territory_id: String,
-    planned_start: i64,
+    changes: i32,
+    heads_before: Vec<u8>,
+    heads_after: Vec<u8>,
 }
 
 struct PgTxn<'a, 'c> {
     tx: RefCell<&'a mut Transaction<'c>>,
     visit_id: String,
-    pending: Vec<PendingChange>,
+    pending: Vec<PendingPush>,
 }
 
 fn stored_visit(
@@ -331,17 +347,20 @@ fn stored_visit(
     } else {
         "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status, doc FROM visits WHERE visit_id = $1"
     };
-    Ok(tx.query_opt(sql, &[&visit_id])?.map(|r| StoredVisit {
-        meta: VisitMeta {
-            visit_id: r.get(0),
-            store_id: r.get(1),
-            territory_id: r.get(2),
-            rep_id: r.get(3),
-            planned_start: r.get(4),
-            status: r.get(5),
-        },
-        doc: r.get(6),
-    }))
+    tx.query_opt(sql, &[&visit_id])?
+        .map(|r| StoredVisit {
+            meta: VisitMeta {
+                visit_id: r.get(0),
+                store_id: r.get(1),
+                territory_id: r.get(2),
+                rep_id: r.get(3),
+                planned_start: r.get(4),
+                status: r.get(5),
+            },
+            doc: r.get(6),
+        })
+        .map(unpacked)
+        .transpose()
 }
 
 impl VisitTxn for PgTxn<'_, '_> {
@@ -372,29 +391,33 @@ impl VisitTxn for PgTxn<'_, '_> {
         &mut self,
         m: &VisitMeta,
         doc: &[u8],
-        changes: &[(String, Vec<u8>)],
+        heads: &[ChangeHash],
+        log: &LogEntry,
         device_id: &str,
     ) -> StoreResult<()> {
         let mut tx = self.tx.borrow_mut();
+        let heads = heads_to_bytes(heads);
+        let doc = pack_document(doc);
         tx.execute(
-            "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc, heads)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (visit_id) DO UPDATE SET store_id = excluded.store_id, territory_id = excluded.territory_id,
-               rep_id = excluded.rep_id, planned_start = excluded.planned_start, status = excluded.status, doc = excluded.doc",
-            &[&m.visit_id, &m.store_id, &m.territory_id, &m.rep_id, &m.planned_start, &m.status, &doc],
+               rep_id = excluded.rep_id, planned_start = excluded.planned_start, status = excluded.status,
+               doc = excluded.doc, heads = excluded.heads",
+            &[&m.visit_id, &m.store_id, &m.territory_id, &m.rep_id, &m.planned_start, &m.status, &doc, &heads],
         )?;
         tx.execute(
             "INSERT INTO device_visits (device_id, visit_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             &[&device_id, &m.visit_id],
         )?;
-        for (hash, bytes) in changes {
-            self.pending.push(PendingChange {
+        if log.changes > 0 {
+            self.pending.push(PendingPush {
                 visit_id: m.visit_id.clone(),
-                hash: hash.clone(),
-                bytes: bytes.clone(),
                 device_id: device_id.to_string(),
                 territory_id: m.territory_id.clone(),
-                planned_start: m.planned_start,
+                changes: i32::try_from(log.changes).unwrap_or(i32::MAX),
+                heads_before: heads_to_bytes(&log.heads_before),
+                heads_after: heads,
             });
         }
         Ok(())
@@ -403,186 +426,155 @@ impl VisitTxn for PgTxn<'_, '_> {
 
 /// Appends `pending` to the change log under the change-log lock, which the caller's
 /// commit releases (after the rows are visible).
-fn append_changes(tx: &mut Transaction<'_>, pending: &[PendingChange]) -> StoreResult<()> {
+fn append_pushes(tx: &mut Transaction<'_>, pending: &[PendingPush]) -> StoreResult<()> {
     if pending.is_empty() {
         return Ok(());
     }
     tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_SEQ])?;
-    let col = |f: fn(&PendingChange) -> &String| pending.iter().map(f).collect::<Vec<&String>>();
-    let visits = col(|p| &p.visit_id);
-    let hashes = col(|p| &p.hash);
-    let devices = col(|p| &p.device_id);
-    let territories = col(|p| &p.territory_id);
-    let bytes: Vec<&[u8]> = pending.iter().map(|p| p.bytes.as_slice()).collect();
-    let starts: Vec<i64> = pending.iter().map(|p| p.planned_start).collect();
+    let visits: Vec<&String> = pending.iter().map(|p| &p.visit_id).collect();
+    let devices: Vec<&String> = pending.iter().map(|p| &p.device_id).collect();
+    let territories: Vec<&String> = pending.iter().map(|p| &p.territory_id).collect();
+    let counts: Vec<i32> = pending.iter().map(|p| p.changes).collect();
+    let before: Vec<&[u8]> = pending.iter().map(|p| p.heads_before.as_slice()).collect();
+    let after: Vec<&[u8]> = pending.iter().map(|p| p.heads_after.as_slice()).collect();
     // A new statement: its snapshot sees every change committed before the lock was ours.
     tx.execute(
-        "INSERT INTO change_log (seq, visit_id, hash, bytes, device_id, territory_id, planned_start)
-         SELECT (SELECT COALESCE(MAX(seq), 0) FROM change_log) + t.o, t.v, t.h, t.b, t.d, t.tr, t.p
-         FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::bigint[])
-              WITH ORDINALITY AS t(v, h, b, d, tr, p, o)
-         ON CONFLICT (hash) DO NOTHING",
-        &[&visits, &hashes, &bytes, &devices, &territories, &starts],
+        "INSERT INTO change_log (seq, visit_id, device_id, territory_id, changes, heads_before, heads_after)
+         SELECT (SELECT COALESCE(MAX(seq), 0) FROM change_log) + t.o, t.v, t.d, t.tr, t.n, t.b, t.a
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bytea[], $6::bytea[])
+              WITH ORDINALITY AS t(v, d, tr, n, b, a, o)",
+        &[&visits, &devices, &territories, &counts, &before, &after],
     )?;
     Ok(())
 }
 
-fn scope_visits(tx: &mut Transaction<'_>, q: &PullQuery) -> StoreResult<BTreeSet<String>> {
-    let (from, to) = match q.scope.window {
-        Some((f, t)) => (Some(f), Some(t)),
-        None => (None, None),
-    };
-    Ok(tx
-        .query(
-            "SELECT visit_id FROM visits
-             WHERE ($1::text[] IS NULL OR territory_id = ANY($1))
-               AND ($2::text IS NULL OR rep_id = $2)
-               AND ($3::bigint IS NULL OR planned_start BETWEEN $3 AND $4)",
-            &[&q.scope.territories, &q.scope.rep_id, &from, &to],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+/// The PostgreSQL side of a pull: reads in one REPEATABLE READ transaction.
+struct PgFeed<'a, 'c>(&'a mut Transaction<'c>);
+
+impl FeedSource for PgFeed<'_, '_> {
+    fn max_seq(&mut self) -> StoreResult<i64> {
+        // The first statement fixes the snapshot: everything up to max_seq is visible in it.
+        Ok(self
+            .0
+            .query_one("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM change_log", &[])?
+            .get(0))
+    }
+
+    fn scope_visits(&mut self, scope: &Scope) -> StoreResult<BTreeSet<String>> {
+        let (from, to) = match scope.window {
+            Some((f, t)) => (Some(f), Some(t)),
+            None => (None, None),
+        };
+        Ok(self
+            .0
+            .query(
+                "SELECT visit_id FROM visits
+                 WHERE ($1::text[] IS NULL OR territory_id = ANY($1))
+                   AND ($2::text IS NULL OR rep_id = $2)
+                   AND ($3::bigint IS NULL OR planned_start BETWEEN $3 AND $4)",
+                &[&scope.territories, &scope.rep_id, &from, &to],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn held(&mut self, device_id: &str) -> StoreResult<BTreeSet<String>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT visit_id FROM device_visits WHERE device_id = $1",
+                &[&device_id],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn document(&mut self, visit_id: &str) -> StoreResult<Option<(Vec<u8>, Vec<ChangeHash>)>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT doc, heads FROM visits WHERE visit_id = $1",
+                &[&visit_id],
+            )?
+            .map(|r| (r.get(0), heads_from_bytes(r.get::<_, &[u8]>(1)))))
+    }
+
+    fn feed(&mut self, device_id: &str, cursor: i64, limit: usize) -> StoreResult<Vec<LogRow>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT c.seq, c.visit_id, c.changes, c.heads_before, c.heads_after FROM change_log c
+                 JOIN device_visits d ON d.visit_id = c.visit_id AND d.device_id = $1
+                 WHERE c.seq > $2 AND c.device_id <> $1 ORDER BY c.seq LIMIT $3",
+                &[&device_id, &cursor, &(limit as i64)],
+            )?
+            .iter()
+            .map(|r| LogRow {
+                seq: r.get(0),
+                visit_id: r.get(1),
+                changes: i64::from(r.get::<_, i32>(2)),
+                heads_before: heads_from_bytes(r.get::<_, &[u8]>(3)),
+                heads_after: heads_from_bytes(r.get::<_, &[u8]>(4)),
+            })
+            .collect())
+    }
 }
 
-fn pull_in(tx: &mut Transaction<'_>, q: &PullQuery) -> StoreResult<PullPage> {
-    // The first statement fixes the snapshot: everything up to max_seq is visible in it.
-    let max_seq: i64 = tx
-        .query_one("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM change_log", &[])?
-        .get(0);
-    let mut page = PullPage::default();
-    let cursor = match q.cursor {
-        Some(c) => c,
-        None => {
+/// Applies a pull's holdings bookkeeping in the pull's transaction.
+fn apply_holdings(
+    tx: &mut Transaction<'_>,
+    device_id: &str,
+    writes: &[HoldWrite],
+) -> StoreResult<()> {
+    let mut hold: Vec<&String> = Vec::new();
+    let mut forget: Vec<&String> = Vec::new();
+    let flush = |tx: &mut Transaction<'_>,
+                 hold: &mut Vec<&String>,
+                 forget: &mut Vec<&String>|
+     -> StoreResult<()> {
+        if !forget.is_empty() {
             tx.execute(
-                "DELETE FROM device_visits WHERE device_id = $1",
-                &[&q.device_id],
+                "DELETE FROM device_visits WHERE device_id = $1 AND visit_id = ANY($2)",
+                &[&device_id, &*forget],
             )?;
-            max_seq
+            forget.clear();
         }
-    };
-    let scope = scope_visits(tx, q)?;
-    let held: BTreeSet<String> = tx
-        .query(
-            "SELECT visit_id FROM device_visits WHERE device_id = $1",
-            &[&q.device_id],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let leaving: Vec<&String> = held.difference(&scope).collect();
-    if !leaving.is_empty() {
-        tx.execute(
-            "DELETE FROM device_visits WHERE device_id = $1 AND visit_id = ANY($2)",
-            &[&q.device_id, &leaving],
-        )?;
-        page.purge.extend(leaving.into_iter().cloned());
-    }
-    // Visits the device says it holds (after a restore): resend what the server lacks,
-    // purge what is out of scope.
-    let mut device_heads: HashMap<String, Vec<ChangeHash>> = HashMap::new();
-    if let Some(heads) = &q.heads {
-        for (visit_id, hs) in heads {
-            let parsed: Vec<ChangeHash> = hs.iter().filter_map(|h| h.parse().ok()).collect();
-            let stored: Option<Vec<u8>> = tx
-                .query_opt("SELECT doc FROM visits WHERE visit_id = $1", &[visit_id])?
-                .map(|r| r.get(0));
-            let server_heads = match &stored {
-                Some(doc) => {
-                    let am = Automerge::load(doc)?;
-                    let lacks = parsed.iter().any(|h| am.get_change_by_hash(h).is_none());
-                    if lacks {
-                        page.resend.push((
-                            visit_id.clone(),
-                            am.get_heads().iter().map(ToString::to_string).collect(),
-                        ));
-                    }
-                    let known: Vec<ChangeHash> = parsed
-                        .iter()
-                        .copied()
-                        .filter(|h| am.get_change_by_hash(h).is_some())
-                        .collect();
-                    Some(known)
-                }
-                None => {
-                    page.resend.push((visit_id.clone(), Vec::new()));
-                    None
-                }
-            };
-            let resending = page.resend.last().is_some_and(|(v, _)| v == visit_id);
-            match server_heads {
-                Some(known) if scope.contains(visit_id) => {
-                    device_heads.insert(visit_id.clone(), known);
-                }
-                Some(_) if !resending => page.purge.push(visit_id.clone()),
-                _ => {}
-            }
-        }
-    }
-    // The feed: changes by other devices after the cursor, for visits the device holds.
-    let mut budget = q.limit.max(1);
-    let mut by_visit: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-    let rows = tx.query(
-        "SELECT c.seq, c.visit_id, c.bytes FROM change_log c
-         JOIN device_visits d ON d.visit_id = c.visit_id AND d.device_id = $1
-         WHERE c.seq > $2 AND c.device_id <> $1 ORDER BY c.seq LIMIT $3",
-        &[&q.device_id, &cursor, &(budget as i64 + 1)],
-    )?;
-    if rows.len() > budget {
-        page.more = true;
-    }
-    let mut last = cursor;
-    for r in rows.into_iter().take(budget) {
-        last = r.get(0);
-        by_visit.entry(r.get(1)).or_default().push(r.get(2));
-        budget -= 1;
-    }
-    page.cursor = if page.more { last } else { max_seq.max(cursor) };
-    // Visits that entered the scope: sent whole (or diffed against the device's heads).
-    if !page.more {
-        let held_now: BTreeSet<String> = held.intersection(&scope).cloned().collect();
-        let mut entered = Vec::new();
-        for v in scope.difference(&held_now) {
-            if budget == 0 {
-                page.more = true;
-                break;
-            }
-            let changes: Vec<Vec<u8>> = match device_heads.get(v) {
-                Some(known) => {
-                    let doc: Vec<u8> = tx
-                        .query_one("SELECT doc FROM visits WHERE visit_id = $1", &[v])?
-                        .get(0);
-                    let am = Automerge::load(&doc)?;
-                    am.get_changes(known)
-                        .into_iter()
-                        .map(|c| c.raw_bytes().to_vec())
-                        .collect()
-                }
-                None => tx
-                    .query(
-                        "SELECT bytes FROM change_log WHERE visit_id = $1 ORDER BY seq",
-                        &[v],
-                    )?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect(),
-            };
-            budget = budget.saturating_sub(changes.len());
-            if !changes.is_empty() {
-                by_visit.entry(v.clone()).or_default().extend(changes);
-            }
-            entered.push(v);
-        }
-        if !entered.is_empty() {
+        if !hold.is_empty() {
             tx.execute(
                 "INSERT INTO device_visits (device_id, visit_id) SELECT $1, unnest($2::text[])
                  ON CONFLICT DO NOTHING",
-                &[&q.device_id, &entered],
+                &[&device_id, &*hold],
             )?;
+            hold.clear();
+        }
+        Ok(())
+    };
+    for w in writes {
+        match w {
+            HoldWrite::ForgetAll => {
+                flush(tx, &mut hold, &mut forget)?;
+                tx.execute(
+                    "DELETE FROM device_visits WHERE device_id = $1",
+                    &[&device_id],
+                )?;
+            }
+            HoldWrite::Forget(v) => {
+                if !hold.is_empty() {
+                    flush(tx, &mut hold, &mut forget)?;
+                }
+                forget.push(v);
+            }
+            HoldWrite::Hold(v) => {
+                if !forget.is_empty() {
+                    flush(tx, &mut hold, &mut forget)?;
+                }
+                hold.push(v);
+            }
         }
     }
-    page.changes = by_visit.into_iter().collect();
-    Ok(page)
+    flush(tx, &mut hold, &mut forget)
 }
 
 impl Store for PgStore {
@@ -733,7 +725,7 @@ impl Store for PgStore {
                 f(&mut t)?;
                 t.pending
             };
-            append_changes(&mut tx, &pending)?;
+            append_pushes(&mut tx, &pending)?;
             tx.commit()?;
             Ok(())
         })
@@ -745,13 +737,49 @@ impl Store for PgStore {
         stored_visit(&mut tx, visit_id, false)
     }
 
+    fn actor_binding(&self, actor_hex: &str) -> StoreResult<Option<(String, String)>> {
+        Ok(self
+            .conn()?
+            .query_opt(
+                "SELECT device_id, user_id FROM actors WHERE actor = $1",
+                &[&actor_hex],
+            )?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
     fn pull(&self, q: &PullQuery) -> StoreResult<PullPage> {
         self.retrying(|c| {
             let mut tx = c
                 .build_transaction()
                 .isolation_level(IsolationLevel::RepeatableRead)
                 .start()?;
-            let page = pull_in(&mut tx, q)?;
+            // The page the device confirms: its holdings changes apply before this one.
+            if let Some(token) = &q.token {
+                let confirmed = tx.query_opt(
+                    "SELECT writes FROM device_pending WHERE device_id = $1 AND token = $2",
+                    &[&q.device_id, token],
+                )?;
+                if let Some(row) = confirmed {
+                    let writes: Vec<HoldWrite> = serde_json::from_str(row.get(0))?;
+                    apply_holdings(&mut tx, &q.device_id, &writes)?;
+                }
+            }
+            if q.token.is_some() || q.cursor.is_none() {
+                tx.execute(
+                    "DELETE FROM device_pending WHERE device_id = $1",
+                    &[&q.device_id],
+                )?;
+            }
+            let (mut page, writes) = feed::pull(&mut PgFeed(&mut tx), q)?;
+            // Recorded only when the device confirms this answer (its next cursor).
+            if !writes.is_empty() {
+                let token = feed::new_token();
+                tx.execute(
+                    "INSERT INTO device_pending (device_id, token, writes) VALUES ($1, $2, $3)",
+                    &[&q.device_id, &token, &serde_json::to_string(&writes)?],
+                )?;
+                page.token = Some(token);
+            }
             tx.commit()?;
             Ok(page)
         })
@@ -766,6 +794,7 @@ impl Store for PgStore {
             .arg("--no-owner")
             .arg("--exclude-table-data=meta")
             .arg("--exclude-table-data=device_visits")
+            .arg("--exclude-table-data=device_pending")
             .arg("--file")
             .arg(path)
             .arg("--dbname")
@@ -786,7 +815,7 @@ impl Store for PgStore {
 
     fn counts(&self) -> StoreResult<(i64, i64)> {
         let row = self.conn()?.query_one(
-            "SELECT (SELECT COUNT(*) FROM visits)::BIGINT, (SELECT COUNT(*) FROM change_log)::BIGINT",
+            "SELECT (SELECT COUNT(*) FROM visits)::BIGINT, (SELECT COALESCE(SUM(changes), 0) FROM change_log)::BIGINT",
             &[],
         )?;
         Ok((row.get(0), row.get(1)))
@@ -799,8 +828,7 @@ impl Store for PgStore {
         to: i64,
     ) -> StoreResult<Vec<StoredVisit>> {
         let territories: Option<Vec<&String>> = territories.map(|t| t.iter().collect());
-        Ok(self
-            .conn()?
+        self.conn()?
             .query(
                 "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status, doc FROM visits
                  WHERE planned_start BETWEEN $1 AND $2 AND ($3::text[] IS NULL OR territory_id = ANY($3))
@@ -819,7 +847,8 @@ impl Store for PgStore {
                 },
                 doc: r.get(6),
             })
-            .collect())
+            .map(unpacked)
+            .collect()
     }
 
     fn changes_since(

@@ -8,10 +8,13 @@
 //! | `users` | username, role, territories (JSON), argon2id password hash, disabled flag |
 //! | `tokens` | device tokens: id, user, device, SHA-256 of the token, revoked time |
 //! | `actors` | each Automerge actor bound to the device that first pushed it |
-//! | `visits` | visit id, store, territory, rep, planned start, status, document bytes |
-//! | `change_log` | every accepted change under a sequence number (the cursor) |
+//! | `visits` | visit id, store, territory, rep, planned start, status, document bytes and heads |
+//! | `change_log` | every stored push of a visit under a sequence number (the cursor): visit, device, territory, how many changes, the visit's heads before and after (the changes are in the document; see [`crate::feed`]) |
 //! | `device_visits` | the visits each device holds (to send visits entering its scope whole and purge the ones leaving it) |
 //! | `reference` | the reference data as JSON with its version |
+//!
+//! The schema is created and upgraded by the numbered migrations in
+//! `migrations/sqlite/` (the version is the database's `PRAGMA user_version`).
 //!
 //! Writes are serialized through one connection, so sequence numbers are assigned in
 //! commit order and a cursor never skips a change that commits later.
@@ -25,16 +28,19 @@
 //! only committed data (`pull`, `authenticate`, `epoch`) use separate reader connections
 //! (WAL snapshots); every other method commits the open batch first.
 
-use automerge::{Automerge, ChangeHash, ReadDoc};
+use automerge::ChangeHash;
+use fieldsync_core::document::{pack_document, unpack_document};
 use fieldsync_core::model::{ReferenceData, Role};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::VecDeque;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
+
+use crate::feed::{self, FeedSource, HoldWrite, LogRow, heads_from_bytes, heads_to_bytes};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -124,9 +130,14 @@ pub struct PullQuery {
     /// `None`: the device holds nothing the server knows of (first sync, or after a
     /// restore); everything in scope is sent, diffed against `heads` when given.
     pub cursor: Option<i64>,
+    /// The token of the page the device confirms (from its cursor): that page's holdings
+    /// changes apply now (see [`PullPage::token`]).
+    pub token: Option<String>,
     pub heads: Option<BTreeMap<String, Vec<String>>>,
     /// Most changes per page.
     pub limit: usize,
+    /// The device accepts whole documents (sent instead of all the changes of a visit).
+    pub documents: bool,
 }
 
 /// One page for a device.
@@ -138,6 +149,21 @@ pub struct PullPage {
     pub purge: Vec<String>,
     /// Visits where the device has changes the server lacks, with the server's heads.
     pub resend: Vec<(String, Vec<String>)>,
+    /// Whole documents (when the query accepts them): visit, bytes, heads (hex).
+    pub documents: Vec<(String, Vec<u8>, Vec<String>)>,
+    /// Set when the page changes what the device is recorded as holding: the change waits
+    /// until the device presents this token (in its cursor) with its next request, so an
+    /// answer that never reached the device never changes the record.
+    pub token: Option<String>,
+}
+
+/// What a push adds to the change log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogEntry {
+    /// How many changes the push stored (no log row when 0).
+    pub changes: usize,
+    /// The document's heads before the push (empty for a new visit).
+    pub heads_before: Vec<ChangeHash>,
 }
 
 /// The operations on one visit inside one write transaction.
@@ -146,12 +172,15 @@ pub trait VisitTxn {
     /// The (device, user) an actor is bound to.
     fn actor_binding(&self, actor_hex: &str) -> StoreResult<Option<(String, String)>>;
     fn bind_actor(&mut self, actor_hex: &str, device_id: &str, user_id: &str) -> StoreResult<()>;
-    /// Stores the document and appends the new changes (hash, bytes) to the change log.
+    /// Stores the document (saved bytes, packed for storage, and its heads; best saved
+    /// uncompressed: `Automerge::save_nocompress`), records that `device_id`
+    /// holds the visit, and appends the push to the change log (when it stored changes).
     fn save(
         &mut self,
         meta: &VisitMeta,
         doc: &[u8],
-        changes: &[(String, Vec<u8>)],
+        heads: &[ChangeHash],
+        log: &LogEntry,
         device_id: &str,
     ) -> StoreResult<()>;
 }
@@ -188,7 +217,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         visit_id: &str,
         f: &mut dyn FnMut(&mut dyn VisitTxn) -> StoreResult<()>,
     ) -> StoreResult<()>;
+    /// The committed state of a visit (outside any write transaction).
     fn visit(&self, visit_id: &str) -> StoreResult<Option<StoredVisit>>;
+    /// The committed (device, user) binding of an actor, outside any write transaction.
+    fn actor_binding(&self, actor_hex: &str) -> StoreResult<Option<(String, String)>>;
     fn pull(&self, q: &PullQuery) -> StoreResult<PullPage>;
     /// A consistent copy of the database at `path`, with a new epoch.
     fn backup(&self, path: &Path) -> StoreResult<()>;
@@ -215,29 +247,39 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<(i64, Vec<String>)>;
 }
 
-const SCHEMA: &str = r"
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS users (
-  id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, role TEXT NOT NULL, territories TEXT NOT NULL,
-  password_hash TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS tokens (
-  id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), device_id TEXT NOT NULL,
-  token_hash TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL, revoked_at INTEGER);
-CREATE TABLE IF NOT EXISTS actors (actor TEXT PRIMARY KEY, device_id TEXT NOT NULL, user_id TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS visits (
-  visit_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, territory_id TEXT NOT NULL, rep_id TEXT NOT NULL,
-  planned_start INTEGER NOT NULL, status TEXT NOT NULL, doc BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS visits_scope ON visits (territory_id, planned_start);
-CREATE INDEX IF NOT EXISTS visits_rep ON visits (rep_id, planned_start);
-CREATE TABLE IF NOT EXISTS change_log (
-  seq INTEGER PRIMARY KEY, visit_id TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, bytes BLOB NOT NULL,
-  device_id TEXT NOT NULL, territory_id TEXT NOT NULL, planned_start INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS change_log_visit ON change_log (visit_id, seq);
-CREATE INDEX IF NOT EXISTS change_log_territory ON change_log (territory_id, seq);
-CREATE TABLE IF NOT EXISTS device_visits (device_id TEXT NOT NULL, visit_id TEXT NOT NULL,
-  PRIMARY KEY (device_id, visit_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS reference (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, data TEXT NOT NULL);
-";
+/// The numbered migrations of the SQLite schema, in order (`PRAGMA user_version` is the
+/// last one applied).
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_change_log_per_push.sql"),
+    ),
+    (
+        3,
+        include_str!("../migrations/sqlite/0003_device_pending.sql"),
+    ),
+];
+
+/// Applies the migrations the database lacks, each in its own transaction; refuses a
+/// database written by a newer binary.
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if version > known {
+        return Err(StoreError::Conflict(format!(
+            "the database schema is at version {version}, newer than this binary knows ({known}): upgrade fieldsync-server"
+        )));
+    }
+    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", v)?;
+        tx.commit()?;
+        tracing::info!(version = v, "applied SQLite migration");
+    }
+    Ok(())
+}
 
 /// The embedded SQLite backend.
 #[derive(Debug)]
@@ -313,13 +355,6 @@ impl DerefMut for ReadGuard<'_> {
     }
 }
 
-/// A write `pull` needs after reading (done on the writer once the page is computed).
-enum PullWrite {
-    ForgetAll,
-    Forget(String),
-    Hold(String),
-}
-
 fn new_epoch() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
@@ -351,12 +386,12 @@ impl SqliteStore {
 
     /// Opens (creating) the database file at `path`.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&mut conn)?;
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
             [new_epoch()],
@@ -417,6 +452,7 @@ impl SqliteStore {
         let tx = conn.transaction()?;
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'epoch'", [&epoch])?;
         tx.execute("DELETE FROM device_visits", [])?;
+        tx.execute("DELETE FROM device_pending", [])?;
         tx.commit()?;
         Ok(epoch)
     }
@@ -477,8 +513,7 @@ struct SqliteTxn<'a> {
 
 impl VisitTxn for SqliteTxn<'_> {
     fn stored(&self) -> StoreResult<Option<StoredVisit>> {
-        Ok(self
-            .tx
+        self.tx
             .prepare_cached(
                 "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status, doc FROM visits WHERE visit_id = ?1",
             )?
@@ -495,7 +530,9 @@ impl VisitTxn for SqliteTxn<'_> {
                     doc: r.get(6)?,
                 })
             })
-            .optional()?)
+            .optional()?
+            .map(unpacked)
+            .transpose()
     }
 
     fn actor_binding(&self, actor_hex: &str) -> StoreResult<Option<(String, String)>> {
@@ -519,30 +556,42 @@ impl VisitTxn for SqliteTxn<'_> {
         &mut self,
         m: &VisitMeta,
         doc: &[u8],
-        changes: &[(String, Vec<u8>)],
+        heads: &[ChangeHash],
+        log: &LogEntry,
         device_id: &str,
     ) -> StoreResult<()> {
         self.tx
             .prepare_cached(
-                "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc, heads)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(visit_id) DO UPDATE SET store_id = excluded.store_id, territory_id = excluded.territory_id,
-                   rep_id = excluded.rep_id, planned_start = excluded.planned_start, status = excluded.status, doc = excluded.doc",
+                   rep_id = excluded.rep_id, planned_start = excluded.planned_start, status = excluded.status,
+                   doc = excluded.doc, heads = excluded.heads",
             )?
-            .execute(params![m.visit_id, m.store_id, m.territory_id, m.rep_id, m.planned_start, m.status, doc])?;
-        let mut stmt = self.tx.prepare_cached(
-            "INSERT OR IGNORE INTO change_log (visit_id, hash, bytes, device_id, territory_id, planned_start)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for (hash, bytes) in changes {
-            stmt.execute(params![
+            .execute(params![
                 m.visit_id,
-                hash,
-                bytes,
-                device_id,
+                m.store_id,
                 m.territory_id,
-                m.planned_start
+                m.rep_id,
+                m.planned_start,
+                m.status,
+                pack_document(doc),
+                heads_to_bytes(heads)
             ])?;
+        if log.changes > 0 {
+            self.tx
+                .prepare_cached(
+                    "INSERT INTO change_log (visit_id, device_id, territory_id, changes, heads_before, heads_after)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    m.visit_id,
+                    device_id,
+                    m.territory_id,
+                    log.changes as i64,
+                    heads_to_bytes(&log.heads_before),
+                    heads_to_bytes(heads)
+                ])?;
         }
         self.tx
             .prepare_cached(
@@ -553,6 +602,15 @@ impl VisitTxn for SqliteTxn<'_> {
     }
 }
 
+/// A stored visit with its document as Automerge bytes (documents are stored packed:
+/// [`fieldsync_core::document::pack_document`]).
+pub(crate) fn unpacked(mut v: StoredVisit) -> StoreResult<StoredVisit> {
+    if let std::borrow::Cow::Owned(doc) = unpack_document(&v.doc)? {
+        v.doc = doc;
+    }
+    Ok(v)
+}
+
 fn in_list(n: usize, start: usize) -> String {
     (0..n)
         .map(|i| format!("?{}", start + i))
@@ -560,178 +618,110 @@ fn in_list(n: usize, start: usize) -> String {
         .join(",")
 }
 
-fn scope_visits(conn: &Connection, scope: &Scope) -> StoreResult<BTreeSet<String>> {
-    let mut sql = String::from("SELECT visit_id FROM visits WHERE 1 = 1");
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    if let Some(ts) = &scope.territories {
-        sql.push_str(&format!(
-            " AND territory_id IN ({})",
-            in_list(ts.len(), args.len() + 1)
-        ));
-        args.extend(ts.iter().map(|t| t.clone().into()));
-    }
-    if let Some(rep) = &scope.rep_id {
-        sql.push_str(&format!(" AND rep_id = ?{}", args.len() + 1));
-        args.push(rep.clone().into());
-    }
-    if let Some((from, to)) = scope.window {
-        sql.push_str(&format!(
-            " AND planned_start BETWEEN ?{} AND ?{}",
-            args.len() + 1,
-            args.len() + 2
-        ));
-        args.push(from.into());
-        args.push(to.into());
-    }
-    let mut stmt = conn.prepare(&sql)?;
-    let ids = stmt
-        .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
-        .collect::<rusqlite::Result<BTreeSet<String>>>()?;
-    Ok(ids)
-}
+/// The SQLite side of a pull: reads on one read transaction.
+struct SqliteFeed<'a>(&'a Connection);
 
-fn visit_changes(conn: &Connection, visit_id: &str) -> StoreResult<Vec<Vec<u8>>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT bytes FROM change_log WHERE visit_id = ?1 ORDER BY seq")?;
-    let v = stmt
-        .query_map([visit_id], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
-    Ok(v)
-}
+impl FeedSource for SqliteFeed<'_> {
+    fn max_seq(&mut self) -> StoreResult<i64> {
+        Ok(self
+            .0
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM change_log", [], |r| {
+                r.get(0)
+            })?)
+    }
 
-/// The reading part of [`Store::pull`] for [`SqliteStore`], on one snapshot; the
-/// device_visits changes it implies are appended to `writes`.
-fn pull_read(tx: &Connection, q: &PullQuery, writes: &mut Vec<PullWrite>) -> StoreResult<PullPage> {
-    let max_seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM change_log", [], |r| {
-        r.get(0)
-    })?;
-    let mut page = PullPage::default();
-    let cursor = match q.cursor {
-        Some(c) => c,
-        None => {
-            writes.push(PullWrite::ForgetAll);
-            max_seq
+    fn scope_visits(&mut self, scope: &Scope) -> StoreResult<BTreeSet<String>> {
+        let mut sql = String::from("SELECT visit_id FROM visits WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(ts) = &scope.territories {
+            sql.push_str(&format!(
+                " AND territory_id IN ({})",
+                in_list(ts.len(), args.len() + 1)
+            ));
+            args.extend(ts.iter().map(|t| t.clone().into()));
         }
-    };
-    let scope = scope_visits(tx, &q.scope)?;
-    let held: BTreeSet<String> = if q.cursor.is_none() {
-        BTreeSet::new()
-    } else {
-        tx.prepare_cached("SELECT visit_id FROM device_visits WHERE device_id = ?1")?
-            .query_map([&q.device_id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?
-    };
-    for v in held.difference(&scope) {
-        writes.push(PullWrite::Forget(v.clone()));
-        page.purge.push(v.clone());
-    }
-    // Visits the device says it holds (after a restore): resend what the server lacks,
-    // purge what is out of scope.
-    let mut device_heads: HashMap<String, Vec<ChangeHash>> = HashMap::new();
-    if let Some(heads) = &q.heads {
-        for (visit_id, hs) in heads {
-            let parsed: Vec<ChangeHash> = hs.iter().filter_map(|h| h.parse().ok()).collect();
-            let stored: Option<Vec<u8>> = tx
-                .prepare_cached("SELECT doc FROM visits WHERE visit_id = ?1")?
-                .query_row([visit_id], |r| r.get(0))
-                .optional()?;
-            let server_heads = match &stored {
-                Some(doc) => {
-                    let am = Automerge::load(doc)?;
-                    let lacks = parsed.iter().any(|h| am.get_change_by_hash(h).is_none());
-                    if lacks {
-                        page.resend.push((
-                            visit_id.clone(),
-                            am.get_heads().iter().map(ToString::to_string).collect(),
-                        ));
-                    }
-                    // Only the heads the server knows help to diff.
-                    let known: Vec<ChangeHash> = parsed
-                        .iter()
-                        .copied()
-                        .filter(|h| am.get_change_by_hash(h).is_some())
-                        .collect();
-                    Some(known)
-                }
-                None => {
-                    page.resend.push((visit_id.clone(), Vec::new()));
-                    None
-                }
-            };
-            let resending = page.resend.last().is_some_and(|(v, _)| v == visit_id);
-            match server_heads {
-                Some(known) if scope.contains(visit_id) => {
-                    device_heads.insert(visit_id.clone(), known);
-                }
-                Some(_) if !resending => page.purge.push(visit_id.clone()),
-                _ => {}
-            }
+        if let Some(rep) = &scope.rep_id {
+            sql.push_str(&format!(" AND rep_id = ?{}", args.len() + 1));
+            args.push(rep.clone().into());
         }
+        if let Some((from, to)) = scope.window {
+            sql.push_str(&format!(
+                " AND planned_start BETWEEN ?{} AND ?{}",
+                args.len() + 1,
+                args.len() + 2
+            ));
+            args.push(from.into());
+            args.push(to.into());
+        }
+        let mut stmt = self.0.prepare_cached(&sql)?;
+        let ids = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
+            .collect::<rusqlite::Result<BTreeSet<String>>>()?;
+        Ok(ids)
     }
-    // The feed: changes by other devices after the cursor, for visits the device holds.
-    let mut budget = q.limit.max(1);
-    let mut by_visit: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT c.seq, c.visit_id, c.bytes FROM change_log c
-                 JOIN device_visits d ON d.visit_id = c.visit_id AND d.device_id = ?1
-                 WHERE c.seq > ?2 AND c.device_id != ?1 ORDER BY c.seq LIMIT ?3",
+
+    fn held(&mut self, device_id: &str) -> StoreResult<BTreeSet<String>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT visit_id FROM device_visits WHERE device_id = ?1")?
+            .query_map([device_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn document(&mut self, visit_id: &str) -> StoreResult<Option<(Vec<u8>, Vec<ChangeHash>)>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT doc, heads FROM visits WHERE visit_id = ?1")?
+            .query_row([visit_id], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    heads_from_bytes(&r.get::<_, Vec<u8>>(1)?),
+                ))
+            })
+            .optional()?)
+    }
+
+    fn feed(&mut self, device_id: &str, cursor: i64, limit: usize) -> StoreResult<Vec<LogRow>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT c.seq, c.visit_id, c.changes, c.heads_before, c.heads_after FROM change_log c
+             JOIN device_visits d ON d.visit_id = c.visit_id AND d.device_id = ?1
+             WHERE c.seq > ?2 AND c.device_id != ?1 ORDER BY c.seq LIMIT ?3",
         )?;
         let rows = stmt
-            .query_map(params![q.device_id, cursor, budget as i64 + 1], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
+            .query_map(params![device_id, cursor, limit as i64], |r| {
+                Ok(LogRow {
+                    seq: r.get(0)?,
+                    visit_id: r.get(1)?,
+                    changes: r.get(2)?,
+                    heads_before: heads_from_bytes(&r.get::<_, Vec<u8>>(3)?),
+                    heads_after: heads_from_bytes(&r.get::<_, Vec<u8>>(4)?),
+                })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        if rows.len() > budget {
-            page.more = true;
-        }
-        let mut last = cursor;
-        for (seq, visit, bytes) in rows.into_iter().take(budget) {
-            last = seq;
-            if page.purge.contains(&visit) {
-                // Leaving the scope (the device_visits row goes after this read).
-                continue;
-            }
-            by_visit.entry(visit).or_default().push(bytes);
-            budget -= 1;
-        }
-        page.cursor = if page.more { last } else { max_seq.max(cursor) };
+        Ok(rows)
     }
-    // Visits that entered the scope: sent whole (or diffed against the device's heads).
-    if !page.more {
-        let held_now: BTreeSet<String> = held.intersection(&scope).cloned().collect();
-        for v in scope.difference(&held_now) {
-            if budget == 0 {
-                page.more = true;
-                break;
-            }
-            let changes = match device_heads.get(v) {
-                Some(known) => {
-                    let doc: Vec<u8> =
-                        tx.query_row("SELECT doc FROM visits WHERE visit_id = ?1", [v], |r| {
-                            r.get(0)
-                        })?;
-                    let am = Automerge::load(&doc)?;
-                    am.get_changes(known)
-                        .into_iter()
-                        .map(|c| c.raw_bytes().to_vec())
-                        .collect()
-                }
-                None => visit_changes(tx, v)?,
-            };
-            budget = budget.saturating_sub(changes.len());
-            if !changes.is_empty() {
-                by_visit.entry(v.clone()).or_default().extend(changes);
-            }
-            writes.push(PullWrite::Hold(v.clone()));
-        }
+}
+
+/// Applies confirmed holdings changes of a device, in order.
+fn apply_holdings(tx: &Connection, device_id: &str, writes: &[HoldWrite]) -> StoreResult<()> {
+    for w in writes {
+        match w {
+            HoldWrite::ForgetAll => tx.execute(
+                "DELETE FROM device_visits WHERE device_id = ?1",
+                [device_id],
+            )?,
+            HoldWrite::Forget(v) => tx.execute(
+                "DELETE FROM device_visits WHERE device_id = ?1 AND visit_id = ?2",
+                params![device_id, v],
+            )?,
+            HoldWrite::Hold(v) => tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO device_visits (device_id, visit_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![device_id, v])?,
+        };
     }
-    page.changes = by_visit.into_iter().collect();
-    Ok(page)
+    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -948,42 +938,71 @@ impl Store for SqliteStore {
         t.stored()
     }
 
-    fn pull(&self, q: &PullQuery) -> StoreResult<PullPage> {
-        // Reads on one committed snapshot (a reader); the device_visits bookkeeping is
-        // written afterwards on the writer. Only committed changes are seen, so the cursor
-        // never covers a change that might still roll back.
-        let mut writes = Vec::new();
-        let page = {
-            let mut conn = self.read();
-            let tx = conn.transaction()?;
-            let page = pull_read(&tx, q, &mut writes)?;
-            tx.commit()?;
-            page
+    fn actor_binding(&self, actor_hex: &str) -> StoreResult<Option<(String, String)>> {
+        let mut conn = self.read();
+        let tx = conn.transaction()?;
+        let t = SqliteTxn {
+            tx: &tx,
+            visit_id: String::new(),
         };
-        if !writes.is_empty() {
+        t.actor_binding(actor_hex)
+    }
+
+    fn pull(&self, q: &PullQuery) -> StoreResult<PullPage> {
+        // The page the device confirms: its holdings changes apply before this one is read.
+        if let Some(token) = &q.token {
             let mut conn = self.lock();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for w in &writes {
-                match w {
-                    PullWrite::ForgetAll => tx.execute(
-                        "DELETE FROM device_visits WHERE device_id = ?1",
-                        [&q.device_id],
-                    )?,
-                    PullWrite::Forget(v) => tx.execute(
-                        "DELETE FROM device_visits WHERE device_id = ?1 AND visit_id = ?2",
-                        params![q.device_id, v],
-                    )?,
-                    PullWrite::Hold(v) => tx
-                        .prepare_cached(
-                            "INSERT OR IGNORE INTO device_visits (device_id, visit_id) VALUES (?1, ?2)",
-                        )?
-                        .execute(params![q.device_id, v])?,
-                };
+            let confirmed: Option<String> = tx
+                .query_row(
+                    "SELECT writes FROM device_pending WHERE device_id = ?1 AND token = ?2",
+                    params![q.device_id, token],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(json) = confirmed {
+                let writes: Vec<HoldWrite> = serde_json::from_str(&json)?;
+                apply_holdings(&tx, &q.device_id, &writes)?;
+            }
+            tx.execute(
+                "DELETE FROM device_pending WHERE device_id = ?1",
+                [&q.device_id],
+            )?;
+            tx.commit()?;
+        }
+        // Reads on one committed snapshot (a reader); the bookkeeping is written afterwards
+        // on the writer. Only committed changes are seen, so the cursor never covers a
+        // change that might still roll back.
+        let (mut page, writes) = {
+            let mut conn = self.read();
+            let tx = conn.transaction()?;
+            let out = feed::pull(&mut SqliteFeed(&tx), q)?;
+            tx.commit()?;
+            out
+        };
+        if !writes.is_empty() || q.cursor.is_none() {
+            let mut conn = self.lock();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if q.cursor.is_none() {
+                // Starting over: no earlier answer can be confirmed any more.
+                tx.execute(
+                    "DELETE FROM device_pending WHERE device_id = ?1",
+                    [&q.device_id],
+                )?;
+            }
+            if !writes.is_empty() {
+                let token = feed::new_token();
+                tx.execute(
+                    "INSERT INTO device_pending (device_id, token, writes) VALUES (?1, ?2, ?3)",
+                    params![q.device_id, token, serde_json::to_string(&writes)?],
+                )?;
+                page.token = Some(token);
             }
             tx.commit()?;
         }
         Ok(page)
     }
+
     fn backup(&self, path: &Path) -> StoreResult<()> {
         {
             let conn = self.lock();
@@ -998,13 +1017,18 @@ impl Store for SqliteStore {
             [new_epoch()],
         )?;
         dst.execute("DELETE FROM device_visits", [])?;
+        dst.execute("DELETE FROM device_pending", [])?;
         Ok(())
     }
 
     fn counts(&self) -> StoreResult<(i64, i64)> {
         let conn = self.lock();
         let v = conn.query_row("SELECT COUNT(*) FROM visits", [], |r| r.get(0))?;
-        let c = conn.query_row("SELECT COUNT(*) FROM change_log", [], |r| r.get(0))?;
+        let c = conn.query_row(
+            "SELECT COALESCE(SUM(changes), 0) FROM change_log",
+            [],
+            |r| r.get(0),
+        )?;
         Ok((v, c))
     }
 
@@ -1041,7 +1065,7 @@ impl Store for SqliteStore {
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        rows.into_iter().map(unpacked).collect()
     }
 
     fn changes_since(

@@ -14,7 +14,9 @@ use automerge::transaction::Transactable;
 use automerge::{ActorId, Automerge, ROOT, ReadDoc};
 use fieldsync_core::fixtures::{self, FixtureSize};
 use fieldsync_core::model::Role;
-use fieldsync_server::store::{NewUser, PullQuery, Scope, StoreError, VisitMeta};
+use fieldsync_server::store::{
+    LogEntry, NewUser, PullPage, PullQuery, Scope, StoreError, VisitMeta,
+};
 use fieldsync_server::{PgOptions, PgStore, SqliteStore, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -27,7 +29,22 @@ trait Backend {
     fn open(&self) -> Arc<dyn Store>;
     fn restore(&self, backup: &Path) -> Arc<dyn Store>;
     fn scratch(&self) -> PathBuf;
+    /// Before the first `open`: the database as a version-1 server left it, holding
+    /// `visits` (id, document) and the version-1 change log (one row per change).
+    fn version_1(&self, visits: &[(&str, Vec<u8>)], log: &[V1Change]);
 }
+
+/// A row of the version-1 change log.
+struct V1Change {
+    seq: i64,
+    visit_id: String,
+    hash: String,
+    bytes: Vec<u8>,
+    device_id: String,
+}
+
+const SQLITE_V1: &str = include_str!("../migrations/sqlite/0001_init.sql");
+const POSTGRES_V1: &str = include_str!("../migrations/postgres/0001_init.sql");
 
 struct Sqlite(tempfile::TempDir);
 
@@ -40,6 +57,32 @@ impl Backend for Sqlite {
     }
     fn scratch(&self) -> PathBuf {
         self.0.path().to_path_buf()
+    }
+    fn version_1(&self, visits: &[(&str, Vec<u8>)], log: &[V1Change]) {
+        let c = rusqlite::Connection::open(self.0.path().join("fieldsync.db")).unwrap();
+        // A database of a server before the schema was numbered: user_version 0.
+        c.execute_batch(SQLITE_V1).unwrap();
+        for (id, doc) in visits {
+            c.execute(
+                "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc)
+                 VALUES (?1, 'st-t-1', 't-1', 'u-1', 1000, 'planned', ?2)",
+                rusqlite::params![id, doc],
+            )
+            .unwrap();
+        }
+        for l in log {
+            c.execute(
+                "INSERT INTO change_log (seq, visit_id, hash, bytes, device_id, territory_id, planned_start)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 't-1', 1000)",
+                rusqlite::params![l.seq, l.visit_id, l.hash, l.bytes, l.device_id],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO device_visits (device_id, visit_id) VALUES ('dev-a', 'v-1'), ('dev-b', 'v-1')",
+            [],
+        )
+        .unwrap();
     }
 }
 
@@ -79,6 +122,43 @@ impl Backend for Postgres {
     }
     fn scratch(&self) -> PathBuf {
         self.dir.path().to_path_buf()
+    }
+    fn version_1(&self, visits: &[(&str, Vec<u8>)], log: &[V1Change]) {
+        type Param<'a> = &'a (dyn ::postgres::types::ToSql + Sync);
+        let mut c = ::postgres::Client::connect(&self.db.url, ::postgres::NoTls).unwrap();
+        c.batch_execute(POSTGRES_V1).unwrap();
+        c.batch_execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+               applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             INSERT INTO schema_migrations (version, name) VALUES (1, 'init');",
+        )
+        .unwrap();
+        for (id, doc) in visits {
+            c.execute(
+                "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc)
+                 VALUES ($1, 'st-t-1', 't-1', 'u-1', 1000, 'planned', $2)",
+                &[id as Param<'_>, doc],
+            )
+            .unwrap();
+        }
+        for l in log {
+            c.execute(
+                "INSERT INTO change_log (seq, visit_id, hash, bytes, device_id, territory_id, planned_start)
+                 VALUES ($1, $2, $3, $4, $5, 't-1', 1000)",
+                &[
+                    &l.seq as Param<'_>,
+                    &l.visit_id,
+                    &l.hash,
+                    &l.bytes,
+                    &l.device_id,
+                ],
+            )
+            .unwrap();
+        }
+        c.batch_execute(
+            "INSERT INTO device_visits (device_id, visit_id) VALUES ('dev-a', 'v-1'), ('dev-b', 'v-1')",
+        )
+        .unwrap();
     }
 }
 
@@ -120,6 +200,8 @@ conformance!(
     dashboard_queries_by_range_and_since,
     concurrent_pushes_to_one_visit_through_two_instances_lose_nothing,
     cursors_never_skip_a_change_under_concurrent_writers,
+    whole_documents_for_visits_entering_the_scope_then_exact_changes,
+    a_version_1_database_is_upgraded_and_no_cursor_skips_a_change,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -149,13 +231,17 @@ fn push(store: &dyn Store, m: &VisitMeta, device: &str, key: &str, val: i64) -> 
                 None => Automerge::new(),
             };
             doc.set_actor(ActorId::random());
+            let heads_before = doc.get_heads();
             let mut tx = doc.transaction();
             tx.put(ROOT, key, val)?;
             tx.commit();
             let c = doc.get_last_local_change().unwrap();
             hash = c.hash().to_string();
-            let bytes = c.raw_bytes().to_vec();
-            t.save(m, &doc.save(), &[(hash.clone(), bytes)], device)
+            let log = LogEntry {
+                changes: 1,
+                heads_before,
+            };
+            t.save(m, &doc.save(), &doc.get_heads(), &log, device)
         })
         .unwrap();
     hash
@@ -176,35 +262,67 @@ fn scope(territory: &str) -> Scope {
     }
 }
 
-fn query(device: &str, territory: &str, cursor: Option<i64>, limit: usize) -> PullQuery {
+/// A cursor as a device holds it: the sequence number and the token confirming the page
+/// that carried it (see `PullPage::token`).
+type Cur = (i64, Option<String>);
+
+fn query(device: &str, territory: &str, cursor: Option<Cur>, limit: usize) -> PullQuery {
+    let (cursor, token) = match cursor {
+        Some((c, t)) => (Some(c), t),
+        None => (None, None),
+    };
     PullQuery {
         device_id: device.into(),
         scope: scope(territory),
         cursor,
+        token,
         heads: None,
         limit,
+        documents: false,
     }
 }
 
-/// Pulls until `more` is false; returns (cursor, hashes per visit, purged).
+/// The change hashes a page carries for each visit, whether as changes or as documents.
+fn page_hashes(page: &PullPage) -> BTreeMap<String, BTreeSet<String>> {
+    let mut got: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (v, cs) in &page.changes {
+        got.entry(v.clone())
+            .or_default()
+            .extend(cs.iter().map(|c| hash_of(c)));
+    }
+    for (v, doc, heads) in &page.documents {
+        let am = Automerge::load(&fieldsync_core::document::unpack_document(doc).unwrap()).unwrap();
+        let mut hs: Vec<String> = am.get_heads().iter().map(ToString::to_string).collect();
+        hs.sort();
+        let mut declared = heads.clone();
+        declared.sort();
+        assert_eq!(hs, declared, "a document's declared heads are its heads");
+        got.entry(v.clone())
+            .or_default()
+            .extend(am.get_changes(&[]).iter().map(|c| c.hash().to_string()));
+    }
+    got
+}
+
+/// Pulls until `more` is false, confirming each page as a device does; returns (cursor,
+/// hashes per visit, purged).
 fn pull_all(
     store: &dyn Store,
     mut q: PullQuery,
-) -> (i64, BTreeMap<String, BTreeSet<String>>, Vec<String>) {
+) -> (Cur, BTreeMap<String, BTreeSet<String>>, Vec<String>) {
     let mut got: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut purged = Vec::new();
     for _ in 0..10_000 {
         let page = store.pull(&q).unwrap();
-        for (v, cs) in page.changes {
-            got.entry(v)
-                .or_default()
-                .extend(cs.iter().map(|c| hash_of(c)));
+        for (v, hs) in page_hashes(&page) {
+            got.entry(v).or_default().extend(hs);
         }
         purged.extend(page.purge);
         q.cursor = Some(page.cursor);
+        q.token = page.token.clone();
         q.heads = None;
         if !page.more {
-            return (page.cursor, got, purged);
+            return ((page.cursor, page.token), got, purged);
         }
     }
     panic!("pull never finished");
@@ -292,7 +410,11 @@ fn a_visit_write_commits_whole_or_not_at_all(b: &dyn Backend) {
     let err = s.with_visit("v-1", &mut |t| {
         assert!(t.stored()?.is_none());
         t.bind_actor("aa", "dev-a", "u-1")?;
-        t.save(&m, b"junk", &[("h".into(), b"x".to_vec())], "dev-a")?;
+        let log = LogEntry {
+            changes: 1,
+            heads_before: Vec::new(),
+        };
+        t.save(&m, b"junk", &[], &log, "dev-a")?;
         Err(StoreError::Conflict("no".into()))
     });
     assert!(matches!(err, Err(StoreError::Conflict(_))));
@@ -323,12 +445,14 @@ fn a_visit_write_commits_whole_or_not_at_all(b: &dyn Backend) {
             t.actor_binding("aa")?,
             Some(("dev-a".to_string(), "u-1".to_string()))
         );
-        // Saving a change already in the log again does not duplicate it.
+        // Saving the document again without new changes adds nothing to the log.
         let st = t.stored()?.unwrap();
-        t.save(&st.meta, &st.doc, &[(h1.clone(), b"dup".to_vec())], "dev-a")
+        let heads = Automerge::load(&st.doc)?.get_heads();
+        t.save(&st.meta, &st.doc, &heads, &LogEntry::default(), "dev-a")
     })
     .unwrap();
     assert_eq!(s.counts().unwrap(), (1, 2));
+    let _ = h1;
 }
 
 fn pull_sends_whole_visits_then_the_feed_pages_and_purges(b: &dyn Backend) {
@@ -347,21 +471,24 @@ fn pull_sends_whole_visits_then_the_feed_pages_and_purges(b: &dyn Backend) {
     assert_eq!(got["v-1"], all);
     assert!(purged.is_empty());
     // Nothing new: nothing sent, the cursor stays.
-    let (c2, got, _) = pull_all(s.as_ref(), query("dev-a", T1, Some(cursor), 100));
+    let (c2, got, _) = pull_all(s.as_ref(), query("dev-a", T1, Some(cursor.clone()), 100));
     assert!(got.is_empty());
-    assert_eq!(c2, cursor);
+    assert_eq!(c2.0, cursor.0);
     // New changes by others arrive, in pages; the device's own are not echoed.
     let mut fresh = BTreeSet::new();
     for i in 0..7 {
         fresh.insert(push(s.as_ref(), &v1, "dev-x", &format!("n{i}"), i));
     }
     push(s.as_ref(), &v1, "dev-a", "mine", 1);
-    let first = s.pull(&query("dev-a", T1, Some(cursor), 3)).unwrap();
+    let cursor = c2;
+    let first = s
+        .pull(&query("dev-a", T1, Some(cursor.clone()), 3))
+        .unwrap();
     assert!(first.more);
     assert_eq!(first.changes.iter().map(|(_, c)| c.len()).sum::<usize>(), 3);
-    let (c3, got, _) = pull_all(s.as_ref(), query("dev-a", T1, Some(cursor), 3));
+    let (c3, got, _) = pull_all(s.as_ref(), query("dev-a", T1, Some(cursor.clone()), 3));
     assert_eq!(got["v-1"], fresh);
-    assert!(c3 > cursor);
+    assert!(c3.0 > cursor.0);
     // A new visit entering the scope is sent whole.
     let h = push(s.as_ref(), &v2, "dev-x", "z", 1);
     let (c4, got, _) = pull_all(s.as_ref(), query("dev-a", T1, Some(c3), 100));
@@ -538,21 +665,21 @@ fn cursors_never_skip_a_change_under_concurrent_writers(b: &dyn Backend) {
             handles.push(sc.spawn(move || {
                 let device = format!("reader-{r}");
                 let mut seen = BTreeSet::new();
-                let mut cursor = None;
+                let mut cursor: Option<Cur> = None;
                 let mut pulls = 0;
                 loop {
                     let finishing = done.load(Ordering::SeqCst);
                     let store = &instances[rand::random_range(0..2)];
-                    let page = store.pull(&query(&device, T1, cursor, 25)).unwrap();
+                    let page = store.pull(&query(&device, T1, cursor.clone(), 25)).unwrap();
                     pulls += 1;
                     for (_, cs) in &page.changes {
                         seen.extend(cs.iter().map(|c| hash_of(c)));
                     }
                     assert!(
-                        cursor.is_none_or(|c| page.cursor >= c),
+                        cursor.as_ref().is_none_or(|c| page.cursor >= c.0),
                         "the cursor went back"
                     );
-                    cursor = Some(page.cursor);
+                    cursor = Some((page.cursor, page.token.clone()));
                     if finishing && !page.more {
                         return (seen, pulls);
                     }
@@ -597,4 +724,111 @@ fn cursors_never_skip_a_change_under_concurrent_writers(b: &dyn Backend) {
         );
         assert!(*pulls > 1);
     }
+}
+
+fn whole_documents_for_visits_entering_the_scope_then_exact_changes(b: &dyn Backend) {
+    let s = b.open();
+    let mut visits = Vec::new();
+    let mut all: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for v in 0..6 {
+        let m = meta(&format!("v-{v}"), T1, "u-1", 1_000 + v);
+        for i in 0..3 {
+            let h = push(s.as_ref(), &m, "dev-x", &format!("k{i}"), i);
+            all.entry(m.visit_id.clone()).or_default().insert(h);
+        }
+        visits.push(m);
+    }
+    // A fresh device that accepts documents: every visit as one document (with its heads,
+    // checked by page_hashes), none as changes; small pages cut between documents.
+    let mut q = query("dev-d", T1, None, 1);
+    q.documents = true;
+    let mut got: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut pages = 0;
+    loop {
+        assert!(pages < 100, "the pull never finished");
+        let page = s.pull(&q).unwrap();
+        pages += 1;
+        assert!(page.changes.is_empty(), "{:?}", page.changes);
+        assert!(
+            page.documents.len() <= 1,
+            "a page of one change holds one document"
+        );
+        for (v, hs) in page_hashes(&page) {
+            got.entry(v).or_default().extend(hs);
+        }
+        q.cursor = Some(page.cursor);
+        q.token = page.token.clone();
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(got, all);
+    assert_eq!(pages, 6);
+    // Later pushes by others arrive as exactly their changes, across visits and pages;
+    // the device's own push in between is not echoed.
+    let mut fresh = BTreeSet::new();
+    for (i, m) in visits.iter().enumerate().take(3) {
+        fresh.insert(push(s.as_ref(), m, "dev-x", "later", i as i64));
+        push(s.as_ref(), m, "dev-d", "mine", i as i64);
+        fresh.insert(push(s.as_ref(), m, "dev-y", "again", i as i64));
+    }
+    let first = s.pull(&q).unwrap();
+    assert!(first.more && first.documents.is_empty());
+    assert_eq!(first.changes.iter().map(|(_, c)| c.len()).sum::<usize>(), 1);
+    let (_, got, _) = pull_all(s.as_ref(), q.clone());
+    let got: BTreeSet<String> = got.into_values().flatten().collect();
+    assert_eq!(got, fresh);
+}
+
+fn a_version_1_database_is_upgraded_and_no_cursor_skips_a_change(b: &dyn Backend) {
+    // v-1: three changes by dev-x (log rows 1-3), then one by dev-a (row 4).
+    let mut doc = Automerge::new();
+    let mut log = Vec::new();
+    for (i, device) in ["dev-x", "dev-x", "dev-x", "dev-a"].iter().enumerate() {
+        doc.set_actor(ActorId::random());
+        let mut tx = doc.transaction();
+        tx.put(ROOT, format!("k{i}"), i as i64).unwrap();
+        tx.commit();
+        let c = doc.get_last_local_change().unwrap();
+        log.push(V1Change {
+            seq: i as i64 + 1,
+            visit_id: "v-1".into(),
+            hash: c.hash().to_string(),
+            bytes: c.raw_bytes().to_vec(),
+            device_id: device.to_string(),
+        });
+    }
+    let hashes: BTreeSet<String> = log.iter().map(|l| l.hash.clone()).collect();
+    b.version_1(&[("v-1", doc.save())], &log);
+    let s = b.open();
+    assert_eq!(s.counts().unwrap(), (1, 4), "every change still counted");
+    assert_eq!(
+        s.changes_since(None, 0, 10).unwrap(),
+        (4, vec!["v-1".to_string()])
+    );
+    // A device whose cursor is inside the old rows gets the whole visit (as changes or as
+    // a document): nothing skipped.
+    for documents in [false, true] {
+        let mut q = query("dev-a", T1, Some((1, None)), 100);
+        q.documents = documents;
+        let page = s.pull(&q).unwrap();
+        assert_eq!(page_hashes(&page)["v-1"], hashes, "documents: {documents}");
+        assert_eq!(page.cursor, 4);
+    }
+    // Past every old row: nothing (dev-a's own last change is not echoed either).
+    let (c, got, _) = pull_all(s.as_ref(), query("dev-a", T1, Some((3, None)), 100));
+    assert!(got.is_empty() && c.0 == 4, "{got:?}");
+    // New pushes continue after every cursor handed out, and arrive exactly.
+    let h = push(
+        s.as_ref(),
+        &meta("v-1", T1, "u-1", 1_000),
+        "dev-x",
+        "new",
+        1,
+    );
+    let (c, got, _) = pull_all(s.as_ref(), query("dev-b", T1, Some((4, None)), 100));
+    assert_eq!(got["v-1"], BTreeSet::from([h]));
+    assert!(c.0 > 4);
+    // Opening again migrates nothing more.
+    assert_eq!(b.open().counts().unwrap(), (1, 5));
 }

@@ -223,7 +223,7 @@ async fn devices_killed_while_recording_and_syncing_lose_and_duplicate_nothing()
             .count() as i64;
         let on_server: i64 = conn
             .query_row(
-                "SELECT COUNT(*) FROM change_log WHERE visit_id = ?1 AND device_id = 'phone-crash'",
+                "SELECT COALESCE(SUM(changes), 0) FROM change_log WHERE visit_id = ?1 AND device_id = 'phone-crash'",
                 [&v],
                 |r| r.get(0),
             )

@@ -436,7 +436,7 @@ async fn bench_run(
                     epoch: None,
                     reference_version: refs_version,
                     changes: b,
-                    heads: None,
+                    ..Default::default()
                 };
                 let t = Instant::now();
                 let resp = client

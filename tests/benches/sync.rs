@@ -132,13 +132,7 @@ impl Server {
 
     /// CPU seconds (user + system) the server process has used so far.
     fn cpu_seconds(&self) -> f64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
-            return 0.0;
-        };
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
+        process_cpu_seconds(&self.pid().to_string())
     }
 
     fn rss_mb(&self) -> f64 {
@@ -165,6 +159,17 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU seconds (user + system) a process (`self` for this one) has used so far.
+fn process_cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 impl Drop for Server {
@@ -512,6 +517,8 @@ fn request(device_id: &str, cursor: Option<String>, epoch: Option<String>) -> Sy
         reference_version: 0,
         changes: Vec::new(),
         heads: None,
+        // As the core's client asks: visits entering the scope come as whole documents.
+        accept_documents: true,
     }
 }
 
@@ -594,8 +601,8 @@ async fn initial_pull_wire(base: &str, device: &str, token: &str, expect: usize)
     let start = Instant::now();
     let mut cursor = None;
     let mut epoch = None;
-    let (mut pages, mut visits, mut changes, mut down) =
-        (0, std::collections::BTreeSet::new(), 0, 0);
+    let (mut pages, mut visits, mut changes, mut documents, mut down) =
+        (0, std::collections::BTreeSet::new(), 0, 0, 0);
     let mut lat = Vec::new();
     loop {
         let t = Instant::now();
@@ -606,6 +613,10 @@ async fn initial_pull_wire(base: &str, device: &str, token: &str, expect: usize)
         for g in &resp.changes {
             visits.insert(g.visit_id.clone());
             changes += g.changes.len();
+        }
+        for d in &resp.documents {
+            visits.insert(d.visit_id.clone());
+            documents += 1;
         }
         cursor = Some(resp.cursor);
         epoch = Some(resp.epoch);
@@ -623,6 +634,7 @@ async fn initial_pull_wire(base: &str, device: &str, token: &str, expect: usize)
     json!({
         "visits": visits.len(),
         "changes": changes,
+        "documents": documents,
         "pages": pages,
         "seconds": secs,
         "visits_per_s": visits.len() as f64 / secs,
@@ -708,8 +720,23 @@ fn sqlite_storage(dir: &Path, visits: usize) -> Value {
     let pages = q("PRAGMA page_count");
     let free = q("PRAGMA freelist_count");
     let docs = q("SELECT COALESCE(SUM(length(doc)), 0) FROM visits");
-    let log = q("SELECT COALESCE(SUM(length(bytes)), 0) FROM change_log");
+    let log =
+        q("SELECT COALESCE(SUM(length(heads_before) + length(heads_after)), 0) FROM change_log");
     let log_rows = q("SELECT COUNT(*) FROM change_log");
+    let log_changes = q("SELECT COALESCE(SUM(changes), 0) FROM change_log");
+    // Bytes of each table and index (the dbstat virtual table, when compiled in).
+    let mut tables = serde_json::Map::new();
+    if let Ok(mut stmt) =
+        conn.prepare("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC")
+    {
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map(|it| it.filter_map(Result::ok).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for (name, bytes) in rows {
+            tables.insert(name, json!(bytes as f64 / visits.max(1) as f64));
+        }
+    }
     let file = std::fs::metadata(&path).map_or(0, |m| m.len()) as i64;
     let n = visits.max(1) as f64;
     json!({
@@ -718,8 +745,10 @@ fn sqlite_storage(dir: &Path, visits: usize) -> Value {
         "used_per_visit": ((pages - free) * page) as f64 / n,
         "file_per_visit": file as f64 / n,
         "doc_bytes_per_visit": docs as f64 / n,
-        "change_log_bytes_per_visit": log as f64 / n,
+        "change_log_heads_bytes_per_visit": log as f64 / n,
         "change_log_rows_per_visit": log_rows as f64 / n,
+        "change_log_changes_per_visit": log_changes as f64 / n,
+        "bytes_per_visit_by_table": tables,
     })
 }
 
@@ -804,16 +833,21 @@ fn run(
         .build()
         .unwrap();
     let cpu0 = server.cpu_seconds();
+    let own0 = process_cpu_seconds("self");
     let ing = rt.block_on(ingest(&server.base, seeded.devices));
     let cpu1 = server.cpu_seconds();
+    let own1 = process_cpu_seconds("self");
     let mut ing = ing;
     ing["server_cpu_s"] = json!(cpu1 - cpu0);
     ing["server_cpu_ms_per_visit"] = json!((cpu1 - cpu0) * 1e3 / r.visits.max(1) as f64);
+    // The load generator shares the machine's cores with the server.
+    ing["client_cpu_ms_per_visit"] = json!((own1 - own0) * 1e3 / r.visits.max(1) as f64);
     eprintln!(
-        "  ingest: {:.0} visits/s, p99 {:.1} ms, server CPU {:.2} ms/visit",
+        "  ingest: {:.0} visits/s, p99 {:.1} ms, server CPU {:.2} ms/visit, load generator CPU {:.2} ms/visit",
         ing["visits_per_s"].as_f64().unwrap_or(0.0),
         ing["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
-        ing["server_cpu_ms_per_visit"].as_f64().unwrap_or(0.0)
+        ing["server_cpu_ms_per_visit"].as_f64().unwrap_or(0.0),
+        ing["client_cpu_ms_per_visit"].as_f64().unwrap_or(0.0)
     );
     let mut out = json!({
         "backend": backend,
@@ -826,9 +860,11 @@ fn run(
     // The initial sync of the whole territory, wire only and into a device store.
     let (d0, t0) = &seeded.manager_tokens[0];
     let c0 = server.cpu_seconds();
+    let own0 = process_cpu_seconds("self");
     let wire = rt.block_on(initial_pull_wire(&server.base, d0, t0, r.visits));
     let mut wire = wire;
     wire["server_cpu_s"] = json!(server.cpu_seconds() - c0);
+    wire["client_cpu_s"] = json!(process_cpu_seconds("self") - own0);
     eprintln!(
         "  initial pull (wire): {:.0} visits/s in {:.2} s, {} pages",
         wire["visits_per_s"].as_f64().unwrap_or(0.0),
@@ -838,11 +874,16 @@ fn run(
     out["initial_wire"] = wire;
     if r.headline {
         let (d1, t1) = &seeded.manager_tokens[1];
-        let dev = rt.block_on(initial_sync_device(&server.base, d1, t1, dir.path()));
+        let (c0, own0) = (server.cpu_seconds(), process_cpu_seconds("self"));
+        let mut dev = rt.block_on(initial_sync_device(&server.base, d1, t1, dir.path()));
+        dev["server_cpu_s"] = json!(server.cpu_seconds() - c0);
+        dev["device_cpu_s"] = json!(process_cpu_seconds("self") - own0);
         eprintln!(
-            "  initial sync (device store): {:.0} visits/s in {:.2} s",
+            "  initial sync (device store): {:.0} visits/s in {:.2} s (device CPU {:.2} s, server CPU {:.2} s)",
             dev["visits_per_s"].as_f64().unwrap_or(0.0),
-            dev["seconds"].as_f64().unwrap_or(0.0)
+            dev["seconds"].as_f64().unwrap_or(0.0),
+            dev["device_cpu_s"].as_f64().unwrap_or(0.0),
+            dev["server_cpu_s"].as_f64().unwrap_or(0.0)
         );
         out["initial_device"] = dev;
         let (d, t) = &seeded.rep1_token;

@@ -3,6 +3,10 @@
 // then pull them all into a fresh client. Prints JSON.
 //
 //   node bench.mjs <export dir>/visits-1000 [<export dir>/visits-10000 ...]
+//
+// PEER_TIMEOUT_S (600) bounds each push and each pull: past it the run of that size stops
+// and reports how far it got (`unfinished`). PEER_PUSHERS (100), PEER_FIND_CONCURRENCY
+// (256).
 import { Repo } from "@automerge/automerge-repo"
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
 import { fork } from "node:child_process"
@@ -11,6 +15,24 @@ import os from "node:os"
 import path from "node:path"
 
 const CONCURRENCY = Number(process.env.PEER_FIND_CONCURRENCY || 256)
+// Longest wait for a push or a pull of one size before the harness gives up and reports
+// how far it got (the peer's 10,000-document push did not finish in 18 minutes once).
+const TIMEOUT_S = Number(process.env.PEER_TIMEOUT_S || 600)
+
+/// Resolves to the promise's value, or to `undefined` once `deadline` (performance.now()
+/// milliseconds) has passed.
+function bounded(promise, deadline) {
+  let timer
+  const timeout = new Promise((r) => {
+    timer = setTimeout(() => r(undefined), Math.max(0, deadline - performance.now()))
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+function cpuSeconds() {
+  const c = process.cpuUsage()
+  return (c.user + c.system) / 1e6
+}
 
 function startServer(storageDir) {
   const child = fork(new URL("./server.mjs", import.meta.url).pathname, [storageDir], {
@@ -66,14 +88,37 @@ async function benchOne(docsDir) {
     pushers.push(r)
   }
   const t0 = performance.now()
+  const deadline = t0 + TIMEOUT_S * 1000
   const expect = []
-  blobs.forEach((b, i) => {
-    const h = pushers[i % nPushers].import(b)
+  // Importing is synchronous and costly in the client: yield to the event loop now and
+  // then (the repos sync meanwhile) and stop importing at the deadline.
+  for (let i = 0; i < blobs.length && performance.now() < deadline; i++) {
+    const h = pushers[i % nPushers].import(blobs[i])
     expect.push([h.documentId, h.heads()])
-  })
+    if (i % 50 === 49) await new Promise((r) => setImmediate(r))
+  }
   const done = waitFor(child, "complete")
   child.send({ expect })
-  await done
+  if (expect.length < blobs.length || (await bounded(done, deadline)) === undefined) {
+    // Gave up: how many documents the server holds, and who spent the CPU.
+    const answer = waitFor(child, "progress")
+    child.send({ progress: true })
+    const { progress } = await answer
+    const elapsed = (performance.now() - t0) / 1000
+    child.kill("SIGKILL")
+    fs.rmSync(storage, { recursive: true, force: true })
+    return {
+      docs: blobs.length,
+      unfinished:
+        `push did not finish in ${TIMEOUT_S} s (stopped at ${elapsed.toFixed(0)} s): the client repos had imported ` +
+        `${expect.length} of ${blobs.length} documents, the server held ${progress.done} of them ` +
+        `(${(progress.done / elapsed).toFixed(1)} docs/s); the pushing Node process had used ${cpuSeconds().toFixed(0)} CPU-s, ` +
+        `the peer server ${progress.cpu_s.toFixed(0)} CPU-s`,
+      push_reached: progress.done,
+      push_s: elapsed,
+      pushers: nPushers,
+    }
+  }
   const pushMs = performance.now() - t0
   await Promise.all(pushers.map((r) => r.shutdown()))
 
@@ -83,16 +128,35 @@ async function benchOne(docsDir) {
   const t1 = performance.now()
   let next = 0
   let bad = 0
+  let pulled = 0
   const worker = async () => {
     while (next < expect.length) {
       const [id, heads] = expect[next++]
       const h = await puller.find(id)
       const got = h.heads()
       if (got.length !== heads.length || !got.every((x) => heads.includes(x))) bad++
+      pulled++
     }
   }
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker))
+  const pulledAll = await bounded(
+    Promise.all(Array.from({ length: CONCURRENCY }, worker)),
+    t1 + TIMEOUT_S * 1000,
+  )
   const pullMs = performance.now() - t1
+  if (pulledAll === undefined) {
+    child.kill("SIGKILL")
+    fs.rmSync(storage, { recursive: true, force: true })
+    return {
+      docs: blobs.length,
+      push_s: pushMs / 1000,
+      push_docs_per_s: blobs.length / (pushMs / 1000),
+      unfinished:
+        `pushed at ${(blobs.length / (pushMs / 1000)).toFixed(1)} docs/s; the pull did not finish in ${TIMEOUT_S} s ` +
+        `(${pulled} of ${blobs.length} documents, ${(pulled / (pullMs / 1000)).toFixed(1)} docs/s)`,
+      pull_reached: pulled,
+      pushers: nPushers,
+    }
+  }
   await puller.shutdown()
   child.send({ exit: true })
   await new Promise((r) => child.once("exit", r))
@@ -116,7 +180,8 @@ async function benchOne(docsDir) {
 const results = {}
 for (const dir of process.argv.slice(2)) {
   const r = await benchOne(dir)
-  console.error(`peer ${path.basename(dir)}: push ${r.push_docs_per_s.toFixed(0)} docs/s, pull ${r.pull_docs_per_s.toFixed(0)} docs/s`)
+  if (r.unfinished) console.error(`peer ${path.basename(dir)}: ${r.unfinished}`)
+  else console.error(`peer ${path.basename(dir)}: push ${r.push_docs_per_s.toFixed(0)} docs/s, pull ${r.pull_docs_per_s.toFixed(0)} docs/s`)
   results[r.docs] = r
 }
 console.log(JSON.stringify({ node: process.version, results }, null, 2))

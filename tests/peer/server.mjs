@@ -1,7 +1,8 @@
 // The peer: an Automerge Repo sync server (WebSocket + NodeFS storage) on 127.0.0.1,
 // as in automerge-repo's sync-server example. Run by bench.mjs as a child process; it
 // prints its port, and on an IPC message {expect: [[documentId, heads]]} it reports when
-// every document is present at those heads and flushed to disk.
+// every document is present at those heads and flushed to disk; on {progress: true} it
+// answers how many are there so far and the CPU time it used.
 import { Repo } from "@automerge/automerge-repo"
 import { WebSocketServerAdapter } from "@automerge/automerge-repo-network-websocket"
 import { NodeFSStorageAdapter } from "@automerge/automerge-repo-storage-nodefs"
@@ -24,14 +25,23 @@ wss.on("listening", () => {
 
 const sameHeads = (a, b) => a.length === b.length && a.every((h) => b.includes(h))
 
+// How far the current push got (answered on {progress: true}: the harness asks when it
+// gives up waiting).
+let progress = { done: 0, total: 0 }
+
 process.on("message", async (msg) => {
-  if (msg.expect) {
+  if (msg.progress) {
+    const cpu = process.cpuUsage()
+    process.send({ progress: { ...progress, cpu_s: (cpu.user + cpu.system) / 1e6 } })
+  } else if (msg.expect) {
     const pending = new Map(msg.expect)
+    progress = { done: 0, total: pending.size }
     while (pending.size > 0) {
       for (const [id, heads] of pending) {
         const h = repo.handles[id]
         if (h && h.isReady() && sameHeads(h.heads(), heads)) pending.delete(id)
       }
+      progress.done = progress.total - pending.size
       if (pending.size > 0) await new Promise((r) => setTimeout(r, 100))
     }
     await repo.flush()

@@ -89,6 +89,7 @@ fn upload(store: &DeviceStore) -> Vec<u8> {
             .map(|(visit_id, changes)| VisitChanges { visit_id, changes })
             .collect(),
         heads: None,
+        accept_documents: true,
     };
     serde_json::to_vec(&req).unwrap()
 }

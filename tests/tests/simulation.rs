@@ -21,7 +21,7 @@
 //! (default 200) from `FIELDSYNC_SIM_SEED_START` (default 0); `FIELDSYNC_SIM_SEED=n`
 //! replays one seed with a trace of every step. A failing seed prints its replay command.
 //! `FIELDSYNC_SIM_STEPS` sets the steps per seed (default 80); `FIELDSYNC_SIM_REASSIGN=1`
-//! lets managers reassign visits (an open issue, see docs/RELIABILITY.md).
+//! lets managers also reassign visits between reps (see `reassignments`).
 //! Visit ids are UUIDs and server epochs random, so bytes differ between runs, but the
 //! schedule of actions and faults, the actors and the clocks are fixed by the seed.
 
@@ -315,7 +315,7 @@ impl SimNet {
         }
         lock(&w.acked).extend(resp.acks.iter().map(|h| (h.clone(), self.device.clone())));
         w.log(format!(
-            "  net: {} <- {} acks, {} rejections {:?}, {} visits of changes, {} resend, more={}",
+            "  net: {} <- {} acks, {} rejections {:?}, changes for {:?}, documents {:?}, resend {:?}, purge {:?}, more={}",
             self.device,
             resp.acks.len(),
             resp.rejections.len(),
@@ -323,8 +323,19 @@ impl SimNet {
                 .iter()
                 .map(|r| &r.reason)
                 .collect::<Vec<_>>(),
-            resp.changes.len(),
-            resp.resend.len(),
+            resp.changes
+                .iter()
+                .map(|c| format!("{}:{}", short(&c.visit_id), c.changes.len()))
+                .collect::<Vec<_>>(),
+            resp.documents
+                .iter()
+                .map(|d| short(&d.visit_id))
+                .collect::<Vec<_>>(),
+            resp.resend
+                .iter()
+                .map(|r| short(&r.visit_id))
+                .collect::<Vec<_>>(),
+            resp.purge.iter().map(|v| short(v)).collect::<Vec<_>>(),
             resp.more
         ));
         Ok((resp, up, bytes.len()))
@@ -944,25 +955,34 @@ impl Sim {
                 (id.clone(), VisitDoc::load(&v.doc).unwrap())
             })
             .collect();
+        // The change log accounts for every change of every document (its rows index the
+        // pushes; the changes are in the documents): a change missing from it could be
+        // skipped by a cursor.
+        for (id, doc) in &docs {
+            let logged: i64 = db
+                .query_row(
+                    "SELECT COALESCE(SUM(changes), 0) FROM change_log WHERE visit_id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(
+                logged as u64,
+                doc.automerge().stats().num_changes,
+                "visit {id}: changes in the log vs in the document"
+            );
+        }
         // No acknowledged change lost.
         let acked = lock(&self.world.acked).clone();
         for (h, device) in &acked {
-            let visit: Option<String> = db
-                .query_row(
-                    "SELECT visit_id FROM change_log WHERE hash = ?1",
-                    [h],
-                    |r| r.get(0),
-                )
-                .ok();
-            let Some(visit) = visit else {
+            let hash: automerge::ChangeHash = h.parse().unwrap();
+            let held = docs
+                .values()
+                .any(|d| fieldsync_core::document::has_change(d.automerge(), &hash));
+            if !held {
                 let holders = self.holders(h);
                 panic!("change {h} acknowledged to {device} was lost; held by {holders:?}");
-            };
-            let hash: automerge::ChangeHash = h.parse().unwrap();
-            assert!(
-                docs[&visit].automerge().get_change_by_hash(&hash).is_some(),
-                "acknowledged change {h} is in the log but not in visit {visit}"
-            );
+            }
         }
         let server_refs = server.reference().unwrap();
         let sidx = server_refs.index();
@@ -1023,7 +1043,29 @@ impl Sim {
                 server_heads.sort();
                 let mut mine = heads[id].clone();
                 mine.sort();
-                assert_eq!(mine, server_heads, "{name}: visit {id} did not converge");
+                if mine != server_heads {
+                    let theirs = doc.automerge();
+                    let missing: Vec<String> = theirs
+                        .get_changes(&[])
+                        .iter()
+                        .filter(|c| {
+                            store
+                                .changes_since(id, &[])
+                                .map(|all| {
+                                    !all.iter().any(|b| {
+                                        automerge::Change::from_bytes(b.clone())
+                                            .is_ok_and(|x| x.hash() == c.hash())
+                                    })
+                                })
+                                .unwrap_or(true)
+                        })
+                        .map(|c| format!("{} by actor {}", c.hash(), c.actor_id()))
+                        .collect();
+                    panic!(
+                        "{name} (actor {}): visit {id} did not converge: device heads {mine:?}, server heads {server_heads:?}; the device lacks {missing:?}",
+                        store.actor_hex()
+                    );
+                }
                 assert_eq!(
                     store.visit(id).unwrap(),
                     doc.read().unwrap(),
@@ -1097,11 +1139,17 @@ fn run_seed(seed: u64, verbose: bool) -> Stats {
     })
 }
 
-/// Managers reassign visits only with `FIELDSYNC_SIM_REASSIGN=1`: a known open issue
-/// (docs/RELIABILITY.md) makes a restore after a reassignment lose a rep's acknowledged
-/// changes, which the default run would report on every few hundred seeds.
+/// Managers reassign visits with `FIELDSYNC_SIM_REASSIGN=1`. Off by default: with it, 1 seed
+/// in 2,000 (seed 203) still ends with a rep's phone missing two changes of a visit that
+/// was reassigned and restored (docs/RELIABILITY.md, open issues); the data-loss case it
+/// was gated for is fixed and covered by the e2e tests.
 fn reassignments() -> bool {
     std::env::var("FIELDSYNC_SIM_REASSIGN").is_ok_and(|v| v == "1")
+}
+
+/// The first 8 characters of a visit id, for the trace.
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 fn env_u64(key: &str) -> Option<u64> {

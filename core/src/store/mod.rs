@@ -13,7 +13,7 @@ use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use chrono::NaiveDate;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,6 +29,8 @@ pub use projection::dump as dump_projections;
 
 /// After this many appended changes a document is rewritten as one compacted snapshot.
 pub const COMPACT_AFTER_CHUNKS: i64 = 32;
+/// How long a purged visit's own changes are kept for a restored server (30 days).
+pub const PURGED_RETENTION_MS: Millis = 30 * 24 * 3600 * 1000;
 const CACHE_LIMIT: usize = 64;
 
 /// Who uses this store.
@@ -68,6 +70,23 @@ pub struct RemoteApply {
     pub duplicates: usize,
     /// Dependencies still missing; the changes that need them wait in the store.
     pub missing: Vec<String>,
+}
+
+/// A whole visit document received from the server (see
+/// [`DeviceStore::apply_remote_documents`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteDocument {
+    pub visit_id: String,
+    /// The document's bytes ([`automerge::Automerge::save`]).
+    pub doc: Vec<u8>,
+    /// The server's heads for it (hex).
+    pub heads: Vec<String>,
+}
+
+/// A document new to the device, parsed and resolved (see [`parse_new_document`]).
+struct NewDocument {
+    visit: Option<Visit>,
+    outcome: RemoteApply,
 }
 
 /// The findings of a store's latest audited visit.
@@ -653,10 +672,10 @@ impl DeviceStore {
                     question.answer_type
                 )));
             }
-            if let AnswerValue::Number(n) = value {
-                if !n.is_finite() {
-                    return Err(Error::invalid("a survey number must be finite"));
-                }
+            if let AnswerValue::Number(n) = value
+                && !n.is_finite()
+            {
+                return Err(Error::invalid("a survey number must be finite"));
             }
             w.answer(question_id, value)
         })
@@ -834,10 +853,11 @@ impl DeviceStore {
     /// are kept and applied when the dependencies arrive.
     pub fn apply_remote(&self, visit_id: &str, changes: &[Vec<u8>]) -> Result<RemoteApply> {
         let mut parsed = Vec::with_capacity(changes.len());
+        // The server's bytes pass the size check before Automerge parses them (a malicious
+        // or broken server must not make the app allocate without bound).
+        let mut budget = crate::sync::guard::OpBudget::per_apply();
         for bytes in changes {
-            // Parsing can panic inside Automerge's column codec (found by fuzzing).
-            let c = std::panic::catch_unwind(|| Change::from_bytes(bytes.clone()))
-                .map_err(|_| Error::invalid(format!("visit {visit_id}: malformed change")))?
+            let c = crate::sync::guard::parse_change(bytes.clone(), &mut budget)
                 .map_err(|e| Error::invalid(format!("visit {visit_id}: malformed change: {e}")))?;
             parsed.push(c);
         }
@@ -859,7 +879,7 @@ impl DeviceStore {
         let mut fresh = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for c in parsed {
-            if am.get_change_by_hash(&c.hash()).is_some() || !seen.insert(c.hash()) {
+            if crate::document::has_change(&am, &c.hash()) || !seen.insert(c.hash()) {
                 outcome.duplicates += 1;
             } else {
                 fresh.push(c);
@@ -928,19 +948,276 @@ impl DeviceStore {
         Ok(outcome)
     }
 
+    /// Applies a whole visit document received from the server (the `documents` sync
+    /// feature) in one transaction, creating the visit if new. Idempotent: changes the
+    /// device holds already are ignored. Afterwards the visit must hold every one of
+    /// `heads` (hex hashes, the server's heads for the document); any it lacks are
+    /// returned in [`RemoteApply::missing`], like missing dependencies, so the sync
+    /// reconciles by heads. [`RemoteApply::duplicates`] is not counted for documents.
+    ///
+    /// A visit new to the device takes the fast path: the bytes are checked
+    /// ([`crate::sync::doc_check`]), parsed once, resolved once for the projection rows and
+    /// stored as they came (a compacted snapshot already); nothing is done per change.
+    pub fn apply_remote_document(
+        &self,
+        visit_id: &str,
+        doc: &[u8],
+        heads: &[String],
+    ) -> Result<RemoteApply> {
+        let bad = |e: String| Error::invalid(format!("visit {visit_id}: malformed document: {e}"));
+        let (plain, heads) = checked_document(visit_id, doc, heads)?;
+        let mut inner = self.lock();
+        inner.resolved.remove(visit_id);
+        let existing = match inner.docs.remove(visit_id) {
+            Some(d) => Some(d.into_automerge()),
+            None => match load_automerge(&inner.conn, visit_id, &inner.actor) {
+                Ok(am) => Some(am),
+                Err(Error::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            },
+        };
+        let is_new = existing.is_none();
+        let before = existing.as_ref().map_or(0, |am| am.stats().num_changes);
+        // Automerge 0.12 panics on some malformed columns (found by fuzzing): an error,
+        // never a crash of the app. On any error the document in memory is dropped.
+        let am = match existing {
+            None => std::panic::catch_unwind(|| Automerge::load(&plain))
+                .map_err(|_| bad("malformed columns".into()))?
+                .map_err(|e| bad(e.to_string()))?
+                .with_actor(inner.actor.clone()),
+            Some(mut am) => {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    am.load_incremental(&plain)
+                }))
+                .map_err(|_| bad("malformed columns".into()))?
+                .map_err(|e| bad(e.to_string()))?;
+                am
+            }
+        };
+        let outcome = RemoteApply {
+            applied: (am.stats().num_changes - before) as usize,
+            duplicates: 0,
+            missing: am
+                .get_missing_deps(&heads)
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
+        };
+        if outcome.applied == 0 {
+            if let Ok(d) = VisitDoc::from_automerge(am) {
+                cache_insert(&mut inner, visit_id.into(), d);
+            }
+            return Ok(outcome);
+        }
+        let readable = am.get(automerge::ROOT, "v").ok().flatten().is_some();
+        let complete = am.get_missing_deps(&[]).is_empty();
+        // Remote data: no fsync of its own (see apply_remote).
+        inner.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let conn = &mut inner.conn;
+        let result = (move || -> Result<_> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if is_new {
+                // Loaded and verified: the bytes are the snapshot (packed for storage).
+                tx.prepare_cached(
+                    "INSERT INTO documents (visit_id, snapshot, chunks) VALUES (?1, ?2, 0)",
+                )?
+                .execute(params![
+                    visit_id,
+                    stored_form(doc, matches!(plain, std::borrow::Cow::Owned(_)))
+                ])?;
+            } else if complete {
+                write_snapshot(&tx, visit_id, &am.save())?;
+            } else {
+                // Changes still wait for dependencies: keep them as chunks.
+                append_chunk(&tx, visit_id, &plain)?;
+            }
+            let vdoc = if readable {
+                let vdoc = VisitDoc::from_automerge(am)?;
+                let visit = vdoc.read()?;
+                if visit.id != visit_id {
+                    return Err(Error::invalid(format!(
+                        "the document for visit {visit_id} belongs to visit {}",
+                        visit.id
+                    )));
+                }
+                if is_new {
+                    projection::insert(&tx, &visit)?;
+                } else {
+                    projection::write(&tx, &visit)?;
+                }
+                Some((vdoc, visit))
+            } else {
+                None
+            };
+            tx.commit()?;
+            Ok(vdoc)
+        })();
+        inner.conn.pragma_update(None, "synchronous", "FULL")?;
+        if let Some((d, visit)) = result? {
+            cache_resolved(&mut inner, visit_id.into(), d, visit);
+        }
+        Ok(outcome)
+    }
+
+    /// Applies the whole documents of one sync page, with the same effect as
+    /// [`DeviceStore::apply_remote_document`] for each in order, faster: the visits new to
+    /// the device are parsed and resolved on several threads (up to the machine's
+    /// parallelism, at most 4) and written in one transaction; visits it holds already
+    /// take the one-by-one path afterwards. Any malformed document fails the whole call
+    /// before anything is written. Visits applied in the batch are not put in the
+    /// in-memory cache (they are not being worked on).
+    pub fn apply_remote_documents(&self, docs: &[RemoteDocument]) -> Result<Vec<RemoteApply>> {
+        let mut checked = Vec::with_capacity(docs.len());
+        for d in docs {
+            checked.push(checked_document(&d.visit_id, &d.doc, &d.heads)?);
+        }
+        // Which visits are new to the device (a visit twice in one page: the later copy
+        // goes the one-by-one way).
+        let (fresh, actor) = {
+            let inner = self.lock();
+            let mut seen = std::collections::HashSet::new();
+            let mut fresh = Vec::new();
+            for (i, d) in docs.iter().enumerate() {
+                if seen.insert(d.visit_id.as_str())
+                    && !inner.docs.contains_key(&d.visit_id)
+                    && !document_exists(&inner.conn, &d.visit_id)?
+                {
+                    fresh.push(i);
+                }
+            }
+            (fresh, inner.actor.clone())
+        };
+        let parsed = parallel_map(&fresh, |&i| {
+            let (plain, heads) = &checked[i];
+            parse_new_document(&docs[i].visit_id, plain, heads, &actor)
+        });
+        let mut outcomes: Vec<Option<RemoteApply>> = vec![None; docs.len()];
+        let mut is_fresh = vec![false; docs.len()];
+        for &i in &fresh {
+            is_fresh[i] = true;
+        }
+        let mut later: Vec<usize> = (0..docs.len()).filter(|&i| !is_fresh[i]).collect();
+        {
+            let parsed: Vec<NewDocument> = parsed.into_iter().collect::<Result<_>>()?;
+            let mut inner = self.lock();
+            // Remote data: no fsync of its own (see apply_remote).
+            inner.conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let result = (|| -> Result<Vec<usize>> {
+                let tx = inner
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut raced = Vec::new();
+                for (&i, p) in fresh.iter().zip(&parsed) {
+                    let d = &docs[i];
+                    if document_exists(&tx, &d.visit_id)? {
+                        // Arrived meanwhile through another call: merge it instead.
+                        raced.push(i);
+                        continue;
+                    }
+                    // The bytes are the snapshot (packed for storage as they came).
+                    tx.prepare_cached(
+                        "INSERT INTO documents (visit_id, snapshot, chunks) VALUES (?1, ?2, 0)",
+                    )?
+                    .execute(params![
+                        d.visit_id,
+                        stored_form(&d.doc, matches!(checked[i].0, std::borrow::Cow::Owned(_)))
+                    ])?;
+                    if let Some(v) = &p.visit {
+                        projection::insert(&tx, v)?;
+                    }
+                }
+                tx.commit()?;
+                Ok(raced)
+            })();
+            inner.conn.pragma_update(None, "synchronous", "FULL")?;
+            let raced = result?;
+            for (&i, p) in fresh.iter().zip(parsed) {
+                outcomes[i] = Some(p.outcome);
+            }
+            for &i in &raced {
+                outcomes[i] = None;
+            }
+            later.extend(raced);
+        }
+        later.sort_unstable();
+        for i in later {
+            let d = &docs[i];
+            outcomes[i] = Some(self.apply_remote_document(&d.visit_id, &d.doc, &d.heads)?);
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect())
+    }
+
     /// The heads of every visit document held (hex hashes), for the server to compare.
+    ///
+    /// Purged visits whose own changes are still kept (see [`DeviceStore::purge_visit`])
+    /// are included with the heads of those changes, so a restored server that lacks them
+    /// asks for them.
     pub fn all_heads(&self) -> Result<Vec<(String, Vec<String>)>> {
         let mut out = Vec::new();
-        for id in self.visit_ids()? {
-            let heads = self.with_doc_raw(&id, |d| d.get_heads())?;
-            out.push((id, heads.iter().map(|h| h.to_string()).collect()));
+        let held = self.visit_ids()?;
+        for id in &held {
+            let heads = self.with_doc_raw(id, |d| d.get_heads())?;
+            out.push((id.clone(), heads.iter().map(|h| h.to_string()).collect()));
+        }
+        let held: BTreeSet<String> = held.into_iter().collect();
+        let mut purged: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+        {
+            let inner = self.lock();
+            let mut stmt = inner
+                .conn
+                .prepare_cached("SELECT visit_id, bytes FROM purged_changes ORDER BY visit_id")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let visit: String = r.get(0)?;
+                if held.contains(&visit) {
+                    continue;
+                }
+                if let Ok(c) = Change::from_bytes(r.get::<_, Vec<u8>>(1)?) {
+                    purged.entry(visit).or_default().push(c);
+                }
+            }
+        }
+        for (visit, changes) in purged {
+            let deps: BTreeSet<ChangeHash> =
+                changes.iter().flat_map(|c| c.deps().to_vec()).collect();
+            let heads = changes
+                .iter()
+                .map(Change::hash)
+                .filter(|h| !deps.contains(h))
+                .map(|h| h.to_string())
+                .collect();
+            out.push((visit, heads));
         }
         Ok(out)
     }
 
     /// The changes of a visit the holder of `have` (hex heads) lacks, e.g. for a server
     /// restored from an old backup. Unknown heads are ignored (everything is sent).
+    ///
+    /// For a purged visit, its kept own changes (all of them: the holder of `have` ignores
+    /// those it has); `NotFound` when there are none.
     pub fn changes_since(&self, visit_id: &str, have: &[String]) -> Result<Vec<Vec<u8>>> {
+        match self.changes_since_held(visit_id, have) {
+            Err(Error::NotFound { .. }) => {
+                let inner = self.lock();
+                let kept = inner
+                    .conn
+                    .prepare_cached("SELECT bytes FROM purged_changes WHERE visit_id = ?1")?
+                    .query_map([visit_id], |r| r.get::<_, Vec<u8>>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                if kept.is_empty() {
+                    return Err(Error::not_found("visit", visit_id));
+                }
+                Ok(kept)
+            }
+            other => other,
+        }
+    }
+
+    fn changes_since_held(&self, visit_id: &str, have: &[String]) -> Result<Vec<Vec<u8>>> {
         self.with_doc_raw(visit_id, |d| {
             let known: Vec<ChangeHash> = have
                 .iter()
@@ -961,6 +1238,29 @@ impl DeviceStore {
         }
         let am = load_automerge(&inner.conn, visit_id, &inner.actor)?;
         Ok(f(&am))
+    }
+
+    /// A purged visit is back on the device (it re-entered the scope, or a restored server
+    /// sent it again): its kept own changes go back into its document, so the device holds
+    /// its own work again and can resend it to a server that lacks it. Returns how many
+    /// kept changes there were.
+    pub fn reclaim_purged(&self, visit_id: &str) -> Result<usize> {
+        let kept: Vec<Vec<u8>> = {
+            let inner = self.lock();
+            inner
+                .conn
+                .prepare_cached("SELECT bytes FROM purged_changes WHERE visit_id = ?1")?
+                .query_map([visit_id], |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        if kept.is_empty() {
+            return Ok(0);
+        }
+        self.apply_remote(visit_id, &kept)?;
+        self.lock()
+            .conn
+            .execute("DELETE FROM purged_changes WHERE visit_id = ?1", [visit_id])?;
+        Ok(kept.len())
     }
 
     /// Reads a sync-state value.
@@ -1018,8 +1318,15 @@ impl DeviceStore {
 
     /// Removes a visit from the device, but only once none of its changes wait in the
     /// outbox. Returns whether it was removed.
+    ///
+    /// This device's own changes of the visit are kept for [`PURGED_RETENTION_MS`] (about
+    /// 6 KB for a typical visit): a server restored from a backup older than their
+    /// acknowledgement asks for them again, and [`DeviceStore::all_heads`] and
+    /// [`DeviceStore::changes_since`] still offer them, so the rep's work is not lost.
     pub fn purge_visit(&self, visit_id: &str) -> Result<bool> {
+        let now = self.now();
         let mut inner = self.lock();
+        let actor = inner.actor.clone();
         let tx = inner
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1031,6 +1338,29 @@ impl DeviceStore {
         if pending > 0 {
             return Ok(false);
         }
+        let own: Vec<(String, Vec<u8>)> = match load_automerge(&tx, visit_id, &actor) {
+            Ok(am) => am
+                .get_changes(&[])
+                .into_iter()
+                .filter(|c| c.actor_id() == &actor)
+                .map(|c| (c.hash().to_string(), c.raw_bytes().to_vec()))
+                .collect(),
+            Err(Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        {
+            let mut keep = tx.prepare_cached(
+                "INSERT OR IGNORE INTO purged_changes (hash, visit_id, bytes, purged_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (hash, bytes) in &own {
+                keep.execute(params![hash, visit_id, bytes, now])?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM purged_changes WHERE purged_at < ?1",
+            [now.saturating_sub(PURGED_RETENTION_MS)],
+        )?;
         tx.execute("DELETE FROM documents WHERE visit_id = ?1", [visit_id])?;
         tx.execute("DELETE FROM doc_chunks WHERE visit_id = ?1", [visit_id])?;
         tx.execute("DELETE FROM quarantine WHERE visit_id = ?1", [visit_id])?;
@@ -1132,11 +1462,12 @@ impl DeviceStore {
 /// Caches a document; its resolved visit, if cached, is no longer current.
 fn cache_insert(inner: &mut Inner, id: String, doc: VisitDoc) {
     inner.resolved.remove(&id);
-    if inner.docs.len() >= CACHE_LIMIT && !inner.docs.contains_key(&id) {
-        if let Some(k) = inner.docs.keys().next().cloned() {
-            inner.docs.remove(&k);
-            inner.resolved.remove(&k);
-        }
+    if inner.docs.len() >= CACHE_LIMIT
+        && !inner.docs.contains_key(&id)
+        && let Some(k) = inner.docs.keys().next().cloned()
+    {
+        inner.docs.remove(&k);
+        inner.resolved.remove(&k);
     }
     inner.docs.insert(id, doc);
 }
@@ -1159,6 +1490,115 @@ fn take_doc(inner: &mut Inner, visit_id: &str) -> Result<VisitDoc> {
     VisitDoc::from_automerge(am)
 }
 
+/// A document from the server, checked before Automerge parses it: unpacked when it came
+/// packed ([`crate::document::pack_document`], at most
+/// [`crate::sync::doc_check::MAX_DOCUMENT_BYTES`]), walked by
+/// [`crate::sync::doc_check`], and its declared heads parsed.
+fn checked_document<'a>(
+    visit_id: &str,
+    doc: &'a [u8],
+    heads: &[String],
+) -> Result<(std::borrow::Cow<'a, [u8]>, Vec<ChangeHash>)> {
+    let bad = |e: String| Error::invalid(format!("visit {visit_id}: malformed document: {e}"));
+    let heads: Vec<ChangeHash> = heads
+        .iter()
+        .map(|h| h.parse().map_err(|_| bad(format!("bad head {h:?}"))))
+        .collect::<Result<_>>()?;
+    let plain =
+        crate::document::unpack_document_within(doc, crate::sync::doc_check::MAX_DOCUMENT_BYTES)
+            .map_err(|e| bad(e.to_string()))?;
+    // The server's bytes pass the size check before Automerge parses them, as changes
+    // pass crate::sync::guard (which understands changes only).
+    crate::sync::doc_check::check_document(&plain, crate::sync::doc_check::MAX_DOCUMENT_ROWS)
+        .map_err(bad)?;
+    Ok((plain, heads))
+}
+
+/// What the device stores for a document received whole: the bytes as they came when
+/// they came packed (`unpacked`: [`checked_document`] unpacked them), else packed.
+fn stored_form(received: &[u8], unpacked: bool) -> Vec<u8> {
+    if unpacked {
+        received.to_vec()
+    } else {
+        crate::document::pack_document(received)
+    }
+}
+
+fn document_exists(conn: &Connection, visit_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM documents WHERE visit_id = ?1")?
+        .exists([visit_id])?)
+}
+
+/// Parses and resolves a document for a visit the device does not hold: one parse, one
+/// [`VisitDoc::read`]; checks it holds `heads` and belongs to `visit_id`.
+fn parse_new_document(
+    visit_id: &str,
+    bytes: &[u8],
+    heads: &[ChangeHash],
+    actor: &ActorId,
+) -> Result<NewDocument> {
+    let bad = |e: String| Error::invalid(format!("visit {visit_id}: malformed document: {e}"));
+    // Automerge 0.12 panics on some malformed columns (found by fuzzing): an error,
+    // never a crash of the app.
+    let doc = std::panic::catch_unwind(|| Automerge::load(bytes))
+        .map_err(|_| bad("malformed columns".into()))?
+        .map_err(|e| bad(e.to_string()))?
+        .with_actor(actor.clone());
+    let outcome = RemoteApply {
+        applied: doc.stats().num_changes as usize,
+        duplicates: 0,
+        missing: doc
+            .get_missing_deps(heads)
+            .iter()
+            .map(|h| h.to_string())
+            .collect(),
+    };
+    if doc.get(automerge::ROOT, "v").ok().flatten().is_none() {
+        // Not readable (yet): stored, nothing to project (as in apply_remote).
+        return Ok(NewDocument {
+            visit: None,
+            outcome,
+        });
+    }
+    let visit = VisitDoc::from_automerge(doc)?.read()?;
+    if visit.id != visit_id {
+        return Err(Error::invalid(format!(
+            "the document for visit {visit_id} belongs to visit {}",
+            visit.id
+        )));
+    }
+    Ok(NewDocument {
+        visit: Some(visit),
+        outcome,
+    })
+}
+
+/// `f` over `items` on up to 4 threads (the machine's parallelism), results in order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+        .min(items.len().div_ceil(8));
+    if threads <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                let f = &f;
+                s.spawn(move || part.iter().map(f).collect::<Vec<R>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 fn load_automerge(conn: &Connection, visit_id: &str, actor: &ActorId) -> Result<Automerge> {
     let snapshot: Vec<u8> = conn
         .prepare_cached("SELECT snapshot FROM documents WHERE visit_id = ?1")?
@@ -1168,7 +1608,7 @@ fn load_automerge(conn: &Connection, visit_id: &str, actor: &ActorId) -> Result<
     let mut am = if snapshot.is_empty() {
         Automerge::new()
     } else {
-        Automerge::load(&snapshot)?
+        Automerge::load(&crate::document::unpack_document(&snapshot)?)?
     };
     let mut stmt =
         conn.prepare_cached("SELECT bytes FROM doc_chunks WHERE visit_id = ?1 ORDER BY seq")?;
@@ -1249,12 +1689,12 @@ fn load_or_create_actor(conn: &Connection, user_id: &str, device_id: &str) -> Re
             .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
             .optional()?)
     };
-    if let Some(u) = get("user_id")? {
-        if u != user_id {
-            return Err(Error::invalid(
-                "this device database belongs to another user; open the user's own file",
-            ));
-        }
+    if let Some(u) = get("user_id")?
+        && u != user_id
+    {
+        return Err(Error::invalid(
+            "this device database belongs to another user; open the user's own file",
+        ));
     }
     if let Some(hex) = get("actor")? {
         return ActorId::try_from(hex.as_str())

@@ -28,6 +28,11 @@ pub(crate) fn remove(conn: &Connection, visit_id: &str) -> Result<()> {
 /// Replaces the projected rows of one visit.
 pub(crate) fn write(conn: &Connection, v: &Visit) -> Result<()> {
     remove(conn, &v.id)?;
+    insert(conn, v)
+}
+
+/// Writes the projected rows of a visit that has none yet.
+pub(crate) fn insert(conn: &Connection, v: &Visit) -> Result<()> {
     let last_observed = v
         .inventory
         .values()

@@ -14,6 +14,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0002_projections.sql"),
         rebuild_projections: true,
     },
+    Migration {
+        sql: include_str!("../../migrations/0003_purged_changes.sql"),
+        rebuild_projections: false,
+    },
 ];
 
 /// The schema version this build writes.

@@ -245,14 +245,27 @@ pub struct SyncClient {
 
 fn http_client(timeout: Duration) -> Result<reqwest::Client> {
     reqwest::Client::builder()
+        .tls_backend_preconfigured(super::tls::client_config()?)
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| Error::Network(format!("cannot build the HTTP client: {e}")))
 }
 
+/// A reqwest error as a network error, with its causes: reqwest's own message ("error
+/// sending request for url (…)") leaves out why (e.g. "invalid peer certificate: …").
 fn net(e: reqwest::Error) -> Error {
-    Error::Network(e.to_string())
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    Error::Network(message)
 }
 
 async fn error_from(resp: reqwest::Response) -> Error {
@@ -462,6 +475,7 @@ impl SyncClient {
                     .map(|(visit_id, changes)| VisitChanges { visit_id, changes })
                     .collect(),
                 heads,
+                accept_documents: true,
             };
             report.pushed += outbox.len() + resent_now;
             let (resp, up, down, retried) = match self.post_with_retry(&req, observer).await {
@@ -486,7 +500,36 @@ impl SyncClient {
 
             // 1. What the server sent: apply before moving the cursor.
             let mut changed = Vec::new();
+            // Whole documents first (visits entering the scope): changes of the same page
+            // may build on them.
+            let mut documents = Vec::with_capacity(resp.documents.len());
+            for d in &resp.documents {
+                let doc = decode_change(&d.doc).map_err(|e| Error::Server {
+                    status: 200,
+                    message: format!("server sent a bad document for visit {}: {e}", d.visit_id),
+                })?;
+                documents.push(crate::store::RemoteDocument {
+                    visit_id: d.visit_id.clone(),
+                    doc,
+                    heads: d.heads.clone(),
+                });
+            }
+            let outcomes = store.apply_remote_documents(&documents)?;
+            for (d, applied) in resp.documents.iter().zip(outcomes) {
+                report.received += applied.applied;
+                report.applied += applied.applied;
+                if !applied.missing.is_empty() && !need_heads {
+                    need_heads = true;
+                    store.set_sync_state(keys::NEED_HEADS, "1")?;
+                }
+                if applied.applied > 0 {
+                    changed.push(d.visit_id.clone());
+                }
+            }
             for vc in &resp.changes {
+                if vc.changes.is_empty() {
+                    continue; // the server counts the visit as held: see step 4
+                }
                 let mut bytes = Vec::with_capacity(vc.changes.len());
                 for c in &vc.changes {
                     bytes.push(decode_change(c).map_err(|e| Error::Server {
@@ -503,6 +546,17 @@ impl SyncClient {
                 }
                 if applied.applied > 0 {
                     changed.push(vc.visit_id.clone());
+                }
+            }
+            // Visits back on the device get their kept own changes back (purged earlier).
+            for v in resp
+                .documents
+                .iter()
+                .map(|d| &d.visit_id)
+                .chain(resp.changes.iter().map(|c| &c.visit_id))
+            {
+                if store.reclaim_purged(v)? > 0 {
+                    changed.push(v.clone());
                 }
             }
             if let Some(refs) = resp.reference_data.clone() {
@@ -552,9 +606,19 @@ impl SyncClient {
                     resend.insert(r.visit_id.clone(), mine);
                 }
             }
-            // 4. Purges: only once nothing of the visit waits for the server.
-            if !resp.purge.is_empty() {
+            // 4. Purges: only once nothing of the visit waits for the server. A visit the
+            // server sends again is held in its view: a purge queued for it earlier is stale
+            // (it came back into scope) and would leave the device without it.
+            let sent_again: BTreeSet<&String> = resp
+                .changes
+                .iter()
+                .map(|c| &c.visit_id)
+                .chain(resp.documents.iter().map(|d| &d.visit_id))
+                .collect();
+            if !resp.purge.is_empty() || !sent_again.is_empty() {
                 let mut pending: BTreeSet<String> = pending_purges(store)?;
+                let before = pending.clone();
+                pending.retain(|v| !sent_again.contains(v));
                 for v in &resp.purge {
                     if resend.contains_key(v) {
                         pending.insert(v.clone());
@@ -566,12 +630,14 @@ impl SyncClient {
                         pending.insert(v.clone());
                     }
                 }
-                store.set_sync_state(keys::PENDING_PURGE, &serde_json::to_string(&pending)?)?;
-            }
-            if !changed.is_empty() {
-                if let Some(o) = observer {
-                    o.on_data_changed(&changed);
+                if pending != before {
+                    store.set_sync_state(keys::PENDING_PURGE, &serde_json::to_string(&pending)?)?;
                 }
+            }
+            if !changed.is_empty()
+                && let Some(o) = observer
+            {
+                o.on_data_changed(&changed);
             }
             // 5. Cursor and epoch.
             if !resp.cursor.is_empty() {
@@ -589,6 +655,9 @@ impl SyncClient {
                         send_heads = false;
                     } else {
                         send_heads = true;
+                        // Persisted: pending purges wait until the reconciliation is done.
+                        need_heads = true;
+                        store.set_sync_state(keys::NEED_HEADS, "1")?;
                     }
                 }
             }
@@ -599,8 +668,10 @@ impl SyncClient {
                     !quarantined.contains(&c.visit_id)
                         && !resp.rejections.iter().any(|r| r.visit_id == c.visit_id)
                 });
-            let progress_made =
-                !resp.acks.is_empty() || !resp.rejections.is_empty() || !resp.changes.is_empty();
+            let progress_made = !resp.acks.is_empty()
+                || !resp.rejections.is_empty()
+                || !resp.changes.is_empty()
+                || !resp.documents.is_empty();
             if !resend.is_empty() {
                 resend_rounds += 1;
             }
@@ -633,7 +704,9 @@ fn retry_pending_purges(
     observer: Option<&dyn SyncObserver>,
 ) -> Result<()> {
     let pending = pending_purges(store)?;
-    if pending.is_empty() {
+    // While a reconciliation after a server restore is unfinished, a visit's acknowledged
+    // changes may still have to be resent: it stays until the server has them again.
+    if pending.is_empty() || store.sync_state(keys::NEED_HEADS)?.as_deref() == Some("1") {
         return Ok(());
     }
     let mut left = BTreeSet::new();

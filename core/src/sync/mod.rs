@@ -45,8 +45,11 @@
 //! the observer.
 
 pub mod client;
+pub mod doc_check;
+pub mod guard;
 pub mod protocol;
 pub mod status;
+mod tls;
 
 pub use client::{Compression, SyncClient, SyncConfig, SyncObserver, SyncReport, SyncState, login};
 pub use protocol::*;

@@ -14,7 +14,8 @@
 //!   "epoch": "3f6c…",                 // the server epoch last seen; null on the first sync
 //!   "reference_version": 4,           // version of the reference data the device holds
 //!   "changes": [ { "visit_id": "v-1", "changes": ["hW9Kgw…", "…"] } ],
-//!   "heads":   [ { "visit_id": "v-1", "heads": ["9b1c…"] } ] }   // only after an epoch change
+//!   "heads":   [ { "visit_id": "v-1", "heads": ["9b1c…"] } ],   // only after an epoch change
+//!   "accept_documents": true }        // optional feature, see below
 //! ```
 //!
 //! # Response ([`SyncResponse`])
@@ -26,6 +27,7 @@
 //!   "rejections": [ { "visit_id": "v-2", "hashes": ["…"], "reason": "not allowed: rep may not write plan/rep" } ],
 //!   "resend": [ { "visit_id": "v-3", "have": ["<head hex>"] } ],
 //!   "changes": [ { "visit_id": "v-1", "changes": ["…"] } ],
+//!   "documents": [ { "visit_id": "v-4", "doc": "hW9Kg…", "heads": ["77e0…"] } ],   // only when accepted
 //!   "cursor": "1901",
 //!   "more": false,
 //!   "reference_data": null,            // or the whole (scoped) ReferenceData when newer
@@ -46,6 +48,15 @@
 //!   sent. When a page was cut, `more` is true and the device asks again at once. A
 //!   visit that enters the device's scope (new, reassigned, moved into the window) is
 //!   sent whole; one that leaves it is listed in `purge`.
+//! * **Whole documents (optional feature).** A device that sends `"accept_documents":
+//!   true` may receive a visit as its whole Automerge document (`documents`: base64 of the
+//!   saved document, one entry instead of one entry per change) wherever
+//!   the server would otherwise send every change of the visit: a visit entering the
+//!   device's scope, or a log entry that covers a visit's whole history. The device loads
+//!   it like a batch of changes (`load_incremental` accepts both; already-held changes are
+//!   ignored, so it is idempotent) and checks it then holds every hash in `heads` and
+//!   lacks no dependency. Acknowledgements and cursors mean the same. Requests without the
+//!   field (older clients) get changes only, and older servers ignore the field.
 //! * **Restores.** The server epoch changes whenever the server's database is restored
 //!   from a backup. A device that sees an epoch other than the one it stored sends the
 //!   `heads` of every visit it holds; the server answers with the changes the device
@@ -86,6 +97,20 @@ pub struct VisitChanges {
     pub changes: Vec<String>,
 }
 
+/// A whole visit document (the `documents` feature, see the module docs).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VisitDocument {
+    pub visit_id: String,
+    /// Base64 of the document: its saved bytes in a form [`automerge::Automerge::load`]
+    /// accepts, or those bytes in one Zstandard frame (as
+    /// [`crate::document::pack_document`] packs them; the server sends documents as it
+    /// stores them). The device unpacks at most 16 MiB.
+    pub doc: String,
+    /// The document's heads (hex change hashes): after loading it the device must hold
+    /// every one of them, or it did not get every change.
+    pub heads: Vec<String>,
+}
+
 /// The heads (hex change hashes) of one visit document.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct VisitHeads {
@@ -115,6 +140,9 @@ pub struct SyncRequest {
     /// Heads of every visit held; sent when the epoch differs from the one last seen.
     #[serde(default)]
     pub heads: Option<Vec<VisitHeads>>,
+    /// The device can load whole documents (`documents` in the response).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_documents: bool,
 }
 
 /// Why the changes of one visit were refused.
@@ -147,6 +175,9 @@ pub struct SyncResponse {
     pub resend: Vec<Resend>,
     /// Changes in scope the device may lack, grouped by visit.
     pub changes: Vec<VisitChanges>,
+    /// Whole documents of visits in scope (only when the request accepted them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub documents: Vec<VisitDocument>,
     /// Opaque; send it back in the next request.
     pub cursor: String,
     /// True when a page was cut: sync again at once.
@@ -202,7 +233,16 @@ mod tests {
     fn request_round_trips_and_defaults() {
         let r: SyncRequest = serde_json::from_str(r#"{"protocol":1,"device_id":"d"}"#).unwrap();
         assert_eq!(r.cursor, None);
-        assert!(r.changes.is_empty() && r.heads.is_none());
+        assert!(r.changes.is_empty() && r.heads.is_none() && !r.accept_documents);
+        // The feature flag and the documents are left out when unused (old peers).
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("accept_documents"), "{json}");
+        let resp: SyncResponse = serde_json::from_str(
+            r#"{"protocol":1,"epoch":"e","acks":[],"rejections":[],"resend":[],"changes":[],"cursor":"1","more":false}"#,
+        )
+        .unwrap();
+        assert!(resp.documents.is_empty());
+        assert!(!serde_json::to_string(&resp).unwrap().contains("documents"));
         let bytes = vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3];
         assert_eq!(decode_change(&encode_change(&bytes)).unwrap(), bytes);
         assert!(

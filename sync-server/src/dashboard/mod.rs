@@ -377,29 +377,47 @@ async fn login_submit(State(state): State<AppState>, req: Request) -> Response {
     }
     let store = state.store.clone();
     let (username, password) = (form.username.clone(), form.password.clone());
-    let outcome = tokio::task::spawn_blocking(move || -> Result<LoginOutcome, AppError> {
-        let Some(user) = store.user_by_username(&username)? else {
-            let _ = crate::auth::verify_password(&password, crate::auth::dummy_hash());
-            return Ok(LoginOutcome::Bad);
-        };
-        if user.disabled || !crate::auth::verify_password(&password, &user.password_hash) {
-            return Ok(LoginOutcome::Bad);
-        }
-        if user.role == Role::Rep {
-            return Ok(LoginOutcome::Rep);
-        }
-        let token = crate::auth::new_token();
-        let now = chrono::Utc::now().timestamp_millis();
-        store.create_token(
-            &user.id,
-            &format!("{SESSION_DEVICE_PREFIX}{}", now + SESSION_TTL_MS),
-            &hash_token(&token),
-            now,
-        )?;
-        Ok(LoginOutcome::Ok(token))
-    })
-    .await;
+    // The same password gate as the API's sign-in (bounded memory and CPU in a burst).
+    let outcome = state
+        .passwords
+        .run(move || -> Result<LoginOutcome, AppError> {
+            let Some(user) = store.user_by_username(&username)? else {
+                let _ = crate::auth::verify_password(&password, crate::auth::dummy_hash());
+                return Ok(LoginOutcome::Bad);
+            };
+            if user.disabled || !crate::auth::verify_password(&password, &user.password_hash) {
+                return Ok(LoginOutcome::Bad);
+            }
+            if user.role == Role::Rep {
+                return Ok(LoginOutcome::Rep);
+            }
+            let token = crate::auth::new_token();
+            let now = chrono::Utc::now().timestamp_millis();
+            store.create_token(
+                &user.id,
+                &format!("{SESSION_DEVICE_PREFIX}{}", now + SESSION_TTL_MS),
+                &hash_token(&token),
+                now,
+            )?;
+            Ok(LoginOutcome::Ok(token))
+        })
+        .await;
     match outcome {
+        Err(crate::auth::GateError::Busy { .. }) => {
+            tracing::warn!("dashboard sign-in turned away: every password check slot is busy");
+            let mut resp = login_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server is busy signing other people in. Try again in a moment.",
+                &form.username,
+                secure,
+            );
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(crate::api::BUSY_RETRY_AFTER),
+            );
+            resp
+        }
+        Err(crate::auth::GateError::Failed(e)) => AppError::internal(e).into_response(),
         Ok(Ok(LoginOutcome::Ok(token))) => {
             let mut resp = Redirect::to("/").into_response();
             let h = resp.headers_mut();
@@ -435,7 +453,6 @@ async fn login_submit(State(state): State<AppState>, req: Request) -> Response {
             )
         }
         Ok(Err(e)) => e.into_response(),
-        Err(e) => AppError::internal(e.to_string()).into_response(),
     }
 }
 

@@ -372,10 +372,12 @@ async fn context(
         let covers = |t: &str| viewer.covers(t);
         let mut targets = BTreeMap::new();
         for t in &refs.kpi_targets {
-            if t.store_group_id.is_none() && t.valid_from <= today && today <= t.valid_to {
-                if let Ok(serde_json::Value::String(k)) = serde_json::to_value(t.kpi) {
-                    targets.insert(k, t.target);
-                }
+            if t.store_group_id.is_none()
+                && t.valid_from <= today
+                && today <= t.valid_to
+                && let Ok(serde_json::Value::String(k)) = serde_json::to_value(t.kpi)
+            {
+                targets.insert(k, t.target);
             }
         }
         let out = ContextOut {

@@ -8,5 +8,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     support::tolerate_caught_automerge_panics();
-    support::apply_remote(data);
+    let _ = support::apply_remote(data);
 });

@@ -118,8 +118,9 @@ fn server() -> &'static Server {
 }
 
 /// Sync request decoding and ingestion. Odd first byte: the rest is one raw change for
-/// the visit; otherwise the bytes are a `SyncRequest` whose groups are ingested.
-pub fn sync_ingest(data: &[u8]) {
+/// the visit; otherwise the bytes are a `SyncRequest` whose groups are ingested (one
+/// budget for the request, as the server does). Returns the outcome of each group ingested.
+pub fn sync_ingest(data: &[u8]) -> Vec<ingest::Outcome> {
     let s = server();
     let rep = writer("rep-1", Role::Rep, "fuzz-phone");
     if data.first().is_some_and(|b| b & 1 == 1) {
@@ -127,15 +128,19 @@ pub fn sync_ingest(data: &[u8]) {
             visit_id: VISIT.into(),
             changes: vec![encode_change(&data[1..])],
         };
-        let _ = ingest::ingest(&s.store, &rep, &s.refs, &group);
-        return;
+        return ingest::ingest(&s.store, &rep, &s.refs, &group)
+            .into_iter()
+            .collect();
     }
     let Ok(req) = serde_json::from_slice::<SyncRequest>(data) else {
-        return;
+        return Vec::new();
     };
-    for g in req.changes.iter().take(8) {
-        let _ = ingest::ingest(&s.store, &rep, &s.refs, g);
-    }
+    let mut budget = fieldsync_core::sync::guard::OpBudget::per_request();
+    req.changes
+        .iter()
+        .take(8)
+        .filter_map(|g| ingest::ingest_within(&s.store, &rep, &s.refs, g, &mut budget).ok())
+        .collect()
 }
 
 /// The reference-data importer: first byte even → a `.json` file, odd → a `.csv` file.
@@ -156,8 +161,8 @@ pub fn reference_import(data: &[u8]) {
 }
 
 /// Applying remote changes on a device: the visit's real creating change, then the bytes
-/// split at `0xFF 0x00` into changes.
-pub fn apply_remote(data: &[u8]) {
+/// split at `0xFF 0x00` into changes. Returns how many changes applied, or the error.
+pub fn apply_remote(data: &[u8]) -> Result<usize, String> {
     struct Device {
         store: Mutex<DeviceStore>,
         path: PathBuf,
@@ -200,8 +205,11 @@ pub fn apply_remote(data: &[u8]) {
     } else {
         VISIT
     };
-    let applied = store.apply_remote(visit, &changes);
-    if applied.is_ok_and(|a| a.applied > 0) {
+    let applied = store
+        .apply_remote(visit, &changes)
+        .map(|a| a.applied)
+        .map_err(|e| e.to_string());
+    if applied.as_ref().is_ok_and(|a| *a > 0) {
         let _ = store.visit(visit);
         let live = store.projection_rows().unwrap();
         store.rebuild_projections().unwrap();
@@ -216,6 +224,7 @@ pub fn apply_remote(data: &[u8]) {
     if store.visit_ids().map(|v| !v.is_empty()).unwrap_or(true) {
         *store = DeviceStore::open(&d.path, "rep-1", "fuzz-phone").unwrap();
     }
+    applied
 }
 
 /// For the fuzz targets: libfuzzer-sys aborts on every panic, even one that is caught. The

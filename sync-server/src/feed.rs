@@ -1,0 +1,362 @@
+//! What a device receives on a pull — the scope, the change feed, paging, purges, visits
+//! entering the scope, resend requests after a restore — decided once for every storage
+//! backend. A backend supplies the reads on one consistent snapshot ([`FeedSource`]) and
+//! applies the device-holdings bookkeeping the decision implies ([`HoldWrite`]).
+//!
+//! # The change log
+//!
+//! Each stored push of a visit is one log row ([`LogRow`]): its sequence number (the
+//! cursor), visit, device, how many changes it stored, and the visit's heads before and
+//! after it. The changes themselves are in the visit's document: the changes of a row are
+//! those the document held at `heads_after` but not at `heads_before`. A row whose
+//! `heads_after` is unknown (empty: rows folded by the migration from one row per change)
+//! stands for the whole visit.
+//!
+//! # Guarantees (see also `fieldsync_core::sync::protocol`)
+//!
+//! * A page holds at most `limit` changes (the first row always fits) and its cursor covers
+//!   exactly the rows sent, or every row in the snapshot when nothing was cut, so **a
+//!   cursor never skips a change**: rows committed after the snapshot have higher numbers.
+//! * The device's own pushes are not echoed.
+//! * Visits entering the scope are sent whole (as a document when the device accepts
+//!   documents, else as all their changes; diffed against its heads after a restore), once
+//!   no feed row is left; visits leaving it are purged.
+
+use automerge::{Automerge, ChangeHash};
+use fieldsync_core::document::{has_change, unpack_document};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::store::{PullPage, PullQuery, Scope, StoreResult};
+
+/// Bytes of a whole document that count as one change against a page's limit: a page of
+/// documents then carries about as many bytes as a page of changes (an average change of a
+/// typical visit is about 160 bytes; its document, sent packed as stored, about 1.1 KB).
+pub const DOCUMENT_BYTES_PER_CHANGE: usize = 160;
+
+/// One row of the change log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogRow {
+    pub seq: i64,
+    pub visit_id: String,
+    /// Changes the push stored.
+    pub changes: i64,
+    pub heads_before: Vec<ChangeHash>,
+    /// Empty when unknown (a row folded by the migration): the whole visit.
+    pub heads_after: Vec<ChangeHash>,
+}
+
+/// The reads a pull makes, all on one snapshot of committed data.
+pub trait FeedSource {
+    /// The highest change-log sequence number (0 when the log is empty).
+    fn max_seq(&mut self) -> StoreResult<i64>;
+    /// Every visit in `scope`.
+    fn scope_visits(&mut self, scope: &Scope) -> StoreResult<BTreeSet<String>>;
+    /// The visits the server recorded `device_id` as holding.
+    fn held(&mut self, device_id: &str) -> StoreResult<BTreeSet<String>>;
+    /// A visit's stored document as stored (Automerge bytes, or packed by
+    /// [`fieldsync_core::document::pack_document`]) and its heads (empty when not recorded).
+    fn document(&mut self, visit_id: &str) -> StoreResult<Option<(Vec<u8>, Vec<ChangeHash>)>>;
+    /// Log rows after `cursor`, of pushes by devices other than `device_id`, for visits
+    /// `device_id` holds, by sequence number, at most `limit`.
+    fn feed(&mut self, device_id: &str, cursor: i64, limit: usize) -> StoreResult<Vec<LogRow>>;
+}
+
+/// Changes to what a device is recorded as holding, in order.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum HoldWrite {
+    /// The device starts over (first sync, or after a restore): it holds nothing.
+    ForgetAll,
+    Forget(String),
+    Hold(String),
+}
+
+/// A fresh token naming one answer's pending holdings changes.
+pub fn new_token() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+/// Encodes heads as concatenated 32-byte hashes (how both backends store them).
+pub fn heads_to_bytes(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+/// Decodes [`heads_to_bytes`]; a trailing partial hash is ignored.
+pub fn heads_from_bytes(bytes: &[u8]) -> Vec<ChangeHash> {
+    bytes
+        .chunks_exact(32)
+        .map(|c| ChangeHash(c.try_into().expect("32 bytes")))
+        .collect()
+}
+
+fn hex_heads(heads: &[ChangeHash]) -> Vec<String> {
+    heads.iter().map(ToString::to_string).collect()
+}
+
+/// What a visit's changes on a page are sent as.
+enum Payload {
+    Changes(Vec<Vec<u8>>),
+    /// The document bytes and its heads.
+    Document(Vec<u8>, Vec<ChangeHash>),
+}
+
+/// A visit's whole content for a device: its document when accepted, else every change.
+fn whole(q: &PullQuery, doc: Vec<u8>, heads: Vec<ChangeHash>) -> StoreResult<(Payload, usize)> {
+    if q.documents {
+        // Sent as stored (packed): the device unpacks it.
+        let heads = if heads.is_empty() {
+            Automerge::load(&unpack_document(&doc)?)?.get_heads()
+        } else {
+            heads
+        };
+        let units = doc.len().div_ceil(DOCUMENT_BYTES_PER_CHANGE).max(1);
+        return Ok((Payload::Document(doc, heads), units));
+    }
+    let changes: Vec<Vec<u8>> = Automerge::load(&unpack_document(&doc)?)?
+        .get_changes(&[])
+        .into_iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    let n = changes.len();
+    Ok((Payload::Changes(changes), n))
+}
+
+/// The changes of `rows` (one visit's rows on a page, in order): those each row's push
+/// added, taken from the visit's document.
+fn changes_of_rows(am: &Automerge, rows: &[&LogRow]) -> Vec<Vec<u8>> {
+    let base = &rows[0].heads_before;
+    // Every change after the first row's starting point, with its dependencies.
+    let after_base: HashMap<ChangeHash, Vec<ChangeHash>> = am
+        .get_changes_meta(base)
+        .into_iter()
+        .map(|m| (m.hash, m.deps))
+        .collect();
+    let reach = |from: &[ChangeHash]| -> HashSet<ChangeHash> {
+        let mut seen = HashSet::new();
+        let mut stack: Vec<ChangeHash> = from.to_vec();
+        while let Some(h) = stack.pop() {
+            if let Some(deps) = after_base.get(&h)
+                && seen.insert(h)
+            {
+                stack.extend(deps.iter().copied());
+            }
+        }
+        seen
+    };
+    let mut wanted: HashSet<ChangeHash> = HashSet::new();
+    for r in rows {
+        let before = reach(&r.heads_before);
+        wanted.extend(reach(&r.heads_after).difference(&before).copied());
+    }
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    am.get_changes(base)
+        .into_iter()
+        .filter(|c| wanted.contains(&c.hash()))
+        .map(|c| c.raw_bytes().to_vec())
+        .collect()
+}
+
+/// Computes one page for `q` on the snapshot `src` reads; returns it with the holdings
+/// bookkeeping to apply (in order) in the same or a later transaction.
+pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, Vec<HoldWrite>)> {
+    let mut writes = Vec::new();
+    let max_seq = src.max_seq()?;
+    let mut page = PullPage::default();
+    let cursor = match q.cursor {
+        Some(c) => c,
+        None => {
+            writes.push(HoldWrite::ForgetAll);
+            max_seq
+        }
+    };
+    let scope = src.scope_visits(&q.scope)?;
+    let held: BTreeSet<String> = if q.cursor.is_none() {
+        BTreeSet::new()
+    } else {
+        src.held(&q.device_id)?
+    };
+    for v in held.difference(&scope) {
+        writes.push(HoldWrite::Forget(v.clone()));
+        page.purge.push(v.clone());
+    }
+    // Visits the device says it holds (after a restore): resend what the server lacks,
+    // purge what is out of scope.
+    let mut device_heads: HashMap<String, Vec<ChangeHash>> = HashMap::new();
+    if let Some(heads) = &q.heads {
+        for (visit_id, hs) in heads {
+            let parsed: Vec<ChangeHash> = hs.iter().filter_map(|h| h.parse().ok()).collect();
+            match src.document(visit_id)? {
+                Some((doc, _)) => {
+                    let am = Automerge::load(&unpack_document(&doc)?)?;
+                    if parsed.iter().any(|h| !has_change(&am, h)) {
+                        page.resend
+                            .push((visit_id.clone(), hex_heads(&am.get_heads())));
+                    }
+                    // Only the heads the server knows help to diff.
+                    let known: Vec<ChangeHash> =
+                        parsed.into_iter().filter(|h| has_change(&am, h)).collect();
+                    if scope.contains(visit_id) {
+                        device_heads.insert(visit_id.clone(), known);
+                    } else {
+                        // Out of scope: purged, also while its resend is asked for (the
+                        // device purges it only once its resent changes are acknowledged
+                        // and it is no longer reconciling; if the visit comes back into
+                        // scope first, it is sent whole and the queued purge is dropped).
+                        page.purge.push(visit_id.clone());
+                    }
+                }
+                None => {
+                    // Unknown here (lost in a restore): the device is recorded as holding
+                    // it, so it is fed or purged once its authors have resent it.
+                    page.resend.push((visit_id.clone(), Vec::new()));
+                    writes.push(HoldWrite::Hold(visit_id.clone()));
+                }
+            }
+        }
+    }
+    // The feed: pushes by other devices after the cursor, for visits the device holds.
+    let limit = q.limit.max(1);
+    let mut used = 0usize;
+    let mut last = cursor;
+    let mut by_visit: BTreeMap<String, Vec<LogRow>> = BTreeMap::new();
+    for row in src.feed(&q.device_id, cursor, limit + 1)? {
+        let units = row.changes.max(1) as usize;
+        if used > 0 && used + units > limit {
+            page.more = true;
+            break;
+        }
+        used += units;
+        last = row.seq;
+        if page.purge.contains(&row.visit_id) {
+            // Leaving the scope (its holding is forgotten by this page's writes).
+            continue;
+        }
+        by_visit.entry(row.visit_id.clone()).or_default().push(row);
+    }
+    page.cursor = if page.more { last } else { max_seq.max(cursor) };
+    let mut payloads: Vec<(String, Payload)> = Vec::new();
+    for (visit_id, rows) in by_visit {
+        let Some((doc, heads)) = src.document(&visit_id)? else {
+            continue;
+        };
+        if rows.iter().any(|r| r.heads_after.is_empty()) {
+            payloads.push((visit_id, whole(q, doc, heads)?.0));
+            continue;
+        }
+        let am = Automerge::load(&unpack_document(&doc)?)?;
+        let rows: Vec<&LogRow> = rows.iter().collect();
+        let changes = changes_of_rows(&am, &rows);
+        if !changes.is_empty() {
+            payloads.push((visit_id, Payload::Changes(changes)));
+        }
+    }
+    // Visits that entered the scope: sent whole (or diffed against the device's heads).
+    if !page.more {
+        let mut budget = limit.saturating_sub(used);
+        let held_now: BTreeSet<&String> = held.intersection(&scope).collect();
+        for v in scope.iter().filter(|v| !held_now.contains(v)) {
+            if budget == 0 {
+                page.more = true;
+                break;
+            }
+            let Some((doc, heads)) = src.document(v)? else {
+                continue;
+            };
+            let (payload, units) = match device_heads.get(v) {
+                Some(known) if !known.is_empty() => {
+                    let changes: Vec<Vec<u8>> = Automerge::load(&unpack_document(&doc)?)?
+                        .get_changes(known)
+                        .into_iter()
+                        .map(|c| c.raw_bytes().to_vec())
+                        .collect();
+                    let n = changes.len();
+                    (Payload::Changes(changes), n)
+                }
+                _ => whole(q, doc, heads)?,
+            };
+            budget = budget.saturating_sub(units);
+            payloads.push((v.clone(), payload));
+            writes.push(HoldWrite::Hold(v.clone()));
+        }
+    }
+    let mut changes: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for (visit_id, payload) in payloads {
+        match payload {
+            // Also when empty (a visit entering the scope that the device already holds
+            // whole): the entry tells the device the server counts it as held, so a purge
+            // it queued earlier is stale.
+            Payload::Changes(cs) => changes.entry(visit_id).or_default().extend(cs),
+            Payload::Document(doc, heads) => {
+                page.documents.push((visit_id, doc, hex_heads(&heads)));
+            }
+        }
+    }
+    page.changes = changes.into_iter().collect();
+    Ok((page, writes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+    use automerge::{ActorId, ROOT};
+
+    #[test]
+    fn heads_round_trip_as_bytes() {
+        let mut doc = Automerge::new().with_actor(ActorId::random());
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "a", 1).unwrap();
+        tx.commit();
+        let mut fork = doc.fork().with_actor(ActorId::random());
+        let mut tx = fork.transaction();
+        tx.put(ROOT, "b", 1).unwrap();
+        tx.commit();
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "c", 1).unwrap();
+        tx.commit();
+        doc.merge(&mut fork).unwrap();
+        let heads = doc.get_heads();
+        assert_eq!(heads.len(), 2);
+        let bytes = heads_to_bytes(&heads);
+        assert_eq!(bytes.len(), 64);
+        assert_eq!(heads_from_bytes(&bytes), heads);
+        assert!(heads_from_bytes(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_changes_of_rows_are_exactly_what_their_pushes_added() {
+        let mut doc = Automerge::new().with_actor(ActorId::random());
+        let mut rows = Vec::new();
+        let mut added = Vec::new();
+        for push in 0..4 {
+            let before = doc.get_heads();
+            let mut mine = Vec::new();
+            for i in 0..3 {
+                let mut tx = doc.transaction();
+                tx.put(ROOT, format!("k{push}-{i}"), i).unwrap();
+                mine.push(tx.commit().0.unwrap());
+            }
+            rows.push(LogRow {
+                seq: push,
+                visit_id: "v".into(),
+                changes: 3,
+                heads_before: before,
+                heads_after: doc.get_heads(),
+            });
+            added.push(mine);
+        }
+        let hashes = |bytes: Vec<Vec<u8>>| -> BTreeSet<ChangeHash> {
+            bytes
+                .into_iter()
+                .map(|b| automerge::Change::from_bytes(b).unwrap().hash())
+                .collect()
+        };
+        // Rows 1 and 3 (row 2 was the device's own push, left out of its feed).
+        let got = hashes(changes_of_rows(&doc, &[&rows[1], &rows[3]]));
+        let want: BTreeSet<ChangeHash> = added[1].iter().chain(&added[3]).copied().collect();
+        assert_eq!(got, want);
+        let got = hashes(changes_of_rows(&doc, &[&rows[0]]));
+        assert_eq!(got, added[0].iter().copied().collect());
+    }
+}
