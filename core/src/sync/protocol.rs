@@ -48,6 +48,10 @@
 //!   sent. When a page was cut, `more` is true and the device asks again at once. A
 //!   visit that enters the device's scope (new, reassigned, moved into the window) is
 //!   sent whole; one that leaves it is listed in `purge`.
+//! * **Answers count once they arrive.** What an answer changes in the server's record of
+//!   the visits a device holds (visits sent whole, purges) takes effect only when the
+//!   device's next request carries that answer's cursor: a lost, duplicated or late answer
+//!   never makes the server believe a visit was sent or purged.
 //! * **Whole documents (optional feature).** A device that sends `"accept_documents":
 //!   true` may receive a visit as its whole Automerge document (`documents`: base64 of the
 //!   saved document, one entry instead of one entry per change) wherever
