@@ -25,6 +25,18 @@ wss.on("listening", () => {
 
 const sameHeads = (a, b) => a.length === b.length && a.every((h) => b.includes(h))
 
+// Errors inside the repo must not kill the server mid-run. An exception is reported to the
+// harness, which stops and says so; a rejected promise nobody awaits (the repo's own
+// request timeouts under load) is counted and reported with the progress.
+let rejections = 0
+process.on("uncaughtException", (e) => {
+  console.error(`peer server: ${e}`)
+  process.send({ failed: String(e) })
+})
+process.on("unhandledRejection", (e) => {
+  if (rejections++ === 0) console.error(`peer server (counted, not fatal): ${e}`)
+})
+
 // How far the current push got (answered on {progress: true}: the harness asks when it
 // gives up waiting).
 let progress = { done: 0, total: 0 }
@@ -32,7 +44,7 @@ let progress = { done: 0, total: 0 }
 process.on("message", async (msg) => {
   if (msg.progress) {
     const cpu = process.cpuUsage()
-    process.send({ progress: { ...progress, cpu_s: (cpu.user + cpu.system) / 1e6 } })
+    process.send({ progress: { ...progress, rejections, cpu_s: (cpu.user + cpu.system) / 1e6 } })
   } else if (msg.expect) {
     const pending = new Map(msg.expect)
     progress = { done: 0, total: pending.size }
