@@ -107,7 +107,7 @@ def render(sync, peer):
     if st:
         lines.append(
             f"| storage per typical visit on the server (SQLite file / visits) | **{n(st['file_per_visit'])} B** "
-            f"(compacted document {n(st['doc_bytes_per_visit'])} B; change log {log_text(st)}; the rest row, index and page overhead) | ≤ 4 KB | "
+            f"(document {n(st['doc_bytes_per_visit'])} B as stored; change log {log_text(st)}; the rest row, index and page overhead) | ≤ 4 KB | "
             f"{verdict(st['file_per_visit'] <= 4096)} |"
         )
     lines += ["", "Growth (each row a fresh server; one request per visit; latency per request):", ""]
@@ -135,6 +135,15 @@ def render(sync, peer):
             if not ours:
                 continue
             op = ours["ingest"]["visits_per_s"]
+            if p.get("unfinished") and p.get("push_docs_per_s"):
+                # The push finished, the pull did not.
+                ow = ours["initial_wire"]["visits_per_s"]
+                od = ours.get("initial_device", {}).get("visits_per_s")
+                lines.append(
+                    f"| {n(size)} | {n(op)} | {n(p['push_docs_per_s'])} | {op / p['push_docs_per_s']:.1f}× | {n(od)} | {n(ow)} | "
+                    f"did not finish: {p['unfinished']} | | |"
+                )
+                continue
             if p.get("unfinished"):
                 lines.append(f"| {n(size)} | {n(op)} | {p['unfinished']} | | | | | | |")
                 continue

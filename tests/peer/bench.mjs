@@ -79,7 +79,8 @@ function cpuSeconds() {
 
 function startServer(storageDir) {
   const child = fork(new URL("./server.mjs", import.meta.url).pathname, [storageDir], {
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
+    // The server's stdout goes to our stderr: stdout carries only the JSON result.
+    stdio: ["ignore", 2, "inherit", "ipc"],
   })
   return new Promise((resolve) => {
     child.once("message", (m) => resolve({ child, port: m.port }))
