@@ -890,38 +890,116 @@ impl VisitDoc {
     /// Like [`VisitDoc::touched_paths_each`] with the value each op writes (as JSON, the
     /// way [`VisitDoc::history`] reports it: `{}` for a new object, `null` for a delete),
     /// one `(path, value)` per op. Decodes only `changes`, never the document's history.
+    ///
+    /// The server's field ownership check runs this on every push, so it reads each
+    /// change's op columns itself (`diff_ops`: no `ExpandedChange`, keys borrowed from
+    /// the change's bytes), looks an object's path up once for the consecutive ops that
+    /// write into it and builds paths in one buffer. A change whose bytes are laid out in
+    /// any way Automerge does not write is decoded by Automerge instead (`Change::decode`),
+    /// with the same result.
+    ///
+    /// Objects made by earlier changes of `changes` are resolved from those changes; the
+    /// document's objects are walked only when a change refers to an object made before
+    /// (a brand-new visit pushed whole never needs the walk).
     pub fn touched_values_each(&self, changes: &[Change]) -> Result<Vec<Vec<(String, String)>>> {
-        let mut made: HashMap<(u64, Vec<u8>), String> = HashMap::new();
-        let mut objects: Option<HashMap<(u64, Vec<u8>), String>> = None;
         let mut out = Vec::with_capacity(changes.len());
+        let mut state = DiffState::new();
+        let mut ops = Vec::with_capacity(changes.iter().map(Change::len).max().unwrap_or(0));
+        let mut path = String::new();
+        let mut created = Vec::new();
         for change in changes {
-            let expanded = change.decode();
-            let refers_to_older = expanded.operations.iter().any(|op| match &op.obj {
-                automerge::legacy::ObjectId::Root => false,
-                automerge::legacy::ObjectId::Id(automerge::legacy::OpId(c, a)) => {
-                    let k = (*c, a.to_bytes().to_vec());
-                    let own = a.to_bytes() == change.actor_id().to_bytes()
-                        && *c >= change.start_op().get();
-                    !own && !made.contains_key(&k)
-                }
-            });
-            if refers_to_older && objects.is_none() {
-                objects = Some(self.object_paths()?);
+            ops.clear();
+            if diff_ops(change, &mut state, &mut ops).is_none() {
+                ops.clear();
+                expanded_diff_ops(&change.decode(), &mut state.actors, &mut ops);
             }
-            let ops = self.expanded_ops(change, &expanded, &made, objects.as_ref());
-            // Remember the objects this change made, for the changes after it.
-            let actor = change.actor_id().to_bytes().to_vec();
+            let n = ops.len();
+            let mut touched = Vec::with_capacity(n);
+            let own = intern_actor(&mut state.actors, change.actor_id());
             let start = change.start_op().get();
-            for ((i, path, _), op) in ops.iter().zip(expanded.operations.iter()) {
-                if matches!(op.action, automerge::legacy::OpType::Make(_)) {
-                    made.insert((start + *i as u64, actor.clone()), path.clone());
+            // The document's objects are walked only when this change writes into an
+            // object that neither it nor an earlier change of `changes` made.
+            if state.walked.is_none() {
+                let mut last = None;
+                let refers_to_older = ops.iter().any(|op| match op.obj {
+                    None => false,
+                    Some(id) if last == Some(id) => false,
+                    Some(id @ (counter, actor)) => {
+                        last = Some(id);
+                        let own = actor == own && counter >= start;
+                        !own && !state.made.contains_key(&id)
+                    }
+                });
+                if refers_to_older {
+                    let walked = self.object_paths()?;
+                    state.walked(walked);
                 }
             }
-            out.push(
-                ops.into_iter()
-                    .map(|(_, path, value)| (path, value))
-                    .collect(),
-            );
+            // The objects this change makes, by op (indexes into `state.paths`), and the
+            // ops that make one in an object that cannot be resolved.
+            created.clear();
+            created.resize(n, None);
+            let mut unresolved_makes = Vec::new();
+            // The last object resolved: a change's ops mostly write into one object after
+            // another.
+            let mut last: Option<(OpKey, Option<usize>)> = None;
+            for (i, op) in ops.iter().enumerate() {
+                let make = matches!(op.value, OpValue::Make);
+                let obj_path = match op.obj {
+                    None => Some(""),
+                    Some(id) => {
+                        let found = match last {
+                            Some((k, found)) if k == id => found,
+                            _ => {
+                                let (counter, actor) = id;
+                                let found = (actor == own && counter >= start)
+                                    .then(|| usize::try_from(counter - start).ok())
+                                    .flatten()
+                                    .and_then(|i| created.get(i).copied().flatten())
+                                    .or_else(|| state.made.get(&id).copied())
+                                    .or_else(|| state.walked.as_ref()?.get(&id).copied());
+                                last = Some((id, found));
+                                found
+                            }
+                        };
+                        found.map(|p| state.path(p))
+                    }
+                };
+                let Some(obj_path) = obj_path else {
+                    if make {
+                        unresolved_makes.push(i);
+                    }
+                    touched.push(("?".to_string(), String::new()));
+                    continue;
+                };
+                path.clear();
+                match &op.key {
+                    Some(k) if obj_path.is_empty() => path.push_str(k),
+                    Some(k) => {
+                        path.push_str(obj_path);
+                        path.push('/');
+                        path.push_str(k);
+                    }
+                    None => path.push_str(obj_path),
+                }
+                if make {
+                    created[i] = Some(state.push_path(&path));
+                    // In case an earlier op named this op's object before it was made.
+                    last = None;
+                }
+                touched.push((path.clone(), op.value.json()));
+            }
+            // Remember the objects this change made (`?` for those made in an object that
+            // could not be resolved), for the changes after it.
+            for (i, p) in created.iter().enumerate() {
+                if let Some(p) = p {
+                    state.made.insert((start + i as u64, own), *p);
+                }
+            }
+            for i in unresolved_makes {
+                state.made.insert((start + i as u64, own), UNRESOLVED);
+            }
+            out.push(touched);
         }
         Ok(out)
     }
@@ -1122,6 +1200,556 @@ fn value_json(v: &Value<'_>) -> String {
         Value::Scalar(s) => scalar_json(s),
         Value::Object(_) => "{}".into(),
     }
+}
+
+// ------------------------------------------------------------------- ownership diff
+
+/// An op id in the ownership diff: counter and actor (an index into
+/// [`DiffState::actors`]).
+type OpKey = (u64, usize);
+
+/// The index of `?` (an object that cannot be resolved) in [`DiffState::paths`].
+const UNRESOLVED: usize = 0;
+
+/// What [`VisitDoc::touched_values_each`] carries from one change to the next.
+struct DiffState {
+    /// Every actor met so far, so that an op id is two integers.
+    actors: Vec<ActorId>,
+    /// The actors of the change being read, as indexes into `actors`.
+    local: Vec<usize>,
+    /// Object paths one after the other, and where each one ends; referred to by index.
+    paths: String,
+    path_ends: Vec<usize>,
+    /// The objects the changes so far made.
+    made: BTreeMap<OpKey, usize>,
+    /// The document's objects, once a change needed them.
+    walked: Option<BTreeMap<OpKey, usize>>,
+}
+
+impl DiffState {
+    fn new() -> Self {
+        Self {
+            actors: Vec::new(),
+            local: Vec::new(),
+            paths: "?".to_string(),
+            path_ends: vec![1],
+            made: BTreeMap::new(),
+            walked: None,
+        }
+    }
+
+    fn path(&self, i: usize) -> &str {
+        let start = i.checked_sub(1).map_or(0, |j| self.path_ends[j]);
+        &self.paths[start..self.path_ends[i]]
+    }
+
+    fn push_path(&mut self, path: &str) -> usize {
+        self.paths.push_str(path);
+        self.path_ends.push(self.paths.len());
+        self.path_ends.len() - 1
+    }
+
+    /// Keeps the document's object paths ([`VisitDoc::object_paths`]).
+    fn walked(&mut self, objects: HashMap<(u64, Vec<u8>), String>) {
+        let mut walked = BTreeMap::new();
+        for ((counter, actor), path) in objects {
+            let actor = intern_actor(&mut self.actors, &ActorId::from(actor.as_slice()));
+            walked.insert((counter, actor), self.push_path(&path));
+        }
+        self.walked = Some(walked);
+    }
+}
+
+fn intern_actor(actors: &mut Vec<ActorId>, actor: &ActorId) -> usize {
+    match actors.iter().position(|a| a == actor) {
+        Some(i) => i,
+        None => {
+            actors.push(actor.clone());
+            actors.len() - 1
+        }
+    }
+}
+
+/// One op of a change, as the ownership diff reads it.
+struct DiffOp<'a> {
+    /// The object written into: `None` for the root.
+    obj: Option<OpKey>,
+    /// The map key; `None` for an element of a list or a text.
+    key: Option<Cow<'a, str>>,
+    value: OpValue<'a>,
+}
+
+/// What an op does, with the value it writes.
+enum OpValue<'a> {
+    Make,
+    Put(ColumnValue<'a>),
+    /// A value from Automerge's decoding.
+    PutScalar(ScalarValue),
+    Delete,
+    Increment(i64),
+    /// A mark's start or end.
+    Mark,
+}
+
+impl OpValue<'_> {
+    /// As JSON: `{}` for a new object, `null` for a delete, the amount of an increment,
+    /// nothing for a mark.
+    fn json(&self) -> String {
+        match self {
+            Self::Make => "{}".to_string(),
+            Self::Put(v) => v.json(),
+            Self::PutScalar(v) => scalar_json(v),
+            Self::Delete => "null".to_string(),
+            Self::Increment(n) => n.to_string(),
+            Self::Mark => String::new(),
+        }
+    }
+}
+
+/// The ops of a change decoded by Automerge, for a change [`diff_ops`] does not read.
+fn expanded_diff_ops(
+    expanded: &automerge::ExpandedChange,
+    actors: &mut Vec<ActorId>,
+    ops: &mut Vec<DiffOp<'_>>,
+) {
+    use automerge::legacy::{Key, ObjectId, OpId, OpType};
+    ops.extend(expanded.operations.iter().map(|op| DiffOp {
+        obj: match &op.obj {
+            ObjectId::Root => None,
+            ObjectId::Id(OpId(c, a)) => Some((*c, intern_actor(actors, a))),
+        },
+        key: match &op.key {
+            Key::Map(k) => Some(Cow::Owned(k.to_string())),
+            Key::Seq(_) => None,
+        },
+        value: match &op.action {
+            OpType::Make(_) => OpValue::Make,
+            OpType::Put(v) => OpValue::PutScalar(v.clone()),
+            OpType::Delete => OpValue::Delete,
+            OpType::Increment(n) => OpValue::Increment(*n),
+            _ => OpValue::Mark,
+        },
+    }));
+}
+
+/// The column specifications of a change chunk that Automerge writes, in the order it
+/// writes them (id << 4 | type): the object (actor, counter), the key (actor, counter,
+/// string), insert, action, the value (metadata, bytes), the predecessors (count, actor,
+/// counter), expand, mark name. See the binary format,
+/// <https://alexjg.github.io/automerge-storage-docs/#change-chunks>.
+const CHANGE_COLUMNS: [u64; 14] = [
+    0x01, 0x02, 0x11, 0x13, 0x15, 0x34, 0x42, 0x56, 0x57, 0x70, 0x71, 0x73, 0x94, 0xa5,
+];
+const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// The ops of `change`, read from its bytes without building Automerge's
+/// `ExpandedChange`: the column decoders of Automerge 0.12 (run-length, delta, LEB128,
+/// value metadata), reduced to the columns the diff needs, with Automerge's rules for
+/// what a row means. `None` — and the caller asks Automerge to decode the change — for
+/// anything else: bytes whose header does not match what Automerge parsed (`change`'s
+/// actors, dependencies, times, extra bytes), a column layout other than the one Automerge
+/// writes (columns out of order, repeated, unknown or compressed), or rows that Automerge
+/// would have refused or that its decoding panics on (an actor index the change does not
+/// list). The change was verified by Automerge when it was parsed, so for its rows both
+/// decoders read the same values.
+fn diff_ops<'c>(
+    change: &'c Change,
+    state: &mut DiffState,
+    ops: &mut Vec<DiffOp<'c>>,
+) -> Option<()> {
+    let [
+        obj_actor,
+        obj_ctr,
+        key_actor,
+        key_ctr,
+        key_str,
+        _insert,
+        action,
+        value_meta,
+        value_raw,
+        _pred_count,
+        pred_actor,
+        _pred_ctr,
+        _expand,
+        _mark_name,
+    ] = change_columns(change)?;
+    let DiffState { actors, local, .. } = state;
+    local.clear();
+    local.extend(change.actors().map(|a| intern_actor(actors, a)));
+    let actor_of = |a: u64| usize::try_from(a).ok().and_then(|a| local.get(a).copied());
+    let mut obj_actor = Rle::<u64>::new(obj_actor);
+    let mut obj_ctr = Rle::<u64>::new(obj_ctr);
+    let mut key_actor = Rle::<u64>::new(key_actor);
+    let mut key_ctr = Delta::new(key_ctr);
+    let mut key_str = Rle::<&str>::new(key_str);
+    let mut actions = Rle::<u64>::new(action);
+    let mut value_meta = Rle::<u64>::new(value_meta);
+    let mut value_raw = ColumnBytes::new(value_raw);
+    // Predecessors are not part of the result, but Automerge's decoding (the fallback)
+    // panics on one whose actor the change does not list: every row must name one.
+    let mut pred_actor = Rle::<u64>::new(pred_actor);
+    while !pred_actor.done() {
+        actor_of(pred_actor.next()??)?;
+        pred_actor.skip_repeats();
+    }
+    ops.reserve(change.len());
+    for _ in 0..change.len() {
+        // Automerge's `ObjIdIter`: no actor and no counter, or counter 0, is the root.
+        let obj = match (obj_actor.next()?, obj_ctr.next()?) {
+            (_, Some(0)) | (None, None) => None,
+            (Some(a), Some(c)) if c <= u64::from(u32::MAX) => Some((c, actor_of(a)?)),
+            _ => return None,
+        };
+        // Automerge's `KeyIter`: a string alone is a map key; counter 0 alone is the head
+        // of a sequence; an actor and a counter are a sequence element.
+        let key = match (key_actor.next()?, key_ctr.next()?, key_str.next()?) {
+            (None, None, Some(k)) => Some(Cow::Borrowed(k)),
+            (None, Some(0), None) => None,
+            (Some(a), Some(c), None) if (0..=i64::from(u32::MAX)).contains(&c) => {
+                actor_of(a)?;
+                None
+            }
+            _ => return None,
+        };
+        let value = read_value(value_meta.next()??, &mut value_raw)?;
+        let value = match actions.next()?? {
+            0 | 2 | 4 | 6 => OpValue::Make,
+            1 => OpValue::Put(value),
+            3 => OpValue::Delete,
+            5 => match value {
+                ColumnValue::Int(n) => OpValue::Increment(n),
+                ColumnValue::Uint(n) => OpValue::Increment(n as i64),
+                _ => return None,
+            },
+            7 => OpValue::Mark,
+            _ => return None,
+        };
+        ops.push(DiffOp { obj, key, value });
+    }
+    // Automerge counts the ops as the rows of the action column.
+    actions.done().then_some(())
+}
+
+/// The 14 columns of [`CHANGE_COLUMNS`] of a change's bytes (empty when left out),
+/// checking the header against what Automerge parsed. `None` when the bytes are not laid
+/// out as Automerge writes them.
+fn change_columns(change: &Change) -> Option<[&[u8]; 14]> {
+    let check = |ok: bool| ok.then_some(());
+    let mut r = ColumnBytes::new(change.raw_bytes());
+    check(r.take(4)? == AUTOMERGE_MAGIC)?;
+    r.take(4)?; // checksum
+    check(r.byte()? == 1)?; // an uncompressed change chunk
+    check(r.uleb()? == r.left() as u64)?;
+    let deps = change.deps();
+    check(r.uleb()? == deps.len() as u64)?;
+    for d in deps {
+        check(r.take(32)? == d.0)?;
+    }
+    let actor = |r: &mut ColumnBytes<'_>, a: &ActorId| {
+        let n = usize::try_from(r.uleb()?).ok()?;
+        check(r.take(n)? == a.to_bytes())
+    };
+    actor(&mut r, change.actor_id())?;
+    check(r.uleb()? == change.seq())?;
+    check(r.uleb()? == change.start_op().get())?;
+    check(r.sleb()? == change.timestamp())?;
+    let n = usize::try_from(r.uleb()?).ok()?;
+    check(r.take(n)? == change.message().unwrap_or("").as_bytes())?;
+    let others = change.other_actor_ids();
+    check(r.uleb()? == others.len() as u64)?;
+    for a in others {
+        actor(&mut r, a)?;
+    }
+    let count = usize::try_from(r.uleb()?).ok()?;
+    if count > CHANGE_COLUMNS.len() {
+        return None;
+    }
+    let mut specs = [(0u64, 0usize); CHANGE_COLUMNS.len()];
+    for s in &mut specs[..count] {
+        *s = (r.uleb()?, usize::try_from(r.uleb()?).ok()?);
+    }
+    let mut columns: [&[u8]; CHANGE_COLUMNS.len()] = [&[]; CHANGE_COLUMNS.len()];
+    // Each specification once, in Automerge's order.
+    let mut next = 0;
+    for (spec, len) in &specs[..count] {
+        let at = next + CHANGE_COLUMNS[next..].iter().position(|s| s == spec)?;
+        columns[at] = r.take(*len)?;
+        next = at + 1;
+    }
+    check(r.rest() == change.extra_bytes())?;
+    Some(columns)
+}
+
+/// A cursor over a change's bytes or one of its columns, reading LEB128 integers as
+/// Automerge's columns do (the `leb128` crate: up to ten bytes, at most 64 bits).
+struct ColumnBytes<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> ColumnBytes<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let out = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(out)
+    }
+
+    #[inline]
+    fn uleb(&mut self) -> Option<u64> {
+        let first = *self.buf.get(self.pos)?;
+        if first < 0x80 {
+            self.pos += 1;
+            return Some(u64::from(first));
+        }
+        let mut out = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = self.byte()?;
+            if shift == 63 && b != 0x00 && b != 0x01 {
+                return None;
+            }
+            out |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(out);
+            }
+            shift += 7;
+        }
+    }
+
+    #[inline]
+    fn sleb(&mut self) -> Option<i64> {
+        let first = *self.buf.get(self.pos)?;
+        if first < 0x80 {
+            self.pos += 1;
+            // Seven bits, the seventh the sign.
+            return Some(i64::from(first) - if first & 0x40 != 0 { 0x80 } else { 0 });
+        }
+        let mut out = 0i64;
+        let mut shift = 0;
+        loop {
+            let b = self.byte()?;
+            if shift == 63 && b != 0x00 && b != 0x7f {
+                return None;
+            }
+            out |= i64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                if shift < 64 && b & 0x40 != 0 {
+                    out |= -1i64 << shift;
+                }
+                return Some(out);
+            }
+        }
+    }
+}
+
+/// A value of a run-length encoded column.
+trait RleValue<'a>: Copy {
+    fn read(r: &mut ColumnBytes<'a>) -> Option<Self>;
+}
+
+impl RleValue<'_> for u64 {
+    fn read(r: &mut ColumnBytes<'_>) -> Option<Self> {
+        r.uleb()
+    }
+}
+
+impl RleValue<'_> for i64 {
+    fn read(r: &mut ColumnBytes<'_>) -> Option<Self> {
+        r.sleb()
+    }
+}
+
+impl<'a> RleValue<'a> for &'a str {
+    fn read(r: &mut ColumnBytes<'a>) -> Option<Self> {
+        let len = usize::try_from(r.uleb()?).ok()?;
+        if len > 1_000_000_000 {
+            return None;
+        }
+        std::str::from_utf8(r.take(len)?).ok()
+    }
+}
+
+/// Automerge's `RleDecoder`: runs of one value (`n > 0`), literal runs (`n < 0`), runs of
+/// nulls (`0`, then the count).
+struct Rle<'a, T> {
+    r: ColumnBytes<'a>,
+    count: u64,
+    literal: bool,
+    value: Option<T>,
+}
+
+impl<'a, T: RleValue<'a>> Rle<'a, T> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self {
+            r: ColumnBytes::new(buf),
+            count: 0,
+            literal: false,
+            value: None,
+        }
+    }
+
+    /// Whether the column has no rows left (Automerge's `done`).
+    fn done(&self) -> bool {
+        self.r.done() && self.count == 0
+    }
+
+    /// The next row: `Some(None)` for a null or past the end of the column, `None` when
+    /// the bytes do not decode.
+    #[inline]
+    fn next(&mut self) -> Option<Option<T>> {
+        if self.count > 0 && !self.literal {
+            self.count -= 1;
+            return Some(self.value);
+        }
+        self.next_run()
+    }
+
+    /// Skips the rest of a run of one value (rows that repeat the row just read).
+    fn skip_repeats(&mut self) {
+        if !self.literal {
+            self.count = 0;
+        }
+    }
+
+    /// [`Rle::next`] at the start of a run or in a literal run.
+    fn next_run(&mut self) -> Option<Option<T>> {
+        while self.count == 0 {
+            if self.r.done() {
+                return Some(None);
+            }
+            let n = self.r.sleb()?;
+            if n > 0 {
+                self.count = n as u64;
+                self.value = Some(T::read(&mut self.r)?);
+                self.literal = false;
+            } else if n < 0 {
+                self.count = n.checked_neg()? as u64;
+                self.literal = true;
+            } else {
+                self.count = self.r.uleb().filter(|n| *n <= i64::MAX as u64)?;
+                self.value = None;
+                self.literal = false;
+            }
+        }
+        self.count -= 1;
+        if self.literal {
+            Some(Some(T::read(&mut self.r)?))
+        } else {
+            Some(self.value)
+        }
+    }
+}
+
+/// Automerge's `DeltaDecoder`: a run-length column of differences.
+struct Delta<'a> {
+    rle: Rle<'a, i64>,
+    value: i64,
+}
+
+impl<'a> Delta<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self {
+            rle: Rle::new(buf),
+            value: 0,
+        }
+    }
+
+    fn next(&mut self) -> Option<Option<i64>> {
+        Some(self.rle.next()?.map(|d| {
+            self.value = self.value.saturating_add(d);
+            self.value
+        }))
+    }
+}
+
+/// A value of a change's value columns.
+#[derive(Clone, Copy)]
+enum ColumnValue<'a> {
+    Null,
+    Bool(bool),
+    Uint(u64),
+    Int(i64),
+    F64(f64),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+    Counter(i64),
+    Timestamp(i64),
+    Unknown(u8, &'a [u8]),
+}
+
+impl ColumnValue<'_> {
+    /// As [`scalar_json`] writes the same value.
+    fn json(&self) -> String {
+        let scalar = match *self {
+            // What serde_json writes for `Value::String`, without the copy.
+            Self::Str(s) => return serde_json::to_string(s).unwrap_or_default(),
+            Self::Null => ScalarValue::Null,
+            Self::Bool(b) => ScalarValue::Boolean(b),
+            Self::Uint(n) => ScalarValue::Uint(n),
+            Self::Int(n) => ScalarValue::Int(n),
+            Self::F64(f) => ScalarValue::F64(f),
+            Self::Bytes(b) => ScalarValue::Bytes(b.to_vec()),
+            Self::Counter(n) => ScalarValue::counter(n),
+            Self::Timestamp(n) => ScalarValue::Timestamp(n),
+            Self::Unknown(type_code, bytes) => ScalarValue::Unknown {
+                type_code,
+                bytes: bytes.to_vec(),
+            },
+        };
+        scalar_json(&scalar)
+    }
+}
+
+/// Automerge's `ValueIter`: the metadata's low four bits are the type, the rest the
+/// length of the value's bytes (which null and booleans do not read).
+fn read_value<'a>(meta: u64, raw: &mut ColumnBytes<'a>) -> Option<ColumnValue<'a>> {
+    let len = usize::try_from(meta >> 4).ok()?;
+    // A LEB128 integer that fills its bytes.
+    let signed = |bytes: &[u8]| {
+        let mut r = ColumnBytes::new(bytes);
+        r.sleb().filter(|_| r.done())
+    };
+    Some(match meta & 0x0f {
+        0 => ColumnValue::Null,
+        1 => ColumnValue::Bool(false),
+        2 => ColumnValue::Bool(true),
+        3 => {
+            let mut r = ColumnBytes::new(raw.take(len)?);
+            ColumnValue::Uint(r.uleb().filter(|_| r.done())?)
+        }
+        4 => ColumnValue::Int(signed(raw.take(len)?)?),
+        5 if len == 8 => ColumnValue::F64(f64::from_le_bytes(raw.take(8)?.try_into().ok()?)),
+        5 => return None,
+        6 => ColumnValue::Str(std::str::from_utf8(raw.take(len)?).ok()?),
+        7 => ColumnValue::Bytes(raw.take(len)?),
+        8 => ColumnValue::Counter(signed(raw.take(len)?)?),
+        9 => ColumnValue::Timestamp(signed(raw.take(len)?)?),
+        code => ColumnValue::Unknown(code as u8, raw.take(len)?),
+    })
 }
 
 /// Writes one user action into an open transaction. Validation of the action against
@@ -1372,7 +2000,824 @@ pub enum CheckKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Role;
+    use crate::rules;
     use automerge::transaction::Transactable;
+
+    const T0: Millis = 1_795_770_000_000;
+
+    fn actor(n: u8) -> ActorId {
+        ActorId::from(&[n; 16][..])
+    }
+
+    fn plan(rep: &str) -> VisitPlan {
+        VisitPlan {
+            store_id: "s-1".into(),
+            rep_id: rep.into(),
+            planned_start: T0,
+            planned_end: T0 + 3_600_000,
+            priority: 3,
+            instructions: "Check the \"end cap\"".into(),
+            template_id: "tt-standard".into(),
+            ad_hoc: true,
+        }
+    }
+
+    fn checkpoint(at: Millis) -> CheckPoint {
+        CheckPoint {
+            at,
+            position: GeoPoint {
+                lat: 52.520_008,
+                lng: 13.404_954,
+            },
+            distance_m: 12.5,
+            outside_geofence: false,
+        }
+    }
+
+    /// Commits one raw Automerge transaction as the document's current actor.
+    fn raw(doc: &mut VisitDoc, at: Millis, f: impl FnOnce(&mut Transaction<'_>)) {
+        let mut tx = doc.automerge_mut().transaction();
+        f(&mut tx);
+        tx.commit_with(CommitOptions::default().with_time(at));
+    }
+
+    fn root_obj(doc: &VisitDoc, name: &str) -> ObjId {
+        match doc.automerge().get(ROOT, name).unwrap() {
+            Some((Value::Object(_), id)) => id,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    /// A visit through every section — plan, check-in and check-out, inventory, planogram
+    /// positions, promotions, survey, order, notes, status — by a rep (actor `aa…`) and a
+    /// manager (actor `bb…`), with the writes the server must refuse (a manager's check-in
+    /// and inventory, a status other than canceled, a rep's reassignment, a forged
+    /// registry entry, the schema version, an unknown section) and raw ops the visit
+    /// writer never makes (a counter and its increment, a delete, a list, an object that is
+    /// deleted and then written into). One change per step, in order.
+    fn representative_visit() -> (VisitDoc, Vec<Change>) {
+        let rep = Author {
+            user_id: "rep-1".into(),
+            device_id: "dev-rep".into(),
+        };
+        let manager = Author {
+            user_id: "manager-1".into(),
+            device_id: "dev-mgr".into(),
+        };
+        let mut doc = VisitDoc::create("v-1", &plan("rep-1"), actor(0xaa), &rep, T0).unwrap();
+        let mut at = T0;
+        let mut step = |doc: &mut VisitDoc,
+                        who: &Author,
+                        f: &dyn Fn(&mut VisitWriter<'_, '_>) -> Result<()>| {
+            at += 1_000;
+            doc.edit(who, at, f).unwrap();
+        };
+        step(&mut doc, &rep, &|w| {
+            w.set_checkpoint(CheckKind::In, &checkpoint(T0 + 1_000))?;
+            w.set_status(VisitStatus::InProgress)
+        });
+        step(&mut doc, &rep, &|w| {
+            w.record_inventory(
+                "p-1",
+                &InventoryInput {
+                    shelf_qty: Some(12),
+                    backroom_qty: Some(0),
+                    out_of_stock: Some(false),
+                    observed_price_cents: Some(199),
+                    facings: Some(3),
+                },
+            )
+        });
+        step(&mut doc, &rep, &|w| {
+            w.record_inventory(
+                "p-2",
+                &InventoryInput {
+                    shelf_qty: Some(0),
+                    out_of_stock: Some(true),
+                    ..InventoryInput::default()
+                },
+            )
+        });
+        step(&mut doc, &rep, &|w| {
+            w.record_position(
+                "pos-1",
+                &PositionInput {
+                    present: Some(true),
+                    actual_facings: Some(4),
+                    correct_position: Some(false),
+                },
+            )
+        });
+        step(&mut doc, &rep, &|w| {
+            w.record_promotion(
+                "promo-1",
+                &PromotionInput {
+                    display_in_place: Some(true),
+                    promo_price_correct: Some(false),
+                    materials_present: Some(true),
+                    observed_price_cents: Some(149),
+                },
+            )
+        });
+        step(&mut doc, &rep, &|w| {
+            w.answer("q-bool", &AnswerValue::Bool(true))?;
+            w.answer("q-num", &AnswerValue::Number(4.5))?;
+            w.answer(
+                "q-text",
+                &AnswerValue::Text("say \"hi\" \\ ünïcode\n".into()),
+            )
+        });
+        step(&mut doc, &rep, &|w| {
+            w.set_order_line("p-1", 6)?;
+            w.set_order_line("p-2", 0)?;
+            w.set_order_submitted(true)
+        });
+        step(&mut doc, &rep, &|w| w.set_notes("Header card missing."));
+        step(&mut doc, &rep, &|w| w.splice_notes(7, 4, "strip"));
+        // An existing line, written again: its object was made by an earlier change.
+        step(&mut doc, &rep, &|w| {
+            w.record_inventory(
+                "p-1",
+                &InventoryInput {
+                    shelf_qty: Some(11),
+                    ..InventoryInput::default()
+                },
+            )
+        });
+        step(&mut doc, &rep, &|w| {
+            w.set_checkpoint(CheckKind::Out, &checkpoint(T0 + 20_000))?;
+            w.set_status(VisitStatus::Completed)
+        });
+        // The manager, on their own device.
+        doc.set_actor(actor(0xbb));
+        step(&mut doc, &manager, &|w| {
+            let mut p = plan("rep-2");
+            p.planned_start += 86_400_000;
+            w.set_plan(&p)
+        });
+        step(&mut doc, &manager, &|w| {
+            w.set_status(VisitStatus::Canceled)?;
+            w.set_cancel(
+                "store closed",
+                Some(GeoPoint {
+                    lat: 52.5,
+                    lng: 13.4,
+                }),
+            )
+        });
+        step(&mut doc, &manager, &|w| {
+            w.set_checkpoint(CheckKind::In, &checkpoint(T0 + 30_000))
+        });
+        step(&mut doc, &manager, &|w| {
+            w.set_status(VisitStatus::Completed)
+        });
+        step(&mut doc, &manager, &|w| {
+            w.record_inventory(
+                "p-3",
+                &InventoryInput {
+                    shelf_qty: Some(1),
+                    ..InventoryInput::default()
+                },
+            )
+        });
+        step(&mut doc, &manager, &|w| w.splice_notes(0, 0, "Mgr: "));
+        // Back to the rep's device.
+        doc.set_actor(actor(0xaa));
+        step(&mut doc, &rep, &|w| w.set_plan(&plan("rep-9")));
+        step(&mut doc, &rep, &|w| w.set_abandon("no access"));
+        let actors = root_obj(&doc, "actors");
+        let survey = root_obj(&doc, "survey");
+        let orders = root_obj(&doc, "orders");
+        let manager_hex = actor(0xbb).to_hex_string();
+        let manager_entry = match doc.automerge().get(&actors, &manager_hex).unwrap() {
+            Some((Value::Object(_), id)) => id,
+            other => panic!("{other:?}"),
+        };
+        at += 1_000;
+        raw(&mut doc, at, |tx| {
+            tx.put(&manager_entry, "u", "rep-1").unwrap();
+        });
+        at += 1_000;
+        raw(&mut doc, at, |tx| {
+            tx.put(ROOT, "v", 0).unwrap();
+        });
+        at += 1_000;
+        raw(&mut doc, at, |tx| {
+            tx.put(&survey, "q-count", ScalarValue::counter(1)).unwrap();
+            tx.delete(&orders, "p-2").unwrap();
+        });
+        at += 1_000;
+        raw(&mut doc, at, |tx| {
+            tx.increment(&survey, "q-count", 2).unwrap();
+        });
+        at += 1_000;
+        raw(&mut doc, at, |tx| {
+            let junk = tx.put_object(ROOT, "junk", ObjType::Map).unwrap();
+            let list = tx.put_object(&junk, "list", ObjType::List).unwrap();
+            tx.insert(&list, 0, "a").unwrap();
+            tx.insert(&list, 1, ScalarValue::Timestamp(5)).unwrap();
+            tx.put(&junk, "bytes", ScalarValue::Bytes(vec![1, 2]))
+                .unwrap();
+            tx.put(&junk, "", ScalarValue::Uint(7)).unwrap();
+            tx.put(&junk, "null", ScalarValue::Null).unwrap();
+        });
+        let junk = root_obj(&doc, "junk");
+        at += 1_000;
+        raw(&mut doc, at, |tx| {
+            tx.delete(ROOT, "junk").unwrap();
+        });
+        // Written into after it was deleted: not reachable from the root any more.
+        at += 1_000;
+        raw(&mut doc, at, |tx| {
+            tx.put(&junk, "late", true).unwrap();
+        });
+        let changes = doc.automerge().get_changes(&[]);
+        (doc, changes)
+    }
+
+    /// What the server decides from [`VisitDoc::touched_values_each`] (sync-server's
+    /// `ingest::decide`), per change: the first path each role may not write, and whether a
+    /// manager's status write is refused.
+    fn ownership_decisions(touched: &[Vec<(String, String)>], changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .zip(touched)
+            .enumerate()
+            .map(|(i, (c, ops))| {
+                let hex = c.actor_id().to_hex_string();
+                let creating = c.deps().is_empty();
+                let paths: BTreeSet<&String> = ops.iter().map(|(p, _)| p).collect();
+                let forbidden = |role| {
+                    rules::forbidden_path(role, paths.iter().copied(), &hex, creating)
+                        .map_or("-".to_string(), Clone::clone)
+                };
+                let bad_status = !creating
+                    && ops
+                        .iter()
+                        .any(|(p, v)| p == "actual/status" && v != "{}" && v != "\"canceled\"");
+                format!(
+                    "{i:2} {}: rep {} | manager {}{} | admin {} | {}",
+                    &hex[..2],
+                    forbidden(Role::Rep),
+                    forbidden(Role::Manager),
+                    if bad_status { " (status)" } else { "" },
+                    forbidden(Role::Admin),
+                    paths
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ownership_diff_decides_every_section_of_a_representative_visit() {
+        let (doc, changes) = representative_visit();
+        // A push of the whole visit to a server that does not have it yet.
+        let mut fresh = Automerge::new();
+        fresh.apply_changes(changes.clone()).unwrap();
+        let fresh = VisitDoc::from_automerge(fresh).unwrap();
+        let touched = fresh.touched_values_each(&changes).unwrap();
+        let expected = [
+            " 0 aa: rep - | manager - | admin - | actors actors/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa actors/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/d actors/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/u actual actual/status id inventory notes orders plan plan/ad_hoc plan/end plan/instructions plan/priority plan/rep plan/start plan/store plan/template planogram promotions survey v",
+            " 1 aa: rep - | manager actual/in_at (status) | admin - | actual/in_at actual/in_dist actual/in_lat actual/in_lng actual/in_out actual/status",
+            " 2 aa: rep - | manager inventory/p-1 | admin - | inventory/p-1 inventory/p-1/back inventory/p-1/facings inventory/p-1/oos inventory/p-1/price inventory/p-1/shelf",
+            " 3 aa: rep - | manager inventory/p-2 | admin - | inventory/p-2 inventory/p-2/oos inventory/p-2/shelf",
+            " 4 aa: rep - | manager planogram/pos-1 | admin - | planogram/pos-1 planogram/pos-1/correct planogram/pos-1/facings planogram/pos-1/present",
+            " 5 aa: rep - | manager promotions/promo-1 | admin - | promotions/promo-1 promotions/promo-1/display promotions/promo-1/materials promotions/promo-1/price promotions/promo-1/price_ok",
+            " 6 aa: rep - | manager survey/q-bool | admin - | survey/q-bool survey/q-num survey/q-text",
+            " 7 aa: rep - | manager actual/order_submitted | admin - | actual/order_submitted orders/p-1 orders/p-2",
+            " 8 aa: rep - | manager - | admin - | notes",
+            " 9 aa: rep - | manager - | admin - | notes",
+            "10 aa: rep - | manager inventory/p-1/shelf | admin - | inventory/p-1/shelf",
+            "11 aa: rep - | manager actual/out_at (status) | admin - | actual/out_at actual/out_dist actual/out_lat actual/out_lng actual/out_out actual/status",
+            "12 bb: rep plan/rep | manager - | admin - | actors/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb actors/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/d actors/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/u plan/rep plan/start",
+            "13 bb: rep - | manager - | admin - | actual/cancel_lat actual/cancel_lng actual/cancel_reason actual/status",
+            "14 bb: rep - | manager actual/in_at | admin - | actual/in_at",
+            "15 bb: rep - | manager - (status) | admin - | actual/status",
+            "16 bb: rep - | manager inventory/p-3 | admin - | inventory/p-3 inventory/p-3/shelf",
+            "17 bb: rep - | manager - | admin - | notes",
+            "18 aa: rep plan/rep | manager - | admin - | plan/rep plan/start",
+            "19 aa: rep - | manager actual/abandon_reason | admin - | actual/abandon_reason",
+            "20 aa: rep actors/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/u | manager actors/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/u | admin - | actors/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/u",
+            "21 aa: rep v | manager v | admin - | v",
+            "22 aa: rep - | manager orders/p-2 | admin - | orders/p-2 survey/q-count",
+            "23 aa: rep - | manager survey/q-count | admin - | survey/q-count",
+            "24 aa: rep junk | manager junk | admin - | junk junk/ junk/bytes junk/list junk/null",
+            "25 aa: rep junk | manager junk | admin - | junk",
+            "26 aa: rep junk/late | manager junk/late | admin - | junk/late",
+        ];
+        // The values too (JSON, as `VisitDoc::history` reports them).
+        let values: [(usize, &[(&str, &str)]); 7] = [
+            (
+                1,
+                &[
+                    ("actual/in_at", "1795770001000"),
+                    ("actual/in_lat", "52.520008"),
+                    ("actual/in_lng", "13.404954"),
+                    ("actual/in_dist", "12.5"),
+                    ("actual/in_out", "false"),
+                    ("actual/status", "\"in_progress\""),
+                ],
+            ),
+            (
+                6,
+                &[
+                    ("survey/q-bool", "true"),
+                    ("survey/q-num", "4.5"),
+                    ("survey/q-text", "\"say \\\"hi\\\" \\\\ ünïcode\\n\""),
+                ],
+            ),
+            (
+                13,
+                &[
+                    ("actual/status", "\"canceled\""),
+                    ("actual/cancel_reason", "\"store closed\""),
+                    ("actual/cancel_lat", "52.5"),
+                    ("actual/cancel_lng", "13.4"),
+                ],
+            ),
+            (
+                22,
+                &[("survey/q-count", "\"Counter: 1\""), ("orders/p-2", "null")],
+            ),
+            (23, &[("survey/q-count", "2")]),
+            (
+                24,
+                &[
+                    ("junk", "{}"),
+                    ("junk/list", "{}"),
+                    ("junk/list", "\"a\""),
+                    ("junk/list", "\"Timestamp: 5\""),
+                    ("junk/bytes", "\"\\\"[1, 2]\\\"\""),
+                    ("junk/", "7"),
+                    ("junk/null", "null"),
+                ],
+            ),
+            (25, &[("junk", "null")]),
+        ];
+        assert_eq!(ownership_decisions(&touched, &changes), expected);
+        for (i, ops) in values {
+            let got: Vec<(&str, &str)> = touched[i]
+                .iter()
+                .map(|(p, v)| (p.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(got, ops, "change {i}");
+        }
+        // Text: one op per character inserted or deleted.
+        let chars = |s: &str| -> Vec<(String, String)> {
+            s.chars()
+                .map(|c| ("notes".to_string(), format!("\"{c}\"")))
+                .collect()
+        };
+        assert_eq!(touched[8], chars("Header card missing."));
+        let mut splice = chars("strip");
+        splice.extend(std::iter::repeat_n(("notes".into(), "null".into()), 4));
+        assert_eq!(touched[9], splice);
+        // The same changes pushed one at a time, each to the document made by the ones
+        // before it (objects made earlier are found by walking the document): the same
+        // decisions, except for the write into an object that is no longer reachable.
+        let mut server = Automerge::new();
+        let mut one_by_one = Vec::new();
+        for c in &changes {
+            server.apply_changes([c.clone()]).unwrap();
+            let doc = VisitDoc {
+                doc: server.clone(),
+            };
+            let touched = doc.touched_values_each(std::slice::from_ref(c)).unwrap();
+            one_by_one.push(touched.into_iter().next().unwrap());
+        }
+        assert_eq!(server.get_heads(), doc.heads());
+        let mut expected = expected.map(String::from);
+        expected[26] = "26 aa: rep ? | manager ? | admin ? | ?".into();
+        assert_eq!(ownership_decisions(&one_by_one, &changes), expected);
+    }
+
+    /// [`VisitDoc::touched_values_each`] as it was before it read the ops itself: every
+    /// change decoded by Automerge into an `ExpandedChange`. The reference the new one is
+    /// compared with.
+    fn touched_values_each_by_automerge(
+        doc: &VisitDoc,
+        changes: &[Change],
+    ) -> Result<Vec<Vec<(String, String)>>> {
+        let mut made: HashMap<(u64, Vec<u8>), String> = HashMap::new();
+        let mut objects: Option<HashMap<(u64, Vec<u8>), String>> = None;
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            let expanded = change.decode();
+            let refers_to_older = expanded.operations.iter().any(|op| match &op.obj {
+                automerge::legacy::ObjectId::Root => false,
+                automerge::legacy::ObjectId::Id(automerge::legacy::OpId(c, a)) => {
+                    let k = (*c, a.to_bytes().to_vec());
+                    let own = a.to_bytes() == change.actor_id().to_bytes()
+                        && *c >= change.start_op().get();
+                    !own && !made.contains_key(&k)
+                }
+            });
+            if refers_to_older && objects.is_none() {
+                objects = Some(doc.object_paths()?);
+            }
+            let ops = doc.expanded_ops(change, &expanded, &made, objects.as_ref());
+            let actor = change.actor_id().to_bytes().to_vec();
+            let start = change.start_op().get();
+            for ((i, path, _), op) in ops.iter().zip(expanded.operations.iter()) {
+                if matches!(op.action, automerge::legacy::OpType::Make(_)) {
+                    made.insert((start + *i as u64, actor.clone()), path.clone());
+                }
+            }
+            out.push(
+                ops.into_iter()
+                    .map(|(_, path, value)| (path, value))
+                    .collect(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Whether [`diff_ops`] reads the change itself (rather than leaving it to Automerge).
+    fn read_directly(change: &Change) -> bool {
+        diff_ops(change, &mut DiffState::new(), &mut Vec::new()).is_some()
+    }
+
+    /// The diff of `changes` against `doc`, new and old, agree: the same ops, or both
+    /// fail, or both panic. Returns whether the new one read every change directly.
+    fn agrees_with_automerge(doc: &VisitDoc, changes: &[Change]) -> bool {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        let new = catch_unwind(AssertUnwindSafe(|| {
+            doc.touched_values_each(changes).map_err(|e| e.to_string())
+        }));
+        let old = catch_unwind(AssertUnwindSafe(|| {
+            touched_values_each_by_automerge(doc, changes).map_err(|e| e.to_string())
+        }));
+        match (new, old) {
+            (Ok(new), Ok(old)) => {
+                let hashes: Vec<ChangeHash> = changes.iter().map(Change::hash).collect();
+                assert_eq!(new, old, "{hashes:?}");
+            }
+            (Err(_), Err(_)) => {}
+            (new, old) => panic!("new {new:?}, by Automerge {old:?}"),
+        }
+        changes.iter().all(read_directly)
+    }
+
+    /// Every kind of op Automerge writes: map puts of every scalar type, nested objects,
+    /// lists, text with marks, counters and increments, deletes, conflicts (an op with
+    /// two predecessors), changes by three actors, a message, an empty change.
+    fn varied_changes() -> (VisitDoc, Vec<Change>) {
+        use automerge::AutoCommit;
+        let mut a = AutoCommit::new().with_actor(actor(1));
+        a.put(ROOT, "v", 1).unwrap();
+        let m = a.put_object(ROOT, "lines", ObjType::Map).unwrap();
+        for i in 0..300 {
+            a.put(&m, format!("p-{i}"), i64::from(i)).unwrap();
+        }
+        a.put(ROOT, "flag", true).unwrap();
+        a.put(ROOT, "ratio", 0.25).unwrap();
+        a.put(ROOT, "nan", f64::NAN).unwrap();
+        a.put(ROOT, "big", u64::MAX).unwrap();
+        a.put(ROOT, "small", i64::MIN).unwrap();
+        a.put(ROOT, "bytes", ScalarValue::Bytes(vec![1, 2, 3]))
+            .unwrap();
+        a.put(ROOT, "at", ScalarValue::Timestamp(-5)).unwrap();
+        a.put(
+            ROOT,
+            "unknown",
+            ScalarValue::Unknown {
+                type_code: 12,
+                bytes: vec![9],
+            },
+        )
+        .unwrap();
+        a.put(ROOT, "null", ScalarValue::Null).unwrap();
+        a.put(ROOT, "text \"quoted\" \u{1}", "\u{7f}\u{2028}\t😀")
+            .unwrap();
+        a.put(ROOT, "n", ScalarValue::counter(1)).unwrap();
+        a.commit();
+        a.increment(ROOT, "n", 5).unwrap();
+        a.increment(ROOT, "n", -7).unwrap();
+        let t = a.put_object(ROOT, "notes", ObjType::Text).unwrap();
+        a.splice_text(&t, 0, 0, &"field notes ".repeat(20)).unwrap();
+        a.commit();
+        a.splice_text(&t, 10, 150, "").unwrap();
+        a.mark(
+            &t,
+            automerge::marks::Mark::new("bold".into(), true, 0, 5),
+            automerge::marks::ExpandMark::Both,
+        )
+        .unwrap();
+        let l = a.put_object(ROOT, "list", ObjType::List).unwrap();
+        for i in 0..50 {
+            a.insert(&l, i, i as i64).unwrap();
+        }
+        let nested = a.insert_object(&l, 3, ObjType::Map).unwrap();
+        a.put(&nested, "deep", "yes").unwrap();
+        a.put_object(&m, "table", ObjType::Table).unwrap();
+        a.commit();
+        a.delete(&m, "p-7").unwrap();
+        a.delete(&l, 0).unwrap();
+        a.commit_with(CommitOptions::default().with_message("m"));
+        a.empty_change(CommitOptions::default().with_message("empty").with_time(5));
+        let mut b = a.fork().with_actor(actor(2));
+        let mut c = a.fork().with_actor(actor(3));
+        b.put(&m, "p-1", "b").unwrap();
+        b.put(&nested, "deep", "b").unwrap();
+        c.put(&m, "p-1", "c").unwrap();
+        b.commit();
+        c.commit();
+        a.merge(&mut b).unwrap();
+        a.merge(&mut c).unwrap();
+        // Overwrites the two conflicting values: an op with two predecessors.
+        a.put(&m, "p-1", "a").unwrap();
+        a.put(&nested, "deep", "a").unwrap();
+        a.commit();
+        let doc = a.document().clone();
+        let changes = doc.get_changes(&[]);
+        assert!(changes.iter().any(|c| c.is_empty()) && changes.len() == 8);
+        (VisitDoc { doc }, changes)
+    }
+
+    /// Each change of `changes` applied in turn, diffed against the document it makes.
+    fn agrees_one_by_one(changes: &[Change]) -> bool {
+        let mut doc = Automerge::new();
+        let mut all = true;
+        for c in changes {
+            doc.apply_changes([c.clone()]).unwrap();
+            all &= agrees_with_automerge(&VisitDoc { doc: doc.clone() }, std::slice::from_ref(c));
+        }
+        all
+    }
+
+    #[test]
+    fn ownership_diff_reads_the_ops_automerge_decodes() {
+        for (doc, changes) in [representative_visit(), varied_changes()] {
+            // All at once (a new visit), one at a time, and in two parts (a document
+            // that has some of them).
+            assert!(agrees_with_automerge(&doc, &changes));
+            assert!(agrees_one_by_one(&changes));
+            for split in [1, changes.len() / 2, changes.len() - 1] {
+                let mut first = Automerge::new();
+                first.apply_changes(changes[..split].to_vec()).unwrap();
+                first.apply_changes(changes[split..].to_vec()).unwrap();
+                assert!(agrees_with_automerge(
+                    &VisitDoc { doc: first },
+                    &changes[split..]
+                ));
+            }
+            // Changes sent compressed or not parse to the same change.
+            for mut c in changes.iter().cloned() {
+                for bytes in [c.bytes().to_vec(), c.raw_bytes().to_vec()] {
+                    let parsed = Change::from_bytes(bytes).unwrap();
+                    assert!(agrees_with_automerge(&doc, &[parsed]));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ownership_diff_agrees_with_automerge_on_altered_change_bytes() {
+        // Changed bytes that Automerge still parses: read as Automerge reads them, or
+        // left to Automerge. `FIELDSYNC_DIFF_ALTERATIONS` alterations of each change (40).
+        let alterations: usize = std::env::var("FIELDSYNC_DIFF_ALTERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(40);
+        let mut rng = crate::fixtures::Rng::new(7);
+        let (mut parsed, mut read) = (0, 0);
+        for (doc, changes) in [representative_visit(), varied_changes()] {
+            for c in &changes {
+                let bytes = c.raw_bytes().to_vec();
+                for _ in 0..alterations {
+                    let mut b = bytes.clone();
+                    for _ in 0..=rng.below(2) {
+                        let at = rng.below(b.len() as u64) as usize;
+                        b[at] = match rng.below(3) {
+                            0 => b[at] ^ (1 << rng.below(8)),
+                            1 => b[at].wrapping_add(1),
+                            _ => rng.below(256) as u8,
+                        };
+                    }
+                    let Ok(Ok(altered)) = std::panic::catch_unwind(|| Change::from_bytes(b)) else {
+                        continue;
+                    };
+                    parsed += 1;
+                    read += usize::from(agrees_with_automerge(&doc, &[altered]));
+                }
+            }
+        }
+        println!("{parsed} parsed, {read} read directly");
+        assert!(
+            parsed > alterations * 7 && read > alterations * 3,
+            "{parsed} parsed, {read} read"
+        );
+    }
+
+    use crate::testutil::{sleb, uleb};
+
+    /// A change chunk by actor `aa…` (other actors `others`) with the given columns
+    /// (specification, bytes), written by hand.
+    fn chunk(start_op: u64, others: &[ActorId], cols: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        uleb(&mut body, 0); // no dependencies
+        uleb(&mut body, 16);
+        body.extend([0xaa; 16]);
+        uleb(&mut body, 1); // seq
+        uleb(&mut body, start_op);
+        sleb(&mut body, 0); // time
+        uleb(&mut body, 0); // message
+        uleb(&mut body, others.len() as u64);
+        for a in others {
+            uleb(&mut body, 16);
+            body.extend(a.to_bytes());
+        }
+        uleb(&mut body, cols.len() as u64);
+        for (spec, data) in cols {
+            uleb(&mut body, *spec);
+            uleb(&mut body, data.len() as u64);
+        }
+        for (_, data) in cols {
+            body.extend(data);
+        }
+        let mut out = AUTOMERGE_MAGIC.to_vec();
+        out.extend([0, 0, 0, 0, 1]);
+        uleb(&mut out, body.len() as u64);
+        out.extend(body);
+        out
+    }
+
+    /// Run-length column bytes: `(n, value)` runs (`n < 0`: that many literal values
+    /// follow; `n = 0`: a run of `value` nulls).
+    fn runs(items: &[(i64, &[u64])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (n, values) in items {
+            sleb(&mut out, *n);
+            for v in *values {
+                uleb(&mut out, *v);
+            }
+        }
+        out
+    }
+
+    fn strings(items: &[(i64, &[&str])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (n, values) in items {
+            sleb(&mut out, *n);
+            for v in *values {
+                if *n == 0 {
+                    uleb(&mut out, v.parse().unwrap());
+                } else {
+                    uleb(&mut out, v.len() as u64);
+                    out.extend(v.as_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn ownership_diff_reads_unusual_but_valid_encodings_as_automerge_does() {
+        let (doc, _) = representative_visit();
+        let parse = |bytes: Vec<u8>| Change::from_bytes(bytes).unwrap();
+        let actions = |n: u64| runs(&[(n as i64, &[1])]);
+        // Ops on the actual section (made by the visit's first change, by actor `aa…`):
+        // literal runs, an overlong LEB128 action, a null value with a length (which reads
+        // no bytes), a string, a float, a counter and a timestamp.
+        let ObjId::Id(actual, _, _) = root_obj(&doc, "actual") else {
+            unreachable!()
+        };
+        let mut overlong = Vec::new();
+        sleb(&mut overlong, 5);
+        overlong.extend([0x81, 0x00]); // 1, in two bytes
+        let mut raw = b"x".to_vec();
+        raw.extend(2.5f64.to_le_bytes());
+        let mut meta = Vec::new();
+        sleb(&mut meta, -5);
+        for m in [
+            1 << 4,       // null, "1 byte" that it does not read
+            (1 << 4) | 6, // "x"
+            (8 << 4) | 5, // 2.5
+            (1 << 4) | 8, // counter 3
+            (1 << 4) | 9, // timestamp -2
+        ] {
+            uleb(&mut meta, m);
+        }
+        raw.push(3);
+        raw.push(0x7e);
+        let cols = vec![
+            (0x01, runs(&[(5, &[0])])),
+            (0x02, runs(&[(-2, &[actual, actual]), (3, &[actual])])),
+            (
+                0x15,
+                strings(&[(-3, &["status", "in_at", "weird key"]), (2, &["in_lat"])]),
+            ),
+            (0x34, vec![5]), // five times false
+            (0x42, overlong),
+            (0x56, meta),
+            (0x57, raw),
+            (0x70, runs(&[(5, &[0])])),
+        ];
+        let bytes = chunk(1_000, &[], &cols);
+        let c = parse(bytes);
+        assert_eq!(c.len(), 5);
+        assert!(agrees_with_automerge(&doc, std::slice::from_ref(&c)));
+        assert_eq!(
+            doc.touched_values_each(&[c]).unwrap()[0],
+            [
+                ("actual/status", "null"),
+                ("actual/in_at", "\"x\""),
+                ("actual/weird key", "2.5"),
+                ("actual/in_lat", "\"Counter: 3\""),
+                ("actual/in_lat", "\"Timestamp: -2\""),
+            ]
+            .map(|(p, v)| (p.to_string(), v.to_string()))
+        );
+        // An object counter without its actor column: Automerge takes every op for the
+        // root. Left to Automerge.
+        let cols = vec![
+            (0x02, runs(&[(1, &[actual])])),
+            (0x15, strings(&[(1, &["v"])])),
+            (0x34, vec![1]),
+            (0x42, actions(1)),
+            (0x56, runs(&[(1, &[(1 << 4) | 3])])),
+            (0x57, vec![1]),
+            (0x70, runs(&[(1, &[0])])),
+        ];
+        let c = parse(chunk(1_000, &[], &cols));
+        assert!(!agrees_with_automerge(&doc, std::slice::from_ref(&c)));
+        assert_eq!(
+            doc.touched_values_each(&[c]).unwrap()[0],
+            [("v".to_string(), "1".to_string())]
+        );
+        // An object of an actor the change does not list: Automerge's decoding panics,
+        // and so does the diff (as before).
+        let cols = vec![
+            (0x01, runs(&[(1, &[3])])),
+            (0x02, runs(&[(1, &[actual])])),
+            (0x15, strings(&[(1, &["status"])])),
+            (0x34, vec![1]),
+            (0x42, actions(1)),
+            (0x56, runs(&[(1, &[0])])),
+            (0x70, runs(&[(1, &[0])])),
+        ];
+        let c = parse(chunk(1_000, &[], &cols));
+        assert!(!agrees_with_automerge(&doc, std::slice::from_ref(&c)));
+        // A column repeated, or one Automerge does not write: left to Automerge.
+        let mut odd_layouts = 0;
+        for extra in [
+            (0x15, strings(&[(1, &["status"])])),
+            (0x25, strings(&[(1, &["x"])])),
+        ] {
+            let mut cols = vec![
+                (0x01, runs(&[(1, &[0])])),
+                (0x02, runs(&[(1, &[actual])])),
+                (0x15, strings(&[(1, &["in_at"])])),
+                (0x34, vec![1]),
+                (0x42, actions(1)),
+                (0x56, runs(&[(1, &[0])])),
+                (0x70, runs(&[(1, &[0])])),
+            ];
+            cols.insert(5, extra);
+            cols.sort_by_key(|(spec, _)| *spec);
+            let c = parse(chunk(1_000, &[], &cols));
+            assert!(!agrees_with_automerge(&doc, std::slice::from_ref(&c)));
+            odd_layouts += 1;
+        }
+        assert_eq!(odd_layouts, 2);
+        // A predecessor column far longer than the predecessors (Automerge reads as many
+        // rows as the counts say): checked in one step, not row by row.
+        let cols = vec![
+            (0x15, strings(&[(1, &["flag"])])),
+            (0x34, vec![1]),
+            (0x42, actions(1)),
+            (0x56, runs(&[(1, &[2])])),
+            (0x70, runs(&[(1, &[1])])),
+            (0x71, runs(&[(1 << 40, &[0])])),
+            (0x73, runs(&[(1, &[3])])),
+        ];
+        let c = parse(chunk(1_000, &[], &cols));
+        let started = std::time::Instant::now();
+        assert!(agrees_with_automerge(&doc, std::slice::from_ref(&c)));
+        assert!(started.elapsed().as_secs() < 5);
+        // Another actor's object, a list element and a delete.
+        let other = actor(0xbb);
+        let cols = vec![
+            (0x01, runs(&[(-2, &[1, 0])])),
+            (0x02, runs(&[(-2, &[5, actual])])),
+            (0x11, runs(&[(0, &[1]), (1, &[1])])),
+            (0x13, runs(&[(0, &[1]), (1, &[7])])),
+            (0x15, strings(&[(1, &["k"]), (0, &["1"])])),
+            (0x34, vec![1, 1]), // false, true
+            (0x42, runs(&[(-2, &[1, 3])])),
+            (0x56, runs(&[(2, &[0])])),
+            (0x70, runs(&[(-2, &[0, 1])])),
+            (0x71, runs(&[(1, &[1])])),
+            (0x73, runs(&[(1, &[7])])),
+        ];
+        let c = parse(chunk(1_000, &[other], &cols));
+        assert!(agrees_with_automerge(&doc, std::slice::from_ref(&c)));
+    }
 
     #[test]
     fn packed_documents_unpack_to_the_same_document_and_plain_bytes_pass_through() {

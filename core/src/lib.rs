@@ -61,6 +61,8 @@ pub mod model;
 pub mod rules;
 pub mod store;
 pub mod sync;
+#[cfg(test)]
+mod testutil;
 pub mod tz;
 pub mod visit;
 

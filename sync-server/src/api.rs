@@ -3,7 +3,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /v1/auth/login` | username + password + device id → device token (rate-limited on failures) |
-//! | `POST /v1/sync` | one sync round trip ([`fieldsync_core::sync::protocol`]) |
+//! | `POST /v1/sync` | one sync round trip ([`fieldsync_core::sync::protocol`]; at most [`Config::max_concurrent_syncs`] at once) |
 //! | `POST /v1/visits` | a manager plans a visit |
 //! | `GET /v1/visits/{id}` | a visit in the caller's scope |
 //! | `PATCH /v1/visits/{id}` | a manager assigns or reschedules a planned visit |
@@ -11,7 +11,9 @@
 //! | `GET /metrics` | Prometheus metrics |
 //! | `GET /v1/openapi.json` | the OpenAPI document |
 //!
-//! Every error is `{"error": code, "message": text}` with the matching 4xx/5xx status.
+//! Every error is `{"error": code, "message": text}` with the matching 4xx/5xx status. A
+//! sign-in or sync the server has no room for right now is answered 503 with
+//! `Retry-After` ([`AppError::busy`]): the work is bounded by gates ([`crate::auth::Gate`]).
 
 use axum::body::Bytes;
 use axum::extract::{
@@ -21,7 +23,7 @@ use axum::http::{StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use fieldsync_core::document::VisitDoc;
 use fieldsync_core::model::{ReferenceData, Role};
 use fieldsync_core::rules::{self, Action};
@@ -37,6 +39,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::auth::Gate;
 use crate::ingest::{self, Writer};
 use crate::metrics::Metrics;
 use crate::store::{PullQuery, Scope, Store, StoreError, UserRecord};
@@ -60,7 +63,21 @@ pub struct Config {
     /// How long a sign-in waits for a free password check before the answer is 503 with
     /// `Retry-After`.
     pub password_wait: Duration,
+    /// Sync requests (`POST /v1/sync`) served at once (`serve --max-concurrent-syncs`;
+    /// default [`SYNCS_PER_CPU`] per CPU). The others wait for a slot in arrival order.
+    pub max_concurrent_syncs: usize,
+    /// How long a sync waits for a slot before the answer is 503 with `Retry-After`.
+    pub sync_wait: Duration,
+    /// How large one visit's document may grow ([`ingest::VisitLimits`]).
+    pub visit_limits: ingest::VisitLimits,
 }
+
+/// Default sync slots per CPU. A sync's work is mostly CPU (JSON, Automerge, the decision
+/// on a visit) with waits on the database in between (the single SQLite writer and its
+/// `fsync`, PostgreSQL round trips): a few per CPU keep the CPUs busy through those waits.
+/// More in flight would add no throughput — only memory (each holds its body, up to
+/// [`Config::body_limit`], and the Automerge documents of its visits) and latency for all.
+pub const SYNCS_PER_CPU: usize = 4;
 
 impl Default for Config {
     fn default() -> Self {
@@ -73,6 +90,9 @@ impl Default for Config {
             login_failures_per_minute: 5,
             password_checks: crate::auth::PasswordGate::default_slots(),
             password_wait: Duration::from_secs(2),
+            max_concurrent_syncs: SYNCS_PER_CPU * crate::auth::Gate::default_slots(),
+            sync_wait: Duration::from_secs(2),
+            visit_limits: ingest::VisitLimits::default(),
         }
     }
 }
@@ -86,19 +106,35 @@ pub struct AppState {
     failures: Arc<Mutex<HashMap<String, VecDeque<Instant>>>>,
     /// Bounds the password checks of every sign-in.
     pub passwords: crate::auth::PasswordGate,
+    /// Bounds the sync requests served at once ([`Config::max_concurrent_syncs`]).
+    pub syncs: Gate,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let gate = |label: &str, slots: usize, wait: Duration| {
+            let gate = Gate::new(slots, wait).counting(metrics.busy.with_label_values(&[label]));
+            metrics
+                .gate_slots
+                .with_label_values(&[label])
+                .set(gate.size() as i64);
+            gate
+        };
         Self {
             store,
-            metrics: Arc::new(Metrics::new()),
-            passwords: crate::auth::PasswordGate::new(config.password_checks, config.password_wait),
+            passwords: gate(GATE_SIGN_IN, config.password_checks, config.password_wait),
+            syncs: gate(GATE_SYNC, config.max_concurrent_syncs, config.sync_wait),
+            metrics,
             config: Arc::new(config),
             failures: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 }
+
+/// The `gate` label of the gates' metrics.
+const GATE_SIGN_IN: &str = "sign_in";
+const GATE_SYNC: &str = "sync";
 
 /// An error answer.
 #[derive(Debug)]
@@ -132,6 +168,8 @@ impl AppError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
     }
     /// 503: the server turned the request away for now; answered with `Retry-After`.
+    /// Only for requests turned away before anything was done: devices take a 503 to mean
+    /// that nothing of the request was handled (no answer to reconcile after the retry).
     pub fn busy(m: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", m)
     }
@@ -139,7 +177,8 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        // A 503 "busy" is the server shedding load as designed, logged where it is decided.
+        if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(message = %self.message, "request failed");
         }
         let mut resp = (
@@ -222,6 +261,7 @@ impl AuthUser {
             role: self.user.role,
             territories: self.user.territories.clone(),
             device_id: self.device_id.clone(),
+            scope: None,
         }
     }
     fn covers(&self, territory: &str) -> bool {
@@ -276,7 +316,10 @@ pub fn app(state: AppState) -> Router {
     let timeout = state.config.request_timeout;
     Router::new()
         .route("/v1/auth/login", post(login))
-        .route("/v1/sync", post(sync))
+        .route(
+            "/v1/sync",
+            post(sync).route_layer(middleware::from_fn_with_state(state.clone(), admit_sync)),
+        )
         .route("/v1/visits", post(create_visit))
         .route("/v1/visits/{id}", get(get_visit).patch(patch_visit))
         .route("/healthz", get(healthz))
@@ -370,6 +413,13 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    for (label, gate) in [(GATE_SIGN_IN, &state.passwords), (GATE_SYNC, &state.syncs)] {
+        state
+            .metrics
+            .gate_in_use
+            .with_label_values(&[label])
+            .set(gate.in_use() as i64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -481,6 +531,39 @@ pub(crate) fn gate_error(e: crate::auth::GateError) -> AppError {
 
 // ------------------------------------------------------------------ sync
 
+/// A slot of the sync gate ([`AppState::syncs`]), taken by [`admit_sync`] before anything
+/// of the request is read and held until its storage work ends.
+#[derive(Clone, Debug)]
+struct SyncSlot {
+    _slot: Arc<crate::auth::Slot>,
+}
+
+/// Admission to `POST /v1/sync`: at most [`Config::max_concurrent_syncs`] at once. Taken
+/// before authentication and the body are read, so a sync waiting for a slot holds nothing
+/// but its connection; one that gets none within [`Config::sync_wait`] is answered 503
+/// with `Retry-After`, having changed nothing.
+async fn admit_sync(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match state.syncs.enter().await {
+        Ok(slot) => {
+            req.extensions_mut().insert(SyncSlot {
+                _slot: Arc::new(slot),
+            });
+            next.run(req).await
+        }
+        Err(crate::auth::GateError::Busy { .. }) => {
+            tracing::warn!(
+                slots = state.syncs.size(),
+                "sync turned away: every sync slot is busy"
+            );
+            AppError::busy(
+                "the server is busy with other devices' syncs; nothing was changed: try again in a second",
+            )
+            .into_response()
+        }
+        Err(crate::auth::GateError::Failed(m)) => AppError::internal(m).into_response(),
+    }
+}
+
 /// The read scope of a user at `now`.
 pub fn scope_of(user: &UserRecord, config: &Config, now: i64) -> Scope {
     let day = 86_400_000;
@@ -524,6 +607,7 @@ pub fn scoped_reference(refs: &ReferenceData, user: &UserRecord) -> ReferenceDat
 
 async fn sync(
     State(state): State<AppState>,
+    Extension(slot): Extension<SyncSlot>,
     auth: AuthUser,
     body: Bytes,
 ) -> Result<Json<SyncResponse>, AppError> {
@@ -564,7 +648,13 @@ async fn sync(
     };
     state.metrics.devices_seen(&auth.device_id);
     let st = state.clone();
-    let resp = blocking(move || sync_blocking(&st, &auth, req, cursor)).await?;
+    // The slot moves into the storage work: a client that hangs up does not free it while
+    // its sync still runs on the blocking pool.
+    let resp = blocking(move || {
+        let _slot = slot;
+        sync_blocking(&st, &auth, req, cursor)
+    })
+    .await?;
     state
         .metrics
         .sync_latency
@@ -581,7 +671,12 @@ fn sync_blocking(
     let store = &state.store;
     let epoch = store.epoch()?;
     let refs = store.reference()?;
-    let writer = auth.writer();
+    let now = chrono::Utc::now().timestamp_millis();
+    let scope = scope_of(&auth.user, &state.config, now);
+    let writer = Writer {
+        scope: Some(scope.clone()),
+        ..auth.writer()
+    };
     let mut resp = SyncResponse {
         protocol: PROTOCOL_VERSION,
         epoch: epoch.clone(),
@@ -591,7 +686,14 @@ fn sync_blocking(
     // and time for a request stay bounded however many visits it carries.
     let mut budget = fieldsync_core::sync::guard::OpBudget::per_request();
     for group in &req.changes {
-        let out = ingest::ingest_within(store.as_ref(), &writer, &refs, group, &mut budget)?;
+        let out = ingest::ingest_limited(
+            store.as_ref(),
+            &writer,
+            &refs,
+            group,
+            &mut budget,
+            &state.config.visit_limits,
+        )?;
         state.metrics.changes_applied.inc_by(out.applied as u64);
         resp.acks.extend(out.acks);
         if let Some(r) = out.rejection {
@@ -617,11 +719,7 @@ fn sync_blocking(
     });
     let q = PullQuery {
         device_id: auth.device_id.clone(),
-        scope: scope_of(
-            &auth.user,
-            &state.config,
-            chrono::Utc::now().timestamp_millis(),
-        ),
+        scope,
         cursor: if epoch_changed || heads.is_some() {
             None
         } else {

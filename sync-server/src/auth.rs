@@ -1,46 +1,73 @@
 //! Passwords (argon2id) and device tokens (32 random bytes, stored as SHA-256), and the
-//! gate that bounds how many password checks run at once ([`PasswordGate`]).
+//! [`Gate`] that bounds work running at once: the password checks of every sign-in
+//! ([`PasswordGate`]) and the sync requests (`AppState::syncs`).
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Bounds the password checks running at once. Each argon2id check takes about 19 MiB and
-/// tens of milliseconds of CPU, so a burst of sign-ins with nothing in the way runs them
-/// all at once: memory grows with the burst (20 concurrent sign-ins took a debug server to
-/// 420 MiB) and every check slows down. Through the gate at most `slots` run, on the
-/// blocking pool; a sign-in waits at most `wait` for a free slot and is otherwise answered
-/// "busy, retry" (503 with `Retry-After`) without hashing anything.
+/// Bounds how much of some work runs at once: at most `slots` holders, and a caller waits
+/// at most `wait` for a free slot; after that it is turned away ([`GateError::Busy`],
+/// answered "busy, retry": 503 with `Retry-After`) having done nothing. Waiting callers
+/// get slots in the order they asked (the semaphore is fair).
+///
+/// Two gates use it:
+///
+/// * **password checks** ([`PasswordGate`], one slot per CPU): each argon2id check takes
+///   about 19 MiB and tens of milliseconds of CPU, so a burst of sign-ins with nothing in
+///   the way runs them all at once: memory grows with the burst (20 concurrent sign-ins
+///   took a debug server to 420 MiB) and every check slows down;
+/// * **sync requests** (`POST /v1/sync`, `Config::max_concurrent_syncs`): 500 devices
+///   syncing at once would otherwise all hold their bodies, Automerge documents and
+///   database work in memory together, and every one of them would get slower.
 #[derive(Clone, Debug)]
-pub struct PasswordGate {
+pub struct Gate {
     slots: Arc<Semaphore>,
     size: usize,
     wait: Duration,
+    turned_away: Option<prometheus::IntCounter>,
 }
 
-/// Why [`PasswordGate::run`] did not run the check.
+/// The gate of the password checks of every sign-in (API and dashboard).
+pub type PasswordGate = Gate;
+
+/// A slot of a [`Gate`], held until dropped.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Why a [`Gate`] did not let the work in.
 #[derive(Debug)]
 pub enum GateError {
     /// Every slot stayed taken for the whole wait: try again after `retry_after`.
     Busy { retry_after: Duration },
-    /// The check itself failed (it panicked or the runtime is shutting down).
+    /// The work itself failed (it panicked or the runtime is shutting down).
     Failed(String),
 }
 
-impl PasswordGate {
-    /// At most `slots` (at least 1) checks at once; a caller waits at most `wait` for one.
+impl Gate {
+    /// At most `slots` (at least 1) holders at once; a caller waits at most `wait` for one.
     pub fn new(slots: usize, wait: Duration) -> Self {
         let size = slots.max(1);
         Self {
             slots: Arc::new(Semaphore::new(size)),
             size,
             wait,
+            turned_away: None,
         }
     }
 
-    /// One slot per CPU: argon2id is CPU-bound, so more would only add memory and latency.
+    /// Counts every caller turned away in `counter` (a Prometheus metric).
+    pub fn counting(mut self, counter: prometheus::IntCounter) -> Self {
+        self.turned_away = Some(counter);
+        self
+    }
+
+    /// One slot per CPU: the password gate's default. argon2id is CPU-bound, so more would
+    /// only add memory and latency.
     pub fn default_slots() -> usize {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
     }
@@ -49,9 +76,25 @@ impl PasswordGate {
         self.size
     }
 
-    /// Checks running now.
+    /// Slots held now.
     pub fn in_use(&self) -> usize {
         self.size - self.slots.available_permits()
+    }
+
+    /// Waits at most the gate's wait for a free slot.
+    pub async fn enter(&self) -> Result<Slot, GateError> {
+        match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Slot { _permit: permit }),
+            Ok(Err(e)) => Err(GateError::Failed(e.to_string())),
+            Err(_) => {
+                if let Some(c) = &self.turned_away {
+                    c.inc();
+                }
+                Err(GateError::Busy {
+                    retry_after: self.retry_after(),
+                })
+            }
+        }
     }
 
     /// Runs `check` (blocking: a password verification and what goes with it) on the
@@ -63,18 +106,9 @@ impl PasswordGate {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let permit = match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await
-        {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Err(GateError::Failed(e.to_string())),
-            Err(_) => {
-                return Err(GateError::Busy {
-                    retry_after: self.retry_after(),
-                });
-            }
-        };
+        let slot = self.enter().await?;
         tokio::task::spawn_blocking(move || {
-            let _slot = permit;
+            let _slot = slot;
             check()
         })
         .await
@@ -166,6 +200,25 @@ mod tests {
         assert_eq!(gate.in_use(), 0);
         // Free again: the next check runs at once.
         assert!(gate.run(|| 7).await.is_ok_and(|v| v == 7));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slot_is_held_until_dropped_and_callers_turned_away_are_counted() {
+        let counter = prometheus::IntCounter::new("t_turned_away_total", "test").unwrap();
+        let gate = Gate::new(1, Duration::from_millis(50)).counting(counter.clone());
+        let slot = gate.enter().await.unwrap();
+        assert_eq!(gate.in_use(), 1);
+        let r = gate.enter().await;
+        assert!(matches!(r, Err(GateError::Busy { .. })), "{r:?}");
+        assert_eq!(counter.get(), 1);
+        // A waiting caller gets the slot as soon as it is freed, within the wait.
+        let g = gate.clone();
+        let waiter = tokio::spawn(async move { g.enter().await.map(drop) });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(slot);
+        assert!(waiter.await.unwrap().is_ok());
+        assert_eq!(gate.in_use(), 0);
+        assert_eq!(counter.get(), 1);
     }
 
     #[tokio::test]

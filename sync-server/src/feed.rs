@@ -21,10 +21,18 @@
 //! * Visits entering the scope are sent whole (as a document when the device accepts
 //!   documents, else as all their changes; diffed against its heads after a restore), once
 //!   no feed row is left; visits leaving it are purged.
+//!
+//! # Scope changes
+//!
+//! A pull never reads the whole scope or the device's whole holdings into the server: the
+//! database computes the visits leaving the scope (held and out of scope, normally few)
+//! and the ones entering it (in scope and not held, a page's worth at a time, in id order)
+//! as differences of the scope's conditions on `visits` and the device's `device_visits`
+//! rows (anti-joins on SQLite, EXCEPT on PostgreSQL: see the backends).
 
 use automerge::{Automerge, ChangeHash};
 use fieldsync_core::document::{has_change, unpack_document};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::store::{PullPage, PullQuery, Scope, StoreResult};
 
@@ -45,14 +53,36 @@ pub struct LogRow {
     pub heads_after: Vec<ChangeHash>,
 }
 
+/// A range of visit ids: above `after` (exclusive) and up to `until` (inclusive), each
+/// unbounded when `None`. Ids compare as the database orders them (SQLite: bytes;
+/// PostgreSQL: the column's collation), the order [`FeedSource::entering`] returns them in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdRange<'a> {
+    pub after: Option<&'a str>,
+    pub until: Option<&'a str>,
+}
+
 /// The reads a pull makes, all on one snapshot of committed data.
 pub trait FeedSource {
     /// The highest change-log sequence number (0 when the log is empty).
     fn max_seq(&mut self) -> StoreResult<i64>;
-    /// Every visit in `scope`.
-    fn scope_visits(&mut self, scope: &Scope) -> StoreResult<BTreeSet<String>>;
-    /// The visits the server recorded `device_id` as holding.
-    fn held(&mut self, device_id: &str) -> StoreResult<BTreeSet<String>>;
+    /// The visits the server records `device_id` as holding that are not in `scope`
+    /// (also those it has no visit row for), in byte order of their ids.
+    fn leaving(&mut self, device_id: &str, scope: &Scope) -> StoreResult<Vec<String>>;
+    /// The visits in `scope` with ids in `range` that `not_held_by` is not recorded as
+    /// holding (every one when `None`), by id, at most `limit`.
+    fn entering(
+        &mut self,
+        scope: &Scope,
+        not_held_by: Option<&str>,
+        range: IdRange<'_>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>>;
+    /// The highest visit id `device_id` is recorded as holding (in the order of
+    /// [`FeedSource::entering`]).
+    fn last_held(&mut self, device_id: &str) -> StoreResult<Option<String>>;
+    /// Those of `visit_ids` that are in `scope`.
+    fn in_scope(&mut self, scope: &Scope, visit_ids: &[&str]) -> StoreResult<HashSet<String>>;
     /// A visit's stored document as stored (Automerge bytes, or packed by
     /// [`fieldsync_core::document::pack_document`]) and its heads (empty when not recorded).
     fn document(&mut self, visit_id: &str) -> StoreResult<Option<(Vec<u8>, Vec<ChangeHash>)>>;
@@ -60,6 +90,10 @@ pub trait FeedSource {
     /// `device_id` holds, by sequence number, at most `limit`.
     fn feed(&mut self, device_id: &str, cursor: i64, limit: usize) -> StoreResult<Vec<LogRow>>;
 }
+
+/// Most ids one [`FeedSource::entering`] read returns; a page reads more when the visits
+/// it got left room (a page of documents holds ~600 visits at the default limit).
+const ENTERING_CHUNK: usize = 256;
 
 /// Changes to what a device is recorded as holding, in order.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -170,20 +204,20 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
             max_seq
         }
     };
-    let scope = src.scope_visits(&q.scope)?;
-    let held: BTreeSet<String> = if q.cursor.is_none() {
-        BTreeSet::new()
-    } else {
-        src.held(&q.device_id)?
-    };
-    for v in held.difference(&scope) {
-        writes.push(HoldWrite::Forget(v.clone()));
-        page.purge.push(v.clone());
+    // After `ForgetAll` the device holds nothing: nothing leaves, everything enters.
+    let holder = q.cursor.map(|_| q.device_id.as_str());
+    if let Some(device) = holder {
+        for v in src.leaving(device, &q.scope)? {
+            writes.push(HoldWrite::Forget(v.clone()));
+            page.purge.push(v);
+        }
     }
     // Visits the device says it holds (after a restore): resend what the server lacks,
     // purge what is out of scope.
     let mut device_heads: HashMap<String, Vec<ChangeHash>> = HashMap::new();
     if let Some(heads) = &q.heads {
+        let ids: Vec<&str> = heads.keys().map(String::as_str).collect();
+        let in_scope = src.in_scope(&q.scope, &ids)?;
         for (visit_id, hs) in heads {
             let parsed: Vec<ChangeHash> = hs.iter().filter_map(|h| h.parse().ok()).collect();
             match src.document(visit_id)? {
@@ -196,7 +230,7 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
                     // Only the heads the server knows help to diff.
                     let known: Vec<ChangeHash> =
                         parsed.into_iter().filter(|h| has_change(&am, h)).collect();
-                    if scope.contains(visit_id) {
+                    if in_scope.contains(visit_id) {
                         device_heads.insert(visit_id.clone(), known);
                     } else {
                         // Out of scope: purged, also while its resend is asked for (the
@@ -220,6 +254,7 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
     let mut used = 0usize;
     let mut last = cursor;
     let mut by_visit: BTreeMap<String, Vec<LogRow>> = BTreeMap::new();
+    let purged: HashSet<&String> = page.purge.iter().collect();
     for row in src.feed(&q.device_id, cursor, limit + 1)? {
         let units = row.changes.max(1) as usize;
         if used > 0 && used + units > limit {
@@ -228,7 +263,7 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
         }
         used += units;
         last = row.seq;
-        if page.purge.contains(&row.visit_id) {
+        if purged.contains(&row.visit_id) {
             // Leaving the scope (its holding is forgotten by this page's writes).
             continue;
         }
@@ -251,33 +286,78 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
             payloads.push((visit_id, Payload::Changes(changes)));
         }
     }
-    // Visits that entered the scope: sent whole (or diffed against the device's heads).
+    // Visits that entered the scope: sent whole (or diffed against the device's heads),
+    // in id order, each read limited to what the page can still take plus one (to tell
+    // whether more remain). A scope of whole territories (no rep, no window) can be any
+    // size: it is read from just after the highest id the device holds, then from the
+    // first id up to that one, so a device taking it page by page (an initial pull) gets
+    // each page's visits without the database reading again past those it already took.
     if !page.more {
         let mut budget = limit.saturating_sub(used);
-        let held_now: BTreeSet<&String> = held.intersection(&scope).collect();
-        for v in scope.iter().filter(|v| !held_now.contains(v)) {
-            if budget == 0 {
-                page.more = true;
-                break;
+        let split = match holder {
+            Some(device) if q.scope.rep_id.is_none() && q.scope.window.is_none() => {
+                src.last_held(device)?
             }
-            let Some((doc, heads)) = src.document(v)? else {
-                continue;
-            };
-            let (payload, units) = match device_heads.get(v) {
-                Some(known) if !known.is_empty() => {
-                    let changes: Vec<Vec<u8>> = Automerge::load(&unpack_document(&doc)?)?
-                        .get_changes(known)
-                        .into_iter()
-                        .map(|c| c.raw_bytes().to_vec())
-                        .collect();
-                    let n = changes.len();
-                    (Payload::Changes(changes), n)
+            _ => None,
+        };
+        // (Above the highest id it holds, the device holds nothing: no anti-join there.)
+        let ranges = match split.as_deref() {
+            Some(m) => vec![
+                (
+                    IdRange {
+                        after: Some(m),
+                        until: None,
+                    },
+                    None,
+                ),
+                (
+                    IdRange {
+                        after: None,
+                        until: Some(m),
+                    },
+                    holder,
+                ),
+            ],
+            None => vec![(IdRange::default(), holder)],
+        };
+        'ranges: for (range, not_held_by) in ranges {
+            let mut after = range.after.map(str::to_string);
+            loop {
+                let want = budget.saturating_add(1).min(ENTERING_CHUNK);
+                let read = IdRange {
+                    after: after.as_deref(),
+                    until: range.until,
+                };
+                let ids = src.entering(&q.scope, not_held_by, read, want)?;
+                for v in &ids {
+                    if budget == 0 {
+                        page.more = true;
+                        break 'ranges;
+                    }
+                    let Some((doc, heads)) = src.document(v)? else {
+                        continue;
+                    };
+                    let (payload, units) = match device_heads.get(v) {
+                        Some(known) if !known.is_empty() => {
+                            let changes: Vec<Vec<u8>> = Automerge::load(&unpack_document(&doc)?)?
+                                .get_changes(known)
+                                .into_iter()
+                                .map(|c| c.raw_bytes().to_vec())
+                                .collect();
+                            let n = changes.len();
+                            (Payload::Changes(changes), n)
+                        }
+                        _ => whole(q, doc, heads)?,
+                    };
+                    budget = budget.saturating_sub(units);
+                    payloads.push((v.clone(), payload));
+                    writes.push(HoldWrite::Hold(v.clone()));
                 }
-                _ => whole(q, doc, heads)?,
-            };
-            budget = budget.saturating_sub(units);
-            payloads.push((v.clone(), payload));
-            writes.push(HoldWrite::Hold(v.clone()));
+                if ids.len() < want {
+                    break;
+                }
+                after = ids.last().cloned();
+            }
         }
     }
     let mut changes: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
@@ -301,6 +381,7 @@ mod tests {
     use super::*;
     use automerge::transaction::Transactable;
     use automerge::{ActorId, ROOT};
+    use std::collections::BTreeSet;
 
     #[test]
     fn heads_round_trip_as_bytes() {

@@ -5,6 +5,10 @@
 //! or resend (dependencies missing; the device must send its changes since the server's
 //! heads). A visit's verdict never affects another visit.
 //!
+//! **Size of a visit.** The change guard ([`guard`]) bounds one request; [`VisitLimits`]
+//! bounds what a visit's document may grow to over all requests together: a push that
+//! would take a visit over them is rejected, for that visit only.
+//!
 //! **Deciding outside the writer.** The decision (apply to a fork, ownership, validation:
 //! nearly all the CPU of a push) is made on the committed state of the visit, read without
 //! the write transaction ([`Store::visit`], [`Store::actor_binding`]), with a [`VisitTxn`]
@@ -26,7 +30,9 @@ use fieldsync_core::sync::protocol::{Rejection, Resend, VisitChanges, decode_cha
 use fieldsync_core::visit::Author;
 use std::collections::{BTreeSet, HashMap};
 
-use crate::store::{LogEntry, Store, StoreError, StoreResult, StoredVisit, VisitMeta, VisitTxn};
+use crate::store::{
+    LogEntry, Scope, Store, StoreError, StoreResult, StoredVisit, VisitMeta, VisitTxn,
+};
 
 /// Who is writing.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +41,9 @@ pub struct Writer {
     pub role: Role,
     pub territories: Vec<String>,
     pub device_id: String,
+    /// The device's read scope at the time of the request; `None` when unknown (it is
+    /// then recorded as holding every visit it pushes to, see [`LogEntry::hold`]).
+    pub scope: Option<Scope>,
 }
 
 impl Writer {
@@ -53,6 +62,54 @@ pub struct Outcome {
     pub applied: usize,
     pub rejection: Option<Rejection>,
     pub resend: Option<Resend>,
+}
+
+/// The most operations one visit's document may hold. A typical visit holds a few hundred
+/// (plan, check-in, 20 inventory lines, notes, check-out: 235 on the server,
+/// `tests/visit_size_limit.rs`; with the planogram, promotion and survey checks of
+/// docs/BENCHMARKS.md's typical visit, a few dozen more): this leaves room for visits
+/// hundreds of times larger (months of revisions, whole assortments counted many times).
+/// The bound that matters is the device's: a visit entering a device's scope arrives as
+/// one document, which a device accepts with at most
+/// [`fieldsync_core::sync::doc_check::MAX_DOCUMENT_ROWS`] (10⁶) rows in a column and
+/// applies within [`guard::MAX_WORK_PER_APPLY`] (10⁶): a quarter of that keeps every
+/// stored visit deliverable, predecessor references included.
+pub const MAX_VISIT_OPS: u64 = 250_000;
+
+/// The most bytes one visit's document may have, saved without compression (what the
+/// server stores and loads on every push of the visit). A typical visit is about 1.9 KB
+/// (1.4 KB compacted; 5.8 KB as the 37 changes a device uploads); this is over 2,000 times
+/// that, and a quarter of what a device accepts as one document
+/// ([`fieldsync_core::sync::doc_check::MAX_DOCUMENT_BYTES`], 16 MiB).
+pub const MAX_VISIT_DOC_BYTES: usize = 4 * 1024 * 1024;
+
+/// How large one visit's document may grow, over all pushes together
+/// (`Config::visit_limits`; [`MAX_VISIT_OPS`] and [`MAX_VISIT_DOC_BYTES`] by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VisitLimits {
+    /// Most operations ([`automerge::ReadDoc::stats`]).
+    pub ops: u64,
+    /// Most bytes of the document saved without compression.
+    pub doc_bytes: usize,
+}
+
+impl Default for VisitLimits {
+    fn default() -> Self {
+        Self {
+            ops: MAX_VISIT_OPS,
+            doc_bytes: MAX_VISIT_DOC_BYTES,
+        }
+    }
+}
+
+/// The rejection reason of a push that would take a visit over a limit.
+fn too_large(visit_id: &str, what: &str, value: u64, limit: u64) -> String {
+    format!(
+        "visit {visit_id} is too large: these changes would bring its document to {value} \
+         {what}, over the server's limit of {limit} {what} per visit (a typical visit is a \
+         few hundred operations, about 2 KB). Nothing of them was stored; they stay on this \
+         device. Report this visit to your administrator."
+    )
 }
 
 fn reject(visit_id: &str, hashes: &[String], reason: impl Into<String>) -> Outcome {
@@ -77,18 +134,32 @@ pub fn ingest(
     ingest_within(store, writer, refs, group, &mut OpBudget::per_request())
 }
 
-/// Ingests one visit's changes from `writer`. Every change goes through
-/// [`guard::parse_change`], which refuses bytes whose counts could make Automerge allocate
-/// without bound, before Automerge parses them. `budget` is shared by the visits of one
-/// request: a visit whose changes overrun what is left of it gets no verdict (nothing
-/// stored or acknowledged; the device sends the changes again with its next request), one
-/// that overruns a whole budget on its own is refused.
+/// Ingests one visit's changes from `writer` within the default [`VisitLimits`] (see
+/// [`ingest_limited`]).
 pub fn ingest_within(
     store: &dyn Store,
     writer: &Writer,
     refs: &ReferenceData,
     group: &VisitChanges,
     budget: &mut OpBudget,
+) -> StoreResult<Outcome> {
+    ingest_limited(store, writer, refs, group, budget, &VisitLimits::default())
+}
+
+/// Ingests one visit's changes from `writer`. Every change goes through
+/// [`guard::parse_change`], which refuses bytes whose counts could make Automerge allocate
+/// without bound, before Automerge parses them. `budget` is shared by the visits of one
+/// request: a visit whose changes overrun what is left of it gets no verdict (nothing
+/// stored or acknowledged; the device sends the changes again with its next request), one
+/// that overruns a whole budget on its own is refused. Changes that would take the visit's
+/// document over `limits` are refused.
+pub fn ingest_limited(
+    store: &dyn Store,
+    writer: &Writer,
+    refs: &ReferenceData,
+    group: &VisitChanges,
+    budget: &mut OpBudget,
+    limits: &VisitLimits,
 ) -> StoreResult<Outcome> {
     let visit_id = group.visit_id.as_str();
     let mut parsed = Vec::with_capacity(group.changes.len());
@@ -132,7 +203,7 @@ pub fn ingest_within(
         return Ok(Outcome::default());
     }
     let mut draft = Draft::new(store, store.visit(visit_id)?);
-    let first = decide(&mut draft, writer, refs, visit_id, &parsed, &hashes)?;
+    let first = decide(&mut draft, writer, refs, limits, visit_id, &parsed, &hashes)?;
     if !draft.writes() {
         return Ok(first);
     }
@@ -142,7 +213,7 @@ pub fn ingest_within(
             draft.replay(txn)?;
             outcome = first.clone();
         } else {
-            outcome = decide(txn, writer, refs, visit_id, &parsed, &hashes)?;
+            outcome = decide(txn, writer, refs, limits, visit_id, &parsed, &hashes)?;
         }
         Ok(())
     })?;
@@ -261,6 +332,7 @@ fn decide(
     txn: &mut dyn VisitTxn,
     w: &Writer,
     refs: &ReferenceData,
+    limits: &VisitLimits,
     visit_id: &str,
     parsed: &[Change],
     hashes: &[String],
@@ -400,6 +472,15 @@ fn decide(
             ..Default::default()
         });
     }
+    // The visit's size over all pushes (the guard only bounds this request's).
+    let ops = am.stats().num_ops;
+    if ops > limits.ops {
+        return Ok(reject(
+            visit_id,
+            hashes,
+            too_large(visit_id, "operations", ops, limits.ops),
+        ));
+    }
     if assigned_elsewhere
         && let Some(reason) = not_theirs_when_made(&am, &fresh, &w.user_id, visit_id)
     {
@@ -531,6 +612,21 @@ fn decide(
             format!("invalid visit: {}", problems.join("; ")),
         ));
     }
+    // Uncompressed: the store packs it (much cheaper than Automerge's DEFLATE). Checked
+    // before anything is written.
+    let saved = doc.automerge().save_nocompress();
+    if saved.len() > limits.doc_bytes {
+        return Ok(reject(
+            visit_id,
+            hashes,
+            too_large(
+                visit_id,
+                "bytes",
+                saved.len() as u64,
+                limits.doc_bytes as u64,
+            ),
+        ));
+    }
     // Commit.
     for actor in new_actors.keys() {
         txn.bind_actor(actor, &w.device_id, &w.user_id)?;
@@ -547,15 +643,10 @@ fn decide(
     let log = LogEntry {
         changes: fresh.len(),
         heads_before,
+        hold: heads.iter().all(|h| parsed.iter().any(|c| c.hash() == *h))
+            || w.scope.as_ref().is_some_and(|s| !s.contains(&meta)),
     };
-    // Uncompressed: the store packs it (much cheaper than Automerge's DEFLATE).
-    txn.save(
-        &meta,
-        &doc.automerge().save_nocompress(),
-        &heads,
-        &log,
-        &w.device_id,
-    )?;
+    txn.save(&meta, &saved, &heads, &log, &w.device_id)?;
     let mut acks = known;
     acks.extend(fresh.iter().map(|c| c.hash().to_string()));
     Ok(Outcome {
@@ -631,6 +722,7 @@ pub fn server_edit(
                 .num_changes
                 .saturating_sub(count_before) as usize,
             heads_before,
+            hold: true,
         };
         for (actor, author) in doc.registered_actors() {
             if author.is_some_and(|a| a.device_id == "server") {

@@ -48,6 +48,15 @@ enum Command {
         window_back_days: i64,
         #[arg(long, default_value_t = 7)]
         window_ahead_days: i64,
+        /// Sync requests served at once [default: 4 per CPU]. A sync that finds them all
+        /// taken waits up to 2 s for one, then is answered 503 with `Retry-After: 1`
+        /// (devices retry by themselves).
+        #[arg(
+            long,
+            env = "FIELDSYNC_MAX_CONCURRENT_SYNCS",
+            value_parser = clap::value_parser!(u32).range(1..)
+        )]
+        max_concurrent_syncs: Option<u32>,
     },
     /// Administer users, tokens, reference data and backups.
     Admin {
@@ -177,12 +186,16 @@ fn run(cli: Cli) -> Result<(), String> {
             page_changes,
             window_back_days,
             window_ahead_days,
+            max_concurrent_syncs,
         } => {
+            let defaults = Config::default();
             let config = Config {
                 page_changes: page_changes.max(1),
                 window_back_days,
                 window_ahead_days,
-                ..Config::default()
+                max_concurrent_syncs: max_concurrent_syncs
+                    .map_or(defaults.max_concurrent_syncs, |n| n as usize),
+                ..defaults
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

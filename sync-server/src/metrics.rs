@@ -1,8 +1,9 @@
-//! Prometheus metrics: requests, sync latency, changes applied, rejections, devices seen.
+//! Prometheus metrics: requests, sync latency, changes applied, rejections, devices seen,
+//! and the gates' load (requests turned away busy, slots in use).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -21,6 +22,14 @@ pub struct Metrics {
     pub rejections: IntCounter,
     /// `fieldsync_devices_seen`: distinct devices that synced since the start.
     pub devices: IntGauge,
+    /// `fieldsync_busy_total{gate}`: requests answered 503 "busy" because every slot of a
+    /// gate ([`crate::auth::Gate`]) stayed taken for the whole wait; `gate` is `sync`
+    /// (`POST /v1/sync`) or `sign_in` (password checks of the API and the dashboard).
+    pub busy: IntCounterVec,
+    /// `fieldsync_gate_slots_in_use{gate}`: slots of a gate held when the metrics were read.
+    pub gate_in_use: IntGaugeVec,
+    /// `fieldsync_gate_slots{gate}`: slots of a gate (how many may hold one at once).
+    pub gate_slots: IntGaugeVec,
     seen: Mutex<HashSet<String>>,
 }
 
@@ -62,12 +71,33 @@ impl Metrics {
             "Distinct devices that synced since start",
         )
         .expect("valid metric");
+        let busy = IntCounterVec::new(
+            Opts::new(
+                "fieldsync_busy_total",
+                "Requests answered 503 busy because every slot of the gate stayed taken",
+            ),
+            &["gate"],
+        )
+        .expect("valid metric");
+        let gate_in_use = IntGaugeVec::new(
+            Opts::new("fieldsync_gate_slots_in_use", "Slots of the gate in use"),
+            &["gate"],
+        )
+        .expect("valid metric");
+        let gate_slots = IntGaugeVec::new(
+            Opts::new("fieldsync_gate_slots", "Slots of the gate"),
+            &["gate"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(sync_latency.clone()),
             Box::new(changes_applied.clone()),
             Box::new(rejections.clone()),
             Box::new(devices.clone()),
+            Box::new(busy.clone()),
+            Box::new(gate_in_use.clone()),
+            Box::new(gate_slots.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -78,6 +108,9 @@ impl Metrics {
             changes_applied,
             rejections,
             devices,
+            busy,
+            gate_in_use,
+            gate_slots,
             seen: Mutex::new(HashSet::new()),
         }
     }

@@ -90,12 +90,18 @@ pub fn document() -> Value {
             }
         }
     });
-    // Sign-ins share a bounded number of password checks (`crate::auth::PasswordGate`).
-    doc["paths"]["/v1/auth/login"]["post"]["responses"]["503"] = json!({
-        "description": "too many sign-ins at once: retry after `Retry-After` seconds",
-        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-    });
+    // Sign-ins share a bounded number of password checks, syncs a bounded number of slots
+    // (`crate::auth::Gate`): whatever finds no room in time is told to come back.
+    let busy = |what: &str| {
+        json!({
+            "description": format!("{what}: retry after `Retry-After` seconds (nothing was changed)"),
+            "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        })
+    };
+    doc["paths"]["/v1/auth/login"]["post"]["responses"]["503"] = busy("too many sign-ins at once");
+    doc["paths"]["/v1/sync"]["post"]["responses"]["503"] =
+        busy("too many syncs at once (`serve --max-concurrent-syncs`)");
     crate::dashboard::openapi::extend(&mut doc);
     doc
 }

@@ -31,12 +31,12 @@ use postgres::error::SqlState;
 use postgres::{IsolationLevel, NoTls, Row, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::feed::{self, FeedSource, HoldWrite, LogRow, heads_from_bytes, heads_to_bytes};
+use crate::feed::{self, FeedSource, HoldWrite, IdRange, LogRow, heads_from_bytes, heads_to_bytes};
 use fieldsync_core::document::pack_document;
 
 use crate::store::{
@@ -60,6 +60,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         3,
         "device_pending",
         include_str!("../migrations/postgres/0003_device_pending.sql"),
+    ),
+    (
+        4,
+        "scope_indexes",
+        include_str!("../migrations/postgres/0004_scope_indexes.sql"),
     ),
 ];
 
@@ -406,10 +411,12 @@ impl VisitTxn for PgTxn<'_, '_> {
                doc = excluded.doc, heads = excluded.heads",
             &[&m.visit_id, &m.store_id, &m.territory_id, &m.rep_id, &m.planned_start, &m.status, &doc, &heads],
         )?;
-        tx.execute(
-            "INSERT INTO device_visits (device_id, visit_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&device_id, &m.visit_id],
-        )?;
+        if log.hold {
+            tx.execute(
+                "INSERT INTO device_visits (device_id, visit_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&device_id, &m.visit_id],
+            )?;
+        }
         if log.changes > 0 {
             self.pending.push(PendingPush {
                 visit_id: m.visit_id.clone(),
@@ -448,6 +455,32 @@ fn append_pushes(tx: &mut Transaction<'_>, pending: &[PendingPush]) -> StoreResu
     Ok(())
 }
 
+type Param<'a> = &'a (dyn postgres::types::ToSql + Sync);
+
+/// The scope's conditions on `visits v` (each starting with ` AND `; empty for every
+/// visit), numbering their parameters after those in `args`, which they are appended to.
+fn scope_filter<'a>(scope: &'a Scope, args: &mut Vec<Param<'a>>) -> String {
+    let mut sql = String::new();
+    if let Some(ts) = &scope.territories {
+        args.push(ts);
+        sql.push_str(&format!(" AND v.territory_id = ANY(${})", args.len()));
+    }
+    if let Some(rep) = &scope.rep_id {
+        args.push(rep);
+        sql.push_str(&format!(" AND v.rep_id = ${}", args.len()));
+    }
+    if let Some((from, to)) = &scope.window {
+        args.push(from);
+        args.push(to);
+        sql.push_str(&format!(
+            " AND v.planned_start BETWEEN ${} AND ${}",
+            args.len() - 1,
+            args.len()
+        ));
+    }
+    sql
+}
+
 /// The PostgreSQL side of a pull: reads in one REPEATABLE READ transaction.
 struct PgFeed<'a, 'c>(&'a mut Transaction<'c>);
 
@@ -460,32 +493,94 @@ impl FeedSource for PgFeed<'_, '_> {
             .get(0))
     }
 
-    fn scope_visits(&mut self, scope: &Scope) -> StoreResult<BTreeSet<String>> {
-        let (from, to) = match scope.window {
-            Some((f, t)) => (Some(f), Some(t)),
-            None => (None, None),
-        };
+    // The differences are taken with EXCEPT (hashed or sorted), not as anti-joins: an
+    // anti-join's plan rests on the estimated number of a device's `device_visits` rows,
+    // which is stale while a new device's holdings grow (ANALYZE lags), and a nested loop
+    // chosen on such an estimate compares every pair (measured: 1.3 s for 10,000 visits).
+    fn leaving(&mut self, device_id: &str, scope: &Scope) -> StoreResult<Vec<String>> {
+        let mut args: Vec<Param<'_>> = vec![&device_id];
+        let in_scope = scope_filter(scope, &mut args);
+        // Byte order, as SQLite returns them (few rows: the sort is cheap).
+        let sql = format!(
+            "SELECT visit_id FROM (
+               SELECT d.visit_id FROM device_visits d WHERE d.device_id = $1
+               EXCEPT SELECT v.visit_id FROM visits v WHERE TRUE{in_scope}
+             ) s ORDER BY visit_id COLLATE \"C\""
+        );
         Ok(self
             .0
-            .query(
-                "SELECT visit_id FROM visits
-                 WHERE ($1::text[] IS NULL OR territory_id = ANY($1))
-                   AND ($2::text IS NULL OR rep_id = $2)
-                   AND ($3::bigint IS NULL OR planned_start BETWEEN $3 AND $4)",
-                &[&scope.territories, &scope.rep_id, &from, &to],
-            )?
+            .query(&sql, &args)?
             .iter()
             .map(|r| r.get(0))
             .collect())
     }
 
-    fn held(&mut self, device_id: &str) -> StoreResult<BTreeSet<String>> {
+    fn entering(
+        &mut self,
+        scope: &Scope,
+        not_held_by: Option<&str>,
+        range: IdRange<'_>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let limit = limit as i64;
+        let mut args: Vec<Param<'_>> = Vec::new();
+        let in_scope = scope_filter(scope, &mut args);
+        let (mut on_v, mut on_d) = (String::new(), String::new());
+        if let Some(after) = &range.after {
+            args.push(after);
+            on_v.push_str(&format!(" AND v.visit_id > ${}", args.len()));
+            on_d.push_str(&format!(" AND d.visit_id > ${}", args.len()));
+        }
+        if let Some(until) = &range.until {
+            args.push(until);
+            on_v.push_str(&format!(" AND v.visit_id <= ${}", args.len()));
+            on_d.push_str(&format!(" AND d.visit_id <= ${}", args.len()));
+        }
+        let scoped = format!("SELECT v.visit_id FROM visits v WHERE TRUE{in_scope}{on_v}");
+        let sql = match &not_held_by {
+            // In id order through visits_id_scope, stopping at the limit.
+            None => {
+                args.push(&limit);
+                format!("{scoped} ORDER BY v.visit_id LIMIT ${}", args.len())
+            }
+            Some(device) => {
+                args.push(device);
+                let held = format!(
+                    "SELECT d.visit_id FROM device_visits d WHERE d.device_id = ${}{on_d}",
+                    args.len()
+                );
+                args.push(&limit);
+                format!(
+                    "SELECT visit_id FROM ({scoped} EXCEPT {held}) s ORDER BY visit_id LIMIT ${}",
+                    args.len()
+                )
+            }
+        };
         Ok(self
             .0
-            .query(
-                "SELECT visit_id FROM device_visits WHERE device_id = $1",
+            .query(&sql, &args)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn last_held(&mut self, device_id: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .0
+            .query_one(
+                "SELECT MAX(visit_id) FROM device_visits WHERE device_id = $1",
                 &[&device_id],
             )?
+            .get(0))
+    }
+
+    fn in_scope(&mut self, scope: &Scope, visit_ids: &[&str]) -> StoreResult<HashSet<String>> {
+        let mut args: Vec<Param<'_>> = vec![&visit_ids];
+        let in_scope = scope_filter(scope, &mut args);
+        let sql = format!("SELECT v.visit_id FROM visits v WHERE v.visit_id = ANY($1){in_scope}");
+        Ok(self
+            .0
+            .query(&sql, &args)?
             .iter()
             .map(|r| r.get(0))
             .collect())

@@ -33,14 +33,14 @@ use fieldsync_core::document::{pack_document, unpack_document};
 use fieldsync_core::model::{ReferenceData, Role};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::VecDeque;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::feed::{self, FeedSource, HoldWrite, LogRow, heads_from_bytes, heads_to_bytes};
+use crate::feed::{self, FeedSource, HoldWrite, IdRange, LogRow, heads_from_bytes, heads_to_bytes};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +122,20 @@ pub struct Scope {
     pub window: Option<(i64, i64)>,
 }
 
+impl Scope {
+    /// Whether a visit with `meta` is in the scope (the same rule as the backends' scope
+    /// queries).
+    pub fn contains(&self, meta: &VisitMeta) -> bool {
+        self.territories
+            .as_ref()
+            .is_none_or(|ts| ts.contains(&meta.territory_id))
+            && self.rep_id.as_ref().is_none_or(|r| *r == meta.rep_id)
+            && self
+                .window
+                .is_none_or(|(from, to)| (from..=to).contains(&meta.planned_start))
+    }
+}
+
 /// What a device asks for.
 #[derive(Clone, Debug)]
 pub struct PullQuery {
@@ -164,6 +178,13 @@ pub struct LogEntry {
     pub changes: usize,
     /// The document's heads before the push (empty for a new visit).
     pub heads_before: Vec<ChangeHash>,
+    /// Whether to record the pushing device as holding the visit. Yes when it is known to
+    /// hold the whole visit after the push (every head is one of the changes it pushed, so
+    /// everything else is among their ancestors) or when the visit is outside its scope
+    /// (so it is purged). Otherwise no: the feed sends a held visit's new changes only and
+    /// could skip changes the device never had (a device pushing to a visit it received
+    /// before a server restore); a visit in scope and not held is sent whole instead.
+    pub hold: bool,
 }
 
 /// The operations on one visit inside one write transaction.
@@ -258,6 +279,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../migrations/sqlite/0003_device_pending.sql"),
+    ),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_scope_indexes.sql"),
     ),
 ];
 
@@ -593,11 +618,13 @@ impl VisitTxn for SqliteTxn<'_> {
                     heads_to_bytes(heads)
                 ])?;
         }
-        self.tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO device_visits (device_id, visit_id) VALUES (?1, ?2)",
-            )?
-            .execute(params![device_id, m.visit_id])?;
+        if log.hold {
+            self.tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO device_visits (device_id, visit_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![device_id, m.visit_id])?;
+        }
         Ok(())
     }
 }
@@ -618,6 +645,36 @@ fn in_list(n: usize, start: usize) -> String {
         .join(",")
 }
 
+/// Most ids of one `in_scope` statement (SQLite limits its parameters).
+const IN_SCOPE_CHUNK: usize = 500;
+
+/// The scope's conditions on `visits v` (each starting with ` AND `; empty for every
+/// visit), numbering their parameters after those in `args`, which they are appended to.
+fn scope_filter(scope: &Scope, args: &mut Vec<rusqlite::types::Value>) -> String {
+    let mut sql = String::new();
+    if let Some(ts) = &scope.territories {
+        sql.push_str(&format!(
+            " AND v.territory_id IN ({})",
+            in_list(ts.len(), args.len() + 1)
+        ));
+        args.extend(ts.iter().map(|t| t.clone().into()));
+    }
+    if let Some(rep) = &scope.rep_id {
+        args.push(rep.clone().into());
+        sql.push_str(&format!(" AND v.rep_id = ?{}", args.len()));
+    }
+    if let Some((from, to)) = scope.window {
+        sql.push_str(&format!(
+            " AND v.planned_start BETWEEN ?{} AND ?{}",
+            args.len() + 1,
+            args.len() + 2
+        ));
+        args.push(from.into());
+        args.push(to.into());
+    }
+    sql
+}
+
 /// The SQLite side of a pull: reads on one read transaction.
 struct SqliteFeed<'a>(&'a Connection);
 
@@ -630,42 +687,98 @@ impl FeedSource for SqliteFeed<'_> {
             })?)
     }
 
-    fn scope_visits(&mut self, scope: &Scope) -> StoreResult<BTreeSet<String>> {
-        let mut sql = String::from("SELECT visit_id FROM visits WHERE 1 = 1");
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(ts) = &scope.territories {
-            sql.push_str(&format!(
-                " AND territory_id IN ({})",
-                in_list(ts.len(), args.len() + 1)
-            ));
-            args.extend(ts.iter().map(|t| t.clone().into()));
-        }
-        if let Some(rep) = &scope.rep_id {
-            sql.push_str(&format!(" AND rep_id = ?{}", args.len() + 1));
-            args.push(rep.clone().into());
-        }
-        if let Some((from, to)) = scope.window {
-            sql.push_str(&format!(
-                " AND planned_start BETWEEN ?{} AND ?{}",
-                args.len() + 1,
-                args.len() + 2
-            ));
-            args.push(from.into());
-            args.push(to.into());
-        }
-        let mut stmt = self.0.prepare_cached(&sql)?;
-        let ids = stmt
-            .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
-            .collect::<rusqlite::Result<BTreeSet<String>>>()?;
-        Ok(ids)
-    }
-
-    fn held(&mut self, device_id: &str) -> StoreResult<BTreeSet<String>> {
+    fn leaving(&mut self, device_id: &str, scope: &Scope) -> StoreResult<Vec<String>> {
+        let mut args: Vec<rusqlite::types::Value> = vec![device_id.to_string().into()];
+        let in_scope = scope_filter(scope, &mut args);
+        let sql = format!(
+            "SELECT d.visit_id FROM device_visits d WHERE d.device_id = ?1
+             AND NOT EXISTS (SELECT 1 FROM visits v INDEXED BY visits_id_scope
+               WHERE v.visit_id = d.visit_id{in_scope})
+             ORDER BY d.visit_id"
+        );
         Ok(self
             .0
-            .prepare_cached("SELECT visit_id FROM device_visits WHERE device_id = ?1")?
-            .query_map([device_id], |r| r.get(0))?
+            .prepare_cached(&sql)?
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn entering(
+        &mut self,
+        scope: &Scope,
+        not_held_by: Option<&str>,
+        range: IdRange<'_>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        // The plan is chosen here: without statistics SQLite cannot tell a rep's visits
+        // from a territory's. A rep's scope is small: read through visits_rep, then
+        // sorted. Whole territories are read in id order from `after` when the range is
+        // open above, only as far as `limit` needs: the device holds little there (see
+        // `feed::pull`). Up to a bound, where it holds most of them, through visits_scope:
+        // one pass over the territories' index entries, not over every visit's.
+        let index = match (&scope.territories, &scope.rep_id, &scope.window) {
+            (_, Some(_), _) => " INDEXED BY visits_rep",
+            (None, None, None) => " INDEXED BY visits_id_scope",
+            (Some(_), None, None) if range.until.is_none() => " INDEXED BY visits_id_scope",
+            (Some(_), None, None) => " INDEXED BY visits_scope",
+            (_, None, Some(_)) => "",
+        };
+        let mut sql = format!(
+            "SELECT v.visit_id FROM visits v{index} WHERE 1 = 1{}",
+            scope_filter(scope, &mut args)
+        );
+        if let Some(after) = range.after {
+            args.push(after.to_string().into());
+            sql.push_str(&format!(" AND v.visit_id > ?{}", args.len()));
+        }
+        if let Some(until) = range.until {
+            args.push(until.to_string().into());
+            sql.push_str(&format!(" AND v.visit_id <= ?{}", args.len()));
+        }
+        if let Some(device) = not_held_by {
+            args.push(device.to_string().into());
+            sql.push_str(&format!(
+                " AND NOT EXISTS (SELECT 1 FROM device_visits d
+                   WHERE d.device_id = ?{} AND d.visit_id = v.visit_id)",
+                args.len()
+            ));
+        }
+        args.push((limit as i64).into());
+        sql.push_str(&format!(" ORDER BY v.visit_id LIMIT ?{}", args.len()));
+        Ok(self
+            .0
+            .prepare_cached(&sql)?
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn last_held(&mut self, device_id: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT MAX(visit_id) FROM device_visits WHERE device_id = ?1")?
+            .query_row([device_id], |r| r.get(0))?)
+    }
+
+    fn in_scope(&mut self, scope: &Scope, visit_ids: &[&str]) -> StoreResult<HashSet<String>> {
+        let mut out = HashSet::new();
+        for ids in visit_ids.chunks(IN_SCOPE_CHUNK) {
+            let mut args: Vec<rusqlite::types::Value> =
+                ids.iter().map(|id| id.to_string().into()).collect();
+            let in_scope = scope_filter(scope, &mut args);
+            let sql = format!(
+                "SELECT v.visit_id FROM visits v INDEXED BY visits_id_scope
+                 WHERE v.visit_id IN ({}){in_scope}",
+                in_list(ids.len(), 1)
+            );
+            // Not cached: after a restore only, and the text varies with the number of ids.
+            let mut stmt = self.0.prepare(&sql)?;
+            let found = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(0))?;
+            for id in found {
+                out.insert(id?);
+            }
+        }
+        Ok(out)
     }
 
     fn document(&mut self, visit_id: &str) -> StoreResult<Option<(Vec<u8>, Vec<ChangeHash>)>> {

@@ -9,18 +9,18 @@
 //! each case the server still answers and the stored data is byte-for-byte unchanged.
 //! The end-to-end suite (`e2e.rs`) covers the same over real TCP for `/v1/sync`.
 
+#[path = "common/inproc.rs"]
+mod inproc;
+
 use automerge::ReadDoc as _;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
-use fieldsync_core::fixtures::{self, FixtureSize};
+use fieldsync_core::fixtures::FixtureSize;
 use fieldsync_core::store::DeviceStore;
 use fieldsync_core::sync::protocol::*;
-use fieldsync_server::store::NewUser;
 use fieldsync_server::{AppState, Config, SqliteStore, Store};
-use std::net::SocketAddr;
+use inproc::seeded_store;
 use std::sync::Arc;
-use tower::ServiceExt as _;
 
 const VISIT: &str = "v-bad-input";
 const LIMIT: usize = 1024 * 1024;
@@ -47,46 +47,18 @@ async fn send(
     for (k, v) in headers {
         b = b.header(*k, axum::http::HeaderValue::from_bytes(v).unwrap());
     }
-    let mut req = b.body(Body::from(body)).unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40001))));
-    let resp = router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, bytes.to_vec())
+    inproc::call(router, b.body(Body::from(body)).unwrap()).await
 }
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("bad.db")).unwrap());
     let size = FixtureSize {
         stores_per_territory: 3,
         products: 8,
         reps_per_territory: 1,
     };
-    let refs = fixtures::reference_data(3, &size, chrono::Utc::now().date_naive());
-    store.import_reference(refs.clone()).unwrap();
-    for u in &refs.users {
-        store
-            .create_user(&NewUser {
-                id: u.id.clone(),
-                username: u.username.clone(),
-                role: u.role,
-                territories: u.territory_ids.clone(),
-                password_hash: "x".into(),
-            })
-            .unwrap();
-    }
+    let (store, refs) = seeded_store(&dir.path().join("bad.db"), 3, &size);
     let now = chrono::Utc::now().timestamp_millis();
-    let hash = fieldsync_server::api::hash_token;
-    store
-        .create_token("rep-1", "phone", &hash("rep-token"), now)
-        .unwrap();
-    store
-        .create_token("manager-1", "tablet", &hash("mgr-token"), now)
-        .unwrap();
     let router = fieldsync_server::app(AppState::new(
         store.clone(),
         Config {

@@ -4,21 +4,19 @@
 //! change nothing; large legitimate changes still pass; one request's work is bounded, the
 //! visits over its budget waiting for the next request.
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{Request, StatusCode};
-use fieldsync_core::fixtures::{self, FixtureSize};
+#[path = "common/inproc.rs"]
+mod inproc;
+
+use fieldsync_core::fixtures::FixtureSize;
 use fieldsync_core::model::Role;
 use fieldsync_core::store::DeviceStore;
 use fieldsync_core::sync::guard::{self, OpBudget};
 use fieldsync_core::sync::protocol::*;
 use fieldsync_server::ingest::{self, Writer};
-use fieldsync_server::store::NewUser;
 use fieldsync_server::{AppState, Config, SqliteStore, Store};
-use std::net::SocketAddr;
+use inproc::{post_json, seeded_store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower::ServiceExt as _;
 
 const VISITS: [&str; 3] = ["v-guard-1", "v-guard-2", "v-guard-3"];
 
@@ -29,59 +27,16 @@ struct Env {
     dir: tempfile::TempDir,
 }
 
-async fn send(
-    router: &axum::Router,
-    uri: &str,
-    token: &str,
-    body: Vec<u8>,
-) -> (StatusCode, Vec<u8>) {
-    let mut req = Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40002))));
-    let resp = router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, bytes.to_vec())
-}
-
 /// A server with three visits planned for rep-1 in t-1.
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("guard.db")).unwrap());
     let size = FixtureSize {
         stores_per_territory: 2,
         products: 6,
         reps_per_territory: 1,
     };
-    let refs = fixtures::reference_data(2, &size, chrono::Utc::now().date_naive());
-    store.import_reference(refs.clone()).unwrap();
-    for u in &refs.users {
-        store
-            .create_user(&NewUser {
-                id: u.id.clone(),
-                username: u.username.clone(),
-                role: u.role,
-                territories: u.territory_ids.clone(),
-                password_hash: "x".into(),
-            })
-            .unwrap();
-    }
+    let (store, refs) = seeded_store(&dir.path().join("guard.db"), 2, &size);
     let now = chrono::Utc::now().timestamp_millis();
-    let hash = fieldsync_server::api::hash_token;
-    store
-        .create_token("rep-1", "phone", &hash("rep-token"), now)
-        .unwrap();
-    store
-        .create_token("manager-1", "tablet", &hash("mgr-token"), now)
-        .unwrap();
     let router = fieldsync_server::app(AppState::new(store.clone(), Config::default()));
     let shop = refs
         .stores
@@ -94,7 +49,7 @@ async fn env() -> Env {
         let start = now + 3_600_000 * (i as i64 + 1);
         let plan = serde_json::json!({"store_id": shop, "rep_id": "rep-1", "planned_start": start,
             "planned_end": start + 1_800_000, "template_id": "tt-standard", "visit_id": v});
-        let (s, b) = send(
+        let (s, b) = post_json(
             &router,
             "/v1/visits",
             "mgr-token",
@@ -113,18 +68,7 @@ async fn env() -> Env {
 
 /// rep-1's phone holding the three visits.
 fn rep_device(e: &Env) -> DeviceStore {
-    let d = DeviceStore::open(e.dir.path().join("rep.db"), "rep-1", "phone").unwrap();
-    d.replace_reference_data(e.refs.clone()).unwrap();
-    for v in VISITS {
-        let doc = automerge::Automerge::load(&e.store.visit(v).unwrap().unwrap().doc).unwrap();
-        let changes: Vec<Vec<u8>> = doc
-            .get_changes(&[])
-            .into_iter()
-            .map(|c| c.raw_bytes().to_vec())
-            .collect();
-        d.apply_remote(v, &changes).unwrap();
-    }
-    d
+    inproc::rep_device(e.dir.path(), &e.store, &e.refs, &VISITS)
 }
 
 /// The device's pending changes for `visit`, taken out of its outbox.
@@ -155,7 +99,7 @@ async fn push(e: &Env, changes: Vec<VisitChanges>) -> SyncResponse {
         ..Default::default()
     })
     .unwrap();
-    let (status, body) = send(&e.router, "/v1/sync", "rep-token", body).await;
+    let (status, body) = post_json(&e.router, "/v1/sync", "rep-token", body).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     serde_json::from_slice(&body).unwrap()
 }
@@ -311,6 +255,7 @@ async fn a_request_budget_leaves_the_visits_it_cannot_take_for_later() {
         role: Role::Rep,
         territories: vec!["t-1".into()],
         device_id: "phone".into(),
+        scope: None,
     };
     let mut groups = Vec::new();
     let mut work = Vec::new();

@@ -202,6 +202,7 @@ conformance!(
     cursors_never_skip_a_change_under_concurrent_writers,
     whole_documents_for_visits_entering_the_scope_then_exact_changes,
     a_version_1_database_is_upgraded_and_no_cursor_skips_a_change,
+    visits_entering_and_leaving_the_scope_arrive_once_across_pages,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -240,6 +241,7 @@ fn push(store: &dyn Store, m: &VisitMeta, device: &str, key: &str, val: i64) -> 
             let log = LogEntry {
                 changes: 1,
                 heads_before,
+                hold: true,
             };
             t.save(m, &doc.save(), &doc.get_heads(), &log, device)
         })
@@ -413,6 +415,7 @@ fn a_visit_write_commits_whole_or_not_at_all(b: &dyn Backend) {
         let log = LogEntry {
             changes: 1,
             heads_before: Vec::new(),
+            hold: true,
         };
         t.save(&m, b"junk", &[], &log, "dev-a")?;
         Err(StoreError::Conflict("no".into()))
@@ -831,4 +834,171 @@ fn a_version_1_database_is_upgraded_and_no_cursor_skips_a_change(b: &dyn Backend
     assert!(c.0 > 4);
     // Opening again migrates nothing more.
     assert_eq!(b.open().counts().unwrap(), (1, 5));
+}
+
+/// A device holding visits while some leave its scope and more enter it than fit on a
+/// page: every entering visit arrives exactly once (whole), on pages cut exactly at the
+/// limit, the last one saying there is no more; the leaving ones are purged once; held
+/// visits get only their new changes. For a scope of whole territories (read from where
+/// the device's holdings end, then from the start) and for a rep's scope with a window.
+fn visits_entering_and_leaving_the_scope_arrive_once_across_pages(b: &dyn Backend) {
+    let s = b.open();
+    let rep_scope = |q: &mut PullQuery| {
+        q.scope.rep_id = Some("u-1".into());
+        q.scope.window = Some((0, 10_000));
+    };
+    let held: Vec<VisitMeta> = (0..10)
+        .map(|i| meta(&format!("m-{i:02}"), T1, "u-1", 1_000))
+        .collect();
+    for m in &held {
+        push(s.as_ref(), m, "dev-x", "k", 0);
+    }
+    // Both devices take the ten visits (a first sync: whatever they held is forgotten).
+    let mut cursors = Vec::new();
+    for (device, by_rep) in [("dev-t", false), ("dev-r", true)] {
+        let mut q = query(device, T1, None, 100);
+        if by_rep {
+            rep_scope(&mut q);
+        }
+        let (c, got, _) = pull_all(s.as_ref(), q);
+        assert_eq!(got.len(), 10, "{device}");
+        cursors.push(c);
+    }
+    // m-03 leaves both scopes (another territory), m-07 the rep's (another rep); m-01
+    // gets a change. 21 visits enter: ids below, between and above those held.
+    push(
+        s.as_ref(),
+        &meta("m-03", T2, "u-1", 1_000),
+        "dev-x",
+        "moved",
+        1,
+    );
+    push(
+        s.as_ref(),
+        &meta("m-07", T1, "u-2", 1_000),
+        "dev-x",
+        "moved",
+        1,
+    );
+    let fresh = push(s.as_ref(), &held[1], "dev-x", "later", 1);
+    let mut entering: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..7 {
+        for id in [
+            format!("a-{i:02}"),
+            format!("m-{i:02}b"),
+            format!("n-{i:02}"),
+        ] {
+            let h = push(s.as_ref(), &meta(&id, T1, "u-1", 2_000), "dev-x", "k", 0);
+            entering.insert(id, h);
+        }
+    }
+    // Outside both scopes: never sent.
+    push(s.as_ref(), &meta("a-99", T2, "u-1", 2_000), "dev-x", "k", 0);
+    push(
+        s.as_ref(),
+        &meta("n-99", T2, "u-2", 20_000),
+        "dev-x",
+        "k",
+        0,
+    );
+    let mut done = Vec::new();
+    for ((device, by_rep), cursor) in [("dev-t", false), ("dev-r", true)].into_iter().zip(cursors) {
+        let mut q = query(device, T1, Some(cursor), 4);
+        if by_rep {
+            rep_scope(&mut q);
+        }
+        let (leaving, changed): (Vec<&str>, Vec<&str>) = if by_rep {
+            (vec!["m-03", "m-07"], vec!["m-01"])
+        } else {
+            (vec!["m-03"], vec!["m-01", "m-07"])
+        };
+        let mut delivered: BTreeMap<String, usize> = BTreeMap::new();
+        let mut purged: Vec<String> = Vec::new();
+        let mut pages = 0;
+        loop {
+            assert!(pages < 50, "{device}: the pull never finished");
+            let page = s.pull(&q).unwrap();
+            pages += 1;
+            let units: usize = page.changes.iter().map(|(_, c)| c.len()).sum();
+            assert!(units <= 4, "{device}: page {pages} holds {units} changes");
+            for (v, hs) in page_hashes(&page) {
+                *delivered.entry(v.clone()).or_default() += 1;
+                if let Some(h) = entering.get(&v) {
+                    assert_eq!(hs, BTreeSet::from([h.clone()]), "{device}: {v} whole");
+                } else if v == "m-01" {
+                    assert_eq!(hs, BTreeSet::from([fresh.clone()]), "{device}: only new");
+                }
+            }
+            purged.extend(page.purge.iter().cloned());
+            q.cursor = Some(page.cursor);
+            q.token = page.token.clone();
+            if !page.more {
+                assert!(units > 0, "{device}: an empty last page");
+                break;
+            }
+            if pages > 1 {
+                // (The first page's purged feed rows count against its limit too.)
+                assert_eq!(units, 4, "{device}: page {pages} cut early");
+            }
+        }
+        // Page 1: three feed rows (one purged, two sent or purged) and one entering visit;
+        // then four entering visits a page: 1 + 5 × 4 = 21.
+        assert_eq!(pages, 6, "{device}");
+        let mut want: BTreeMap<String, usize> = entering.keys().map(|v| (v.clone(), 1)).collect();
+        for v in &changed {
+            want.insert(v.to_string(), 1);
+        }
+        assert_eq!(delivered, want, "{device}: each once");
+        assert_eq!(purged, leaving, "{device}");
+        // Nothing left: nothing sent or purged again.
+        let page = s.pull(&q).unwrap();
+        assert!(!page.more && page.purge.is_empty(), "{device}");
+        assert!(
+            page.changes.is_empty() && page.documents.is_empty(),
+            "{device}"
+        );
+        q.cursor = Some(page.cursor);
+        q.token = page.token.clone();
+        done.push(q);
+    }
+    // The entered visits are held now: a later push arrives as just its change.
+    let h = push(s.as_ref(), &meta("a-03", T1, "u-1", 2_000), "dev-x", "z", 1);
+    let mut qs = Vec::new();
+    for q in done {
+        let (c, got, purged) = pull_all(s.as_ref(), q.clone());
+        assert_eq!(
+            got,
+            BTreeMap::from([("a-03".to_string(), BTreeSet::from([h.clone()]))])
+        );
+        assert!(purged.is_empty());
+        qs.push(PullQuery {
+            cursor: Some(c.0),
+            token: c.1,
+            limit: 256,
+            ..q
+        });
+    }
+    // More entering than the database is asked for at once: a page filled exactly says
+    // there is more, the next one has the rest.
+    let many: BTreeSet<String> = (0..300).map(|i| format!("p-{i:03}")).collect();
+    for v in &many {
+        push(s.as_ref(), &meta(v, T1, "u-1", 2_000), "dev-x", "k", 0);
+    }
+    for mut q in qs {
+        let first = s.pull(&q).unwrap();
+        assert!(first.more, "{}", q.device_id);
+        assert_eq!(first.changes.len(), 256, "{}", q.device_id);
+        q.cursor = Some(first.cursor);
+        q.token = first.token.clone();
+        let second = s.pull(&q).unwrap();
+        assert!(!second.more, "{}", q.device_id);
+        let got: BTreeSet<String> = first
+            .changes
+            .iter()
+            .chain(&second.changes)
+            .map(|(v, _)| v.clone())
+            .collect();
+        assert_eq!(got.len(), 300, "{}", q.device_id);
+        assert_eq!(got, many, "{}", q.device_id);
+    }
 }

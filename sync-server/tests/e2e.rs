@@ -7,7 +7,7 @@ use common::*;
 use fieldsync_core::fixtures::Rng;
 use fieldsync_core::store::DeviceStore;
 use fieldsync_core::sync::protocol::*;
-use fieldsync_core::visit::{GeoPoint, InventoryInput, VisitStatus};
+use fieldsync_core::visit::{GeoPoint, InventoryInput, VisitPlan, VisitStatus};
 use fieldsync_server::Store as _;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -664,18 +664,7 @@ async fn a_server_restored_from_an_older_backup_gets_lost_changes_back() {
 
     // Back up (online), then keep working: these changes are acknowledged, then lost.
     let backup = tmp.path().join("backup.db");
-    let out = std::process::Command::new(BIN)
-        .args(["admin", "backup"])
-        .arg(&backup)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    admin_backup(&data, &backup);
     work(&a.store, &va, 6, 10);
     let ad_hoc = a.store.create_ad_hoc_visit(&t1[5], "tt-quick").unwrap();
     work(&b.store, &vb, 4, 2);
@@ -694,10 +683,7 @@ async fn a_server_restored_from_an_older_backup_gets_lost_changes_back() {
 
     // Restore the older backup.
     assert!(server.stop(), "SIGTERM should stop the server gracefully");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(data.join(format!("fieldsync.db{suffix}")));
-    }
-    std::fs::copy(&backup, data.join("fieldsync.db")).unwrap();
+    replace_database(&data, &backup);
     let server = Server::start(&data, server.port);
     assert_ne!(
         server_visit(&server, &mgr.token, &va).await.unwrap(),
@@ -739,14 +725,7 @@ async fn acknowledged_work_lost_in_a_restore_arrives_after_a_reassignment() {
     let a = device(&server, tmp.path(), "rep1", "phone-a").await;
     a.client.sync(&a.store, None).await.unwrap();
     let backup = tmp.path().join("backup.db");
-    let out = std::process::Command::new(BIN)
-        .args(["admin", "backup"])
-        .arg(&backup)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    admin_backup(&data, &backup);
 
     // rep1 does the visit; the server acknowledges every change.
     work(&a.store, &va, 5, 3);
@@ -757,10 +736,7 @@ async fn acknowledged_work_lost_in_a_restore_arrives_after_a_reassignment() {
     // The server is restored from the backup (the work is gone there) and, before the
     // phone reconnects, the manager reassigns the visit to rep2.
     assert!(server.stop());
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(data.join(format!("fieldsync.db{suffix}")));
-    }
-    std::fs::copy(&backup, data.join("fieldsync.db")).unwrap();
+    replace_database(&data, &backup);
     let server = Server::start(&data, server.port);
     assert!(
         server_visit(&server, &mgr.token, &va)
@@ -792,6 +768,93 @@ async fn acknowledged_work_lost_in_a_restore_arrives_after_a_reassignment() {
     let b = device(&server, tmp.path(), "rep2", "phone-b").await;
     b.client.sync(&b.store, None).await.unwrap();
     assert_eq!(b.store.visit(&va).unwrap().inventory, done.inventory);
+}
+
+/// After a restore, a phone's check-in on a visit waits for the reassignment it builds on,
+/// which only the manager's tablet can give back: the phone's syncs stop after a few
+/// rounds (before: all 64 rounds of the limit, 1.9 MB of reference data down each time)
+/// and the check-in arrives once the tablet has resent; the phone also gets a concurrent
+/// manager note it never had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_waiting_for_another_devices_resend_stops_the_sync_and_arrives_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let r = seed(&data);
+    let mut server = Server::start(&data, 0);
+    let t1 = stores_of(&r, "t-1");
+    let rep1 = user_id(&r, "rep1");
+    let rep2 = user_id(&r, "rep2");
+    let planner = device(&server, tmp.path(), "manager1", "tablet-a").await;
+    let other = device(&server, tmp.path(), "manager1", "tablet-b").await;
+    let phone = device(&server, tmp.path(), "rep1", "phone").await;
+    for d in [&planner, &other, &phone] {
+        d.client.sync(&d.store, None).await.unwrap();
+    }
+    let backup = tmp.path().join("backup.db");
+    admin_backup(&data, &backup);
+
+    // One tablet plans the visit for rep2 and, offline, adds a note; the other tablet
+    // reassigns it to rep1, whose phone receives it.
+    let start = now() + HOUR;
+    let v = other
+        .store
+        .create_visit(VisitPlan {
+            store_id: t1[0].clone(),
+            rep_id: rep2.clone(),
+            planned_start: start,
+            planned_end: start + HOUR,
+            priority: 2,
+            instructions: "Check the cola display".into(),
+            template_id: "tt-standard".into(),
+            ad_hoc: false,
+        })
+        .unwrap();
+    other.client.sync(&other.store, None).await.unwrap();
+    other
+        .store
+        .set_notes(&v, "Bring the new price tags")
+        .unwrap();
+    planner.client.sync(&planner.store, None).await.unwrap();
+    let mut plan = planner.store.visit(&v).unwrap().plan;
+    plan.rep_id = rep1.clone();
+    planner.store.update_plan(&v, &plan).unwrap();
+    planner.client.sync(&planner.store, None).await.unwrap();
+    phone.client.sync(&phone.store, None).await.unwrap();
+    assert_eq!(phone.store.visit(&v).unwrap().plan.rep_id, rep1);
+
+    // The server is restored from the backup (the visit is gone there). The rep checks in
+    // offline; the note's tablet resends first (the visit is back, assigned to rep2).
+    assert!(server.stop());
+    replace_database(&data, &backup);
+    let server = Server::start(&data, server.port);
+    phone.store.check_in(&v, pos(&phone.store, &t1[0])).unwrap();
+    for _ in 0..2 {
+        other.client.sync(&other.store, None).await.unwrap();
+    }
+    // The phone's check-in waits for the reassignment it builds on; the visit, out of its
+    // scope on the server for now, stays on the phone (its change is pending).
+    for _ in 0..2 {
+        let rep = phone.client.sync(&phone.store, None).await.unwrap();
+        assert!(!rep.incomplete && rep.rounds <= 6, "{rep:?}");
+    }
+    assert!(phone.store.outbox_len().unwrap() > 0);
+    // The planner resends the reassignment; then the phone's check-in is taken.
+    for _ in 0..2 {
+        planner.client.sync(&planner.store, None).await.unwrap();
+    }
+    for _ in 0..3 {
+        phone.client.sync(&phone.store, None).await.unwrap();
+    }
+    assert_eq!(phone.store.outbox_len().unwrap(), 0);
+    let on_server = server_visit(&server, &planner.token, &v).await.unwrap();
+    assert_eq!(on_server.plan.rep_id, rep1);
+    assert!(on_server.check_in.is_some());
+    let on_phone = phone.store.visit(&v).unwrap();
+    assert_eq!(
+        on_phone.notes, "Bring the new price tags",
+        "the note reached the phone"
+    );
+    assert_eq!(on_phone, on_server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

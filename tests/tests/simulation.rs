@@ -20,8 +20,9 @@
 //! `cargo test -p fieldsync-tests --test simulation` runs `FIELDSYNC_SIM_SEEDS` seeds
 //! (default 200) from `FIELDSYNC_SIM_SEED_START` (default 0); `FIELDSYNC_SIM_SEED=n`
 //! replays one seed with a trace of every step. A failing seed prints its replay command.
-//! `FIELDSYNC_SIM_STEPS` sets the steps per seed (default 80); `FIELDSYNC_SIM_REASSIGN=1`
-//! lets managers also reassign visits between reps (see `reassignments`).
+//! `FIELDSYNC_SIM_STEPS` sets the steps per seed (default 80); managers also reassign
+//! visits between reps unless `FIELDSYNC_SIM_REASSIGN=0`; `FIELDSYNC_SIM_HASHES=1` adds
+//! the hashes of every change pushed, acknowledged and received to a replay's trace.
 //! Visit ids are UUIDs and server epochs random, so bytes differ between runs, but the
 //! schedule of actions and faults, the actors and the clocks are fixed by the seed.
 
@@ -129,6 +130,8 @@ struct World {
     stats: Mutex<Stats>,
     trace: Mutex<Vec<String>>,
     verbose: bool,
+    /// Also trace the hashes each request and answer carries (`FIELDSYNC_SIM_HASHES=1`).
+    hashes: bool,
 }
 
 impl World {
@@ -241,6 +244,21 @@ impl SimNet {
         }
         let body = serde_json::to_vec(req)?;
         let up = body.len();
+        if w.hashes {
+            w.log(format!(
+                "  net: {} -> cursor {:?}, push {:?}, heads {:?}",
+                self.device,
+                req.cursor,
+                short_changes(&req.changes),
+                req.heads.as_ref().map(|hs| hs
+                    .iter()
+                    .map(|v| (
+                        short(&v.visit_id),
+                        v.heads.iter().map(|h| short(h)).collect::<Vec<_>>()
+                    ))
+                    .collect::<Vec<_>>())
+            ));
+        }
         let fate = w.fate();
         let lost = || Err(Error::Network("sim: connection reset".into()));
         let (status, bytes) = match fate {
@@ -308,6 +326,22 @@ impl SimNet {
             _ => {}
         }
         let resp = decode_response(&bytes)?;
+        if w.hashes {
+            w.log(format!(
+                "  net: {} <- cursor {:?}, acks {:?}, changes {:?}, documents {:?}",
+                self.device,
+                resp.cursor,
+                resp.acks.iter().map(|h| short(h)).collect::<Vec<_>>(),
+                short_changes(&resp.changes),
+                resp.documents
+                    .iter()
+                    .map(|d| (
+                        short(&d.visit_id),
+                        d.heads.iter().map(|h| short(h)).collect::<Vec<_>>()
+                    ))
+                    .collect::<Vec<_>>()
+            ));
+        }
         {
             let mut stats = lock(&w.stats);
             stats.acks += resp.acks.len() as u64;
@@ -458,6 +492,7 @@ impl Sim {
             stats: Mutex::new(Stats::default()),
             trace: Mutex::new(Vec::new()),
             verbose,
+            hashes: std::env::var("FIELDSYNC_SIM_HASHES").is_ok_and(|v| v == "1"),
         });
         // Devices: both reps of t-1 (rep-1 with two phones), the t-1 manager with two
         // tablets (concurrent plan edits), one rep of t-2 and the admin.
@@ -1139,17 +1174,37 @@ fn run_seed(seed: u64, verbose: bool) -> Stats {
     })
 }
 
-/// Managers reassign visits with `FIELDSYNC_SIM_REASSIGN=1`. Off by default: with it, 1 seed
-/// in 2,000 (seed 203) still ends with a rep's phone missing two changes of a visit that
-/// was reassigned and restored (docs/RELIABILITY.md, open issues); the data-loss case it
-/// was gated for is fixed and covered by the e2e tests.
+/// Managers also reassign visits between reps, unless `FIELDSYNC_SIM_REASSIGN=0`.
 fn reassignments() -> bool {
-    std::env::var("FIELDSYNC_SIM_REASSIGN").is_ok_and(|v| v == "1")
+    std::env::var("FIELDSYNC_SIM_REASSIGN").map_or(true, |v| v != "0")
 }
 
 /// The first 8 characters of a visit id, for the trace.
 fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
+}
+
+/// Each visit's changes by short hash (`FIELDSYNC_SIM_HASHES=1` traces).
+fn short_changes(changes: &[fieldsync_core::sync::VisitChanges]) -> Vec<(&str, Vec<String>)> {
+    changes
+        .iter()
+        .map(|v| {
+            let hashes = v
+                .changes
+                .iter()
+                .map(|c| {
+                    fieldsync_core::sync::decode_change(c)
+                        .ok()
+                        .and_then(|b| automerge::Change::from_bytes(b).ok())
+                        .map_or_else(
+                            || "?".to_string(),
+                            |c| c.hash().to_string()[..8].to_string(),
+                        )
+                })
+                .collect();
+            (short(&v.visit_id), hashes)
+        })
+        .collect()
 }
 
 fn env_u64(key: &str) -> Option<u64> {

@@ -12,9 +12,15 @@
 //!
 //! One call of [`SyncClient::sync`] runs rounds of request/response until nothing is left
 //! to send and the server has no more pages (at most [`SyncConfig::max_rounds`]). Each
-//! request is retried on network errors, 5xx and 429 with exponential backoff and full
+//! request is retried on network errors, 5xx, 408 and 429 with exponential backoff and
 //! jitter (at most [`SyncConfig::max_attempts`] tries); a 401 ends the sync with
-//! [`Error::Unauthorized`]. Everything the client learns is committed to the device
+//! [`Error::Unauthorized`], and any other 4xx at once with [`Error::Server`].
+//!
+//! **A busy server.** A server with no room for the request right now answers 503 with
+//! `Retry-After` (too many syncs or sign-ins at once). The sync and [`login`] both retry
+//! it, waiting what the server asked ([`retry_delay`]: at most [`SyncConfig::max_delay`],
+//! spread a little so that devices turned away together do not come back together), or
+//! the usual backoff when it did not say. Everything the client learns is committed to the device
 //! store before the next request, so an interrupted sync resumes where it stopped: the
 //! outbox only shrinks on acknowledgement, and the cursor only moves past changes that
 //! were applied.
@@ -44,10 +50,11 @@ pub mod keys {
     pub const LAST_SYNC: &str = "sync.last_success";
     /// The last error, empty after a success.
     pub const LAST_ERROR: &str = "sync.last_error";
-    /// `1` when an answer may have been lost (a failed or retried request) or a received
-    /// change lacked its dependencies: the next request sends the heads of every visit,
-    /// so the server re-sends whatever this device is missing (a visit it believes it
-    /// sent whole, a purge) instead of trusting the cursor alone.
+    /// `1` when an answer may have been lost (a failed or retried request the server may
+    /// have handled: not one it turned away with 503) or a received change lacked its
+    /// dependencies: the next request sends the heads of every visit, so the server
+    /// re-sends whatever this device is missing (a visit it believes it sent whole, a
+    /// purge) instead of trusting the cursor alone.
     pub const NEED_HEADS: &str = "sync.need_heads";
 }
 
@@ -142,6 +149,30 @@ pub struct SyncReport {
 pub type TransportFuture<'a> =
     Pin<Box<dyn Future<Output = Result<(SyncResponse, usize, usize)>> + Send + 'a>>;
 
+/// A failed exchange and how long the server asked to wait before trying again.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: Error,
+    /// The answer's `Retry-After` (in seconds; an HTTP date is not used), if it had one.
+    pub retry_after: Option<Duration>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+/// What [`Transport::post_sync_hinted`] returns.
+pub type HintedFuture<'a> = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<(SyncResponse, usize, usize), Failure>> + Send + 'a,
+    >,
+>;
+
 /// How a [`SyncClient`] reaches the server: one `POST /v1/sync` exchange, without retry.
 ///
 /// [`HttpTransport`] is the real one; tests plug in a simulated network (dropping,
@@ -152,6 +183,12 @@ pub type TransportFuture<'a> =
 pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Sends one request and waits for its answer.
     fn post_sync<'a>(&'a self, req: &'a SyncRequest) -> TransportFuture<'a>;
+
+    /// Like [`post_sync`](Self::post_sync), with the server's `Retry-After` on failure
+    /// (what the retries of [`SyncClient`] use). The default says nothing of it.
+    fn post_sync_hinted<'a>(&'a self, req: &'a SyncRequest) -> HintedFuture<'a> {
+        Box::pin(async move { self.post_sync(req).await.map_err(Failure::from) })
+    }
 
     /// Waits `delay` before a retry (a simulated network may skip or virtualize it).
     fn backoff(&self, delay: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -179,8 +216,11 @@ impl HttpTransport {
         })
     }
 
-    async fn post(&self, req: &SyncRequest) -> Result<(SyncResponse, usize, usize)> {
-        let json = serde_json::to_vec(req)?;
+    async fn post(
+        &self,
+        req: &SyncRequest,
+    ) -> std::result::Result<(SyncResponse, usize, usize), Failure> {
+        let json = serde_json::to_vec(req).map_err(Error::from)?;
         let body = compress(&json, self.compression)?;
         let up = body.len();
         let mut rb = self
@@ -195,7 +235,7 @@ impl HttpTransport {
         }
         let resp = rb.body(body).send().await.map_err(net)?;
         if !resp.status().is_success() {
-            return Err(error_from(resp).await);
+            return Err(failure_from(resp).await);
         }
         let bytes = resp.bytes().await.map_err(net)?;
         Ok((decode_response(&bytes)?, up, bytes.len()))
@@ -204,6 +244,10 @@ impl HttpTransport {
 
 impl Transport for HttpTransport {
     fn post_sync<'a>(&'a self, req: &'a SyncRequest) -> TransportFuture<'a> {
+        Box::pin(async move { self.post(req).await.map_err(|f| f.error) })
+    }
+
+    fn post_sync_hinted<'a>(&'a self, req: &'a SyncRequest) -> HintedFuture<'a> {
         Box::pin(self.post(req))
     }
 }
@@ -268,35 +312,86 @@ fn net(e: reqwest::Error) -> Error {
     Error::Network(message)
 }
 
-async fn error_from(resp: reqwest::Response) -> Error {
+/// An HTTP error answer as the client's error, with its `Retry-After`.
+async fn failure_from(resp: reqwest::Response) -> Failure {
     let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
     let body = resp.bytes().await.unwrap_or_default();
-    error_from_status(status, &body)
+    Failure {
+        error: error_from_status(status, &body),
+        retry_after,
+    }
 }
 
-/// Signs in and returns a device token bound to `device_id`.
+/// A `Retry-After` of delay-seconds (the form the fieldsync server sends). The HTTP-date
+/// form is ignored: the device's clock may be wrong, and the backoff covers it.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Signs in and returns a device token bound to `device_id`. A busy server (503) is
+/// retried as [`SyncClient::sync`] retries, up to the default [`SyncConfig::max_attempts`];
+/// any other failure (wrong password, 429 after failed sign-ins, no network) is returned
+/// at once.
 pub async fn login(
     base_url: &str,
     username: &str,
     password: &str,
     device_id: &str,
 ) -> Result<LoginResponse> {
-    let http = http_client(Duration::from_secs(30))?;
+    let config = SyncConfig {
+        timeout: Duration::from_secs(30),
+        ..SyncConfig::default()
+    };
+    login_with(base_url, username, password, device_id, &config).await
+}
+
+/// [`login`] with explicit retry tuning (`max_attempts`, `base_delay`, `max_delay`) and
+/// timeout.
+pub async fn login_with(
+    base_url: &str,
+    username: &str,
+    password: &str,
+    device_id: &str,
+    config: &SyncConfig,
+) -> Result<LoginResponse> {
+    let http = http_client(config.timeout)?;
     let body = LoginRequest {
         username: username.into(),
         password: password.into(),
         device_id: device_id.into(),
     };
-    let resp = http
-        .post(format!("{}/v1/auth/login", base_url.trim_end_matches('/')))
-        .json(&body)
-        .send()
-        .await
-        .map_err(net)?;
-    if !resp.status().is_success() {
-        return Err(error_from(resp).await);
+    let url = format!("{}/v1/auth/login", base_url.trim_end_matches('/'));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let resp = http.post(&url).json(&body).send().await.map_err(net)?;
+        if resp.status().is_success() {
+            return resp.json().await.map_err(net);
+        }
+        let failure = failure_from(resp).await;
+        // Only "busy": a retried wrong password would count as another failed sign-in.
+        let busy = matches!(failure.error, Error::Server { status: 503, .. });
+        if !busy || attempt >= config.max_attempts {
+            return Err(failure.error);
+        }
+        let delay = retry_delay(config, attempt, failure.retry_after);
+        tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %failure.error, "sign-in: server busy; retrying");
+        tokio::time::sleep(delay).await;
     }
-    resp.json().await.map_err(net)
+}
+
+/// Whether an error says the server did not handle the request at all, so that no answer
+/// can have been lost: a 503, which the fieldsync server sends only when it turns a
+/// request away before reading it (too many at once), as proxies do when they have no
+/// server to send it to. Anything else (a network error, another status) may come after
+/// the server stored and answered something.
+fn not_handled(e: &Error) -> bool {
+    matches!(e, Error::Server { status: 503, .. })
 }
 
 fn retryable(e: &Error) -> bool {
@@ -305,6 +400,29 @@ fn retryable(e: &Error) -> bool {
         Error::Server { status, .. } => *status >= 500 || *status == 429 || *status == 408,
         _ => false,
     }
+}
+
+/// How long to wait before try `attempt + 1`. The server's `Retry-After` when it gave one
+/// (at most `max_delay`), plus up to a quarter more so that devices turned away together
+/// spread out (still at most `max_delay`);
+/// otherwise exponential backoff with jitter, between half and all of
+/// `base_delay × 2^attempt`, at most `max_delay`.
+pub fn retry_delay(config: &SyncConfig, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let max = config.max_delay.as_millis() as u64;
+    let ms = match retry_after {
+        Some(asked) => {
+            let asked = (asked.as_millis() as u64).min(max);
+            let spread = rand::rng().random_range(0..=asked / 4);
+            (asked + spread).min(max)
+        }
+        None => {
+            let cap = config.base_delay.as_millis() as u64 * (1u64 << attempt.min(16));
+            let cap = cap.min(max).max(1);
+            // Jitter: spread retries of many devices over the interval.
+            rand::rng().random_range(cap / 2..=cap)
+        }
+    };
+    Duration::from_millis(ms)
 }
 
 /// Compresses a request body.
@@ -344,21 +462,30 @@ impl SyncClient {
         self.transport.post_sync(req).await
     }
 
+    /// Sends `req`, retrying as the module docs say. Returns the answer and whether an
+    /// earlier answer may have been lost (a failed attempt the server may have handled),
+    /// or the last error and the same.
     async fn post_with_retry(
         &self,
         req: &SyncRequest,
         observer: Option<&dyn SyncObserver>,
-    ) -> Result<(SyncResponse, usize, usize, bool)> {
+    ) -> std::result::Result<(SyncResponse, usize, usize, bool), (Error, bool)> {
         let mut attempt = 0;
+        let mut maybe_lost = false;
         loop {
             attempt += 1;
-            match self.post_once(req).await {
-                Ok((r, up, down)) => return Ok((r, up, down, attempt > 1)),
-                Err(e) if retryable(&e) && attempt < self.config.max_attempts => {
-                    let cap = self.config.base_delay.as_millis() as u64 * (1u64 << attempt.min(16));
-                    let cap = cap.min(self.config.max_delay.as_millis() as u64).max(1);
-                    // Full jitter: spread retries of many devices over the whole interval.
-                    let delay_ms = rand::rng().random_range(cap / 2..=cap);
+            let failure = match self.transport.post_sync_hinted(req).await {
+                Ok((r, up, down)) => return Ok((r, up, down, maybe_lost)),
+                Err(f) => f,
+            };
+            maybe_lost |= !not_handled(&failure.error);
+            match failure {
+                Failure {
+                    error: e,
+                    retry_after,
+                } if retryable(&e) && attempt < self.config.max_attempts => {
+                    let delay_ms =
+                        retry_delay(&self.config, attempt, retry_after).as_millis() as u64;
                     if let Some(o) = observer {
                         o.on_state(SyncState::Backoff {
                             attempt,
@@ -371,7 +498,7 @@ impl SyncClient {
                         .backoff(Duration::from_millis(delay_ms))
                         .await;
                 }
-                Err(e) => return Err(e),
+                f => return Err((f.error, maybe_lost)),
             }
         }
     }
@@ -478,15 +605,17 @@ impl SyncClient {
                 accept_documents: true,
             };
             report.pushed += outbox.len() + resent_now;
-            let (resp, up, down, retried) = match self.post_with_retry(&req, observer).await {
+            let (resp, up, down, maybe_lost) = match self.post_with_retry(&req, observer).await {
                 Ok(r) => r,
-                Err(e) => {
+                Err((e, maybe_lost)) => {
                     // The server may have answered into the void: reconcile by heads next.
-                    store.set_sync_state(keys::NEED_HEADS, "1")?;
+                    if maybe_lost {
+                        store.set_sync_state(keys::NEED_HEADS, "1")?;
+                    }
                     return Err(e);
                 }
             };
-            if retried && !sent_heads {
+            if maybe_lost && !sent_heads {
                 // A lost answer may have carried visits or purges the server now
                 // believes delivered: the next round sends heads.
                 need_heads = true;
@@ -677,9 +806,13 @@ impl SyncClient {
             }
             // Resends whose dependencies the server still lacks wait for the next sync.
             let resend_more = !resend.is_empty() && resend_rounds <= 4;
+            // Heads once more only when this round did not send them or moved something:
+            // a reconciliation that waits for other devices' resends (a change here builds
+            // on one only they can give back) stops here and goes on at the next sync
+            // (NEED_HEADS stays set) instead of spending the round limit.
             let again = resp.more
                 || (send_heads && resend_rounds <= 4)
-                || need_heads
+                || (need_heads && (!sent_heads || progress_made))
                 || resend_more
                 || (outbox_left && progress_made);
             if !again {
@@ -726,4 +859,320 @@ fn retry_pending_purges(
         report.purged.extend(purged);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// One scripted HTTP answer.
+    struct Answer {
+        status: u16,
+        retry_after: Option<&'static str>,
+        body: String,
+    }
+
+    fn answer(status: u16, retry_after: Option<&'static str>, body: String) -> Answer {
+        Answer {
+            status,
+            retry_after,
+            body,
+        }
+    }
+
+    fn busy(retry_after: Option<&'static str>) -> Answer {
+        let body = r#"{"error":"busy","message":"too many at once; try again in a second"}"#;
+        answer(503, retry_after, body.into())
+    }
+
+    fn sync_ok() -> Answer {
+        let resp = SyncResponse {
+            protocol: PROTOCOL_VERSION,
+            epoch: "epoch-1".into(),
+            cursor: "1".into(),
+            ..Default::default()
+        };
+        answer(200, None, serde_json::to_string(&resp).unwrap())
+    }
+
+    fn login_ok() -> Answer {
+        let body = r#"{"token":"tok-1","token_id":"t1","user":{"id":"rep-1","username":"rep1","role":"rep","territories":["t-1"]}}"#;
+        answer(200, None, body.into())
+    }
+
+    /// Requests seen by a scripted server: path and arrival time.
+    type Seen = Arc<Mutex<Vec<(String, Instant)>>>;
+
+    /// Reads one HTTP/1.1 request (head and `content-length` body); returns its path.
+    async fn read_request(tcp: &mut tokio::net::TcpStream) -> Option<String> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = tcp.read(&mut chunk).await.ok()?;
+            if n == 0 || buf.len() > 1 << 20 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = buf.len() - head_end;
+        while body < length {
+            let n = tcp.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            body += n;
+        }
+        head.split_whitespace().nth(1).map(str::to_string)
+    }
+
+    /// An HTTP server on 127.0.0.1 that answers the requests, one per connection, with the
+    /// answers of `script` in order (then 418 "script exhausted", not retried).
+    async fn scripted(script: Vec<Answer>) -> (String, Seen) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Seen = Arc::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let mut script = script.into_iter();
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let Some(path) = read_request(&mut tcp).await else {
+                    continue;
+                };
+                log.lock().unwrap().push((path, Instant::now()));
+                let a = script
+                    .next()
+                    .unwrap_or_else(|| answer(418, None, "{}".into()));
+                let mut head = format!(
+                    "HTTP/1.1 {} Scripted\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                    a.status,
+                    a.body.len()
+                );
+                if let Some(r) = a.retry_after {
+                    head.push_str(&format!("retry-after: {r}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = tcp.write_all(head.as_bytes()).await;
+                let _ = tcp.write_all(a.body.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            }
+        });
+        (base, seen)
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<SyncState>>);
+
+    impl SyncObserver for Recorder {
+        fn on_state(&self, state: SyncState) {
+            self.0.lock().unwrap().push(state);
+        }
+        fn on_progress(&self, _: u64, _: u64) {}
+        fn on_data_changed(&self, _: &[String]) {}
+    }
+
+    impl Recorder {
+        /// (delay, error) of every backoff.
+        fn backoffs(&self) -> Vec<(u64, String)> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|s| match s {
+                    SyncState::Backoff {
+                        delay_ms, error, ..
+                    } => Some((*delay_ms, error.clone())),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn config(base_delay_ms: u64, max_delay_ms: u64) -> SyncConfig {
+        SyncConfig {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(base_delay_ms),
+            max_delay: Duration::from_millis(max_delay_ms),
+            timeout: Duration::from_secs(10),
+            ..SyncConfig::default()
+        }
+    }
+
+    fn device() -> (tempfile::TempDir, DeviceStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeviceStore::open(dir.path().join("d.db"), "rep-1", "phone-1").unwrap();
+        (dir, store)
+    }
+
+    fn gaps(seen: &Seen) -> Vec<Duration> {
+        let s = seen.lock().unwrap();
+        s.windows(2).map(|w| w[1].1 - w[0].1).collect()
+    }
+
+    #[tokio::test]
+    async fn a_busy_sync_is_retried_after_the_servers_retry_after() {
+        // Two busy answers, then the sync. A busy answer means the server did nothing, so
+        // no answer was lost: no second round to check holdings by heads.
+        let (base, seen) = scripted(vec![busy(Some("1")), busy(Some("1")), sync_ok()]).await;
+        let (_dir, store) = device();
+        let client = SyncClient::with_config(&base, "token", config(10, 10_000)).unwrap();
+        let rec = Recorder::default();
+        let report = client.sync(&store, Some(&rec)).await.unwrap();
+        assert_eq!(report.rounds, 1);
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        assert_eq!(store.sync_state(keys::NEED_HEADS).unwrap(), None);
+        assert!(seen.lock().unwrap().iter().all(|(p, _)| p == "/v1/sync"));
+        let backoffs = rec.backoffs();
+        assert_eq!(backoffs.len(), 2, "{backoffs:?}");
+        for (delay, error) in &backoffs {
+            // What the server asked (1 s), spread by at most a quarter: not the 10-40 ms
+            // backoff of the configuration.
+            assert!((1_000..=1_250).contains(delay), "{backoffs:?}");
+            assert!(
+                error.contains("503") && error.contains("too many"),
+                "{error}"
+            );
+        }
+        let g = gaps(&seen);
+        assert!(
+            g[0] >= Duration::from_secs(1) && g[1] >= Duration::from_secs(1),
+            "{g:?}"
+        );
+        assert!(matches!(
+            rec.0.lock().unwrap().last(),
+            Some(SyncState::Idle)
+        ));
+    }
+
+    #[tokio::test]
+    async fn without_retry_after_the_backoff_applies_and_a_long_retry_after_is_capped() {
+        let (base, seen) = scripted(vec![busy(None), busy(Some("3600")), sync_ok()]).await;
+        let (_dir, store) = device();
+        let client = SyncClient::with_config(&base, "token", config(50, 300)).unwrap();
+        let rec = Recorder::default();
+        let start = Instant::now();
+        client.sync(&store, Some(&rec)).await.unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        let backoffs = rec.backoffs();
+        assert_eq!(backoffs.len(), 2, "{backoffs:?}");
+        // Attempt 1: between half and all of 50 ms × 2.
+        assert!((50..=100).contains(&backoffs[0].0), "{backoffs:?}");
+        // An hour asked, max_delay (300 ms) waited.
+        assert_eq!(backoffs[1].0, 300, "{backoffs:?}");
+    }
+
+    #[tokio::test]
+    async fn a_sync_gives_up_after_max_attempts_of_busy() {
+        let script = (0..4).map(|_| busy(Some("0"))).collect();
+        let (base, seen) = scripted(script).await;
+        let (_dir, store) = device();
+        let client = SyncClient::with_config(&base, "token", config(10, 100)).unwrap();
+        let e = client.sync(&store, None).await.unwrap_err();
+        assert!(matches!(e, Error::Server { status: 503, .. }), "{e}");
+        assert_eq!(seen.lock().unwrap().len(), 4);
+        // Turned away every time: nothing to reconcile by heads next time.
+        assert_eq!(store.sync_state(keys::NEED_HEADS).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_another_server_error_checks_holdings_by_heads() {
+        // A 500 may come after the server stored something and answered into the void:
+        // the next round sends heads (a second round).
+        let err = answer(500, None, r#"{"error":"internal","message":"x"}"#.into());
+        let (base, seen) = scripted(vec![err, sync_ok(), sync_ok()]).await;
+        let (_dir, store) = device();
+        let client = SyncClient::with_config(&base, "token", config(10, 100)).unwrap();
+        let report = client.sync(&store, None).await.unwrap();
+        assert_eq!(report.rounds, 2);
+        assert_eq!(seen.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn sign_in_retries_a_busy_server() {
+        let (base, seen) = scripted(vec![busy(None), busy(Some("1")), login_ok()]).await;
+        let session = login_with(&base, "rep1", "pw", "phone-1", &config(50, 10_000))
+            .await
+            .unwrap();
+        assert_eq!(session.token, "tok-1");
+        let s = seen.lock().unwrap().clone();
+        assert_eq!(s.len(), 3);
+        assert!(s.iter().all(|(p, _)| p == "/v1/auth/login"));
+        drop(s);
+        let g = gaps(&seen);
+        assert!(g[0] < Duration::from_millis(900), "{g:?}");
+        assert!(g[1] >= Duration::from_secs(1), "{g:?}");
+        // The default sign-in retries too.
+        let (base, seen) = scripted(vec![busy(Some("0")), login_ok()]).await;
+        assert!(login(&base, "rep1", "pw", "phone-1").await.is_ok());
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn other_client_errors_are_not_retried() {
+        for (status, unauthorized) in [(400, false), (401, true), (403, false), (429, false)] {
+            let body = r#"{"error":"x","message":"refused"}"#.to_string();
+            let (base, seen) = scripted(vec![answer(status, Some("1"), body), login_ok()]).await;
+            let e = login_with(&base, "rep1", "pw", "phone-1", &config(10, 100))
+                .await
+                .unwrap_err();
+            match e {
+                Error::Unauthorized(m) => assert!(unauthorized && m == "refused", "{m}"),
+                Error::Server { status: s, message } => {
+                    assert!(
+                        !unauthorized && s == status && message == "refused",
+                        "{message}"
+                    );
+                }
+                other => panic!("{other}"),
+            }
+            assert_eq!(seen.lock().unwrap().len(), 1, "sign-in, {status}");
+        }
+        for status in [400, 401, 403, 413] {
+            let body = r#"{"error":"x","message":"refused"}"#.to_string();
+            let (base, seen) = scripted(vec![answer(status, None, body), sync_ok()]).await;
+            let (_dir, store) = device();
+            let client = SyncClient::with_config(&base, "token", config(10, 100)).unwrap();
+            assert!(client.sync(&store, None).await.is_err());
+            assert_eq!(seen.lock().unwrap().len(), 1, "sync, {status}");
+        }
+    }
+
+    #[test]
+    fn retry_delays() {
+        let c = config(200, 10_000);
+        for _ in 0..50 {
+            let d = retry_delay(&c, 1, Some(Duration::from_secs(1)));
+            assert!((1_000..=1_250).contains(&(d.as_millis() as u64)), "{d:?}");
+            assert_eq!(
+                retry_delay(&c, 1, Some(Duration::from_secs(3600))),
+                Duration::from_secs(10)
+            );
+            assert_eq!(retry_delay(&c, 3, Some(Duration::ZERO)), Duration::ZERO);
+            let d = retry_delay(&c, 1, None).as_millis() as u64;
+            assert!((200..=400).contains(&d), "{d}");
+            let d = retry_delay(&c, 10, None).as_millis() as u64;
+            assert!((5_000..=10_000).contains(&d), "{d}");
+        }
+        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
 }

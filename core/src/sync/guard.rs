@@ -553,29 +553,7 @@ mod tests {
     use automerge::transaction::Transactable;
     use automerge::{ActorId, AutoCommit, Automerge, ObjType, ROOT, ScalarValue};
 
-    fn uleb(out: &mut Vec<u8>, mut v: u64) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-
-    fn sleb(out: &mut Vec<u8>, mut v: i64) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if (v == 0 && b & 0x40 == 0) || (v == -1 && b & 0x40 != 0) {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
+    use crate::testutil::{sleb, uleb};
 
     /// A change chunk with the given columns (spec, data), written by hand.
     fn chunk(kind: u8, cols: &[(u32, Vec<u8>)]) -> Vec<u8> {

@@ -274,3 +274,27 @@ pub fn is_rep(r: &ReferenceData, username: &str) -> bool {
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// `fieldsync-server admin backup FILE` of the server data in `data`.
+pub fn admin_backup(data: &Path, file: &Path) {
+    let out = std::process::Command::new(BIN)
+        .args(["admin", "backup"])
+        .arg(file)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Puts `backup` in place of the (stopped) server's database in `data`.
+pub fn replace_database(data: &Path, backup: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(data.join(format!("fieldsync.db{suffix}")));
+    }
+    std::fs::copy(backup, data.join("fieldsync.db")).unwrap();
+}

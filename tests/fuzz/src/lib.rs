@@ -44,6 +44,7 @@ fn writer(user: &str, role: Role, device: &str) -> Writer {
         role,
         territories: vec!["t-1".into()],
         device_id: device.into(),
+        scope: None,
     }
 }
 
