@@ -21,6 +21,11 @@
 //! * Visits entering the scope are sent whole (as a document when the device accepts
 //!   documents, else as all their changes; diffed against its heads after a restore), once
 //!   no feed row is left; visits leaving it are purged.
+//! * A held visit gets only the rows after the device's cursor, so a device is recorded as
+//!   holding a visit only when it has everything before that cursor: when the visit was
+//!   sent to it whole, or by a push after which every head of the visit is one of the
+//!   pushed changes (`store::LogEntry::hold`). A device that pushes to a visit it lacks
+//!   changes of (it had it before a server restore) is sent the visit whole instead.
 //!
 //! # Scope changes
 //!
