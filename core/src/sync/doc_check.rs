@@ -22,6 +22,7 @@
 //! What it does not check is what Automerge checks itself when it loads (the checksum, the
 //! heads recomputed from the changes, the ops' references).
 
+use super::guard::Reader;
 use std::io::Read;
 
 /// The largest document accepted, and the most its compressed columns may inflate to.
@@ -63,7 +64,7 @@ fn check(bytes: &[u8], limit: u64) -> Result<DocumentShape, String> {
             bytes.len()
         ));
     }
-    let mut r = Reader(bytes);
+    let mut r = Reader::new(bytes);
     if r.take(4, "the magic bytes")? != MAGIC {
         return Err("it does not start with the Automerge magic bytes".into());
     }
@@ -76,13 +77,13 @@ fn check(bytes: &[u8], limit: u64) -> Result<DocumentShape, String> {
     }
     let declared = r.uleb("the chunk length")?;
     let body = r.take(declared, "the chunk")?;
-    if !r.0.is_empty() {
-        return Err(format!("{} bytes after the end of the chunk", r.0.len()));
+    if !r.is_empty() {
+        return Err(format!("{} bytes after the end of the chunk", r.left()));
     }
-    let mut r = Reader(body);
+    let mut r = Reader::new(body);
     let actors = r.uleb("the actor count")?;
-    if actors > r.0.len() as u64 {
-        return Err(format!("{actors} actors declared in {} bytes", r.0.len()));
+    if actors > r.left() as u64 {
+        return Err(format!("{actors} actors declared in {} bytes", r.left()));
     }
     for _ in 0..actors {
         let len = r.uleb("an actor length")?;
@@ -99,7 +100,7 @@ fn check(bytes: &[u8], limit: u64) -> Result<DocumentShape, String> {
             .iter()
             .try_fold(0u64, |sum, (_, len)| sum.checked_add(*len))
             .ok_or("column lengths overflow")?;
-        let mut data = Reader(r.take(total, "the column data")?);
+        let mut data = Reader::new(r.take(total, "the column data")?);
         let mut columns: Vec<(u32, Vec<u8>)> = Vec::with_capacity(meta.len());
         for (spec, len) in meta {
             let raw = data.take(len, "a column")?;
@@ -160,8 +161,8 @@ fn check(bytes: &[u8], limit: u64) -> Result<DocumentShape, String> {
 fn column_meta(r: &mut Reader<'_>) -> Result<Vec<(u32, u64)>, String> {
     let count = r.uleb("the column count")?;
     // Each column's metadata takes at least two bytes.
-    if count > (r.0.len() / 2) as u64 {
-        return Err(format!("{count} columns declared in {} bytes", r.0.len()));
+    if count > (r.left() / 2) as u64 {
+        return Err(format!("{count} columns declared in {} bytes", r.left()));
     }
     let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
@@ -182,7 +183,7 @@ struct Facts {
 /// Counts the rows of a run-length or boolean column (and the sum of group counts or value
 /// lengths) without expanding runs; fails past `limit` rows.
 fn rows(data: &[u8], kind: u32, limit: u64) -> Result<Facts, String> {
-    let mut r = Reader(data);
+    let mut r = Reader::new(data);
     let mut f = Facts::default();
     let add = |f: &mut Facts, n: u64| -> Result<(), String> {
         f.rows = f
@@ -205,13 +206,13 @@ fn rows(data: &[u8], kind: u32, limit: u64) -> Result<Facts, String> {
         Ok(())
     };
     if kind == BOOLEAN {
-        while !r.0.is_empty() {
+        while !r.is_empty() {
             let n = r.uleb("a boolean run")?;
             add(&mut f, n)?;
         }
         return Ok(f);
     }
-    while !r.0.is_empty() {
+    while !r.is_empty() {
         let run = r.sleb("a run length")?;
         if run > 0 {
             add(&mut f, run as u64)?;
@@ -219,11 +220,8 @@ fn rows(data: &[u8], kind: u32, limit: u64) -> Result<Facts, String> {
             sum(&mut f, run as u64, v)?;
         } else if run < 0 {
             let n = run.unsigned_abs();
-            if n > r.0.len() as u64 {
-                return Err(format!(
-                    "{n} literal values declared in {} bytes",
-                    r.0.len()
-                ));
+            if n > r.left() as u64 {
+                return Err(format!("{n} literal values declared in {} bytes", r.left()));
             }
             add(&mut f, n)?;
             for _ in 0..n {
@@ -246,64 +244,6 @@ fn value(r: &mut Reader<'_>, kind: u32) -> Result<u64, String> {
             r.take(len, "a string").map(|_| 0)
         }
         _ => r.uleb("a value"),
-    }
-}
-
-/// A cursor over bytes whose every read is checked against what is left.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn byte(&mut self, what: &str) -> Result<u8, String> {
-        let (&b, rest) = self
-            .0
-            .split_first()
-            .ok_or_else(|| format!("it ends before {what}"))?;
-        self.0 = rest;
-        Ok(b)
-    }
-
-    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], String> {
-        if n > self.0.len() as u64 {
-            return Err(format!("{what} needs {n} bytes, {} are left", self.0.len()));
-        }
-        let (head, rest) = self.0.split_at(n as usize);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn uleb(&mut self, what: &str) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte(what)?;
-            let bits = u64::from(b & 0x7f);
-            if shift == 63 && bits > 1 {
-                return Err(format!("{what} overflows 64 bits"));
-            }
-            v |= bits << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(format!("{what} overflows 64 bits"))
-    }
-
-    fn sleb(&mut self, what: &str) -> Result<i64, String> {
-        let mut v = 0i64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte(what)?;
-            let bits = i64::from(b & 0x7f);
-            if shift == 63 && bits != 0 && bits != 0x7f {
-                return Err(format!("{what} overflows 64 bits"));
-            }
-            v |= bits << shift;
-            if b & 0x80 == 0 {
-                if shift < 57 && b & 0x40 != 0 {
-                    v |= -1i64 << (shift + 7);
-                }
-                return Ok(v);
-            }
-        }
-        Err(format!("{what} overflows 64 bits"))
     }
 }
 

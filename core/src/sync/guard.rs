@@ -470,25 +470,26 @@ fn sum_up(f: &mut ColumnFacts, kind: u32, n: u64, v: u64) -> Result<(), String> 
     Ok(())
 }
 
-/// A cursor over bytes whose every read is checked against what is left.
-struct Reader<'a> {
+/// A cursor over bytes whose every read is checked against what is left (also used by
+/// [`super::doc_check`]).
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Self { buf }
     }
 
-    fn left(&self) -> usize {
+    pub(crate) fn left(&self) -> usize {
         self.buf.len()
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
-    fn byte(&mut self, what: &str) -> Result<u8, String> {
+    pub(crate) fn byte(&mut self, what: &str) -> Result<u8, String> {
         let (&b, rest) = self
             .buf
             .split_first()
@@ -497,7 +498,7 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
-    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], String> {
+    pub(crate) fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], String> {
         if n > self.buf.len() as u64 {
             return Err(format!(
                 "{what} needs {n} bytes, {} are left",
@@ -510,7 +511,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Unsigned LEB128, at most 64 bits.
-    fn uleb(&mut self, what: &str) -> Result<u64, String> {
+    pub(crate) fn uleb(&mut self, what: &str) -> Result<u64, String> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.byte(what)?;
@@ -527,7 +528,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Signed LEB128, at most 64 bits.
-    fn sleb(&mut self, what: &str) -> Result<i64, String> {
+    pub(crate) fn sleb(&mut self, what: &str) -> Result<i64, String> {
         let mut v = 0i64;
         for shift in (0..64).step_by(7) {
             let b = self.byte(what)?;
