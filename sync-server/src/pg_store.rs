@@ -353,17 +353,7 @@ fn stored_visit(
         "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status, doc FROM visits WHERE visit_id = $1"
     };
     tx.query_opt(sql, &[&visit_id])?
-        .map(|r| StoredVisit {
-            meta: VisitMeta {
-                visit_id: r.get(0),
-                store_id: r.get(1),
-                territory_id: r.get(2),
-                rep_id: r.get(3),
-                planned_start: r.get(4),
-                status: r.get(5),
-            },
-            doc: r.get(6),
-        })
+        .map(|r| visit_row(&r))
         .map(unpacked)
         .transpose()
 }
@@ -931,17 +921,7 @@ impl Store for PgStore {
                 &[&from, &to, &territories],
             )?
             .into_iter()
-            .map(|r| StoredVisit {
-                meta: VisitMeta {
-                    visit_id: r.get(0),
-                    store_id: r.get(1),
-                    territory_id: r.get(2),
-                    rep_id: r.get(3),
-                    planned_start: r.get(4),
-                    status: r.get(5),
-                },
-                doc: r.get(6),
-            })
+            .map(|r| visit_row(&r))
             .map(unpacked)
             .collect()
     }
@@ -983,5 +963,21 @@ impl Store for PgStore {
             tx.commit()?;
             Ok((latest, ids))
         })
+    }
+}
+
+/// A `visits` row selected as `visit_id, store_id, territory_id, rep_id, planned_start,
+/// status, doc` (the document as stored).
+fn visit_row(r: &Row) -> StoredVisit {
+    StoredVisit {
+        meta: VisitMeta {
+            visit_id: r.get(0),
+            store_id: r.get(1),
+            territory_id: r.get(2),
+            rep_id: r.get(3),
+            planned_start: r.get(4),
+            status: r.get(5),
+        },
+        doc: r.get(6),
     }
 }

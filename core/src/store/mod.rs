@@ -864,15 +864,7 @@ impl DeviceStore {
         let mut inner = self.lock();
         // The raw document, readable or not: a visit whose first change has not arrived
         // yet is stored (its chunks wait for their dependencies) but cannot be read.
-        inner.resolved.remove(visit_id);
-        let existing = match inner.docs.remove(visit_id) {
-            Some(d) => Some(d.into_automerge()),
-            None => match load_automerge(&inner.conn, visit_id, &inner.actor) {
-                Ok(am) => Some(am),
-                Err(Error::NotFound { .. }) => None,
-                Err(e) => return Err(e),
-            },
-        };
+        let existing = take_automerge(&mut inner, visit_id)?;
         let is_new = existing.is_none();
         let mut am = existing.unwrap_or_else(|| Automerge::new().with_actor(inner.actor.clone()));
         let mut outcome = RemoteApply::default();
@@ -967,15 +959,7 @@ impl DeviceStore {
         let bad = |e: String| Error::invalid(format!("visit {visit_id}: malformed document: {e}"));
         let (plain, heads) = checked_document(visit_id, doc, heads)?;
         let mut inner = self.lock();
-        inner.resolved.remove(visit_id);
-        let existing = match inner.docs.remove(visit_id) {
-            Some(d) => Some(d.into_automerge()),
-            None => match load_automerge(&inner.conn, visit_id, &inner.actor) {
-                Ok(am) => Some(am),
-                Err(Error::NotFound { .. }) => None,
-                Err(e) => return Err(e),
-            },
-        };
+        let existing = take_automerge(&mut inner, visit_id)?;
         let is_new = existing.is_none();
         let before = existing.as_ref().map_or(0, |am| am.stats().num_changes);
         // Automerge 0.12 panics on some malformed columns (found by fuzzing): an error,
@@ -1597,6 +1581,20 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
             .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
+}
+
+/// A visit's raw document taken out of the caches (from memory, else from the database),
+/// readable or not; `None` when the device holds no document for it.
+fn take_automerge(inner: &mut Inner, visit_id: &str) -> Result<Option<Automerge>> {
+    inner.resolved.remove(visit_id);
+    if let Some(d) = inner.docs.remove(visit_id) {
+        return Ok(Some(d.into_automerge()));
+    }
+    match load_automerge(&inner.conn, visit_id, &inner.actor) {
+        Ok(am) => Ok(Some(am)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn load_automerge(conn: &Connection, visit_id: &str, actor: &ActorId) -> Result<Automerge> {

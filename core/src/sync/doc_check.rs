@@ -22,7 +22,7 @@
 //! What it does not check is what Automerge checks itself when it loads (the checksum, the
 //! heads recomputed from the changes, the ops' references).
 
-use super::guard::Reader;
+use super::guard::{Reader, open_chunk};
 use std::io::Read;
 
 /// The largest document accepted, and the most its compressed columns may inflate to.
@@ -32,7 +32,6 @@ pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 /// (`guard::MAX_WORK_PER_APPLY`, 10⁶).
 pub const MAX_DOCUMENT_ROWS: u64 = 1_000_000;
 
-const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 const GROUP: u32 = 0;
 const DELTA: u32 = 3;
 const BOOLEAN: u32 = 4;
@@ -58,28 +57,12 @@ pub fn check_document(bytes: &[u8], limit: u64) -> Result<DocumentShape, String>
 }
 
 fn check(bytes: &[u8], limit: u64) -> Result<DocumentShape, String> {
-    if bytes.len() > MAX_DOCUMENT_BYTES {
-        return Err(format!(
-            "{} bytes, more than the {MAX_DOCUMENT_BYTES} a document may have",
-            bytes.len()
-        ));
-    }
-    let mut r = Reader::new(bytes);
-    if r.take(4, "the magic bytes")? != MAGIC {
-        return Err("it does not start with the Automerge magic bytes".into());
-    }
-    r.take(4, "the checksum")?;
-    match r.byte("the chunk type")? {
-        0 => {}
-        1 | 2 => return Err("a change, not a whole document".into()),
-        3 => return Err("a bundle of changes, not a whole document".into()),
-        k => return Err(format!("unknown chunk type {k}")),
-    }
-    let declared = r.uleb("the chunk length")?;
-    let body = r.take(declared, "the chunk")?;
-    if !r.is_empty() {
-        return Err(format!("{} bytes after the end of the chunk", r.left()));
-    }
+    let (_, body) = open_chunk(bytes, MAX_DOCUMENT_BYTES, "document", |k| match k {
+        0 => Ok(()),
+        1 | 2 => Err("a change, not a whole document".into()),
+        3 => Err("a bundle of changes, not a whole document".into()),
+        k => Err(format!("unknown chunk type {k}")),
+    })?;
     let mut r = Reader::new(body);
     let actors = r.uleb("the actor count")?;
     if actors > r.left() as u64 {
@@ -270,7 +253,7 @@ mod tests {
                 body.extend(data);
             }
         }
-        let mut out = MAGIC.to_vec();
+        let mut out = crate::sync::guard::MAGIC.to_vec();
         out.extend([0, 0, 0, 0, 0]);
         uleb(&mut out, body.len() as u64);
         out.extend(body);

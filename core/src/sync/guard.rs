@@ -69,7 +69,7 @@ pub const MAX_WORK_PER_REQUEST: u64 = 250_000;
 /// entering the device's scope arrives whole).
 pub const MAX_WORK_PER_APPLY: u64 = 1_000_000;
 
-const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+pub(crate) const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 
 // Column types (the low three bits of a column specification).
 const GROUP: u32 = 0;
@@ -194,10 +194,19 @@ pub fn parse_change(bytes: Vec<u8>, budget: &mut OpBudget) -> Result<Change, Str
     Ok(parsed)
 }
 
-fn check_chunk(bytes: &[u8]) -> Result<ChangeShape, String> {
-    if bytes.len() > MAX_CHANGE_BYTES {
+/// One chunk's envelope, checked in order: at most `max` bytes (`what` names the kind in
+/// the error), the magic bytes, the checksum's room, the chunk type (`kind` refuses the
+/// wrong ones), the declared length, and nothing after the chunk. Returns the type and the
+/// body. Shared with [`super::doc_check`].
+pub(crate) fn open_chunk<'a>(
+    bytes: &'a [u8],
+    max: usize,
+    what: &str,
+    kind: impl Fn(u8) -> Result<(), String>,
+) -> Result<(u8, &'a [u8]), String> {
+    if bytes.len() > max {
         return Err(format!(
-            "{} bytes, more than the {MAX_CHANGE_BYTES} a change may have",
+            "{} bytes, more than the {max} a {what} may have",
             bytes.len()
         ));
     }
@@ -206,18 +215,23 @@ fn check_chunk(bytes: &[u8]) -> Result<ChangeShape, String> {
         return Err("it does not start with the Automerge magic bytes".into());
     }
     r.take(4, "the checksum")?;
-    let kind = r.byte("the chunk type")?;
-    match kind {
-        1 | 2 => {}
-        0 => return Err("a whole document, not a change".into()),
-        3 => return Err("a bundle of changes, not a single change".into()),
-        k => return Err(format!("unknown chunk type {k}")),
-    }
+    let k = r.byte("the chunk type")?;
+    kind(k)?;
     let declared = r.uleb("the chunk length")?;
     let body = r.take(declared, "the chunk")?;
     if !r.is_empty() {
         return Err(format!("{} bytes after the end of the chunk", r.left()));
     }
+    Ok((k, body))
+}
+
+fn check_chunk(bytes: &[u8]) -> Result<ChangeShape, String> {
+    let (kind, body) = open_chunk(bytes, MAX_CHANGE_BYTES, "change", |k| match k {
+        1 | 2 => Ok(()),
+        0 => Err("a whole document, not a change".into()),
+        3 => Err("a bundle of changes, not a single change".into()),
+        k => Err(format!("unknown chunk type {k}")),
+    })?;
     let header = bytes.len() - body.len();
     let mut shape = if kind == 1 {
         let mut s = check_body(body)?;
