@@ -1174,6 +1174,10 @@ fn run_seed(seed: u64, verbose: bool) -> Stats {
     })
 }
 
+/// Seeds that once failed, run with every range (seed 203: a phone recorded as holding a
+/// visit it lacked changes of, docs/RELIABILITY.md bug 11).
+const REGRESSION_SEEDS: &[u64] = &[203];
+
 /// Managers also reassign visits between reps, unless `FIELDSYNC_SIM_REASSIGN=0`.
 fn reassignments() -> bool {
     std::env::var("FIELDSYNC_SIM_REASSIGN").map_or(true, |v| v != "0")
@@ -1218,7 +1222,13 @@ fn simulated_devices_and_server_converge_under_faults() {
         None => {
             let n = env_u64("FIELDSYNC_SIM_SEEDS").unwrap_or(200);
             let start = env_u64("FIELDSYNC_SIM_SEED_START").unwrap_or(0);
-            ((start..start + n).collect(), false)
+            let mut seeds: Vec<u64> = (start..start + n).collect();
+            seeds.extend(
+                REGRESSION_SEEDS
+                    .iter()
+                    .filter(|s| !(start..start + n).contains(s)),
+            );
+            (seeds, false)
         }
     };
     let began = Instant::now();
