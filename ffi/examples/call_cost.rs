@@ -1,22 +1,29 @@
 //! The cost of one inventory line recorded in Rust, for comparison with the same call
-//! through the Python bindings (`ffi/tests-python/call_cost.py`, same workload).
+//! through the Python and Kotlin bindings (`ffi/tests-python/call_cost.py`,
+//! `ffi/tests-kotlin/bench/CallCost.kt`, same workload; `scripts/call-cost.sh` runs all
+//! three).
 //!
 //! `cargo run --release -p fieldsync-ffi --example call_cost [calls]`
+//!
+//! Besides the durable call itself it times the call's error path (an unknown product:
+//! the arguments cross, nothing is written), and the durable call with 1 MiB of other
+//! memory read between calls, as a foreign runtime does between two calls.
 
 use std::time::{Duration, Instant};
 
 use fieldsync_core::store::DeviceStore;
-use fieldsync_core::visit::{GeoPoint, InventoryInput};
-use fieldsync_ffi::demo_reference_data_json;
+use fieldsync_core::visit::GeoPoint;
+use fieldsync_ffi::{FieldStore, demo_reference_data_json};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let calls: usize = std::env::args().nth(1).map_or(Ok(500), |a| a.parse())?;
     let dir = tempfile::tempdir()?;
-    let store = DeviceStore::open(dir.path().join("bench.db"), "rep-1", "phone-1")?;
     let today = chrono::Utc::now().date_naive().to_string();
-    store.replace_reference_data(serde_json::from_str(&demo_reference_data_json(7, today)?)?)?;
-    let refs = store.reference_data();
-    let shop = &refs.stores[0];
+    let refs = demo_reference_data_json(7, today)?;
+
+    let store = DeviceStore::open(dir.path().join("bench.db"), "rep-1", "phone-1")?;
+    store.replace_reference_data(serde_json::from_str(&refs)?)?;
+    let shop = store.reference_data().stores[0].clone();
     let visit = store.create_ad_hoc_visit(&shop.id, "tt-standard")?;
     store.check_in(
         &visit,
@@ -25,53 +32,70 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             lng: shop.lng,
         },
     )?;
-    let products: Vec<String> = refs
-        .index()
-        .assortment_for(shop)
-        .into_iter()
-        .map(String::from)
-        .collect();
-
+    let products = store.visit_checklist(&visit)?.product_ids;
     let mut times = Vec::with_capacity(calls);
     for i in 0..calls {
-        let input = InventoryInput {
-            shelf_qty: Some(i as i64 % 17),
-            facings: Some(2),
-            ..Default::default()
-        };
         let start = Instant::now();
-        store.record_inventory(&visit, &products[i % products.len()], &input)?;
+        store.record_inventory(&visit, &products[i % products.len()], &line(i).into())?;
         times.push(start.elapsed());
     }
     report("record_inventory (Rust, DeviceStore)", &mut times);
 
     // The same through the bindings' Rust object (the wrapper without the foreign call).
-    let wrapped = fieldsync_ffi::FieldStore::open(
-        dir.path().join("wrapped.db").display().to_string(),
-        "rep-1".into(),
-        "phone-1".into(),
-    )?;
-    wrapped.replace_reference_data_json(serde_json::to_string(&*refs)?)?;
-    let visit = wrapped.create_ad_hoc_visit(shop.id.clone(), "tt-standard".into())?;
-    wrapped.check_in(
-        visit.clone(),
-        fieldsync_ffi::GeoPoint {
-            lat: shop.lat,
-            lng: shop.lng,
-        },
-    )?;
+    let open =
+        |name: &str| -> Result<(std::sync::Arc<FieldStore>, String), Box<dyn std::error::Error>> {
+            let s = FieldStore::open(
+                dir.path().join(name).display().to_string(),
+                "rep-1".into(),
+                "phone-1".into(),
+            )?;
+            s.replace_reference_data_json(refs.clone())?;
+            let visit = s.create_ad_hoc_visit(shop.id.clone(), "tt-standard".into())?;
+            s.check_in(
+                visit.clone(),
+                fieldsync_ffi::GeoPoint {
+                    lat: shop.lat,
+                    lng: shop.lng,
+                },
+            )?;
+            Ok((s, visit))
+        };
+    let (wrapped, visit) = open("wrapped.db")?;
     let mut times = Vec::with_capacity(calls);
     for i in 0..calls {
-        let input = fieldsync_ffi::InventoryInput {
-            shelf_qty: Some(i as i64 % 17),
-            facings: Some(2),
-            ..Default::default()
-        };
         let start = Instant::now();
-        wrapped.record_inventory(visit.clone(), products[i % products.len()].clone(), input)?;
+        wrapped.record_inventory(visit.clone(), products[i % products.len()].clone(), line(i))?;
         times.push(start.elapsed());
     }
     report("record_inventory (Rust, ffi FieldStore)", &mut times);
+
+    // A foreign runtime runs its own code between two calls; this reads 1 MiB between
+    // calls to show what that alone does to the call (caches).
+    let (cold, visit) = open("cold.db")?;
+    let other = vec![1u8; 1 << 20];
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls {
+        std::hint::black_box(other.iter().step_by(64).map(|&b| u64::from(b)).sum::<u64>());
+        let start = Instant::now();
+        cold.record_inventory(visit.clone(), products[i % products.len()].clone(), line(i))?;
+        times.push(start.elapsed());
+    }
+    report(
+        "record_inventory (Rust, 1 MiB read between calls)",
+        &mut times,
+    );
+
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let start = Instant::now();
+        let refused = wrapped.record_inventory(visit.clone(), "no-such-product".into(), line(i));
+        times.push(start.elapsed());
+        assert!(refused.is_err());
+    }
+    report(
+        "record_inventory error path (Rust, ffi FieldStore)",
+        &mut times,
+    );
 
     let mut times = Vec::with_capacity(calls);
     for _ in 0..calls {
@@ -81,6 +105,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     report("now() (Rust, DeviceStore)", &mut times);
     Ok(())
+}
+
+fn line(i: usize) -> fieldsync_ffi::InventoryInput {
+    fieldsync_ffi::InventoryInput {
+        shelf_qty: Some(i as i64 % 17),
+        facings: Some(2),
+        ..Default::default()
+    }
 }
 
 fn report(name: &str, times: &mut [Duration]) {

@@ -1,7 +1,8 @@
 """The cost of one inventory line through the Python bindings (not a pytest test).
 
-Same workload as `cargo run --release -p fieldsync-ffi --example call_cost`.
-Run after `scripts/bindings.sh --release`: python3 ffi/tests-python/call_cost.py [calls]
+Same workload as `cargo run --release -p fieldsync-ffi --example call_cost`;
+`scripts/call-cost.sh` runs it with the Rust and Kotlin harnesses.
+Alone, after `scripts/bindings.sh --release`: python3 ffi/tests-python/call_cost.py [calls]
 """
 
 import datetime
@@ -36,6 +37,20 @@ def main(calls):
             store.record_inventory(visit, products[i % len(products)], line)
             times.append(time.perf_counter() - start)
         report("record_inventory (Python bindings)", times)
+
+        # The error path: the arguments cross, the product is unknown, nothing is written.
+        times = []
+        for i in range(calls):
+            line = fs.InventoryInput(shelf_qty=i % 17, facings=2)
+            start = time.perf_counter()
+            try:
+                store.record_inventory(visit, "no-such-product", line)
+            except fs.FieldsyncError.NotFound:
+                pass
+            else:
+                raise AssertionError("an unknown product was accepted")
+            times.append(time.perf_counter() - start)
+        report("record_inventory error path (Python bindings)", times)
 
         times = []
         for _ in range(calls):
