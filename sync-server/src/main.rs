@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use fieldsync_core::model::Role;
 use fieldsync_server::{
-    AppState, Config, PgOptions, PgStore, SqliteStore, Store, admin, api, demo,
+    AppState, Config, PgOptions, PgStore, SqliteStore, Store, admin, api, demo, ingest,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,6 +57,26 @@ enum Command {
             value_parser = clap::value_parser!(u32).range(1..)
         )]
         max_concurrent_syncs: Option<u32>,
+        /// Most Automerge operations one visit's document may hold, over all its pushes
+        /// (a typical visit has a few hundred). A push that would go over is rejected for
+        /// that visit with a reason that names the limit. At most the default, which is a
+        /// quarter of what a device accepts as one document.
+        #[arg(
+            long,
+            env = "FIELDSYNC_MAX_VISIT_OPS",
+            default_value_t = ingest::MAX_VISIT_OPS,
+            value_parser = clap::value_parser!(u64).range(1..=ingest::MAX_VISIT_OPS)
+        )]
+        max_visit_ops: u64,
+        /// Most bytes of one visit's document (uncompressed; a typical visit is about
+        /// 2 KB). At most the default, a quarter of what a device accepts.
+        #[arg(
+            long,
+            env = "FIELDSYNC_MAX_VISIT_BYTES",
+            default_value_t = ingest::MAX_VISIT_DOC_BYTES as u64,
+            value_parser = clap::value_parser!(u64).range(1024..=ingest::MAX_VISIT_DOC_BYTES as u64)
+        )]
+        max_visit_bytes: u64,
     },
     /// Administer users, tokens, reference data and backups.
     Admin {
@@ -187,6 +207,8 @@ fn run(cli: Cli) -> Result<(), String> {
             window_back_days,
             window_ahead_days,
             max_concurrent_syncs,
+            max_visit_ops,
+            max_visit_bytes,
         } => {
             let defaults = Config::default();
             let config = Config {
@@ -195,6 +217,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 window_ahead_days,
                 max_concurrent_syncs: max_concurrent_syncs
                     .map_or(defaults.max_concurrent_syncs, |n| n as usize),
+                visit_limits: ingest::VisitLimits {
+                    ops: max_visit_ops,
+                    // The parser bounds it by a usize constant.
+                    doc_bytes: usize::try_from(max_visit_bytes).unwrap_or(usize::MAX),
+                },
                 ..defaults
             };
             let rt = tokio::runtime::Builder::new_multi_thread()

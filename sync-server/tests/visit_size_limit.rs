@@ -6,6 +6,7 @@
 //! the defaults stay within what a device accepts as one document.
 
 use automerge::ReadDoc as _;
+mod common;
 #[path = "common/inproc.rs"]
 mod inproc;
 
@@ -299,4 +300,101 @@ fn the_default_limits_keep_every_visit_deliverable_to_a_device() {
     assert!(d.ops * 4 <= fieldsync_core::sync::guard::MAX_WORK_PER_APPLY);
     assert!(d.doc_bytes * 4 <= doc_check::MAX_DOCUMENT_BYTES);
     assert_eq!(Config::default().visit_limits, d);
+}
+
+/// `serve --max-visit-ops` / `--max-visit-bytes`: the binary refuses limits of zero or
+/// above the defaults (the defaults are what every device accepts as one document), and
+/// lowers them: a rep's visit that grows over the lowered limit is rejected with a reason
+/// naming it and kept on the phone, while the rep's small visit of the same sync goes
+/// through.
+#[tokio::test]
+async fn the_serve_flags_lower_the_limits() {
+    let data = tempfile::tempdir().unwrap();
+    for (flag, value) in [
+        ("--max-visit-ops", "0".to_string()),
+        ("--max-visit-ops", (MAX_VISIT_OPS + 1).to_string()),
+        ("--max-visit-bytes", (MAX_VISIT_DOC_BYTES + 1).to_string()),
+    ] {
+        let out = std::process::Command::new(common::BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                flag,
+                &value,
+                "--data-dir",
+            ])
+            .arg(data.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{err}");
+    }
+
+    let refs = common::seed(data.path());
+    let server = common::Server::start_with(data.path(), 0, &["--max-visit-ops", "150"]);
+    let rep = refs
+        .users
+        .iter()
+        .find(|u| u.role == fieldsync_core::model::Role::Rep)
+        .unwrap();
+    let phone = common::device(&server, data.path(), &rep.username, "phone-limits").await;
+    phone.client.sync(&phone.store, None).await.unwrap();
+    let shop = phone.store.reference_data().stores[0].clone();
+    let at = GeoPoint {
+        lat: shop.lat,
+        lng: shop.lng,
+    };
+    let small = phone
+        .store
+        .create_ad_hoc_visit(&shop.id, "tt-quick")
+        .unwrap();
+    phone.store.check_in(&small, at).unwrap();
+    let big = phone
+        .store
+        .create_ad_hoc_visit(&shop.id, "tt-standard")
+        .unwrap();
+    phone.store.check_in(&big, at).unwrap();
+    let products = phone.store.visit_checklist(&big).unwrap().product_ids;
+    for (i, p) in products.iter().cycle().take(100).enumerate() {
+        let line = InventoryInput {
+            shelf_qty: Some(i as i64),
+            facings: Some(2),
+            ..Default::default()
+        };
+        phone.store.record_inventory(&big, p, &line).unwrap();
+    }
+    let ops = |visit: &str| {
+        let mut doc = automerge::Automerge::new();
+        for c in phone.store.changes_since(visit, &[]).unwrap() {
+            doc.load_incremental(&c).unwrap();
+        }
+        doc.stats().num_ops
+    };
+    assert!(
+        ops(&small) < 150 && ops(&big) > 150,
+        "{} {}",
+        ops(&small),
+        ops(&big)
+    );
+    let report = phone.client.sync(&phone.store, None).await.unwrap();
+    assert_eq!(report.rejections.len(), 1, "{:?}", report.rejections);
+    let r = &report.rejections[0];
+    assert_eq!(r.visit_id, big);
+    assert!(
+        r.reason
+            .contains("over the server's limit of 150 operations per visit"),
+        "{}",
+        r.reason
+    );
+    assert_eq!(phone.store.quarantined().unwrap().len(), 1);
+    let token = &phone.token;
+    assert!(common::server_visit(&server, token, &small).await.is_ok());
+    assert_eq!(
+        common::server_visit(&server, token, &big)
+            .await
+            .unwrap_err(),
+        404
+    );
 }
