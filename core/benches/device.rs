@@ -30,12 +30,10 @@
 use chrono::NaiveDate;
 use criterion::Criterion;
 use fieldsync_core::clock::ManualClock;
-use fieldsync_core::fixtures::{self, FixtureSize};
+use fieldsync_core::fixtures::{self, FixtureSize, TypicalAction, TypicalVisit};
 use fieldsync_core::model::ReferenceData;
 use fieldsync_core::store::DeviceStore;
-use fieldsync_core::visit::{
-    AnswerValue, GeoPoint, InventoryInput, PositionInput, PromotionInput, VisitPlan,
-};
+use fieldsync_core::visit::{AnswerValue, GeoPoint, InventoryInput, VisitPlan};
 use rusqlite::{Connection, params};
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -49,7 +47,7 @@ const NOW: i64 = 1_795_770_000_000;
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
 const REP: &str = "rep-1";
-const LINES_PER_VISIT: usize = 20;
+const LINES_PER_VISIT: usize = fixtures::TYPICAL_LINES;
 const CHILD_ENV: &str = "FIELDSYNC_BENCH_CHILD";
 
 // ------------------------------------------------------------------------------ config
@@ -147,121 +145,35 @@ fn plan(store_id: &str, start: i64) -> VisitPlan {
     }
 }
 
-/// What a typical visit records, for one store of the rep's territory.
-#[derive(Debug, Clone)]
-struct VisitContent {
-    store_id: String,
-    position: GeoPoint,
-    /// (product id, list price).
-    products: Vec<(String, i64)>,
-    positions: Vec<(String, i64)>,
-    /// (promotion id, promo price).
-    promotions: Vec<(String, i64)>,
-}
-
-/// The rep's stores that can hold a typical visit: ≥ 20 assortment products, ≥ 10
-/// planogram positions, ≥ 2 running promotions.
-fn contents(r: &ReferenceData) -> Vec<VisitContent> {
-    let idx = r.index();
-    let territory = r.users.iter().find(|u| u.id == REP).unwrap().territory_ids[0].clone();
-    let mut out = Vec::new();
-    for s in r.stores.iter().filter(|s| s.territory_id == territory) {
-        let products: Vec<(String, i64)> = idx
-            .assortment_for(s)
-            .into_iter()
-            .take(LINES_PER_VISIT)
-            .map(|p| (p.to_string(), idx.product(p).unwrap().list_price_cents))
-            .collect();
-        let positions: Vec<(String, i64)> = idx
-            .planogram_for(s)
-            .map(|p| {
-                p.positions
-                    .iter()
-                    .take(10)
-                    .map(|x| (x.id.clone(), i64::from(x.facings)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let promotions: Vec<(String, i64)> = idx
-            .promotions_for(s, today())
-            .into_iter()
-            .take(2)
-            .map(|p| (p.id.clone(), p.promo_price_cents))
-            .collect();
-        if products.len() == LINES_PER_VISIT && positions.len() == 10 && promotions.len() == 2 {
-            out.push(VisitContent {
-                store_id: s.id.clone(),
-                position: GeoPoint {
-                    lat: s.lat,
-                    lng: s.lng,
-                },
-                products,
-                positions,
-                promotions,
-            });
-        }
-    }
+/// The rep's stores that can hold a typical visit today.
+fn contents(r: &ReferenceData) -> Vec<TypicalVisit> {
+    let territory = &r.users.iter().find(|u| u.id == REP).unwrap().territory_ids[0];
+    let out = fixtures::typical_visits(r, territory, today());
     assert!(!out.is_empty(), "no store fits a typical visit");
     out
 }
 
-fn line_input(i: usize, price: i64) -> InventoryInput {
-    InventoryInput {
-        shelf_qty: Some(if i % 10 == 3 {
-            0
-        } else {
-            4 + (i as i64 * 7) % 23
-        }),
-        backroom_qty: Some((i as i64 * 5) % 13),
-        out_of_stock: Some(i % 10 == 3),
-        observed_price_cents: Some(price),
-        facings: Some(1 + (i as i64) % 4),
-    }
-}
-
-const NOTES: &str =
-    "Cola display missing its header card; store manager will reorder shelf strips.";
-
-/// A typical visit through the public API: plan, check in, 20 inventory lines, 10
-/// planogram positions, 2 promotion checks, one survey answer, notes, check out
-/// (37 actions, each its own durable transaction). Returns the visit id.
-fn typical_visit(s: &DeviceStore, clock: &ManualClock, c: &VisitContent, start: i64) -> String {
+/// A typical visit through the public API: plan, then the 36 actions of
+/// [`TypicalVisit::actions`] (check in, 20 inventory lines, 10 planogram positions, 2
+/// promotion checks, one survey answer, notes, check out), each its own durable
+/// transaction at its own time: 37 actions. Returns the visit id.
+fn typical_visit(s: &DeviceStore, clock: &ManualClock, c: &TypicalVisit, start: i64) -> String {
     let id = s.create_visit(plan(&c.store_id, start)).unwrap();
-    fill_visit(s, clock, c, &id);
+    for (at, action) in c.actions(start) {
+        clock.set(at);
+        match action {
+            TypicalAction::CheckIn => drop(s.check_in(&id, c.position).unwrap()),
+            TypicalAction::Inventory(pid, input) => s.record_inventory(&id, pid, &input).unwrap(),
+            TypicalAction::Position(pos, input) => s.record_position(&id, pos, &input).unwrap(),
+            TypicalAction::Promotion(promo, input) => {
+                s.record_promotion(&id, promo, &input).unwrap();
+            }
+            TypicalAction::Answer(q, value) => s.answer_survey(&id, q, &value).unwrap(),
+            TypicalAction::Notes(text) => s.set_notes(&id, text).unwrap(),
+            TypicalAction::CheckOut => drop(s.check_out(&id, c.position).unwrap()),
+        }
+    }
     id
-}
-
-fn fill_visit(s: &DeviceStore, clock: &ManualClock, c: &VisitContent, id: &str) {
-    clock.advance(60_000);
-    s.check_in(id, c.position).unwrap();
-    for (i, (pid, price)) in c.products.iter().enumerate() {
-        clock.advance(15_000);
-        s.record_inventory(id, pid, &line_input(i, *price)).unwrap();
-    }
-    for (i, (pos, facings)) in c.positions.iter().enumerate() {
-        clock.advance(10_000);
-        let input = PositionInput {
-            present: Some(true),
-            actual_facings: Some(*facings),
-            correct_position: Some(i % 5 != 0),
-        };
-        s.record_position(id, pos, &input).unwrap();
-    }
-    for (promo, price) in &c.promotions {
-        clock.advance(20_000);
-        let input = PromotionInput {
-            display_in_place: Some(true),
-            promo_price_correct: Some(true),
-            materials_present: Some(false),
-            observed_price_cents: Some(*price),
-        };
-        s.record_promotion(id, promo, &input).unwrap();
-    }
-    s.answer_survey(id, "q-manager-met", &AnswerValue::Bool(true))
-        .unwrap();
-    s.set_notes(id, NOTES).unwrap();
-    clock.advance(60_000);
-    s.check_out(id, c.position).unwrap();
 }
 
 // ------------------------------------------------------------------------------ stats
@@ -324,7 +236,7 @@ fn print_stats(label: &str, s: &Stats) {
 struct LineRecorder {
     store: DeviceStore,
     clock: Arc<ManualClock>,
-    contents: Vec<VisitContent>,
+    contents: Vec<TypicalVisit>,
     visit: String,
     content: usize,
     line: usize,
@@ -367,7 +279,7 @@ impl LineRecorder {
         self.next_visit_if_full();
         self.clock.advance(15_000);
         let (pid, price) = &self.contents[self.content].products[self.line];
-        let input = line_input(self.line, *price);
+        let input = fixtures::typical_line(self.line, *price);
         let t = Instant::now();
         self.store
             .record_inventory(&self.visit, pid, &input)
@@ -472,48 +384,48 @@ impl Plain {
     }
 
     /// The same typical visit as [`typical_visit`], as rows.
-    fn typical_visit(&mut self, c: &VisitContent, start: i64, n: usize) {
+    fn typical_visit(&mut self, c: &TypicalVisit, start: i64, n: usize) {
         let id = format!("{:08x}-0000-4000-8000-{:012x}", n, n); // uuid-shaped, like ours
-        let mut at = start;
         self.create_visit(&id, &plan(&c.store_id, start));
-        at += 60_000;
-        self.check(&id, false, at, c.position);
-        for (i, (pid, price)) in c.products.iter().enumerate() {
-            at += 15_000;
-            self.record_inventory(&id, pid, &line_input(i, *price), at);
+        for (at, action) in c.actions(start) {
+            match action {
+                TypicalAction::CheckIn => self.check(&id, false, at, c.position),
+                TypicalAction::Inventory(pid, input) => self.record_inventory(&id, pid, &input, at),
+                TypicalAction::Position(pos, p) => self.act(
+                    "INSERT INTO planogram_results (visit_id, position_id, present, actual_facings, correct_position,
+                        observed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![id, pos, p.present, p.actual_facings, p.correct_position, at],
+                ),
+                TypicalAction::Promotion(promo, p) => self.act(
+                    "INSERT INTO promotion_checks (visit_id, promotion_id, display_in_place, promo_price_correct,
+                        materials_present, observed_price_cents, observed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![id, promo, p.display_in_place, p.promo_price_correct, p.materials_present,
+                        p.observed_price_cents, at],
+                ),
+                TypicalAction::Answer(q, value) => {
+                    let answer = match value {
+                        AnswerValue::Bool(b) => b.to_string(),
+                        AnswerValue::Number(x) => x.to_string(),
+                        AnswerValue::Text(t) => t,
+                    };
+                    self.act(
+                        "INSERT INTO survey_answers (visit_id, question_id, answer, observed_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![id, q, answer, at],
+                    );
+                }
+                TypicalAction::Notes(text) => self.act(
+                    "UPDATE visits SET notes = ?2 WHERE id = ?1",
+                    params![id, text],
+                ),
+                TypicalAction::CheckOut => self.check(&id, true, at, c.position),
+            }
         }
-        for (i, (pos, facings)) in c.positions.iter().enumerate() {
-            at += 10_000;
-            self.act(
-                "INSERT INTO planogram_results (visit_id, position_id, present, actual_facings, correct_position,
-                    observed_at) VALUES (?1, ?2, 1, ?3, ?4, ?5)",
-                params![id, pos, facings, i % 5 != 0, at],
-            );
-        }
-        for (promo, price) in &c.promotions {
-            at += 20_000;
-            self.act(
-                "INSERT INTO promotion_checks (visit_id, promotion_id, display_in_place, promo_price_correct,
-                    materials_present, observed_price_cents, observed_at) VALUES (?1, ?2, 1, 1, 0, ?3, ?4)",
-                params![id, promo, price, at],
-            );
-        }
-        self.act(
-            "INSERT INTO survey_answers (visit_id, question_id, answer, observed_at) VALUES (?1, 'q-manager-met', 'true', ?2)",
-            params![id, at],
-        );
-        self.act(
-            "UPDATE visits SET notes = ?2 WHERE id = ?1",
-            params![id, NOTES],
-        );
-        at += 60_000;
-        self.check(&id, true, at, c.position);
     }
 }
 
 struct PlainLineRecorder {
     db: Plain,
-    contents: Vec<VisitContent>,
+    contents: Vec<TypicalVisit>,
     visit: String,
     content: usize,
     line: usize,
@@ -549,7 +461,7 @@ impl PlainLineRecorder {
         }
         self.at += 15_000;
         let (pid, price) = self.contents[self.content].products[self.line].clone();
-        let input = line_input(self.line, price);
+        let input = fixtures::typical_line(self.line, price);
         let t = Instant::now();
         self.db.record_inventory(&self.visit, &pid, &input, self.at);
         let d = t.elapsed();
@@ -692,48 +604,62 @@ fn run_child(db: &Path, evict_cache: bool) -> ChildResult {
 
 // ------------------------------------------------------------------------------ sizes on disk
 
-/// Per table (indexes counted with their table): (bytes of pages used, payload bytes).
-fn table_sizes(path: &Path) -> BTreeMap<String, (i64, i64)> {
+/// Bytes of values per table: the sum of every column's length (numbers counted as their
+/// text). The shipped SQLite has no `dbstat` (`.cargo/config.toml`), so record headers,
+/// indexes and free pages show only in the file size.
+fn table_sizes(path: &Path) -> BTreeMap<String, i64> {
     let conn = Connection::open(path).unwrap();
-    let mut stmt = conn
-        .prepare(
-            "SELECT COALESCE(m.tbl_name, d.name), SUM(d.pgsize), SUM(d.payload)
-             FROM dbstat d LEFT JOIN sqlite_master m ON m.name = d.name GROUP BY 1 ORDER BY 1",
-        )
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?))))
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
         .unwrap()
         .collect::<rusqlite::Result<_>>()
-        .unwrap()
+        .unwrap();
+    tables
+        .into_iter()
+        .map(|t| {
+            let columns: Vec<String> = conn
+                .prepare("SELECT name FROM pragma_table_info(?1)")
+                .unwrap()
+                .query_map([&t], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let lengths = columns
+                .iter()
+                .map(|c| format!("COALESCE(length(CAST(\"{c}\" AS BLOB)), 0)"))
+                .collect::<Vec<_>>()
+                .join(" + ");
+            let bytes: i64 = conn
+                .query_row(
+                    &format!("SELECT COALESCE(SUM({lengths}), 0) FROM \"{t}\""),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            (t, bytes)
+        })
+        .collect()
 }
 
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-fn size_delta(
-    after: &BTreeMap<String, (i64, i64)>,
-    before: &BTreeMap<String, (i64, i64)>,
-    n: usize,
-) -> String {
+fn size_delta(after: &BTreeMap<String, i64>, before: &BTreeMap<String, i64>, n: usize) -> String {
     let mut parts = Vec::new();
-    let (mut pages, mut payload) = (0, 0);
-    for (t, (pg, pl)) in after {
-        let (pg0, pl0) = before.get(t).copied().unwrap_or((0, 0));
-        if (pg - pg0, pl - pl0) != (0, 0) {
-            parts.push(format!(
-                "{t}: {} B ({} B in pages)",
-                (pl - pl0) / n as i64,
-                (pg - pg0) / n as i64
-            ));
-            pages += pg - pg0;
-            payload += pl - pl0;
+    let mut total = 0;
+    for (t, bytes) in after {
+        let grew = bytes - before.get(t).copied().unwrap_or(0);
+        if grew != 0 {
+            parts.push(format!("{t}: {} B", grew / n as i64));
+            total += grew;
         }
     }
     format!(
-        "total {} B payload, {} B in pages | {}",
-        payload / n as i64,
-        pages / n as i64,
+        "total {} B of values | {}",
+        total / n as i64,
         parts.join(", ")
     )
 }
@@ -799,7 +725,7 @@ fn report(cfg: &Config, route_db: Option<&Path>) {
         let outbox_before = s.outbox_len().unwrap() as usize;
         for (i, (pid, price)) in c.products.iter().enumerate() {
             clock.advance(15_000);
-            s.record_inventory(&id, pid, &line_input(i, *price))
+            s.record_inventory(&id, pid, &fixtures::typical_line(i, *price))
                 .unwrap();
         }
         let appended = s.document_size(&id).unwrap();
@@ -826,7 +752,7 @@ fn report(cfg: &Config, route_db: Option<&Path>) {
         let outbox_before = s.outbox_len().unwrap() as usize;
         for (i, (pid, price)) in c.products.iter().enumerate() {
             clock.advance(15_000);
-            s.record_inventory(&id, pid, &line_input(i + 1, *price + 10))
+            s.record_inventory(&id, pid, &fixtures::typical_line(i + 1, *price + 10))
                 .unwrap();
         }
         let changes: Vec<usize> = s

@@ -1,11 +1,19 @@
 //! Realistic, deterministic demo data: territories, stores with real-looking coordinates,
 //! products with valid GTIN-13s, assortments, planograms, promotions, KPI targets and
-//! task templates. Used by tests, benchmarks and the server's `--demo`.
+//! task templates, and the typical visit a rep records in a store ([`TypicalVisit`]).
+//! Used by tests, benchmarks and the server's `--demo`.
 
+use automerge::ActorId;
 use chrono::{Duration, NaiveDate};
 
+use crate::document::{CheckKind, VisitDoc};
+use crate::error::Result;
 use crate::gtin::Gtin13;
 use crate::model::*;
+use crate::visit::{
+    AnswerValue, Author, CheckPoint, GeoPoint, InventoryInput, PositionInput, PromotionInput,
+    VisitPlan, VisitStatus,
+};
 
 /// A small deterministic PRNG (SplitMix64), so the same seed gives the same data everywhere.
 #[derive(Debug, Clone)]
@@ -324,4 +332,252 @@ pub fn reference_data(seed: u64, size: &FixtureSize, today: NaiveDate) -> Refere
         }],
     });
     d
+}
+
+/// Inventory lines in a typical visit.
+pub const TYPICAL_LINES: usize = 20;
+/// Planogram positions checked in a typical visit.
+pub const TYPICAL_POSITIONS: usize = 10;
+/// Promotions checked in a typical visit.
+pub const TYPICAL_PROMOTIONS: usize = 2;
+/// The survey question a typical visit answers (of the `tt-standard` template).
+pub const TYPICAL_QUESTION: &str = "q-manager-met";
+/// The notes a typical visit leaves.
+pub const TYPICAL_NOTES: &str =
+    "Cola display missing its header card; store manager will reorder shelf strips.";
+
+/// The audit a rep records in one typical visit to one store, the workload of the
+/// benchmarks: check in, [`TYPICAL_LINES`] (20) inventory lines, [`TYPICAL_POSITIONS`] (10)
+/// planogram positions, [`TYPICAL_PROMOTIONS`] (2) promotion checks, one survey answer
+/// (`q-manager-met`: yes), notes ([`TYPICAL_NOTES`]) and check out: 36 actions, so with
+/// the visit's plan 37 Automerge changes. [`typical_visits`] finds the stores that can
+/// hold one; [`TypicalVisit::actions`] lists what is recorded and when, for any layer
+/// (device store, plain SQL); [`TypicalVisit::document`] records it into a device's
+/// visit document.
+#[derive(Debug, Clone)]
+pub struct TypicalVisit {
+    /// The store visited.
+    pub store_id: String,
+    /// Where the rep checks in and out: the store's own coordinates (inside its geofence).
+    pub position: GeoPoint,
+    /// (product id, list price in cents): the first 20 products of the store's assortment.
+    pub products: Vec<(String, i64)>,
+    /// (planogram position id, planned facings): the first 10 positions of its planogram.
+    pub positions: Vec<(String, i64)>,
+    /// (promotion id, promo price in cents): the first 2 promotions running that day.
+    pub promotions: Vec<(String, i64)>,
+}
+
+/// One action of a [`TypicalVisit`], as a rep does it on the device.
+#[derive(Debug, Clone)]
+pub enum TypicalAction<'a> {
+    /// Check in at [`TypicalVisit::position`] (the visit goes in progress).
+    CheckIn,
+    /// Record an inventory line: product id, what was counted.
+    Inventory(&'a str, InventoryInput),
+    /// Record a planogram position: position id, what was seen.
+    Position(&'a str, PositionInput),
+    /// Record a promotion check: promotion id, what was seen.
+    Promotion(&'a str, PromotionInput),
+    /// Answer a survey question: question id, answer.
+    Answer(&'a str, AnswerValue),
+    /// Set the visit's notes.
+    Notes(&'a str),
+    /// Check out at [`TypicalVisit::position`].
+    CheckOut,
+}
+
+/// The stores of `territory_id` that can hold a [`TypicalVisit`] on `today` (at least 20
+/// assortment products, 10 planogram positions and 2 running promotions), in the order of
+/// `r.stores`, each with what its typical visit records. Empty if none fits.
+pub fn typical_visits(
+    r: &ReferenceData,
+    territory_id: &str,
+    today: NaiveDate,
+) -> Vec<TypicalVisit> {
+    let idx = r.index();
+    let mut out = Vec::new();
+    for s in r.stores.iter().filter(|s| s.territory_id == territory_id) {
+        let products: Vec<(String, i64)> = idx
+            .assortment_for(s)
+            .into_iter()
+            .take(TYPICAL_LINES)
+            .filter_map(|p| Some((p.to_string(), idx.product(p).ok()?.list_price_cents)))
+            .collect();
+        let positions: Vec<(String, i64)> = idx
+            .planogram_for(s)
+            .map(|p| {
+                p.positions
+                    .iter()
+                    .take(TYPICAL_POSITIONS)
+                    .map(|x| (x.id.clone(), i64::from(x.facings)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let promotions: Vec<(String, i64)> = idx
+            .promotions_for(s, today)
+            .into_iter()
+            .take(TYPICAL_PROMOTIONS)
+            .map(|p| (p.id.clone(), p.promo_price_cents))
+            .collect();
+        if products.len() == TYPICAL_LINES
+            && positions.len() == TYPICAL_POSITIONS
+            && promotions.len() == TYPICAL_PROMOTIONS
+        {
+            out.push(TypicalVisit {
+                store_id: s.id.clone(),
+                position: GeoPoint {
+                    lat: s.lat,
+                    lng: s.lng,
+                },
+                products,
+                positions,
+                promotions,
+            });
+        }
+    }
+    out
+}
+
+/// The `i`-th inventory line of a typical visit for a product listed at `price` cents: all
+/// five fields, every tenth line (the 4th, 14th, …) out of stock, the price as listed.
+pub fn typical_line(i: usize, price: i64) -> InventoryInput {
+    InventoryInput {
+        shelf_qty: Some(if i % 10 == 3 {
+            0
+        } else {
+            4 + (i as i64 * 7) % 23
+        }),
+        backroom_qty: Some((i as i64 * 5) % 13),
+        out_of_stock: Some(i % 10 == 3),
+        observed_price_cents: Some(price),
+        facings: Some(1 + (i as i64) % 4),
+    }
+}
+
+impl TypicalVisit {
+    /// The visit's 36 actions in order, each with the time it is done at, for a visit
+    /// that starts at `start`: check in 1 min after `start`, an inventory line every 15 s,
+    /// a planogram position every 10 s (every fifth out of position), a promotion check
+    /// every 20 s (display in place, price correct, materials missing), the answer and the
+    /// notes 5 s apart, check out 1 min later (9.5 min after `start`).
+    pub fn actions(&self, start: Millis) -> Vec<(Millis, TypicalAction<'_>)> {
+        let mut out = Vec::with_capacity(
+            4 + self.products.len() + self.positions.len() + self.promotions.len(),
+        );
+        let mut at = start + 60_000;
+        out.push((at, TypicalAction::CheckIn));
+        for (i, (pid, price)) in self.products.iter().enumerate() {
+            at += 15_000;
+            out.push((at, TypicalAction::Inventory(pid, typical_line(i, *price))));
+        }
+        for (i, (pos, facings)) in self.positions.iter().enumerate() {
+            at += 10_000;
+            let input = PositionInput {
+                present: Some(true),
+                actual_facings: Some(*facings),
+                correct_position: Some(i % 5 != 0),
+            };
+            out.push((at, TypicalAction::Position(pos, input)));
+        }
+        for (promo, price) in &self.promotions {
+            at += 20_000;
+            let input = PromotionInput {
+                display_in_place: Some(true),
+                promo_price_correct: Some(true),
+                materials_present: Some(false),
+                observed_price_cents: Some(*price),
+            };
+            out.push((at, TypicalAction::Promotion(promo, input)));
+        }
+        at += 5_000;
+        out.push((
+            at,
+            TypicalAction::Answer(TYPICAL_QUESTION, AnswerValue::Bool(true)),
+        ));
+        at += 5_000;
+        out.push((at, TypicalAction::Notes(TYPICAL_NOTES)));
+        at += 60_000;
+        out.push((at, TypicalAction::CheckOut));
+        out
+    }
+
+    /// The visit as `author`'s device records it, straight into a [`VisitDoc`] (no device
+    /// store): an ad-hoc visit `id` of `rep_id` planned at `start` for an hour (template
+    /// `tt-standard`), then one change per action of [`TypicalVisit::actions`]: 37
+    /// changes, all by `actor`.
+    pub fn document(
+        &self,
+        id: &str,
+        rep_id: &str,
+        author: &Author,
+        actor: ActorId,
+        start: Millis,
+    ) -> Result<VisitDoc> {
+        let plan = VisitPlan {
+            store_id: self.store_id.clone(),
+            rep_id: rep_id.into(),
+            planned_start: start,
+            planned_end: start + 3_600_000,
+            priority: 3,
+            instructions: String::new(),
+            template_id: "tt-standard".into(),
+            ad_hoc: true,
+        };
+        let mut doc = VisitDoc::create(id, &plan, actor, author, start)?;
+        let cp = |at: Millis| CheckPoint {
+            at,
+            position: self.position,
+            distance_m: 0.0,
+            outside_geofence: false,
+        };
+        for (at, action) in self.actions(start) {
+            doc.edit(author, at, |w| match &action {
+                TypicalAction::CheckIn => {
+                    w.set_checkpoint(CheckKind::In, &cp(at))?;
+                    w.set_status(VisitStatus::InProgress)
+                }
+                TypicalAction::Inventory(pid, input) => w.record_inventory(pid, input),
+                TypicalAction::Position(pos, input) => w.record_position(pos, input),
+                TypicalAction::Promotion(promo, input) => w.record_promotion(promo, input),
+                TypicalAction::Answer(q, value) => w.answer(q, value),
+                TypicalAction::Notes(text) => w.set_notes(text),
+                TypicalAction::CheckOut => w.set_checkpoint(CheckKind::Out, &cp(at)),
+            })?;
+        }
+        Ok(doc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typical_visit_is_37_changes() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let r = reference_data(5, &FixtureSize::default(), today);
+        let visits = typical_visits(&r, "t-1", today);
+        assert!(!visits.is_empty());
+        let v = &visits[0];
+        assert_eq!(
+            (v.products.len(), v.positions.len(), v.promotions.len()),
+            (20, 10, 2)
+        );
+        let start = 1_795_770_000_000;
+        let actions = v.actions(start);
+        assert_eq!(actions.len(), 36);
+        assert!(actions.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(actions.last().unwrap().0, start + 570_000);
+        let author = Author {
+            user_id: "rep-1".into(),
+            device_id: "dev-1".into(),
+        };
+        let actor = ActorId::from(&[7u8; 16][..]);
+        let doc = v
+            .document("v-typical", "rep-1", &author, actor, start)
+            .unwrap();
+        assert_eq!(doc.automerge().get_changes(&[]).len(), 37);
+        assert!(typical_visits(&r, "no-such-territory", today).is_empty());
+    }
 }

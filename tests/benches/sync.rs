@@ -21,12 +21,13 @@
 //!
 //! The corpus: every device is one rep (all reps in territory `t-1`); each of its visits is
 //! an ad-hoc visit created on the device with the typical audit of the device benchmarks
-//! (check in, 20 inventory lines, 10 planogram positions, 2 promotion checks, one survey
-//! answer, notes, check out: 37 Automerge changes), pushed as one sync request per visit,
+//! (`fieldsync_core::fixtures::TypicalVisit`: check in, 20 inventory lines, 10 planogram
+//! positions, 2 promotion checks, one survey answer, notes, check out: 37 Automerge
+//! changes), pushed as one sync request per visit,
 //! as a rep's phone does when it gets signal after a visit.
 
 use automerge::ActorId;
-use fieldsync_core::document::{CheckKind, VisitDoc};
+use fieldsync_core::document::VisitDoc;
 use fieldsync_core::fixtures::{self, FixtureSize};
 use fieldsync_core::model::{ReferenceData, Role};
 use fieldsync_core::store::DeviceStore;
@@ -34,10 +35,7 @@ use fieldsync_core::sync::protocol::{
     PROTOCOL_VERSION, SyncRequest, SyncResponse, VisitChanges, encode_change,
 };
 use fieldsync_core::sync::{SyncClient, SyncConfig};
-use fieldsync_core::visit::{
-    AnswerValue, Author, CheckPoint, GeoPoint, InventoryInput, PositionInput, PromotionInput,
-    VisitPlan, VisitStatus,
-};
+use fieldsync_core::visit::{Author, InventoryInput};
 use fieldsync_server::Store;
 use fieldsync_server::store::NewUser;
 use serde_json::{Value, json};
@@ -46,10 +44,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const LINES: usize = 20;
-const NOTES: &str =
-    "Cola display missing its header card; store manager will reorder shelf strips.";
 
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key)
@@ -196,141 +190,6 @@ fn reference(reps: usize) -> ReferenceData {
     r
 }
 
-#[derive(Clone, Debug)]
-struct Content {
-    store_id: String,
-    position: GeoPoint,
-    products: Vec<(String, i64)>,
-    positions: Vec<(String, i64)>,
-    promotions: Vec<(String, i64)>,
-}
-
-fn contents(r: &ReferenceData) -> Vec<Content> {
-    let idx = r.index();
-    let today = chrono::Utc::now().date_naive();
-    let mut out = Vec::new();
-    for s in r.stores.iter().filter(|s| s.territory_id == "t-1") {
-        let products: Vec<(String, i64)> = idx
-            .assortment_for(s)
-            .into_iter()
-            .take(LINES)
-            .map(|p| (p.to_string(), idx.product(p).unwrap().list_price_cents))
-            .collect();
-        let positions: Vec<(String, i64)> = idx
-            .planogram_for(s)
-            .map(|p| {
-                p.positions
-                    .iter()
-                    .take(10)
-                    .map(|x| (x.id.clone(), i64::from(x.facings)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let promotions: Vec<(String, i64)> = idx
-            .promotions_for(s, today)
-            .into_iter()
-            .take(2)
-            .map(|p| (p.id.clone(), p.promo_price_cents))
-            .collect();
-        if products.len() == LINES && positions.len() == 10 && promotions.len() == 2 {
-            out.push(Content {
-                store_id: s.id.clone(),
-                position: GeoPoint {
-                    lat: s.lat,
-                    lng: s.lng,
-                },
-                products,
-                positions,
-                promotions,
-            });
-        }
-    }
-    assert!(!out.is_empty(), "no store fits a typical visit");
-    out
-}
-
-/// One typical ad-hoc visit made on a device: the document and its changes' bytes.
-fn typical_visit(
-    id: &str,
-    rep_id: &str,
-    author: &Author,
-    actor: &ActorId,
-    c: &Content,
-    start: i64,
-) -> VisitDoc {
-    let plan = VisitPlan {
-        store_id: c.store_id.clone(),
-        rep_id: rep_id.into(),
-        planned_start: start,
-        planned_end: start + 3_600_000,
-        priority: 3,
-        instructions: String::new(),
-        template_id: "tt-standard".into(),
-        ad_hoc: true,
-    };
-    let mut doc = VisitDoc::create(id, &plan, actor.clone(), author, start).unwrap();
-    let mut at = start + 60_000;
-    let cp = |at: i64| CheckPoint {
-        at,
-        position: c.position,
-        distance_m: 0.0,
-        outside_geofence: false,
-    };
-    doc.edit(author, at, |w| {
-        w.set_checkpoint(CheckKind::In, &cp(at))?;
-        w.set_status(VisitStatus::InProgress)
-    })
-    .unwrap();
-    for (i, (pid, price)) in c.products.iter().enumerate() {
-        at += 15_000;
-        let input = InventoryInput {
-            shelf_qty: Some(if i % 10 == 3 {
-                0
-            } else {
-                4 + (i as i64 * 7) % 23
-            }),
-            backroom_qty: Some((i as i64 * 5) % 13),
-            out_of_stock: Some(i % 10 == 3),
-            observed_price_cents: Some(*price),
-            facings: Some(1 + (i as i64 % 4)),
-        };
-        doc.edit(author, at, |w| w.record_inventory(pid, &input))
-            .unwrap();
-    }
-    for (i, (pos, facings)) in c.positions.iter().enumerate() {
-        at += 10_000;
-        let input = PositionInput {
-            present: Some(true),
-            actual_facings: Some(*facings),
-            correct_position: Some(i % 5 != 0),
-        };
-        doc.edit(author, at, |w| w.record_position(pos, &input))
-            .unwrap();
-    }
-    for (promo, price) in &c.promotions {
-        at += 20_000;
-        let input = PromotionInput {
-            display_in_place: Some(true),
-            promo_price_correct: Some(true),
-            materials_present: Some(false),
-            observed_price_cents: Some(*price),
-        };
-        doc.edit(author, at, |w| w.record_promotion(promo, &input))
-            .unwrap();
-    }
-    at += 5_000;
-    doc.edit(author, at, |w| {
-        w.answer("q-manager-met", &AnswerValue::Bool(true))
-    })
-    .unwrap();
-    at += 5_000;
-    doc.edit(author, at, |w| w.set_notes(NOTES)).unwrap();
-    at += 60_000;
-    doc.edit(author, at, |w| w.set_checkpoint(CheckKind::Out, &cp(at)))
-        .unwrap();
-    doc
-}
-
 /// A device of the load: its token and one pre-encoded change group per visit.
 struct LoadDevice {
     device_id: String,
@@ -345,7 +204,8 @@ fn corpus(
     devices: usize,
     tag: &str,
 ) -> Vec<(String, Vec<VisitDoc>)> {
-    let cs = contents(r);
+    let cs = fixtures::typical_visits(r, "t-1", chrono::Utc::now().date_naive());
+    assert!(!cs.is_empty(), "no store fits a typical visit");
     let reps: Vec<String> = r
         .users
         .iter()
@@ -382,7 +242,7 @@ fn corpus(
                                 let c = &cs[(d + i) % cs.len()];
                                 // Spread over the last few days, all inside a rep's window.
                                 let start = now - ((i % 72) as i64) * 3_600_000;
-                                typical_visit(&id, rep, &author, &actor, c, start)
+                                c.document(&id, rep, &author, actor.clone(), start).unwrap()
                             })
                             .collect();
                         mine.push((device_id, docs));
