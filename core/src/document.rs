@@ -491,7 +491,7 @@ impl VisitDoc {
         };
         let mut plan_values = self.winners(&index, &section("plan")?);
         let mut actual_values = self.winners(&index, &section("actual")?);
-        let mut p = |k: &'static str| Field::new(plan_values.remove(k), "plan", k);
+        let mut p = |k: &'static str| Field::new(plan_values.remove(k), ["plan", k, ""]);
         let plan = VisitPlan {
             store_id: p("store").string()?.unwrap_or_default(),
             rep_id: p("rep").string()?.unwrap_or_default(),
@@ -502,10 +502,7 @@ impl VisitDoc {
             template_id: p("template").string()?.unwrap_or_default(),
             ad_hoc: p("ad_hoc").bool()?.unwrap_or(false),
         };
-        let mut a = |k: &str| Field {
-            value: actual_values.remove(k),
-            path: format!("actual/{k}"),
-        };
+        let mut a = |k: &'static str| Field::new(actual_values.remove(k), ["actual", k, ""]);
         let status =
             VisitStatus::parse(&a("status").string()?.unwrap_or_else(|| "planned".into()))?;
         let id = match root.get("id") {
@@ -515,23 +512,24 @@ impl VisitDoc {
             },
             _ => return Err(Error::Corrupt("visit document has no id".into())),
         };
-        let mut checkpoint = |prefix: &str| -> Result<Option<CheckPoint>> {
-            let mut get = |s: &str| a(&format!("{prefix}_{s}"));
-            let Some(at) = get("at").int()? else {
+        // The keys of VisitWriter::set_checkpoint: at, lat, lng, dist, out.
+        let mut checkpoint = |keys: [&'static str; 5]| -> Result<Option<CheckPoint>> {
+            let [at, lat, lng, dist, out] = keys;
+            let Some(at) = a(at).int()? else {
                 return Ok(None);
             };
             Ok(Some(CheckPoint {
                 at,
                 position: GeoPoint {
-                    lat: get("lat").float()?.unwrap_or(0.0),
-                    lng: get("lng").float()?.unwrap_or(0.0),
+                    lat: a(lat).float()?.unwrap_or(0.0),
+                    lng: a(lng).float()?.unwrap_or(0.0),
                 },
-                distance_m: get("dist").float()?.unwrap_or(0.0),
-                outside_geofence: get("out").bool()?.unwrap_or(false),
+                distance_m: a(dist).float()?.unwrap_or(0.0),
+                outside_geofence: a(out).bool()?.unwrap_or(false),
             }))
         };
-        let check_in = checkpoint("in")?;
-        let check_out = checkpoint("out")?;
+        let check_in = checkpoint(["in_at", "in_lat", "in_lng", "in_dist", "in_out"])?;
+        let check_out = checkpoint(["out_at", "out_lat", "out_lng", "out_dist", "out_out"])?;
         let notes = match root.get("notes") {
             Some((Value::Object(_), notes)) => self.doc.text(*notes)?,
             _ => return Err(Error::Corrupt("visit document has no notes".into())),
@@ -641,13 +639,9 @@ impl VisitDoc {
         for (pid, mut cs) in orders {
             cs.sort_by_key(|c| (c.at, op_key(&c.id)));
             if let Some(c) = cs.pop() {
-                let path = format!("orders/{pid}");
-                let quantity = Field {
-                    value: Some(c.value),
-                    path,
-                }
-                .int()?
-                .unwrap_or(0);
+                let quantity = Field::new(Some(c.value), ["orders", &pid, ""])
+                    .int()?
+                    .unwrap_or(0);
                 visit.orders.insert(
                     pid.clone(),
                     OrderLine {
@@ -666,8 +660,8 @@ impl VisitDoc {
         &self,
         index: &MapIndex,
         sec: &ObjId,
-        section: &str,
-        fields: &[&'static str],
+        section: &'static str,
+        fields: &'static [&'static str],
         times: &ChangeTimes,
     ) -> Result<Vec<(String, LineFields)>> {
         let mut out = Vec::new();
@@ -680,25 +674,47 @@ impl VisitDoc {
             } else {
                 Vec::new()
             };
-            let mut found: HashMap<String, Vec<Candidate>> = HashMap::new();
-            for obj in &objs {
-                self.candidates_of(index, obj, &mut found, times)?;
-            }
-            let mut line = LineFields {
-                values: HashMap::new(),
-                latest: 0,
-                prefix: format!("{section}/{key}"),
+            // Per field, the latest candidate over every copy of the line (the same
+            // order as `candidates`: device time, then Automerge's op order).
+            let mut best: Vec<Option<Candidate>> = vec![None; fields.len()];
+            let mut offer = |i: usize, c: Candidate| {
+                let slot = &mut best[i];
+                if slot
+                    .as_ref()
+                    .is_none_or(|b| (b.at, op_key(&b.id)) < (c.at, op_key(&c.id)))
+                {
+                    *slot = Some(c);
+                }
             };
-            for f in fields {
-                let Some(mut cs) = found.remove(*f) else {
-                    continue;
-                };
-                cs.sort_by_key(|c| (c.at, op_key(&c.id)));
-                if let Some(c) = cs.pop() {
-                    line.latest = line.latest.max(c.at);
-                    line.values.insert(f, c.value);
+            for obj in &objs {
+                for f in self.map_entries(index, obj).iter() {
+                    let Some(i) = fields.iter().position(|name| *name == f.key) else {
+                        continue;
+                    };
+                    if f.conflict {
+                        let all =
+                            self.candidates(std::slice::from_ref(obj), &f.key, Some(times))?;
+                        all.into_iter().for_each(|c| offer(i, c));
+                    } else if let Value::Scalar(v) = &f.value {
+                        offer(
+                            i,
+                            Candidate {
+                                value: v.as_ref().clone(),
+                                id: f.id.clone(),
+                                at: self.change_time(&f.id, Some(times)),
+                            },
+                        );
+                    }
                 }
             }
+            let latest = best.iter().flatten().map(|c| c.at).max().unwrap_or(0);
+            let line = LineFields {
+                values: best.into_iter().map(|c| c.map(|c| c.value)).collect(),
+                fields,
+                latest,
+                section,
+                key: key.clone(),
+            };
             out.push((key, line));
         }
         Ok(out)
@@ -1111,37 +1127,41 @@ impl VisitDoc {
 /// Values of one line's fields, resolved.
 #[derive(Debug)]
 struct LineFields {
-    values: HashMap<&'static str, ScalarValue>,
+    /// The value of each of `fields`, by position.
+    values: Vec<Option<ScalarValue>>,
+    fields: &'static [&'static str],
     latest: Millis,
-    prefix: String,
+    section: &'static str,
+    key: String,
 }
 
 impl LineFields {
-    fn take(&mut self, f: &'static str) -> Field {
-        Field {
-            value: self.values.remove(f),
-            path: format!("{}/{f}", self.prefix),
-        }
+    fn take(&mut self, f: &'static str) -> Field<'_> {
+        let value = self
+            .fields
+            .iter()
+            .position(|name| *name == f)
+            .and_then(|i| self.values[i].take());
+        Field::new(value, [self.section, &self.key, f])
     }
 }
 
-/// One resolved scalar with its path, converted with type checks.
+/// One resolved scalar, converted with type checks, and where it sits in the document:
+/// up to three path parts (empty ones unused), joined only for an error message.
 #[derive(Debug)]
-struct Field {
+struct Field<'a> {
     value: Option<ScalarValue>,
-    path: String,
+    path: [&'a str; 3],
 }
 
-impl Field {
-    fn new(value: Option<ScalarValue>, section: &str, key: &str) -> Self {
-        Self {
-            value,
-            path: format!("{section}/{key}"),
-        }
+impl<'a> Field<'a> {
+    fn new(value: Option<ScalarValue>, path: [&'a str; 3]) -> Self {
+        Self { value, path }
     }
 
     fn wrong(&self, expected: &str) -> Error {
-        Error::Corrupt(format!("{} should be {expected}", self.path))
+        let path: Vec<&str> = self.path.into_iter().filter(|p| !p.is_empty()).collect();
+        Error::Corrupt(format!("{} should be {expected}", path.join("/")))
     }
 
     fn int(self) -> Result<Option<i64>> {
@@ -2046,6 +2066,57 @@ mod tests {
         match doc.automerge().get(ROOT, name).unwrap() {
             Some((Value::Object(_), id)) => id,
             other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    /// A value of the wrong type is an error that names where it sits: a line field
+    /// (section, line, field), an `actual` field, an order line.
+    #[test]
+    fn a_wrongly_typed_value_is_named_by_its_path() {
+        let rep = Author {
+            user_id: "rep-1".into(),
+            device_id: "dev-rep".into(),
+        };
+        let fresh = || {
+            let mut doc = VisitDoc::create("v-1", &plan("rep-1"), actor(0xaa), &rep, T0).unwrap();
+            doc.edit(&rep, T0 + 1_000, |w| {
+                w.record_inventory(
+                    "p-1",
+                    &InventoryInput {
+                        shelf_qty: Some(3),
+                        ..InventoryInput::default()
+                    },
+                )?;
+                w.set_order_line("p-2", 4)
+            })
+            .unwrap();
+            assert!(doc.read().is_ok());
+            doc
+        };
+        type Write = dyn Fn(&VisitDoc, &mut Transaction<'_>);
+        let cases: [(&str, &Write); 3] = [
+            ("inventory/p-1/shelf should be an integer", &|doc, tx| {
+                let inventory = root_obj(doc, "inventory");
+                let Some((Value::Object(_), line)) =
+                    doc.automerge().get(&inventory, "p-1").unwrap()
+                else {
+                    panic!("no line p-1");
+                };
+                tx.put(&line, "shelf", "a dozen").unwrap();
+            }),
+            ("actual/in_at should be an integer", &|doc, tx| {
+                tx.put(root_obj(doc, "actual"), "in_at", true).unwrap();
+            }),
+            ("orders/p-2 should be an integer", &|doc, tx| {
+                tx.put(root_obj(doc, "orders"), "p-2", "four").unwrap();
+            }),
+        ];
+        for (says, write) in cases {
+            let mut doc = fresh();
+            let probe = fresh();
+            raw(&mut doc, T0 + 2_000, |tx| write(&probe, tx));
+            let e = doc.read().unwrap_err().to_string();
+            assert!(e.contains(says), "{e} should say {says:?}");
         }
     }
 

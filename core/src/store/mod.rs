@@ -1045,16 +1045,12 @@ impl DeviceStore {
 
     /// Applies the whole documents of one sync page, with the same effect as
     /// [`DeviceStore::apply_remote_document`] for each in order, faster: the visits new to
-    /// the device are parsed and resolved on several threads (up to the machine's
+    /// the device are checked, parsed and resolved on several threads (up to the machine's
     /// parallelism, at most 4) and written in one transaction; visits it holds already
     /// take the one-by-one path afterwards. Any malformed document fails the whole call
     /// before anything is written. Visits applied in the batch are not put in the
     /// in-memory cache (they are not being worked on).
     pub fn apply_remote_documents(&self, docs: &[RemoteDocument]) -> Result<Vec<RemoteApply>> {
-        let mut checked = Vec::with_capacity(docs.len());
-        for d in docs {
-            checked.push(checked_document(&d.visit_id, &d.doc, &d.heads)?);
-        }
         // Which visits are new to the device (a visit twice in one page: the later copy
         // goes the one-by-one way).
         let (fresh, actor) = {
@@ -1071,18 +1067,27 @@ impl DeviceStore {
             }
             (fresh, inner.actor.clone())
         };
-        let parsed = parallel_map(&fresh, |&i| {
-            let (plain, heads) = &checked[i];
-            parse_new_document(&docs[i].visit_id, plain, heads, &actor)
-        });
-        let mut outcomes: Vec<Option<RemoteApply>> = vec![None; docs.len()];
         let mut is_fresh = vec![false; docs.len()];
         for &i in &fresh {
             is_fresh[i] = true;
         }
         let mut later: Vec<usize> = (0..docs.len()).filter(|&i| !is_fresh[i]).collect();
+        // Every document is checked before anything is written: the new ones with their
+        // parse, on several threads; the others here.
+        for &i in &later {
+            checked_document(&docs[i].visit_id, &docs[i].doc, &docs[i].heads)?;
+        }
+        let parsed = parallel_map(&fresh, |&i| {
+            let d = &docs[i];
+            let (plain, heads) = checked_document(&d.visit_id, &d.doc, &d.heads)?;
+            let parsed = parse_new_document(&d.visit_id, &plain, &heads, &actor)?;
+            // The bytes are the snapshot (packed for storage as they came).
+            let unpacked = matches!(plain, std::borrow::Cow::Owned(_));
+            Ok((parsed, stored_form(&d.doc, unpacked)))
+        });
+        let mut outcomes: Vec<Option<RemoteApply>> = vec![None; docs.len()];
         {
-            let parsed: Vec<NewDocument> = parsed.into_iter().collect::<Result<_>>()?;
+            let parsed: Vec<(NewDocument, Vec<u8>)> = parsed.into_iter().collect::<Result<_>>()?;
             let mut inner = self.lock();
             // Remote data: no fsync of its own (see apply_remote).
             inner.conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -1091,21 +1096,17 @@ impl DeviceStore {
                     .conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let mut raced = Vec::new();
-                for (&i, p) in fresh.iter().zip(&parsed) {
+                for (&i, (p, snapshot)) in fresh.iter().zip(&parsed) {
                     let d = &docs[i];
                     if document_exists(&tx, &d.visit_id)? {
                         // Arrived meanwhile through another call: merge it instead.
                         raced.push(i);
                         continue;
                     }
-                    // The bytes are the snapshot (packed for storage as they came).
                     tx.prepare_cached(
                         "INSERT INTO documents (visit_id, snapshot, chunks) VALUES (?1, ?2, 0)",
                     )?
-                    .execute(params![
-                        d.visit_id,
-                        stored_form(&d.doc, matches!(checked[i].0, std::borrow::Cow::Owned(_)))
-                    ])?;
+                    .execute(params![d.visit_id, snapshot])?;
                     if let Some(v) = &p.visit {
                         projection::insert(&tx, v)?;
                     }
@@ -1115,7 +1116,7 @@ impl DeviceStore {
             })();
             inner.conn.pragma_update(None, "synchronous", "FULL")?;
             let raced = result?;
-            for (&i, p) in fresh.iter().zip(parsed) {
+            for (&i, (p, _)) in fresh.iter().zip(parsed) {
                 outcomes[i] = Some(p.outcome);
             }
             for &i in &raced {
