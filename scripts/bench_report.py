@@ -150,9 +150,14 @@ def render(sync, peer):
             ow = ours["initial_wire"]["visits_per_s"]
             od = ours.get("initial_device", {}).get("visits_per_s")
             ratio_d = f"{od / p['pull_docs_per_s']:.1f}×" if od else "–"
+            pull = n(p["pull_docs_per_s"])
+            if p.get("pull_unavailable"):
+                # The peer gave up on some documents: its rate counts only those delivered.
+                delivered = p.get("pull_delivered", size - p["pull_unavailable"])
+                pull += f" (delivered {n(delivered)} of {n(size)}; {n(p['pull_unavailable'])} unavailable)"
             lines.append(
                 f"| {n(size)} | {n(op)} | {n(p['push_docs_per_s'])} | {op / p['push_docs_per_s']:.1f}× | {n(od)} | {n(ow)} | "
-                f"{n(p['pull_docs_per_s'])} | {ratio_d} / {ow / p['pull_docs_per_s']:.1f}× | "
+                f"{pull} | {ratio_d} / {ow / p['pull_docs_per_s']:.1f}× | "
                 f"{n(ours.get('storage', {}).get('file_per_visit'))} / {n(p['server_storage_per_doc'])} |"
             )
     return "\n".join(lines)

@@ -235,7 +235,9 @@ async function benchOne(docsDir) {
     push_s: pushMs / 1000,
     push_docs_per_s: blobs.length / (pushMs / 1000),
     pull_s: pullMs / 1000,
-    pull_docs_per_s: blobs.length / (pullMs / 1000),
+    // Only the documents the peer delivered count (those it gave up on do not).
+    pull_docs_per_s: pulled / (pullMs / 1000),
+    pull_delivered: pulled,
     pull_mismatched: bad,
     pull_unavailable: unavailable,
     pushers: nPushers,
