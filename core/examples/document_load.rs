@@ -9,11 +9,10 @@
 //! callgrind_annotate --inclusive=yes callgrind.out.<pid> | grep -E 'Automerge::load|VisitDoc::read'
 //! ```
 
-use automerge::{ActorId, Automerge};
+use automerge::Automerge;
 use chrono::NaiveDate;
 use fieldsync_core::document::VisitDoc;
-use fieldsync_core::fixtures::{self, FixtureSize};
-use fieldsync_core::visit::Author;
+use fieldsync_core::fixtures;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -25,25 +24,7 @@ fn main() {
         .nth(1)
         .map_or(1_000, |a| a.parse().expect("N: a number of runs"));
     let today = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
-    let r = fixtures::reference_data(5, &FixtureSize::default(), today);
-    let rep = r.users.iter().find(|u| u.id == "rep-1").unwrap();
-    let visit = fixtures::typical_visits(&r, &rep.territory_ids[0], today)
-        .into_iter()
-        .next()
-        .expect("a store fits a typical visit");
-    let author = Author {
-        user_id: rep.id.clone(),
-        device_id: "dev-1".into(),
-    };
-    let doc = visit
-        .document(
-            "v-typical",
-            &rep.id,
-            &author,
-            ActorId::from(&[7u8; 16][..]),
-            NOW,
-        )
-        .unwrap();
+    let doc = fixtures::typical_visit_document("v-typical", today, NOW).unwrap();
     let bytes = doc.save();
 
     let started = Instant::now();

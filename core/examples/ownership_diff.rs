@@ -15,11 +15,10 @@
 //! # (total instructions of the second − the first) ÷ 100
 //! ```
 
-use automerge::{ActorId, Automerge, Change};
+use automerge::{Automerge, Change};
 use chrono::NaiveDate;
 use fieldsync_core::document::VisitDoc;
-use fieldsync_core::fixtures::{self, FixtureSize};
-use fieldsync_core::visit::Author;
+use fieldsync_core::fixtures;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -53,22 +52,12 @@ fn main() {
     );
 }
 
-/// The changes of one typical visit ([`fixtures::TypicalVisit`]), made by a rep's device.
+/// The changes of one typical visit ([`fixtures::typical_visit_document`]), made by a
+/// rep's device.
 fn typical_visit_changes() -> Vec<Change> {
     let today = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
-    let r = fixtures::reference_data(5, &FixtureSize::default(), today);
-    let rep = r.users.iter().find(|u| u.id == "rep-1").unwrap();
-    let visit = fixtures::typical_visits(&r, &rep.territory_ids[0], today)
-        .into_iter()
-        .next()
-        .expect("a store fits a typical visit");
-    let author = Author {
-        user_id: rep.id.clone(),
-        device_id: "dev-1".into(),
-    };
-    let actor = ActorId::from(&[7u8; 16][..]);
-    let doc = visit
-        .document("v-typical", &rep.id, &author, actor, NOW)
-        .unwrap();
-    doc.automerge().get_changes(&[])
+    fixtures::typical_visit_document("v-typical", today, NOW)
+        .unwrap()
+        .automerge()
+        .get_changes(&[])
 }

@@ -439,6 +439,28 @@ pub fn typical_visits(
     out
 }
 
+/// One typical visit recorded by `rep-1`'s device (`dev-1`, Automerge actor `07…07`) in
+/// the first store of its territory that fits one, starting at `start`: the document as
+/// the device holds it ([`reference_data`] seed 5, default size, on `today`). For
+/// instruction counts of what the server and the devices do with a visit.
+pub fn typical_visit_document(id: &str, today: NaiveDate, start: Millis) -> Result<VisitDoc> {
+    let r = reference_data(5, &FixtureSize::default(), today);
+    let rep = r
+        .users
+        .iter()
+        .find(|u| u.id == "rep-1")
+        .ok_or_else(|| crate::error::Error::not_found("user", "rep-1"))?;
+    let visit = typical_visits(&r, &rep.territory_ids[0], today)
+        .into_iter()
+        .next()
+        .ok_or_else(|| crate::error::Error::invalid("no store fits a typical visit"))?;
+    let author = Author {
+        user_id: rep.id.clone(),
+        device_id: "dev-1".into(),
+    };
+    visit.document(id, &rep.id, &author, ActorId::from(&[7u8; 16][..]), start)
+}
+
 /// The `i`-th inventory line of a typical visit for a product listed at `price` cents: all
 /// five fields, every tenth line (the 4th, 14th, …) out of stock, the price as listed.
 pub fn typical_line(i: usize, price: i64) -> InventoryInput {
