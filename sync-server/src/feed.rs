@@ -109,6 +109,11 @@ pub enum HoldWrite {
     Hold(String),
 }
 
+/// How many unconfirmed answers of one device are kept (newest first). A device confirms
+/// the latest answer it received; more than one is pending only when a request was
+/// duplicated or retried while its answer was on its way, so a few are plenty.
+pub const MAX_PENDING_ANSWERS: i64 = 8;
+
 /// A fresh token naming one answer's pending holdings changes.
 pub fn new_token() -> String {
     hex::encode(rand::random::<[u8; 8]>())

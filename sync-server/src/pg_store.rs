@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "scope_indexes",
         include_str!("../migrations/postgres/0004_scope_indexes.sql"),
     ),
+    (
+        5,
+        "pending_answers",
+        include_str!("../migrations/postgres/0005_pending_answers.sql"),
+    ),
 ];
 
 /// Advisory lock classes (first key of the two-key form).
@@ -844,24 +849,33 @@ impl Store for PgStore {
                     "SELECT writes FROM device_pending WHERE device_id = $1 AND token = $2",
                     &[&q.device_id, token],
                 )?;
+                // Confirmed: every other pending answer is one the device did not use. Not
+                // found: nothing is dropped (see the SQLite store).
                 if let Some(row) = confirmed {
                     let writes: Vec<HoldWrite> = serde_json::from_str(row.get(0))?;
                     apply_holdings(&mut tx, &q.device_id, &writes)?;
+                    tx.execute(
+                        "DELETE FROM device_pending WHERE device_id = $1",
+                        &[&q.device_id],
+                    )?;
                 }
             }
-            if q.token.is_some() || q.cursor.is_none() {
-                tx.execute(
-                    "DELETE FROM device_pending WHERE device_id = $1",
-                    &[&q.device_id],
-                )?;
-            }
+            // No cursor (first sync, heads after a restore): nothing is dropped either (see
+            // the SQLite store).
             let (mut page, writes) = feed::pull(&mut PgFeed(&mut tx), q)?;
             // Recorded only when the device confirms this answer (its next cursor).
             if !writes.is_empty() {
                 let token = feed::new_token();
                 tx.execute(
-                    "INSERT INTO device_pending (device_id, token, writes) VALUES ($1, $2, $3)",
+                    "INSERT INTO device_pending (device_id, token, writes, created_at)
+                     VALUES ($1, $2, $3, COALESCE((SELECT MAX(created_at) FROM device_pending
+                                                   WHERE device_id = $1), 0) + 1)",
                     &[&q.device_id, &token, &serde_json::to_string(&writes)?],
+                )?;
+                tx.execute(
+                    "DELETE FROM device_pending WHERE device_id = $1 AND created_at <=
+                       (SELECT MAX(created_at) FROM device_pending WHERE device_id = $1) - $2",
+                    &[&q.device_id, &feed::MAX_PENDING_ANSWERS],
                 )?;
                 page.token = Some(token);
             }

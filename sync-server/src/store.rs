@@ -284,6 +284,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/sqlite/0004_scope_indexes.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_pending_answers.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks, each in its own transaction; refuses a
@@ -1073,14 +1077,17 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
+            // Confirmed: every other pending answer is one the device did not use. Not
+            // found (already replaced by a duplicate's confirmation): nothing is dropped,
+            // an answer still on its way may be the one the device confirms next.
             if let Some(json) = confirmed {
                 let writes: Vec<HoldWrite> = serde_json::from_str(&json)?;
                 apply_holdings(&tx, &q.device_id, &writes)?;
+                tx.execute(
+                    "DELETE FROM device_pending WHERE device_id = ?1",
+                    [&q.device_id],
+                )?;
             }
-            tx.execute(
-                "DELETE FROM device_pending WHERE device_id = ?1",
-                [&q.device_id],
-            )?;
             tx.commit()?;
         }
         // Reads on one committed snapshot (a reader); the bookkeeping is written afterwards
@@ -1093,24 +1100,25 @@ impl Store for SqliteStore {
             tx.commit()?;
             out
         };
-        if !writes.is_empty() || q.cursor.is_none() {
+        // A request without a cursor (first sync, heads after a restore) drops no pending
+        // answer either: a delayed copy of an earlier request may be answered after the
+        // answer the device goes on to confirm.
+        if !writes.is_empty() {
             let mut conn = self.lock();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if q.cursor.is_none() {
-                // Starting over: no earlier answer can be confirmed any more.
-                tx.execute(
-                    "DELETE FROM device_pending WHERE device_id = ?1",
-                    [&q.device_id],
-                )?;
-            }
-            if !writes.is_empty() {
-                let token = feed::new_token();
-                tx.execute(
-                    "INSERT INTO device_pending (device_id, token, writes) VALUES (?1, ?2, ?3)",
-                    params![q.device_id, token, serde_json::to_string(&writes)?],
-                )?;
-                page.token = Some(token);
-            }
+            let token = feed::new_token();
+            tx.execute(
+                "INSERT INTO device_pending (device_id, token, writes, created_at)
+                     VALUES (?1, ?2, ?3, COALESCE((SELECT MAX(created_at) FROM device_pending
+                                                   WHERE device_id = ?1), 0) + 1)",
+                params![q.device_id, token, serde_json::to_string(&writes)?],
+            )?;
+            tx.execute(
+                "DELETE FROM device_pending WHERE device_id = ?1 AND created_at <=
+                       (SELECT MAX(created_at) FROM device_pending WHERE device_id = ?1) - ?2",
+                params![q.device_id, feed::MAX_PENDING_ANSWERS],
+            )?;
+            page.token = Some(token);
             tx.commit()?;
         }
         Ok(page)

@@ -203,6 +203,8 @@ conformance!(
     whole_documents_for_visits_entering_the_scope_then_exact_changes,
     a_version_1_database_is_upgraded_and_no_cursor_skips_a_change,
     visits_entering_and_leaving_the_scope_arrive_once_across_pages,
+    a_duplicated_request_cannot_cancel_the_answer_the_device_confirms,
+    a_late_copy_of_a_first_request_cannot_cancel_the_answer_the_device_confirms,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1001,4 +1003,63 @@ fn visits_entering_and_leaving_the_scope_arrive_once_across_pages(b: &dyn Backen
         assert_eq!(got.len(), 300, "{}", q.device_id);
         assert_eq!(got, many, "{}", q.device_id);
     }
+}
+
+/// A request sent twice (the network duplicated it, or the device retried while the first
+/// answer was on its way) is answered twice. The device confirms one of the answers with
+/// its next request; the other answer's bookkeeping must not cancel it, or the server
+/// forgets what the device holds and never purges it when it leaves the scope (found by
+/// the simulation, seeds 4382, 6231, 7122 and 9967).
+fn a_duplicated_request_cannot_cancel_the_answer_the_device_confirms(b: &dyn Backend) {
+    let s = b.open();
+    push(s.as_ref(), &meta("d-1", T1, "u-1", 1_000), "dev-x", "k", 0);
+    let first = s.pull(&query("dev-d", T1, None, 100)).unwrap();
+    assert!(first.token.is_some());
+    // A visit arrives; the device's next request (confirming the first answer) is sent
+    // twice and both copies are answered with it.
+    push(s.as_ref(), &meta("d-2", T1, "u-1", 1_000), "dev-x", "k", 0);
+    let q = query("dev-d", T1, Some((first.cursor, first.token.clone())), 100);
+    let answered = s.pull(&q).unwrap();
+    let duplicate = s.pull(&q).unwrap();
+    assert!(page_hashes(&answered).contains_key("d-2"));
+    assert!(page_hashes(&duplicate).contains_key("d-2"));
+    assert_ne!(answered.token, duplicate.token);
+    // d-2 leaves the device's scope before its next request, which confirms the first
+    // copy's answer (the one it got): the server knows the device holds d-2 and purges it.
+    push(s.as_ref(), &meta("d-2", T2, "u-1", 1_000), "dev-x", "k", 1);
+    let (_, got, purged) = pull_all(
+        s.as_ref(),
+        query(
+            "dev-d",
+            T1,
+            Some((answered.cursor, answered.token.clone())),
+            100,
+        ),
+    );
+    assert_eq!(purged, vec!["d-2".to_string()]);
+    assert!(!got.contains_key("d-2"));
+}
+
+/// The same for a request without a cursor (a first sync, or the heads a device sends
+/// after a restore): a delayed copy answered after the answer the device got must not
+/// cancel it (simulation seeds 4382 and 7122).
+fn a_late_copy_of_a_first_request_cannot_cancel_the_answer_the_device_confirms(b: &dyn Backend) {
+    let s = b.open();
+    push(s.as_ref(), &meta("e-1", T1, "u-1", 1_000), "dev-x", "k", 0);
+    let q = query("dev-e", T1, None, 100);
+    let answered = s.pull(&q).unwrap();
+    let late = s.pull(&q).unwrap();
+    assert!(page_hashes(&answered).contains_key("e-1"));
+    assert!(page_hashes(&late).contains_key("e-1"));
+    push(s.as_ref(), &meta("e-1", T2, "u-1", 1_000), "dev-x", "k", 1);
+    let (_, _, purged) = pull_all(
+        s.as_ref(),
+        query(
+            "dev-e",
+            T1,
+            Some((answered.cursor, answered.token.clone())),
+            100,
+        ),
+    );
+    assert_eq!(purged, vec!["e-1".to_string()]);
 }
