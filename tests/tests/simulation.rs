@@ -1174,9 +1174,11 @@ fn run_seed(seed: u64, verbose: bool) -> Stats {
     })
 }
 
-/// Seeds that once failed, run with every range (seed 203: a phone recorded as holding a
-/// visit it lacked changes of, docs/RELIABILITY.md bug 11).
-const REGRESSION_SEEDS: &[u64] = &[203];
+/// Seeds that once failed, run with every range (docs/RELIABILITY.md): 203, a phone
+/// recorded as holding a visit it lacked changes of (bug 11); 4382, 6231, 7122 and 9967,
+/// a duplicated or delayed request cancelling the answer the phone confirmed, so a visit
+/// leaving its scope was never purged (bug 13).
+const REGRESSION_SEEDS: &[u64] = &[203, 4382, 6231, 7122, 9967];
 
 /// Managers also reassign visits between reps, unless `FIELDSYNC_SIM_REASSIGN=0`.
 fn reassignments() -> bool {
