@@ -66,14 +66,7 @@ async fn env() -> Env {
             ..Config::default()
         },
     ));
-    let store_in = |t: &str| {
-        refs.stores
-            .iter()
-            .find(|s| s.territory_id == t)
-            .unwrap()
-            .id
-            .clone()
-    };
+    let store_in = |t: &str| inproc::store_in(&refs, t);
     let e = Env {
         router,
         store,

@@ -38,25 +38,10 @@ async fn env() -> Env {
     let (store, refs) = seeded_store(&dir.path().join("guard.db"), 2, &size);
     let now = chrono::Utc::now().timestamp_millis();
     let router = fieldsync_server::app(AppState::new(store.clone(), Config::default()));
-    let shop = refs
-        .stores
-        .iter()
-        .find(|s| s.territory_id == "t-1")
-        .unwrap()
-        .id
-        .clone();
+    let shop = inproc::store_in(&refs, "t-1");
     for (i, v) in VISITS.iter().enumerate() {
         let start = now + 3_600_000 * (i as i64 + 1);
-        let plan = serde_json::json!({"store_id": shop, "rep_id": "rep-1", "planned_start": start,
-            "planned_end": start + 1_800_000, "template_id": "tt-standard", "visit_id": v});
-        let (s, b) = post_json(
-            &router,
-            "/v1/visits",
-            "mgr-token",
-            serde_json::to_vec(&plan).unwrap(),
-        )
-        .await;
-        assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+        inproc::plan_rep_visit(&router, &shop, v, start, start + 1_800_000).await;
     }
     Env {
         router,

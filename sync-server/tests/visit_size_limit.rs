@@ -50,13 +50,7 @@ async fn env() -> Env {
     };
     let (store, refs) = seeded_store(&dir.path().join("size.db"), 4, &size);
     let now = chrono::Utc::now().timestamp_millis();
-    let shop = refs
-        .stores
-        .iter()
-        .find(|s| s.territory_id == "t-1")
-        .unwrap()
-        .id
-        .clone();
+    let shop = inproc::store_in(&refs, "t-1");
     let e = Env {
         store,
         refs,
@@ -66,16 +60,7 @@ async fn env() -> Env {
     let r = router(&e, VisitLimits::default());
     for (i, v) in [A, B].iter().enumerate() {
         let start = now - 600_000 + 60_000 * i as i64;
-        let plan = serde_json::json!({"store_id": e.shop, "rep_id": "rep-1", "planned_start": start,
-            "planned_end": start + 3_600_000, "template_id": "tt-standard", "visit_id": v});
-        let (s, b) = post_json(
-            &r,
-            "/v1/visits",
-            "mgr-token",
-            serde_json::to_vec(&plan).unwrap(),
-        )
-        .await;
-        assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+        inproc::plan_rep_visit(&r, &e.shop, v, start, start + 3_600_000).await;
     }
     e
 }

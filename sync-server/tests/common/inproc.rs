@@ -98,3 +98,34 @@ pub fn rep_device(
     }
     d
 }
+
+/// The id of the first store of `territory`.
+pub fn store_in(refs: &ReferenceData, territory: &str) -> String {
+    refs.stores
+        .iter()
+        .find(|s| s.territory_id == territory)
+        .unwrap()
+        .id
+        .clone()
+}
+
+/// Plans visit `visit_id` for rep-1 at `shop` from `start` to `end` (ms), as manager-1
+/// (`mgr-token`) through the planning API; fails the test unless it is created.
+pub async fn plan_rep_visit(
+    router: &axum::Router,
+    shop: &str,
+    visit_id: &str,
+    start: i64,
+    end: i64,
+) {
+    let plan = serde_json::json!({"store_id": shop, "rep_id": "rep-1", "planned_start": start,
+        "planned_end": end, "template_id": "tt-standard", "visit_id": visit_id});
+    let (s, b) = post_json(
+        router,
+        "/v1/visits",
+        "mgr-token",
+        plan.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+}
