@@ -25,7 +25,9 @@ fn main() {
         .map_or(1_000, |a| a.parse().expect("N: a number of runs"));
     let today = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
     let doc = fixtures::typical_visit_document("v-typical", today, NOW).unwrap();
-    let bytes = doc.save();
+    // Uncompressed, as both stores keep documents (packed with zstd, unpacked before
+    // loading): `Automerge::save`'s DEFLATE would add its inflate to every load.
+    let bytes = doc.automerge().save_nocompress();
 
     let started = Instant::now();
     for _ in 0..runs {

@@ -1098,15 +1098,17 @@ impl DeviceStore {
                 let mut raced = Vec::new();
                 for (&i, (p, snapshot)) in fresh.iter().zip(&parsed) {
                     let d = &docs[i];
-                    if document_exists(&tx, &d.visit_id)? {
+                    let inserted = tx
+                        .prepare_cached(
+                            "INSERT INTO documents (visit_id, snapshot, chunks) VALUES (?1, ?2, 0)
+                             ON CONFLICT (visit_id) DO NOTHING",
+                        )?
+                        .execute(params![d.visit_id, snapshot])?;
+                    if inserted == 0 {
                         // Arrived meanwhile through another call: merge it instead.
                         raced.push(i);
                         continue;
                     }
-                    tx.prepare_cached(
-                        "INSERT INTO documents (visit_id, snapshot, chunks) VALUES (?1, ?2, 0)",
-                    )?
-                    .execute(params![d.visit_id, snapshot])?;
                     if let Some(v) = &p.visit {
                         projection::insert(&tx, v)?;
                     }

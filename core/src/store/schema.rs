@@ -18,6 +18,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0003_purged_changes.sql"),
         rebuild_projections: false,
     },
+    Migration {
+        sql: include_str!("../../migrations/0004_documents_rowid.sql"),
+        rebuild_projections: false,
+    },
 ];
 
 /// The schema version this build writes.
