@@ -23,8 +23,10 @@
 //! `FIELDSYNC_SIM_STEPS` sets the steps per seed (default 80); managers also reassign
 //! visits between reps unless `FIELDSYNC_SIM_REASSIGN=0`; `FIELDSYNC_SIM_HASHES=1` adds
 //! the hashes of every change pushed, acknowledged and received to a replay's trace.
-//! Visit ids are UUIDs and server epochs random, so bytes differ between runs, but the
-//! schedule of actions and faults, the actors and the clocks are fixed by the seed.
+//! The seed fixes everything a run does: the schedule of actions and faults, the actors,
+//! the clocks and the visit ids (a [`ManualClock`] with seeded ids), so a seed replays
+//! exactly: same trace, same documents change for change (`a_seed_replays_exactly`).
+//! Only the server's epochs and tokens are random; they are compared, never ordered.
 
 use automerge::ReadDoc as _;
 use axum::body::Body;
@@ -44,6 +46,7 @@ use fieldsync_server::store::NewUser;
 use fieldsync_server::{AppState, Config, SqliteStore, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -116,6 +119,9 @@ struct Stats {
     device_crashes: u64,
     actions: u64,
     user_errors: u64,
+    /// A digest of the whole trace and of the server's documents at the end (visit ids
+    /// and heads): equal for two runs of one seed when the seed replays exactly.
+    digest: u64,
 }
 
 /// Everything shared by the simulated devices' transports.
@@ -129,6 +135,8 @@ struct World {
     acked: Mutex<BTreeMap<String, String>>,
     stats: Mutex<Stats>,
     trace: Mutex<Vec<String>>,
+    /// Every trace line, folded in ([`Stats::digest`]).
+    digest: Mutex<std::hash::DefaultHasher>,
     verbose: bool,
     /// Also trace the hashes each request and answer carries (`FIELDSYNC_SIM_HASHES=1`).
     hashes: bool,
@@ -136,6 +144,13 @@ struct World {
 
 impl World {
     fn log(&self, line: String) {
+        line.hash(&mut *lock(&self.digest));
+        self.log_detail(line);
+    }
+
+    /// A trace line left out of the digest: the hashes lines show cursors, which carry
+    /// the server's random tokens (the hashes themselves are in the digest's documents).
+    fn log_detail(&self, line: String) {
         if self.verbose {
             eprintln!("{line}");
         }
@@ -245,7 +260,7 @@ impl SimNet {
         let body = serde_json::to_vec(req)?;
         let up = body.len();
         if w.hashes {
-            w.log(format!(
+            w.log_detail(format!(
                 "  net: {} -> cursor {:?}, push {:?}, heads {:?}",
                 self.device,
                 req.cursor,
@@ -327,7 +342,7 @@ impl SimNet {
         }
         let resp = decode_response(&bytes)?;
         if w.hashes {
-            w.log(format!(
+            w.log_detail(format!(
                 "  net: {} <- cursor {:?}, acks {:?}, changes {:?}, documents {:?}",
                 self.device,
                 resp.cursor,
@@ -491,6 +506,7 @@ impl Sim {
             acked: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(Stats::default()),
             trace: Mutex::new(Vec::new()),
+            digest: Mutex::new(std::hash::DefaultHasher::new()),
             verbose,
             hashes: std::env::var("FIELDSYNC_SIM_HASHES").is_ok_and(|v| v == "1"),
         });
@@ -507,15 +523,13 @@ impl Sim {
         if rng.chance(0.3) {
             who.push(("admin", "admin"));
         }
-        let clock = Arc::new(ManualClock::new(START));
+        let clock = Arc::new(ManualClock::with_seeded_ids(START, seed ^ 0x0001_D50F_5EED));
         let mut devices = Vec::new();
         for (user_id, name) in who {
             let user = refs.users.iter().find(|u| u.id == user_id).unwrap();
             let path = dir.path().join(format!("{name}.db"));
             let mut actor = [0u8; 16];
-            for chunk in actor.chunks_mut(8) {
-                chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
-            }
+            rng.fill(&mut actor);
             create_device_db(&path, user_id, name, actor);
             let token = format!("token-{name}-{seed}");
             lock(&world.server)
@@ -820,7 +834,7 @@ impl Sim {
             .join(format!("backup-{}.db", lock(&self.world.stats).backups));
         lock(&self.world.stats).backups += 1;
         lock(&self.world.server).store.backup(&path).unwrap();
-        self.log(format!("  server backed up to {}", path.display()));
+        self.log(format!("  server backed up to {}", file_name(&path)));
         self.backups.push(path);
     }
 
@@ -846,7 +860,7 @@ impl Sim {
             *slot = open_server(&live);
         }
         lock(&self.world.stats).restores += 1;
-        self.log(format!("  server restored from {}", backup.display()));
+        self.log(format!("  server restored from {}", file_name(&backup)));
     }
 
     async fn step(&mut self, n: usize) {
@@ -990,6 +1004,13 @@ impl Sim {
                 (id.clone(), VisitDoc::load(&v.doc).unwrap())
             })
             .collect();
+        {
+            let mut digest = lock(&self.world.digest);
+            for (id, doc) in &docs {
+                id.hash(&mut *digest);
+                doc.automerge().get_heads().hash(&mut *digest);
+            }
+        }
         // The change log accounts for every change of every document (its rows index the
         // pushes; the changes are in the documents): a change missing from it could be
         // skipped by a cursor.
@@ -1170,7 +1191,9 @@ fn run_seed(seed: u64, verbose: bool) -> Stats {
         }
         sim.heal().await;
         sim.check();
-        lock(&sim.world.stats).clone()
+        let mut stats = lock(&sim.world.stats).clone();
+        stats.digest = lock(&sim.world.digest).finish();
+        stats
     })
 }
 
@@ -1183,6 +1206,12 @@ const REGRESSION_SEEDS: &[u64] = &[203, 4382, 6231, 7122, 9967];
 /// Managers also reassign visits between reps, unless `FIELDSYNC_SIM_REASSIGN=0`.
 fn reassignments() -> bool {
     std::env::var("FIELDSYNC_SIM_REASSIGN").map_or(true, |v| v != "0")
+}
+
+/// A path's file name, for the trace (the directory is a random temporary one).
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
 
 /// The first 8 characters of a visit id, for the trace.
@@ -1215,6 +1244,25 @@ fn short_changes(changes: &[fieldsync_core::sync::VisitChanges]) -> Vec<(&str, V
 
 fn env_u64(key: &str) -> Option<u64> {
     std::env::var(key).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// A seed replays exactly: two runs take the same steps, meet the same faults, create the
+/// same visits and end with the same documents, change for change.
+#[test]
+fn a_seed_replays_exactly() {
+    for seed in [11, 203] {
+        let first = run_seed(seed, false);
+        let again = run_seed(seed, false);
+        assert!(
+            first.requests > 0 && first.actions > 0,
+            "seed {seed} did nothing"
+        );
+        assert_eq!(
+            (first.digest, first.requests, first.acks, first.actions),
+            (again.digest, again.requests, again.acks, again.actions),
+            "seed {seed} ran differently the second time"
+        );
+    }
 }
 
 #[test]

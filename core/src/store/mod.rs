@@ -515,7 +515,7 @@ impl DeviceStore {
                 "the planned end is before the planned start",
             ));
         }
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = self.clock.new_id();
         let now = self.now();
         let mut inner = self.lock();
         let doc = VisitDoc::create(&id, &plan, inner.actor.clone(), &self.author(), now)?;
