@@ -196,6 +196,8 @@ def device_report(log):
             "pending": r"typical visit, SQLite file growth \(outbox pending\): (\d+) B/visit; total (\d+) B of values .*outbox: (\d+) B",
             "acked": r"typical visit, after the outbox is acknowledged: total (\d+) B of values \| (.*)$",
             "plain_visit": r"plain SQLite typical visit: file growth (\d+) B/visit; total (\d+) B of values",
+            "pages": r"typical visit, pages in use after the outbox is acknowledged: (\d+) B/visit",
+            "plain_pages": r"plain SQLite typical visit, pages in use: (\d+) B/visit",
             "route_store": r"route store: (\d+) visits, file (\d+) B",
             "open_cached": r"open \+ today_route in a fresh process \(db file in page cache; (\d+) runs\): median ([\d.]+) ms \(open ([\d.]+) ms \+ route ([\d.]+) ms\), max ([\d.]+) ms.*VmRSS at start (\d+) kB, after (\d+) kB \(max (\d+) kB\)",
             "open_evicted": r"open \+ today_route in a fresh process \(db file evicted from page cache; (\d+) runs\): median ([\d.]+) ms \(open ([\d.]+) ms \+ route ([\d.]+) ms\), max ([\d.]+) ms",
@@ -250,6 +252,10 @@ def render_device(log, date, label):
         row("typical visit: raw changes (what sync uploads)", f"{n(raw)} B in {changes} changes")
     if "acked" in d:
         row("typical visit: values stored after the outbox is acknowledged", f"{n(int(d['acked'][0]))} B ({d['acked'][1]})")
+    if "pages" in d:
+        pages = int(d["pages"][0])
+        row("typical visit: bytes on device after the outbox is acknowledged (pages in use: "
+            "document, projection rows, indexes, page overhead)", f"**{n(pages)} B**", "≤ 4 KB", pages <= 4096)
     if "pending" in d:
         grow, values, outbox = (int(x) for x in d["pending"])
         row("typical visit: SQLite file growth while the outbox is pending", f"{n(grow)} B ({n(values)} B of values; outbox {n(outbox)} B)")
@@ -274,6 +280,9 @@ def render_device(log, date, label):
     if "acked" in d and "plain_visit" in d:
         ours, plain = int(d["acked"][0]), int(d["plain_visit"][1])
         base.append(f"| bytes per typical visit: values after acknowledgement | {n(ours)} B | {n(plain)} B | {ours / plain:.2f}× |")
+    if "pages" in d and "plain_pages" in d:
+        ours, plain = int(d["pages"][0]), int(d["plain_pages"][0])
+        base.append(f"| bytes per typical visit: pages in use after acknowledgement | {n(ours)} B | {n(plain)} B | {ours / plain:.1f}× |")
     if "pending" in d and "plain_visit" in d:
         ours, plain = int(d["pending"][0]), int(d["plain_visit"][0])
         base.append(f"| bytes per typical visit: file growth, outbox pending | {n(ours)} B | {n(plain)} B | {ours / plain:.1f}× |")

@@ -647,6 +647,19 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// Bytes of the database's pages in use (tables, indexes and their page overhead; free
+/// pages left out), after checkpointing the WAL into the file.
+fn pages_in_use(path: &Path) -> i64 {
+    let conn = Connection::open(path).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    let pragma = |name: &str| -> i64 {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    (pragma("page_count") - pragma("freelist_count")) * pragma("page_size")
+}
+
 fn size_delta(after: &BTreeMap<String, i64>, before: &BTreeMap<String, i64>, n: usize) -> String {
     let mut parts = Vec::new();
     let mut total = 0;
@@ -776,7 +789,7 @@ fn report(cfg: &Config, route_db: Option<&Path>) {
         let clock = Arc::new(ManualClock::new(NOW));
         let path = dir.path().join("sizes.db");
         drop(new_store(&path, clock.clone()));
-        let (file0, tables0) = (file_size(&path), table_sizes(&path));
+        let (file0, tables0, pages0) = (file_size(&path), table_sizes(&path), pages_in_use(&path));
         let n = cfg.size_visits;
         let (doc_uncompacted, doc_compacted, raw, changes) = {
             let s = open_store(&path, clock.clone());
@@ -828,10 +841,15 @@ fn report(cfg: &Config, route_db: Option<&Path>) {
             "typical visit, after the outbox is acknowledged: {}",
             size_delta(&tables2, &tables0, n)
         );
+        println!(
+            "typical visit, pages in use after the outbox is acknowledged: {} B/visit",
+            (pages_in_use(&path) - pages0) / n as i64
+        );
 
         let ppath = dir.path().join("plain_sizes.db");
         drop(Plain::open(&ppath));
-        let (pfile0, ptables0) = (file_size(&ppath), table_sizes(&ppath));
+        let (pfile0, ptables0, ppages0) =
+            (file_size(&ppath), table_sizes(&ppath), pages_in_use(&ppath));
         {
             let mut p = Plain::open(&ppath);
             let contents = contents(&refs());
@@ -844,6 +862,10 @@ fn report(cfg: &Config, route_db: Option<&Path>) {
             "plain SQLite typical visit: file growth {} B/visit; {}",
             (pfile1 - pfile0) / n as u64,
             size_delta(&ptables1, &ptables0, n)
+        );
+        println!(
+            "plain SQLite typical visit, pages in use: {} B/visit",
+            (pages_in_use(&ppath) - ppages0) / n as i64
         );
     }
 
