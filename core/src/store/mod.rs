@@ -485,14 +485,14 @@ impl DeviceStore {
             Ok(v)
         };
         out.out_of_stock_product_ids = ids(
-            "SELECT product_id FROM inventory_lines WHERE visit_id = ?1 AND out_of_stock = 1 ORDER BY product_id",
+            "SELECT product_id FROM inventory_lines WHERE visit_key = (SELECT key FROM visits WHERE id = ?1) AND out_of_stock = 1 ORDER BY product_id",
         )?;
         out.non_compliant_position_ids = ids(
-            "SELECT position_id FROM planogram_results WHERE visit_id = ?1
+            "SELECT position_id FROM planogram_results WHERE visit_key = (SELECT key FROM visits WHERE id = ?1)
              AND (present = 0 OR correct_position = 0) ORDER BY position_id",
         )?;
         out.non_compliant_promotion_ids = ids(
-            "SELECT promotion_id FROM promotion_checks WHERE visit_id = ?1
+            "SELECT promotion_id FROM promotion_checks WHERE visit_key = (SELECT key FROM visits WHERE id = ?1)
              AND (display_in_place = 0 OR promo_price_correct = 0 OR materials_present = 0) ORDER BY promotion_id",
         )?;
         out.visit_id = Some(visit_id);
@@ -1750,6 +1750,18 @@ mod tests {
 
     #[test]
     fn upgrading_from_schema_1_equals_a_fresh_database_and_rebuilds_projections() {
+        upgrade_equals_fresh(1);
+    }
+
+    #[test]
+    fn upgrading_from_schema_4_rekeys_the_projection_rows() {
+        upgrade_equals_fresh(4);
+    }
+
+    /// A database left at schema `from` (documents; at schema 2 to 4 also a projection row
+    /// in the old text-keyed form) upgrades to the same schema as a fresh one, with the
+    /// projections rebuilt from the documents.
+    fn upgrade_equals_fresh(from: i64) {
         let dir = tempfile::tempdir().unwrap();
         let old = dir.path().join("old.db");
         let refs = refs();
@@ -1767,7 +1779,7 @@ mod tests {
             // A database as schema 1 left it: documents but no projection tables.
             let mut conn = Connection::open(&old).unwrap();
             schema::configure(&conn).unwrap();
-            schema::migrate(&mut conn, 1).unwrap();
+            schema::migrate(&mut conn, from).unwrap();
             let author = Author {
                 user_id: "rep-1".into(),
                 device_id: "d".into(),
@@ -1778,10 +1790,19 @@ mod tests {
                 [doc.save()],
             )
             .unwrap();
+            if (2..5).contains(&from) {
+                // A stale row the rebuild must not keep.
+                conn.execute(
+                    "INSERT INTO inventory_lines (visit_id, product_id, observed_at)
+                     VALUES ('v-1', 'p-stale', 1)",
+                    [],
+                )
+                .unwrap();
+            }
             assert_eq!(
                 conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
                     .unwrap(),
-                1
+                from
             );
         }
         let upgraded = DeviceStore::open(&old, "rep-1", "d").unwrap();
@@ -1801,6 +1822,10 @@ mod tests {
             vec!["v-1".to_string()]
         );
         assert_eq!(upgraded.visit("v-1").unwrap().plan, plan);
+        let rows = upgraded.projection_rows().unwrap();
+        assert!(!rows.iter().any(|r| r.contains("p-stale")), "{rows:?}");
+        upgraded.rebuild_projections().unwrap();
+        assert_eq!(upgraded.projection_rows().unwrap(), rows);
     }
 
     #[test]

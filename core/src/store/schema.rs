@@ -22,6 +22,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0004_documents_rowid.sql"),
         rebuild_projections: false,
     },
+    Migration {
+        sql: include_str!("../../migrations/0005_projection_keys.sql"),
+        rebuild_projections: true,
+    },
 ];
 
 /// The schema version this build writes.
