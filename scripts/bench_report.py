@@ -316,8 +316,9 @@ def render_bindings(log, date, label):
         ("`now()`", "now() (Rust, DeviceStore)", "now()", False),
         ("`record_inventory` error path (arguments and error cross)", "record_inventory error path (Rust, ffi FieldStore)",
          "record_inventory error path", True),
-        ("the same error path right after a durable call", "record_inventory error path after a durable call (Rust, ffi FieldStore)",
-         "record_inventory error path after a durable call", True),
+        ("the same error path right after a durable call (diagnostic)",
+         "record_inventory error path after a durable call (Rust, ffi FieldStore)",
+         "record_inventory error path after a durable call", False),
         ("`record_inventory` durable", "record_inventory (Rust, ffi FieldStore)", "record_inventory", True),
     ]:
         r = med.get(rust)
