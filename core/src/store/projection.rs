@@ -61,7 +61,8 @@ pub(crate) fn write(conn: &Connection, v: &Visit) -> Result<()> {
     insert(conn, v)
 }
 
-/// Writes the projected rows of a visit that has no rows but its `visits` row, if that.
+/// Writes a visit's projected rows: its `visits` row inserted, or updated in place when it
+/// has one, and its other rows inserted (the caller removed any it had).
 pub(crate) fn insert(conn: &Connection, v: &Visit) -> Result<()> {
     let last_observed = v
         .inventory
