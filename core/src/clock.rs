@@ -14,8 +14,12 @@ pub trait Clock: Send + Sync + Debug {
 
     /// A fresh id for a visit created on the device: a random UUID (version 4).
     fn new_id(&self) -> String {
-        uuid::Uuid::new_v4().to_string()
+        random_id()
     }
+}
+
+fn random_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// The system clock.
@@ -72,7 +76,7 @@ impl Clock for ManualClock {
 
     fn new_id(&self) -> String {
         let Some(ids) = &self.ids else {
-            return uuid::Uuid::new_v4().to_string();
+            return random_id();
         };
         let mut bytes = [0u8; 16];
         ids.lock()

@@ -465,34 +465,35 @@ impl DeviceStore {
             store_id: store_id.into(),
             ..Default::default()
         };
-        let latest: Option<(String, Option<i64>)> = inner
+        let latest: Option<(i64, String, Option<i64>)> = inner
             .conn
             .query_row(
-                "SELECT id, last_observed_at FROM visits WHERE store_id = ?1 AND last_observed_at IS NOT NULL
+                "SELECT key, id, last_observed_at FROM visits WHERE store_id = ?1 AND last_observed_at IS NOT NULL
                  ORDER BY last_observed_at DESC, id LIMIT 1",
                 [store_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((visit_id, at)) = latest else {
+        let Some((key, visit_id, at)) = latest else {
             return Ok(out);
         };
+        // The visit's other rows, by its row's key.
         let ids = |sql: &str| -> Result<Vec<String>> {
             let mut stmt = inner.conn.prepare_cached(sql)?;
             let v = stmt
-                .query_map([&visit_id], |r| r.get(0))?
+                .query_map([key], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<String>>>()?;
             Ok(v)
         };
         out.out_of_stock_product_ids = ids(
-            "SELECT product_id FROM inventory_lines WHERE visit_key = (SELECT key FROM visits WHERE id = ?1) AND out_of_stock = 1 ORDER BY product_id",
+            "SELECT product_id FROM inventory_lines WHERE visit_key = ?1 AND out_of_stock = 1 ORDER BY product_id",
         )?;
         out.non_compliant_position_ids = ids(
-            "SELECT position_id FROM planogram_results WHERE visit_key = (SELECT key FROM visits WHERE id = ?1)
+            "SELECT position_id FROM planogram_results WHERE visit_key = ?1
              AND (present = 0 OR correct_position = 0) ORDER BY position_id",
         )?;
         out.non_compliant_promotion_ids = ids(
-            "SELECT promotion_id FROM promotion_checks WHERE visit_key = (SELECT key FROM visits WHERE id = ?1)
+            "SELECT promotion_id FROM promotion_checks WHERE visit_key = ?1
              AND (display_in_place = 0 OR promo_price_correct = 0 OR materials_present = 0) ORDER BY promotion_id",
         )?;
         out.visit_id = Some(visit_id);
@@ -1379,7 +1380,8 @@ impl DeviceStore {
         for id in ids {
             let am = load_automerge(&tx, &id, &actor)?;
             if am.get(automerge::ROOT, "v")?.is_some() {
-                projection::write(&tx, &VisitDoc::from_automerge(am)?.read()?)?;
+                // The tables were emptied above: nothing to replace.
+                projection::insert(&tx, &VisitDoc::from_automerge(am)?.read()?)?;
             }
         }
         tx.commit()?;
@@ -1776,7 +1778,8 @@ mod tests {
             ad_hoc: false,
         };
         {
-            // A database as schema 1 left it: documents but no projection tables.
+            // A database as schema `from` left it: a document (and no projection tables
+            // at schema 1).
             let mut conn = Connection::open(&old).unwrap();
             schema::configure(&conn).unwrap();
             schema::migrate(&mut conn, from).unwrap();

@@ -5,7 +5,8 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use crate::error::Result;
 use crate::visit::{AnswerValue, Visit};
 
-/// The projection tables, in the order a rebuild fills them.
+/// The projection tables, in the order a rebuild fills them: `visits`, then the tables of
+/// a visit's other rows ([`LINE_TABLES`]).
 pub(crate) const TABLES: [&str; 6] = [
     "visits",
     "inventory_lines",
@@ -16,13 +17,7 @@ pub(crate) const TABLES: [&str; 6] = [
 ];
 
 /// The tables of a visit's rows, which refer to its `visits` row by `visit_key`.
-const LINE_TABLES: [&str; 5] = [
-    "inventory_lines",
-    "planogram_results",
-    "promotion_checks",
-    "survey_answers",
-    "order_lines",
-];
+const LINE_TABLES: &[&str] = TABLES.split_at(1).1;
 
 /// The key of a visit's row, if it has one.
 fn key_of(conn: &Connection, visit_id: &str) -> Result<Option<i64>> {
@@ -55,15 +50,20 @@ pub(crate) fn remove(conn: &Connection, visit_id: &str) -> Result<()> {
 /// keeps its key; indexes change only where their columns do); its other rows are
 /// written again.
 pub(crate) fn write(conn: &Connection, v: &Visit) -> Result<()> {
-    if let Some(key) = key_of(conn, &v.id)? {
-        remove_lines(conn, key)?;
-    }
-    insert(conn, v)
+    let key = upsert_visit(conn, v)?;
+    remove_lines(conn, key)?;
+    insert_lines(conn, key, v)
 }
 
-/// Writes a visit's projected rows: its `visits` row inserted, or updated in place when it
-/// has one, and its other rows inserted (the caller removed any it had).
+/// Writes the projected rows of a visit that has none yet.
 pub(crate) fn insert(conn: &Connection, v: &Visit) -> Result<()> {
+    let key = upsert_visit(conn, v)?;
+    insert_lines(conn, key, v)
+}
+
+/// Inserts a visit's `visits` row, or updates the one it has; returns the row's key, by
+/// which the visit's other rows refer to it.
+fn upsert_visit(conn: &Connection, v: &Visit) -> Result<i64> {
     let last_observed = v
         .inventory
         .values()
@@ -71,8 +71,7 @@ pub(crate) fn insert(conn: &Connection, v: &Visit) -> Result<()> {
         .chain(v.planogram.values().map(|l| l.observed_at))
         .chain(v.promotions.values().map(|l| l.observed_at))
         .max();
-    // The other rows refer to the visit by its row's integer key.
-    let key: i64 = conn
+    Ok(conn
         .prepare_cached(
             "INSERT INTO visits (id, store_id, rep_id, planned_start, planned_end, priority, status, ad_hoc,
             template_id, instructions, check_in_at, check_in_outside, check_out_at, check_out_outside,
@@ -89,27 +88,34 @@ pub(crate) fn insert(conn: &Connection, v: &Visit) -> Result<()> {
             last_observed_at = excluded.last_observed_at
          RETURNING key",
         )?
-        .query_row(params![
-        v.id,
-        v.plan.store_id,
-        v.plan.rep_id,
-        v.plan.planned_start,
-        v.plan.planned_end,
-        v.plan.priority,
-        v.status.as_str(),
-        v.plan.ad_hoc,
-        v.plan.template_id,
-        v.plan.instructions,
-        v.check_in.map(|c| c.at),
-        v.check_in.map(|c| c.outside_geofence),
-        v.check_out.map(|c| c.at),
-        v.check_out.map(|c| c.outside_geofence),
-        v.cancel_reason,
-        v.abandon_reason,
-        v.order_submitted,
-        v.notes,
-        last_observed,
-    ], |r| r.get(0))?;
+        .query_row(
+            params![
+                v.id,
+                v.plan.store_id,
+                v.plan.rep_id,
+                v.plan.planned_start,
+                v.plan.planned_end,
+                v.plan.priority,
+                v.status.as_str(),
+                v.plan.ad_hoc,
+                v.plan.template_id,
+                v.plan.instructions,
+                v.check_in.map(|c| c.at),
+                v.check_in.map(|c| c.outside_geofence),
+                v.check_out.map(|c| c.at),
+                v.check_out.map(|c| c.outside_geofence),
+                v.cancel_reason,
+                v.abandon_reason,
+                v.order_submitted,
+                v.notes,
+                last_observed,
+            ],
+            |r| r.get(0),
+        )?)
+}
+
+/// Inserts the rows of a visit other than its `visits` row, under the row key `key`.
+fn insert_lines(conn: &Connection, key: i64, v: &Visit) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO inventory_lines (visit_key, product_id, shelf_qty, backroom_qty, out_of_stock,
             observed_price_cents, facings, observed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
