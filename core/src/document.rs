@@ -881,6 +881,44 @@ impl VisitDoc {
         out.push(FieldConflict { path, values });
     }
 
+    /// The path of the object made by op `counter@actor`, as [`VisitDoc::object_paths`]
+    /// has it: found through maps only, each step a value `get_all` returns (a value that
+    /// lost a conflict counts, a deleted one does not); `None` otherwise.
+    fn object_path(&self, counter: u64, actor: &ActorId) -> Option<String> {
+        let id = self
+            .doc
+            .import_obj(&format!("{counter}@{}", actor.to_hex_string()))
+            .ok()?;
+        let mut keys = Vec::new();
+        let mut child = id.clone();
+        for parent in self.doc.parents(&id).ok()? {
+            if parent.typ != ObjType::Map {
+                return None;
+            }
+            let automerge::Prop::Map(key) = parent.prop else {
+                return None;
+            };
+            if !parent.visible {
+                let listed = self
+                    .doc
+                    .get_all(&parent.obj, key.as_str())
+                    .ok()?
+                    .into_iter()
+                    .any(|(v, vid)| matches!(v, Value::Object(_)) && vid == child);
+                if !listed {
+                    return None;
+                }
+            }
+            keys.push(key);
+            child = parent.obj;
+        }
+        if child != ROOT || keys.is_empty() {
+            return None;
+        }
+        keys.reverse();
+        Some(keys.join("/"))
+    }
+
     /// Paths of every object in the document, keyed by the op that created it.
     fn object_paths(&self) -> Result<HashMap<(u64, Vec<u8>), String>> {
         let mut out = HashMap::new();
@@ -964,9 +1002,9 @@ impl VisitDoc {
             let mut touched = Vec::with_capacity(n);
             let own = intern_actor(&mut state.actors, change.actor_id());
             let start = change.start_op().get();
-            // The document's objects are walked only when this change writes into an
+            // The document's objects are looked up only once a change writes into an
             // object that neither it nor an earlier change of `changes` made.
-            if state.walked.is_none() {
+            if !state.look_up {
                 let mut last = None;
                 let refers_to_older = ops.iter().any(|op| match op.obj {
                     None => false,
@@ -977,10 +1015,7 @@ impl VisitDoc {
                         !own && !state.made.contains_key(&id)
                     }
                 });
-                if refers_to_older {
-                    let walked = self.object_paths()?;
-                    state.walked(walked);
-                }
+                state.look_up = refers_to_older;
             }
             // The objects this change makes, by op (indexes into `state.paths`), and the
             // ops that make one in an object that cannot be resolved.
@@ -1003,8 +1038,11 @@ impl VisitDoc {
                                     .then(|| usize::try_from(counter - start).ok())
                                     .flatten()
                                     .and_then(|i| created.get(i).copied().flatten())
-                                    .or_else(|| state.made.get(&id).copied())
-                                    .or_else(|| state.walked.as_ref()?.get(&id).copied());
+                                    .or_else(|| state.made.get(&id).copied());
+                                let found = match found {
+                                    Some(p) => Some(p),
+                                    None => state.in_document(self, id),
+                                };
                                 last = Some((id, found));
                                 found
                             }
@@ -1273,8 +1311,12 @@ struct DiffState {
     path_ends: Vec<usize>,
     /// The objects the changes so far made.
     made: BTreeMap<OpKey, usize>,
-    /// The document's objects, once a change needed them.
-    walked: Option<BTreeMap<OpKey, usize>>,
+    /// Whether a change so far referred to an object made before `changes`: from then
+    /// on, objects are also looked up in the document.
+    look_up: bool,
+    /// The document's objects looked up so far: their path, or `None` where
+    /// [`VisitDoc::object_path`] finds none.
+    looked_up: BTreeMap<OpKey, Option<usize>>,
 }
 
 impl DiffState {
@@ -1285,7 +1327,8 @@ impl DiffState {
             paths: "?".to_string(),
             path_ends: vec![1],
             made: BTreeMap::new(),
-            walked: None,
+            look_up: false,
+            looked_up: BTreeMap::new(),
         }
     }
 
@@ -1300,14 +1343,23 @@ impl DiffState {
         self.path_ends.len() - 1
     }
 
-    /// Keeps the document's object paths ([`VisitDoc::object_paths`]).
-    fn walked(&mut self, objects: HashMap<(u64, Vec<u8>), String>) {
-        let mut walked = BTreeMap::new();
-        for ((counter, actor), path) in objects {
-            let actor = intern_actor(&mut self.actors, &ActorId::from(actor.as_slice()));
-            walked.insert((counter, actor), self.push_path(&path));
+    /// The path of object `id` in `doc` (once [`DiffState::look_up`] is set), looked up
+    /// once per object: what [`VisitDoc::object_paths`] has for it, without walking the
+    /// whole document (on a push of one change to a stored visit, the walk cost several
+    /// times everything else the ownership check does).
+    fn in_document(&mut self, doc: &VisitDoc, id: OpKey) -> Option<usize> {
+        if !self.look_up {
+            return None;
         }
-        self.walked = Some(walked);
+        if let Some(found) = self.looked_up.get(&id) {
+            return *found;
+        }
+        let (counter, actor) = id;
+        let found = doc
+            .object_path(counter, &self.actors[actor])
+            .map(|path| self.push_path(&path));
+        self.looked_up.insert(id, found);
+        found
     }
 }
 
@@ -2650,6 +2702,71 @@ mod tests {
             all &= agrees_with_automerge(&VisitDoc { doc: doc.clone() }, std::slice::from_ref(c));
         }
         all
+    }
+
+    /// [`VisitDoc::object_path`] (one object, through its parents) finds what
+    /// [`VisitDoc::object_paths`] (the whole walk) has, for every object ever made in a
+    /// document with nested maps, a conflict between two objects at one key, an object
+    /// replaced by another, a deleted one, and objects inside a list.
+    #[test]
+    fn looking_one_object_up_agrees_with_the_walk() {
+        let a = ActorId::from(&[1u8; 16][..]);
+        let b = ActorId::from(&[2u8; 16][..]);
+        let mut base = Automerge::new().with_actor(a.clone());
+        let mut tx = base.transaction();
+        let plan = tx.put_object(ROOT, "plan", ObjType::Map).unwrap();
+        tx.put(&plan, "rep", "rep-1").unwrap();
+        let inv = tx.put_object(ROOT, "inventory", ObjType::Map).unwrap();
+        let p1 = tx.put_object(&inv, "p1", ObjType::Map).unwrap();
+        tx.put(&p1, "shelf", 3).unwrap();
+        let old = tx.put_object(&inv, "p2", ObjType::Map).unwrap();
+        tx.put(&old, "shelf", 1).unwrap();
+        let gone = tx.put_object(&inv, "p3", ObjType::Map).unwrap();
+        tx.put(&gone, "shelf", 2).unwrap();
+        let list = tx.put_object(ROOT, "photos", ObjType::List).unwrap();
+        let in_list = tx.insert_object(&list, 0, ObjType::Map).unwrap();
+        tx.put_object(&in_list, "meta", ObjType::Map).unwrap();
+        tx.commit();
+        let mut other = base.fork().with_actor(b.clone());
+        let mut tx = base.transaction();
+        tx.put_object(&inv, "p4", ObjType::Map).unwrap();
+        tx.put_object(&inv, "p2", ObjType::Map).unwrap();
+        tx.delete(&inv, "p3").unwrap();
+        tx.commit();
+        let mut tx = other.transaction();
+        let theirs = tx.put_object(&inv, "p4", ObjType::Map).unwrap();
+        tx.put_object(&theirs, "deep", ObjType::Map).unwrap();
+        tx.commit();
+        base.merge(&mut other).unwrap();
+        let doc = VisitDoc { doc: base };
+        let walked = doc.object_paths().unwrap();
+        let mut made = 0;
+        let mut found = 0;
+        for change in doc.doc.get_changes(&[]) {
+            let start = change.start_op().get();
+            for (i, op) in change.decode().operations.iter().enumerate() {
+                if !matches!(op.action, automerge::legacy::OpType::Make(_)) {
+                    continue;
+                }
+                made += 1;
+                let counter = start + i as u64;
+                let expected = walked
+                    .get(&(counter, change.actor_id().to_bytes().to_vec()))
+                    .cloned();
+                found += usize::from(expected.is_some());
+                assert_eq!(
+                    doc.object_path(counter, change.actor_id()),
+                    expected,
+                    "object {counter}@{}",
+                    change.actor_id()
+                );
+            }
+        }
+        // Found: plan, inventory, p1, the list itself, the new p2, both objects at
+        // inventory/p4 (one lost the conflict) and the map inside the one of them. Not
+        // found: the replaced p2, the deleted p3 and the two objects in the list.
+        assert_eq!((made, found), (12, 8), "{walked:?}");
+        assert_eq!(doc.object_path(999, &a), None);
     }
 
     #[test]

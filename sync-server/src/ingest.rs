@@ -20,6 +20,12 @@
 //! acknowledged again, a rejection, a resend) needs no transaction: it was made on
 //! committed data. So the single SQLite writer, and PostgreSQL's visit lock, are held only
 //! for the writes, and decisions run in parallel (docs/BENCHMARKS.md).
+//!
+//! **Documents kept in memory.** Loading a stored visit's document is a large part of a
+//! push that brings a few changes to it (a rep whose app syncs after every action). The
+//! documents of the visits written last are kept as Automerge holds them, each with the
+//! saved bytes it was made from ([`RecentDocs`]); a push whose visit is stored with exactly
+//! those bytes starts from the kept document instead of loading them.
 
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use fieldsync_core::document::{VisitDoc, has_change};
@@ -29,10 +35,55 @@ use fieldsync_core::sync::guard::{self, OpBudget};
 use fieldsync_core::sync::protocol::{Rejection, Resend, VisitChanges, decode_change};
 use fieldsync_core::visit::Author;
 use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::{LazyLock, Mutex};
 
 use crate::store::{
     LogEntry, Scope, Store, StoreError, StoreResult, StoredVisit, VisitMeta, VisitTxn,
 };
+
+/// How many visits' documents [`RecentDocs`] keeps: about one per rep working at the
+/// moment (a typical visit's document takes some tens of KB in memory).
+pub const RECENT_DOCS: usize = 1024;
+
+/// The documents of the visits written last, by visit id, each with the saved bytes it is
+/// the state of (see the module docs). A document is taken out for a push and put back
+/// with its new bytes when the push stores changes; one whose bytes are not what the
+/// store holds is never used (the bytes decide, so a document kept for another store's
+/// visit of the same id, or for a write that did not commit, is only a miss).
+struct RecentDocs {
+    docs: Mutex<lru::LruCache<String, (Vec<u8>, Automerge)>>,
+}
+
+static RECENT: LazyLock<RecentDocs> = LazyLock::new(|| RecentDocs {
+    docs: Mutex::new(lru::LruCache::new(
+        NonZeroUsize::new(RECENT_DOCS).unwrap_or(NonZeroUsize::MIN),
+    )),
+});
+
+impl RecentDocs {
+    /// The document of `saved` (a visit's stored bytes): the kept one when it is the
+    /// state of exactly these bytes, else loaded from them.
+    fn load(&self, visit_id: &str, saved: &[u8]) -> Result<Automerge, automerge::AutomergeError> {
+        let kept = {
+            let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+            match docs.peek(visit_id) {
+                Some((bytes, _)) if bytes.as_slice() == saved => docs.pop(visit_id),
+                _ => None,
+            }
+        };
+        match kept {
+            Some((_, doc)) => Ok(doc),
+            None => Automerge::load(saved),
+        }
+    }
+
+    /// Keeps `doc`, the state of `saved`, as visit `visit_id`'s latest document.
+    fn keep(&self, visit_id: &str, saved: Vec<u8>, doc: Automerge) {
+        let mut docs = self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        docs.put(visit_id.to_string(), (saved, doc));
+    }
+}
 
 /// Who is writing.
 #[derive(Clone, Debug, PartialEq)]
@@ -354,7 +405,7 @@ fn decide(
                 ));
             }
             assigned_elsewhere = w.role == Role::Rep && s.meta.rep_id != w.user_id;
-            Automerge::load(&s.doc)?
+            RECENT.load(visit_id, &s.doc)?
         }
         None => Automerge::new(),
     };
@@ -649,15 +700,17 @@ fn decide(
     txn.save(&meta, &saved, &heads, &log, &w.device_id)?;
     let mut acks = known;
     acks.extend(fresh.iter().map(|c| c.hash().to_string()));
-    Ok(Outcome {
+    let outcome = Outcome {
         acks,
         applied: fresh.len(),
         resend: deferred.then(|| Resend {
             visit_id: visit_id.into(),
-            have: doc.heads().iter().map(ToString::to_string).collect(),
+            have: heads.iter().map(ToString::to_string).collect(),
         }),
         ..Default::default()
-    })
+    };
+    RECENT.keep(visit_id, saved, doc.into_automerge());
+    Ok(outcome)
 }
 
 /// For a visit now assigned to another rep: the reason to refuse `fresh` unless the visit

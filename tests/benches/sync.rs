@@ -9,9 +9,11 @@
 //!
 //! Environment (defaults in brackets):
 //! * `FIELDSYNC_BENCH_SERVER_BIN` [`<workspace>/target/release/fieldsync-server`];
-//! * `FIELDSYNC_BENCH_RUNS` — `visits:devices` pairs, comma separated
-//!   [`10000:100,1000:100,10000:10,10000:500`]; the first one is the headline run
-//!   (initial sync, incremental sync, storage are measured after it);
+//! * `FIELDSYNC_BENCH_RUNS` — `visits:devices[:push]`, comma separated
+//!   [`10000:100,1000:100,10000:10,10000:500,10000:100:batch8,1000:100:action`]; the first
+//!   one is the headline run (initial sync, incremental sync, storage are measured after
+//!   it). `push` is how devices send their visits ([`Push`]): `visit` (the default), `batchN`
+//!   or `action`;
 //! * `FIELDSYNC_BENCH_DATABASE_URL` — also run the headline run's ingest and wire pull on
 //!   PostgreSQL (`serve --database-url`); the database must be fresh (`scripts/pg.sh`);
 //! * `FIELDSYNC_BENCH_EXPORT` — directory to write `visits-<n>/<i>.automerge` (VisitDoc::save
@@ -24,7 +26,7 @@
 //! (`fieldsync_core::fixtures::TypicalVisit`: check in, 20 inventory lines, 10 planogram
 //! positions, 2 promotion checks, one survey answer, notes, check out: 37 Automerge
 //! changes), pushed as one sync request per visit,
-//! as a rep's phone does when it gets signal after a visit.
+//! as a rep's phone does when it gets signal after a visit (or as [`Push`] says).
 
 use automerge::ActorId;
 use fieldsync_core::document::VisitDoc;
@@ -382,8 +384,66 @@ fn request(device_id: &str, cursor: Option<String>, epoch: Option<String>) -> Sy
     }
 }
 
-/// Every device pushes its visits, one request per visit, all devices at once.
-async fn ingest(base: &str, devices: Vec<LoadDevice>) -> Value {
+/// How the devices of a run send their visits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Push {
+    /// One request per visit, its 37 changes together: a phone that gets signal after
+    /// each visit (the headline).
+    Visit,
+    /// `n` visits per request: a phone reconnecting after `n` visits offline (its client
+    /// sends up to 500 outbox changes per request, i.e. 13 typical visits).
+    Batch(usize),
+    /// One request per change: a rep online all along whose app syncs after every
+    /// action (check in, each line, check out).
+    Action,
+}
+
+impl Push {
+    fn parse(s: &str) -> Push {
+        match s {
+            "visit" => Push::Visit,
+            "action" => Push::Action,
+            _ => match s.strip_prefix("batch").and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => Push::Batch(n),
+                _ => panic!("push {s:?}: visit, batchN or action"),
+            },
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            Push::Visit => "visit".into(),
+            Push::Batch(n) => format!("batch{n}"),
+            Push::Action => "action".into(),
+        }
+    }
+
+    /// A device's visits as the change groups of its requests, in order.
+    fn requests(self, visits: Vec<VisitChanges>) -> Vec<Vec<VisitChanges>> {
+        match self {
+            Push::Visit => visits.into_iter().map(|v| vec![v]).collect(),
+            Push::Batch(n) => visits.chunks(n).map(<[VisitChanges]>::to_vec).collect(),
+            Push::Action => visits
+                .into_iter()
+                .flat_map(|v| {
+                    v.changes
+                        .into_iter()
+                        .map(move |c| {
+                            vec![VisitChanges {
+                                visit_id: v.visit_id.clone(),
+                                changes: vec![c],
+                            }]
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Every device pushes its visits (one request per visit, or as `push` says), all devices
+/// at once, each device one request after the other.
+async fn ingest(base: &str, devices: Vec<LoadDevice>, push: Push) -> Value {
     let client = http();
     // Each device first does its (untimed) initial sync, as a phone does at sign-in.
     let mut prepared = Vec::new();
@@ -398,23 +458,31 @@ async fn ingest(base: &str, devices: Vec<LoadDevice>) -> Value {
         .iter()
         .flat_map(|(d, ..)| d.visits.iter().map(|v| v.changes.len()))
         .sum();
+    let prepared: Vec<_> = prepared
+        .into_iter()
+        .map(|(d, cursor, epoch, version)| {
+            let requests = push.requests(d.visits);
+            (d.device_id, d.token, requests, cursor, epoch, version)
+        })
+        .collect();
+    let requests: usize = prepared.iter().map(|p| p.2.len()).sum();
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for (d, cursor, epoch, version) in prepared {
+    for (device_id, token, requests, cursor, epoch, version) in prepared {
         let client = client.clone();
         let base = base.to_string();
         tasks.push(tokio::spawn(async move {
             let mut cursor = cursor;
-            let mut lat = Vec::with_capacity(d.visits.len());
+            let mut lat = Vec::with_capacity(requests.len());
             let mut up = 0usize;
             let mut bad = 0usize;
-            for v in d.visits {
-                let n = v.changes.len();
-                let mut req = request(&d.device_id, Some(cursor.clone()), Some(epoch.clone()));
+            for groups in requests {
+                let n: usize = groups.iter().map(|v| v.changes.len()).sum();
+                let mut req = request(&device_id, Some(cursor.clone()), Some(epoch.clone()));
                 req.reference_version = version;
-                req.changes = vec![v];
+                req.changes = groups;
                 let t = Instant::now();
-                let (resp, u, _) = post_sync(&client, &base, &d.token, &req).await;
+                let (resp, u, _) = post_sync(&client, &base, &token, &req).await;
                 lat.push(t.elapsed().as_secs_f64() * 1e3);
                 up += u;
                 if resp.acks.len() != n || !resp.rejections.is_empty() {
@@ -422,7 +490,7 @@ async fn ingest(base: &str, devices: Vec<LoadDevice>) -> Value {
                     if bad == 1 {
                         eprintln!(
                             "  ! {}: {} acks of {n}, rejections {:?}",
-                            d.device_id,
+                            device_id,
                             resp.acks.len(),
                             resp.rejections
                         );
@@ -443,6 +511,8 @@ async fn ingest(base: &str, devices: Vec<LoadDevice>) -> Value {
     }
     let secs = start.elapsed().as_secs_f64();
     json!({
+        "push": push.name(),
+        "requests": requests,
         "visits": visits,
         "changes": changes,
         "seconds": secs,
@@ -635,6 +705,7 @@ fn export(dir: &Path, corpus: &[(String, Vec<VisitDoc>)], n: usize) -> usize {
 struct Run {
     visits: usize,
     devices: usize,
+    push: Push,
     headline: bool,
     database_url: Option<String>,
 }
@@ -652,9 +723,10 @@ fn run(
         "sqlite"
     };
     eprintln!(
-        "== {backend}: {} visits from {} devices{}",
+        "== {backend}: {} visits from {} devices, push {}{}",
         r.visits,
         r.devices,
+        r.push.name(),
         if r.headline { " (headline)" } else { "" }
     );
     let dir = tempfile::Builder::new()
@@ -694,7 +766,7 @@ fn run(
         .unwrap();
     let cpu0 = server.cpu_seconds();
     let own0 = process_cpu_seconds("self");
-    let ing = rt.block_on(ingest(&server.base, seeded.devices));
+    let ing = rt.block_on(ingest(&server.base, seeded.devices, r.push));
     let cpu1 = server.cpu_seconds();
     let own1 = process_cpu_seconds("self");
     let mut ing = ing;
@@ -713,6 +785,7 @@ fn run(
         "backend": backend,
         "visits": r.visits,
         "devices": r.devices,
+        "push": r.push.name(),
         "headline": r.headline,
         "ingest": ing,
         "exported": exported,
@@ -804,7 +877,7 @@ fn main() {
     let runs_spec = env_or(
         "FIELDSYNC_BENCH_RUNS",
         if benching {
-            "10000:100,1000:100,10000:10,10000:500"
+            "10000:100,1000:100,10000:10,10000:500,10000:100:batch8,1000:100:action"
         } else {
             "200:10"
         },
@@ -822,10 +895,14 @@ fn main() {
         .collect();
     let mut runs = Vec::new();
     for (i, spec) in runs_spec.split(',').enumerate() {
-        let (v, d) = spec.trim().split_once(':').expect("visits:devices");
+        let mut parts = spec.trim().split(':');
+        let (Some(v), Some(d)) = (parts.next(), parts.next()) else {
+            panic!("FIELDSYNC_BENCH_RUNS: {spec:?} is not visits:devices[:push]");
+        };
         runs.push(Run {
             visits: v.parse().unwrap(),
             devices: d.parse().unwrap(),
+            push: parts.next().map_or(Push::Visit, Push::parse),
             headline: i == 0,
             database_url: None,
         });
@@ -836,6 +913,7 @@ fn main() {
         runs.push(Run {
             visits: runs[0].visits,
             devices: runs[0].devices,
+            push: runs[0].push,
             headline: false,
             database_url: Some(url),
         });
