@@ -314,12 +314,22 @@ impl FromRequestParts<AppState> for AuthUser {
 pub fn app(state: AppState) -> Router {
     let limit = state.config.body_limit;
     let timeout = state.config.request_timeout;
-    Router::new()
-        .route("/v1/auth/login", post(login))
+    // `/v1/sync` decompresses Zstandard bodies and compresses its answers itself, with
+    // contexts kept per thread (crate::body); gzip there, and everything elsewhere, goes
+    // through tower-http's layers.
+    let sync_route = Router::new()
         .route(
             "/v1/sync",
             post(sync).route_layer(middleware::from_fn_with_state(state.clone(), admit_sync)),
         )
+        .layer(
+            RequestDecompressionLayer::new()
+                .gzip(true)
+                .zstd(false)
+                .pass_through_unaccepted(true),
+        );
+    let others = Router::new()
+        .route("/v1/auth/login", post(login))
         .route("/v1/visits", post(create_visit))
         .route("/v1/visits/{id}", get(get_visit).patch(patch_visit))
         .route("/healthz", get(healthz))
@@ -327,9 +337,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .merge(crate::dashboard::router())
         .fallback(|| async { AppError::not_found("no such route") })
+        .layer(RequestDecompressionLayer::new().gzip(true).zstd(true));
+    sync_route
+        .merge(others)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(RequestDecompressionLayer::new().gzip(true).zstd(true))
         .layer(CompressionLayer::new().gzip(true).zstd(true))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -605,13 +617,86 @@ pub fn scoped_reference(refs: &ReferenceData, user: &UserRecord) -> ReferenceDat
     out
 }
 
+/// A `/v1/sync` body as sent: decompressed when it is Zstandard (gzip was already
+/// decompressed by the route's layer), at most [`Config::body_limit`] bytes.
+fn sync_body(headers: &header::HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, AppError> {
+    let Some(encoding) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(body);
+    };
+    let encoding = encoding.to_str().unwrap_or_default().trim();
+    if encoding.eq_ignore_ascii_case("identity") {
+        return Ok(body);
+    }
+    if !encoding.eq_ignore_ascii_case("zstd") {
+        return Err(AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!(
+                "Content-Encoding {encoding:?} is not supported: send zstd, gzip or an uncompressed body"
+            ),
+        ));
+    }
+    match crate::body::decompress(&body, limit) {
+        Ok(plain) => Ok(Bytes::from(plain)),
+        Err(crate::body::Refused::TooLarge) => Err(AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is too large: it decompresses to more than {limit} bytes"),
+        )),
+        Err(crate::body::Refused::Invalid(why)) => Err(AppError::bad_request(format!(
+            "the request body says Content-Encoding: zstd but does not decompress: {why}"
+        ))),
+    }
+}
+
+/// The answer of `/v1/sync`: JSON, compressed here when the device takes Zstandard (else
+/// left to the `CompressionLayer`).
+fn sync_answer(resp: &SyncResponse, zstd: bool) -> Result<Response, AppError> {
+    let json = serde_json::to_vec(resp)
+        .map_err(|e| AppError::internal(format!("cannot encode the answer: {e}")))?;
+    let packed = if zstd {
+        crate::body::compress(&json)
+    } else {
+        None
+    };
+    let mut out = match packed {
+        Some(p) => {
+            let mut r = p.into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_ENCODING,
+                header::HeaderValue::from_static("zstd"),
+            );
+            h.insert(
+                header::VARY,
+                header::HeaderValue::from_static("accept-encoding"),
+            );
+            r
+        }
+        None => json.into_response(),
+    };
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Ok(out)
+}
+
 async fn sync(
     State(state): State<AppState>,
     Extension(slot): Extension<SyncSlot>,
     auth: AuthUser,
+    headers: header::HeaderMap,
     body: Bytes,
-) -> Result<Json<SyncResponse>, AppError> {
+) -> Result<Response, AppError> {
     let start = Instant::now();
+    let body = sync_body(&headers, body, state.config.body_limit)?;
+    let zstd = crate::body::accepts_zstd(
+        headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     let req: SyncRequest = parse_json(&body)?;
     if req.protocol != PROTOCOL_VERSION {
         return Err(AppError::new(
@@ -659,7 +744,7 @@ async fn sync(
         .metrics
         .sync_latency
         .observe(start.elapsed().as_secs_f64());
-    Ok(Json(resp))
+    sync_answer(&resp, zstd)
 }
 
 fn sync_blocking(

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod dashboard;
 pub mod demo;
 pub mod feed;

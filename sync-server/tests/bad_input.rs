@@ -191,6 +191,38 @@ fn body_cases(e: &Env) -> Vec<Case> {
             status: if dashboard { 401 } else { 400 },
             says: if dashboard { "not signed in" } else { "body" },
         });
+        // A few KB that decompress past the limit (`/v1/sync` decompresses Zstandard
+        // itself, the other routes through tower-http: both refuse it).
+        let mut packed = h.clone();
+        packed.push(("content-encoding", b"zstd".to_vec()));
+        let mut bomb = b"{\"protocol\": 1, \"device_id\": \"".to_vec();
+        bomb.extend(std::iter::repeat_n(b'a', 4 * LIMIT));
+        bomb.extend(b"\"}");
+        out.push(Case {
+            name: "a Zstandard body that decompresses past the limit",
+            method,
+            uri: uri.clone(),
+            headers: packed,
+            body: zstd::encode_all(&bomb[..], 19).unwrap(),
+            status: if dashboard { 401 } else { 413 },
+            says: if dashboard {
+                "not signed in"
+            } else {
+                "too large"
+            },
+        });
+        let mut brotli = h.clone();
+        brotli.push(("content-encoding", b"br".to_vec()));
+        out.push(Case {
+            name: "Content-Encoding: br (not supported)",
+            method,
+            uri: uri.clone(),
+            headers: brotli,
+            body: b"{\"protocol\": 1}".to_vec(),
+            // Refused before anything else, the dashboard's sign-in check included.
+            status: 415,
+            says: "upported",
+        });
     }
     out
 }
