@@ -59,11 +59,13 @@ fn each_push_is_decided_on_its_own_servers_copy_of_the_visit() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (server(dir.path(), "a.db"), server(dir.path(), "b.db"));
 
-    // Server B takes the visit's first 20 changes, then A the whole visit.
+    // Server B takes the visit's first 20 changes; A its first 30, then 3 more (a small
+    // push: A's document at 33 changes is kept for this id).
     assert_eq!(push(&b, id, &changes[..20]).applied, 20);
-    assert_eq!(push(&a, id, &changes).applied, 37);
-    // A's document (37 changes) is the one kept for this id; B's copy differs, so B's
-    // next push must start from B's own document: the 5 changes are new there.
+    assert_eq!(push(&a, id, &changes[..30]).applied, 30);
+    assert_eq!(push(&a, id, &changes[30..33]).applied, 3);
+    // B's copy differs from the kept document, so B's next push must start from B's own
+    // document: the 5 changes are new there.
     let out = push(&b, id, &changes[20..25]);
     assert_eq!((out.applied, out.acks.len()), (5, 5));
     assert_eq!(stored_heads(&b, id), vec![changes[24].hash()]);
@@ -73,9 +75,10 @@ fn each_push_is_decided_on_its_own_servers_copy_of_the_visit() {
         assert_eq!(push(&b, id, std::slice::from_ref(c)).applied, 1);
         assert_eq!(stored_heads(&b, id), vec![c.hash()]);
     }
-    // Back on A, which holds everything: all known, nothing stored again.
+    // Back on A, which holds 33: those five are known, the last four new.
     let out = push(&a, id, &changes[25..30]);
     assert_eq!((out.applied, out.acks.len()), (0, 5));
+    assert_eq!(push(&a, id, &changes[33..]).applied, 4);
     assert_eq!(stored_heads(&a, id), vec![changes[36].hash()]);
     // And B after A: B's copy is still at change 30.
     let out = push(&b, id, &changes[30..]);
