@@ -45,7 +45,12 @@ use crate::store::{
 
 /// How many visits' documents [`RecentDocs`] keeps: about one per rep working at the
 /// moment (a typical visit's document takes some tens of KB in memory).
-pub const RECENT_DOCS: usize = 1024;
+pub const RECENT_DOCS: usize = 512;
+
+/// Only documents that save to at most this many bytes are kept (a typical visit saves to
+/// 2.5 KB): the memory kept stays bounded by [`RECENT_DOCS`] small documents, whatever
+/// visits the devices push.
+pub const KEEP_MAX_BYTES: usize = 16 * 1024;
 
 /// A visit's document is kept after a push that stored at most this many changes: an app
 /// syncing as its rep works, whose next push to the visit comes soon. A visit pushed
@@ -722,7 +727,7 @@ fn decide(
         }),
         ..Default::default()
     };
-    if fresh.len() <= KEEP_AFTER_CHANGES {
+    if fresh.len() <= KEEP_AFTER_CHANGES && saved.len() <= KEEP_MAX_BYTES {
         RECENT.keep(visit_id, saved, doc.into_automerge());
     }
     Ok(outcome)
