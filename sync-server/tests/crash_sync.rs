@@ -110,10 +110,7 @@ async fn devices_killed_while_recording_and_syncing_lose_and_duplicate_nothing()
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(24);
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let r = seed(&data);
-    let mut server = Server::start(&data, 0);
+    let (tmp, data, r, mut server) = seeded_server();
     let t1 = stores_of(&r, "t-1");
     let rep1 = user_id(&r, "rep1");
     let mgr = device(&server, tmp.path(), "manager1", "mgr").await;

@@ -72,10 +72,7 @@ async fn converged(server: &Server, manager_token: &str, devices: &[&Device]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_reps_and_a_manager_converge_in_random_orders_with_duplicates() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let r = seed(&data);
-    let server = Server::start(&data, 0);
+    let (tmp, _, r, server) = seeded_server();
     let t1 = stores_of(&r, "t-1");
     let (rep1, rep2, rep3) = (
         user_id(&r, "rep1"),
@@ -224,10 +221,7 @@ async fn three_reps_and_a_manager_converge_in_random_orders_with_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reps_never_see_or_change_another_territory_and_forgeries_are_rejected() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let r = seed(&data);
-    let server = Server::start(&data, 0);
+    let (tmp, _, r, server) = seeded_server();
     let t1 = stores_of(&r, "t-1");
     let rep1 = user_id(&r, "rep1");
     let mgr = device(&server, tmp.path(), "manager1", "mgr-tablet").await;
@@ -374,10 +368,7 @@ async fn reps_never_see_or_change_another_territory_and_forgeries_are_rejected()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let r = seed(&data);
-    let server = Server::start(&data, 0);
+    let (tmp, data, r, server) = seeded_server();
     let d = device(&server, tmp.path(), "rep1", "phone-x").await;
     d.client.sync(&d.store, None).await.unwrap();
     let before = counts(&server).await;
@@ -392,66 +383,44 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
         }
         rb.send()
     };
-    let check = |status: u16, want: u16, body: &serde_json::Value, needle: &str| {
-        assert_eq!(status, want, "{body}");
+    let token = Some(d.token.as_str());
+    let cases: [(&[u8], Option<&str>, u16, &str); 5] = [
+        (b"{not json", token, 400, "malformed JSON"),
+        (
+            br#"{"protocol": 99, "device_id": "phone-x"}"#,
+            token,
+            400,
+            "unsupported protocol version 99",
+        ),
+        (
+            br#"{"protocol": 1, "device_id": "phone-x"}"#,
+            None,
+            401,
+            "missing Authorization",
+        ),
+        (
+            br#"{"protocol": 1, "device_id": "phone-x"}"#,
+            Some("nope"),
+            401,
+            "unknown or revoked token",
+        ),
+        (
+            br#"{"protocol": 1, "device_id": "someone-else"}"#,
+            token,
+            403,
+            "issued to device",
+        ),
+    ];
+    for (body, token, want, needle) in cases {
+        let resp = post(body.to_vec(), token).await.unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{needle}");
+        let body: serde_json::Value = resp.json().await.unwrap();
         assert!(
             body["message"].as_str().unwrap_or("").contains(needle),
             "{body} lacks {needle:?}"
         );
         assert!(body["error"].is_string(), "{body}");
-    };
-    let resp = post(b"{not json".to_vec(), Some(&d.token)).await.unwrap();
-    check(
-        resp.status().as_u16(),
-        400,
-        &resp.json().await.unwrap(),
-        "malformed JSON",
-    );
-    let resp = post(
-        br#"{"protocol": 99, "device_id": "phone-x"}"#.to_vec(),
-        Some(&d.token),
-    )
-    .await
-    .unwrap();
-    check(
-        resp.status().as_u16(),
-        400,
-        &resp.json().await.unwrap(),
-        "unsupported protocol version 99",
-    );
-    let resp = post(br#"{"protocol": 1, "device_id": "phone-x"}"#.to_vec(), None)
-        .await
-        .unwrap();
-    check(
-        resp.status().as_u16(),
-        401,
-        &resp.json().await.unwrap(),
-        "missing Authorization",
-    );
-    let resp = post(
-        br#"{"protocol": 1, "device_id": "phone-x"}"#.to_vec(),
-        Some("nope"),
-    )
-    .await
-    .unwrap();
-    check(
-        resp.status().as_u16(),
-        401,
-        &resp.json().await.unwrap(),
-        "unknown or revoked token",
-    );
-    let resp = post(
-        br#"{"protocol": 1, "device_id": "someone-else"}"#.to_vec(),
-        Some(&d.token),
-    )
-    .await
-    .unwrap();
-    check(
-        resp.status().as_u16(),
-        403,
-        &resp.json().await.unwrap(),
-        "issued to device",
-    );
+    }
     // Garbage change payloads: a per-visit rejection, nothing stored.
     let body = serde_json::json!({"protocol": 1, "device_id": "phone-x", "changes": [
         {"visit_id": "v-garbage", "changes": ["%%% not base64 %%%"]},
@@ -859,10 +828,7 @@ async fn a_change_waiting_for_another_devices_resend_stops_the_sync_and_arrives_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visits_leaving_the_scope_are_purged_only_once_nothing_is_pending() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let r = seed(&data);
-    let server = Server::start(&data, 0);
+    let (tmp, _, r, server) = seeded_server();
     let t1 = stores_of(&r, "t-1");
     let rep1 = user_id(&r, "rep1");
     let mgr = device(&server, tmp.path(), "manager1", "mgr").await;
@@ -1122,10 +1088,7 @@ fn admin_cli_imports_csv_with_errors_by_line_creates_users_and_backs_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_changed_inventory_line_is_one_small_round_trip() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let r = seed(&data);
-    let server = Server::start(&data, 0);
+    let (tmp, _, r, server) = seeded_server();
     let t1 = stores_of(&r, "t-1");
     let rep1 = user_id(&r, "rep1");
     let mgr = device(&server, tmp.path(), "manager1", "mgr").await;

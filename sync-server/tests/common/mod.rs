@@ -142,6 +142,16 @@ pub fn seed(data_dir: &Path) -> ReferenceData {
     store.reference().unwrap().as_ref().clone()
 }
 
+/// A fresh temporary directory, the server's data dir in it (`<tmp>/server`) seeded with
+/// [`seed`], and the server started on a free port.
+pub fn seeded_server() -> (tempfile::TempDir, PathBuf, ReferenceData, Server) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let r = seed(&data);
+    let server = Server::start(&data, 0);
+    (tmp, data, r, server)
+}
+
 /// A device of a user: its store and a signed-in client.
 pub struct Device {
     pub store: DeviceStore,
