@@ -65,41 +65,14 @@ const INVENTORY_FIELDS: [&str; 5] = ["shelf", "back", "oos", "price", "facings"]
 const POSITION_FIELDS: [&str; 3] = ["present", "facings", "correct"];
 const PROMOTION_FIELDS: [&str; 4] = ["display", "price_ok", "materials", "price"];
 
-/// The first bytes of a Zstandard frame (a document packed by [`pack_document`]; Automerge
-/// bytes start with `85 6f 4a 83`).
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// Packs a document's saved bytes for storage: one Zstandard frame (level 1). Meant for
-/// `Automerge::save_nocompress` output: a typical visit's uncompressed save (2.5 KB)
-/// packs to 1.1 KB, smaller than `Automerge::save` (1.4 KB, whose DEFLATE of the columns
-/// is ~88 % of its cost) at a tenth of the instructions. [`unpack_document`] reverses it;
-/// both Automerge bytes and packed bytes load after it.
+/// Packs a document's saved bytes for storage: one Zstandard frame (level 1,
+/// [`crate::zstd_frames`]). Meant for `Automerge::save_nocompress` output: a typical
+/// visit's uncompressed save (2.5 KB) packs to 1.1 KB, smaller than `Automerge::save`
+/// (1.4 KB, whose DEFLATE of the columns is ~88 % of its cost) at a tenth of the
+/// instructions. [`unpack_document`] reverses it; both Automerge bytes and packed bytes
+/// load after it.
 pub fn pack_document(automerge_bytes: &[u8]) -> Vec<u8> {
-    ZSTD.with_borrow_mut(|z| {
-        let packer = match &mut z.packer {
-            Some(p) => p,
-            None => match zstd::bulk::Compressor::new(1) {
-                Ok(p) => z.packer.insert(p),
-                Err(_) => return automerge_bytes.to_vec(),
-            },
-        };
-        packer
-            .compress(automerge_bytes)
-            .unwrap_or_else(|_| automerge_bytes.to_vec())
-    })
-}
-
-/// Zstandard contexts kept per thread: creating one costs more than packing or unpacking
-/// a typical visit (a profile of an initial sync showed `ZSTD_createDCtx` at 3 % of the
-/// device's time).
-#[derive(Default)]
-struct ZstdContexts {
-    packer: Option<zstd::bulk::Compressor<'static>>,
-    unpacker: Option<zstd::bulk::Decompressor<'static>>,
-}
-
-thread_local! {
-    static ZSTD: std::cell::RefCell<ZstdContexts> = std::cell::RefCell::default();
+    crate::zstd_frames::compress(automerge_bytes, 1).unwrap_or_else(|| automerge_bytes.to_vec())
 }
 
 /// The Automerge bytes of stored document bytes: unpacked when [`pack_document`] packed
@@ -111,42 +84,16 @@ pub fn unpack_document(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
 /// Like [`unpack_document`] for bytes from elsewhere: refuses to unpack to more than
 /// `limit` bytes (without allocating more).
 pub fn unpack_document_within(bytes: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
-    use std::io::Read as _;
-    if !bytes.starts_with(&ZSTD_MAGIC) {
+    use crate::zstd_frames::{MAGIC, Refused, decompress_within};
+    if !bytes.starts_with(&MAGIC) {
         return Ok(std::borrow::Cow::Borrowed(bytes));
     }
     let bad = |e: String| Error::Corrupt(format!("a packed document does not unpack: {e}"));
-    let too_big = || bad(format!("it unpacks to more than {limit} bytes"));
-    let out = match zstd::zstd_safe::get_frame_content_size(bytes) {
-        Ok(Some(n)) => {
-            let n = usize::try_from(n)
-                .ok()
-                .filter(|n| *n <= limit)
-                .ok_or_else(too_big)?;
-            ZSTD.with_borrow_mut(|z| {
-                let unpacker = match &mut z.unpacker {
-                    Some(u) => u,
-                    None => z.unpacker.insert(zstd::bulk::Decompressor::new()?),
-                };
-                unpacker.decompress(bytes, n)
-            })
-            .map_err(|e| bad(e.to_string()))?
-        }
-        // No size in the frame header: decode up to the limit.
-        _ => {
-            let mut out = Vec::new();
-            zstd::stream::read::Decoder::new(bytes)
-                .map_err(|e| bad(e.to_string()))?
-                .take(limit.saturating_add(1) as u64)
-                .read_to_end(&mut out)
-                .map_err(|e| bad(e.to_string()))?;
-            if out.len() > limit {
-                return Err(too_big());
-            }
-            out
-        }
-    };
-    Ok(std::borrow::Cow::Owned(out))
+    match decompress_within(bytes, limit) {
+        Ok(out) => Ok(std::borrow::Cow::Owned(out)),
+        Err(Refused::TooLarge) => Err(bad(format!("it unpacks to more than {limit} bytes"))),
+        Err(Refused::Invalid(e)) => Err(bad(e)),
+    }
 }
 
 /// Whether `doc` holds the change `hash` (applied, not merely queued). Cheap, unlike
@@ -3049,7 +2996,7 @@ mod tests {
         tx.commit();
         let plain = doc.save_nocompress();
         let packed = pack_document(&plain);
-        assert!(packed.starts_with(&ZSTD_MAGIC));
+        assert!(packed.starts_with(&crate::zstd_frames::MAGIC));
         assert!(
             packed.len() < plain.len(),
             "{} of {} bytes",

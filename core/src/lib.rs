@@ -65,6 +65,7 @@ pub mod sync;
 mod testutil;
 pub mod tz;
 pub mod visit;
+pub mod zstd_frames;
 
 pub use error::{Error, Result};
 pub use gtin::Gtin13;

@@ -636,14 +636,15 @@ fn sync_body(headers: &header::HeaderMap, body: Bytes, limit: usize) -> Result<B
             ),
         ));
     }
-    match crate::body::decompress(&body, limit) {
+    use fieldsync_core::zstd_frames::{Refused, decompress_within};
+    match decompress_within(&body, limit) {
         Ok(plain) => Ok(Bytes::from(plain)),
-        Err(crate::body::Refused::TooLarge) => Err(AppError::new(
+        Err(Refused::TooLarge) => Err(AppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("the request body is too large: it decompresses to more than {limit} bytes"),
         )),
-        Err(crate::body::Refused::Invalid(why)) => Err(AppError::bad_request(format!(
+        Err(Refused::Invalid(why)) => Err(AppError::bad_request(format!(
             "the request body says Content-Encoding: zstd but does not decompress: {why}"
         ))),
     }
@@ -690,14 +691,39 @@ async fn sync(
     body: Bytes,
 ) -> Result<Response, AppError> {
     let start = Instant::now();
-    let body = sync_body(&headers, body, state.config.body_limit)?;
     let zstd = crate::body::accepts_zstd(
         headers
             .get_all(header::ACCEPT_ENCODING)
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
-    let req: SyncRequest = parse_json(&body)?;
+    let st = state.clone();
+    // Everything from the body on runs on the blocking pool: decompressing and parsing a
+    // large body, or compressing a large answer, would hold an async worker. The slot
+    // moves into that work: a client that hangs up does not free it while its sync runs.
+    let resp = blocking(move || {
+        let _slot = slot;
+        let body = sync_body(&headers, body, st.config.body_limit)?;
+        let (req, cursor) = sync_request(&body, &auth)?;
+        st.metrics.devices_seen(&auth.device_id);
+        let resp = sync_blocking(&st, &auth, req, cursor)?;
+        sync_answer(&resp, zstd)
+    })
+    .await?;
+    state
+        .metrics
+        .sync_latency
+        .observe(start.elapsed().as_secs_f64());
+    Ok(resp)
+}
+
+/// A sync request's cursor: `"<seq>"` or `"<seq>.<token>"` (the token confirms the answer
+/// that carried it); `None` for a first sync.
+type Cursor = Option<(i64, Option<String>)>;
+
+/// The request of a `/v1/sync` body, checked against the token's device, and its cursor.
+fn sync_request(body: &[u8], auth: &AuthUser) -> Result<(SyncRequest, Cursor), AppError> {
+    let req: SyncRequest = parse_json(body)?;
     if req.protocol != PROTOCOL_VERSION {
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,
@@ -714,7 +740,6 @@ async fn sync(
             auth.device_id, req.device_id
         )));
     }
-    // "<seq>" or "<seq>.<token>" (the token confirms the answer that carried it).
     let cursor = match &req.cursor {
         None => None,
         Some(c) if c.is_empty() => None,
@@ -731,27 +756,14 @@ async fn sync(
             Some((seq, token.map(str::to_string)))
         }
     };
-    state.metrics.devices_seen(&auth.device_id);
-    let st = state.clone();
-    // The slot moves into the storage work: a client that hangs up does not free it while
-    // its sync still runs on the blocking pool.
-    let resp = blocking(move || {
-        let _slot = slot;
-        sync_blocking(&st, &auth, req, cursor)
-    })
-    .await?;
-    state
-        .metrics
-        .sync_latency
-        .observe(start.elapsed().as_secs_f64());
-    sync_answer(&resp, zstd)
+    Ok((req, cursor))
 }
 
 fn sync_blocking(
     state: &AppState,
     auth: &AuthUser,
     req: SyncRequest,
-    cursor: Option<(i64, Option<String>)>,
+    cursor: Cursor,
 ) -> Result<SyncResponse, AppError> {
     let store = &state.store;
     let epoch = store.epoch()?;
