@@ -410,6 +410,24 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
 /// (SQLite's parser was ~5 % of the server's CPU on one-change pushes).
 const STATEMENT_CACHE: usize = 128;
 
+/// What every connection of the server's database gets, the writer's and the readers'.
+///
+/// The query planner stability guarantee (QPSG) is on. Without it, SQLite marks a cached
+/// statement to be prepared again whenever a new value is bound to a parameter that the
+/// planner looked at: `LIMIT ?n` always, and comparisons once statistics exist. The
+/// pull's queries end in `LIMIT ?n` and choose their indexes with `INDEXED BY`, so every
+/// sync prepared them again from their text: ~10 % of the server's CPU in the 100-device
+/// ingest benchmark (docs/BENCHMARKS.md). With QPSG a statement keeps the plan it was
+/// prepared with.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+}
+
 impl SqliteStore {
     /// Opens (creating) the database `fieldsync.db` in `dir`.
     pub fn open_dir(dir: &Path) -> StoreResult<Self> {
@@ -422,8 +440,7 @@ impl SqliteStore {
     /// Opens (creating) the database file at `path`.
     pub fn open(path: &Path) -> StoreResult<Self> {
         let mut conn = Connection::open(path)?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        configure(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -450,8 +467,7 @@ impl SqliteStore {
                     rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                         | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
-                r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-                r.busy_timeout(std::time::Duration::from_secs(10))?;
+                configure(&r)?;
                 readers.push(Mutex::new(r));
             }
         }
@@ -1226,5 +1242,45 @@ impl Store for SqliteStore {
             .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
         Ok((latest, ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::StatementStatus;
+
+    /// How often one cached `LIMIT ?1` statement was prepared again over three runs
+    /// with different limits.
+    fn reprepares(conn: &Connection) -> i32 {
+        conn.execute_batch(
+            "CREATE TABLE t (x INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2), (3);",
+        )
+        .unwrap();
+        let sql = "SELECT x FROM t WHERE x > ?1 ORDER BY x LIMIT ?2";
+        for limit in 1..=3i64 {
+            let rows: Vec<i64> = conn
+                .prepare_cached(sql)
+                .unwrap()
+                .query_map([0, limit], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(rows.len() as i64, limit);
+        }
+        conn.prepare_cached(sql)
+            .unwrap()
+            .get_status(StatementStatus::RePrepare)
+    }
+
+    #[test]
+    fn cached_statements_keep_their_plan_when_rebound() {
+        // The control: SQLite's default prepares such a statement again on every bind.
+        let plain = Connection::open_in_memory().unwrap();
+        plain.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        assert!(reprepares(&plain) >= 2);
+        let configured = Connection::open_in_memory().unwrap();
+        configure(&configured).unwrap();
+        assert_eq!(reprepares(&configured), 0);
     }
 }
