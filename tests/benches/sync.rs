@@ -36,7 +36,7 @@ use fieldsync_core::store::DeviceStore;
 use fieldsync_core::sync::protocol::{
     PROTOCOL_VERSION, SyncRequest, SyncResponse, VisitChanges, encode_change,
 };
-use fieldsync_core::sync::{SyncClient, SyncConfig};
+use fieldsync_core::sync::{Compression, SyncClient, SyncConfig};
 use fieldsync_core::visit::{Author, InventoryInput};
 use fieldsync_server::Store;
 use fieldsync_server::store::NewUser;
@@ -349,7 +349,8 @@ async fn post_sync(
     req: &SyncRequest,
 ) -> (SyncResponse, usize, usize) {
     let json = serde_json::to_vec(req).unwrap();
-    let body = zstd::encode_all(&json[..], 3).unwrap();
+    // As a device compresses it (`SyncClient`).
+    let body = fieldsync_core::sync::client::compress(&json, Compression::Zstd).unwrap();
     let up = body.len();
     let resp = client
         .post(format!("{base}/v1/sync"))
