@@ -17,6 +17,7 @@ pub mod feed;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
+pub mod pg_conn;
 pub mod pg_store;
 pub mod store;
 

@@ -28,8 +28,7 @@
 use automerge::ChangeHash;
 use fieldsync_core::model::{ReferenceData, Role};
 use postgres::error::SqlState;
-use postgres::{IsolationLevel, NoTls, Row, Transaction};
-use r2d2_postgres::PostgresConnectionManager;
+use postgres::{IsolationLevel, NoTls, Row};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
@@ -37,6 +36,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::feed::{self, FeedSource, HoldWrite, IdRange, LogRow, heads_from_bytes, heads_to_bytes};
+use crate::pg_conn::{Manager, PgConn, Tx};
 use fieldsync_core::document::pack_document;
 
 use crate::store::{
@@ -82,7 +82,7 @@ const LOCK_REFERENCE: i32 = 0x6673_0004;
 /// Attempts for a transaction that fails with a serialization failure or deadlock.
 const MAX_ATTEMPTS: u32 = 8;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<Manager>;
 
 /// Owns the pool. The blocking client closes a connection by running its own small
 /// runtime, which panics inside an async task: when the last store is dropped there
@@ -240,7 +240,7 @@ impl PgStore {
             .max_size(opts.pool_size.max(1))
             .min_idle(Some(1))
             .connection_timeout(opts.connect_timeout)
-            .build(PostgresConnectionManager::new(config, NoTls))?;
+            .build(Manager::new(config))?;
         let store = Self {
             pool: PoolHolder(Some(pool)),
             url: url.to_string(),
@@ -250,16 +250,13 @@ impl PgStore {
         Ok(store)
     }
 
-    fn conn(&self) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+    fn conn(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
         Ok(self.pool.get().get()?)
     }
 
     /// Runs `body` on a pooled connection, again when it fails with a serialization
     /// failure or a deadlock (its transaction rolled back), at most [`MAX_ATTEMPTS`] times.
-    fn retrying<T>(
-        &self,
-        mut body: impl FnMut(&mut postgres::Client) -> StoreResult<T>,
-    ) -> StoreResult<T> {
+    fn retrying<T>(&self, mut body: impl FnMut(&mut PgConn) -> StoreResult<T>) -> StoreResult<T> {
         let mut conn = self.conn()?;
         let mut attempt = 0;
         loop {
@@ -342,16 +339,12 @@ struct PendingPush {
 }
 
 struct PgTxn<'a, 'c> {
-    tx: RefCell<&'a mut Transaction<'c>>,
+    tx: RefCell<&'a mut Tx<'c>>,
     visit_id: String,
     pending: Vec<PendingPush>,
 }
 
-fn stored_visit(
-    tx: &mut Transaction<'_>,
-    visit_id: &str,
-    lock: bool,
-) -> StoreResult<Option<StoredVisit>> {
+fn stored_visit(tx: &mut Tx<'_>, visit_id: &str, lock: bool) -> StoreResult<Option<StoredVisit>> {
     let sql = if lock {
         "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status, doc FROM visits WHERE visit_id = $1 FOR UPDATE"
     } else {
@@ -428,7 +421,7 @@ impl VisitTxn for PgTxn<'_, '_> {
 
 /// Appends `pending` to the change log under the change-log lock, which the caller's
 /// commit releases (after the rows are visible).
-fn append_pushes(tx: &mut Transaction<'_>, pending: &[PendingPush]) -> StoreResult<()> {
+fn append_pushes(tx: &mut Tx<'_>, pending: &[PendingPush]) -> StoreResult<()> {
     if pending.is_empty() {
         return Ok(());
     }
@@ -477,7 +470,7 @@ fn scope_filter<'a>(scope: &'a Scope, args: &mut Vec<Param<'a>>) -> String {
 }
 
 /// The PostgreSQL side of a pull: reads in one REPEATABLE READ transaction.
-struct PgFeed<'a, 'c>(&'a mut Transaction<'c>);
+struct PgFeed<'a, 'c>(&'a mut Tx<'c>);
 
 impl FeedSource for PgFeed<'_, '_> {
     fn max_seq(&mut self) -> StoreResult<i64> {
@@ -613,34 +606,28 @@ impl FeedSource for PgFeed<'_, '_> {
 }
 
 /// Applies a pull's holdings bookkeeping in the pull's transaction.
-fn apply_holdings(
-    tx: &mut Transaction<'_>,
-    device_id: &str,
-    writes: &[HoldWrite],
-) -> StoreResult<()> {
+fn apply_holdings(tx: &mut Tx<'_>, device_id: &str, writes: &[HoldWrite]) -> StoreResult<()> {
     let mut hold: Vec<&String> = Vec::new();
     let mut forget: Vec<&String> = Vec::new();
-    let flush = |tx: &mut Transaction<'_>,
-                 hold: &mut Vec<&String>,
-                 forget: &mut Vec<&String>|
-     -> StoreResult<()> {
-        if !forget.is_empty() {
-            tx.execute(
-                "DELETE FROM device_visits WHERE device_id = $1 AND visit_id = ANY($2)",
-                &[&device_id, &*forget],
-            )?;
-            forget.clear();
-        }
-        if !hold.is_empty() {
-            tx.execute(
-                "INSERT INTO device_visits (device_id, visit_id) SELECT $1, unnest($2::text[])
+    let flush =
+        |tx: &mut Tx<'_>, hold: &mut Vec<&String>, forget: &mut Vec<&String>| -> StoreResult<()> {
+            if !forget.is_empty() {
+                tx.execute(
+                    "DELETE FROM device_visits WHERE device_id = $1 AND visit_id = ANY($2)",
+                    &[&device_id, &*forget],
+                )?;
+                forget.clear();
+            }
+            if !hold.is_empty() {
+                tx.execute(
+                    "INSERT INTO device_visits (device_id, visit_id) SELECT $1, unnest($2::text[])
                  ON CONFLICT DO NOTHING",
-                &[&device_id, &*hold],
-            )?;
-            hold.clear();
-        }
-        Ok(())
-    };
+                    &[&device_id, &*hold],
+                )?;
+                hold.clear();
+            }
+            Ok(())
+        };
     for w in writes {
         match w {
             HoldWrite::ForgetAll => {
@@ -839,10 +826,7 @@ impl Store for PgStore {
 
     fn pull(&self, q: &PullQuery) -> StoreResult<PullPage> {
         self.retrying(|c| {
-            let mut tx = c
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .start()?;
+            let mut tx = c.transaction_with(IsolationLevel::RepeatableRead, false)?;
             // The page the device confirms: its holdings changes apply before this one.
             if let Some(token) = &q.token {
                 let confirmed = tx.query_opt(
@@ -949,11 +933,7 @@ impl Store for PgStore {
         let territories: Option<Vec<&String>> = territories.map(|t| t.iter().collect());
         self.retrying(|c| {
             // One snapshot for the highest number and the visits.
-            let mut tx = c
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
+            let mut tx = c.transaction_with(IsolationLevel::RepeatableRead, true)?;
             let latest: Option<i64> = tx
                 .query_one(
                     "SELECT MAX(seq) FROM change_log

@@ -476,6 +476,62 @@ async fn bench_run(
     )
 }
 
+/// Each pooled connection keeps its prepared statements: the same text is prepared once,
+/// a statement prepared in a rolled-back or failed transaction stays usable, and text
+/// that does not prepare is not kept.
+#[test]
+fn pooled_connections_keep_their_statements() {
+    let Some(db) = pg::TestDb::create("pooled_connections_keep_their_statements") else {
+        return;
+    };
+    use fieldsync_server::pg_conn::Manager;
+    use r2d2::ManageConnection as _;
+    let manager = Manager::new(db.url.parse().unwrap());
+    let mut conn = manager.connect().unwrap();
+    let add = "SELECT $1::INT + 1";
+    for n in [1, 41] {
+        let r: i32 = conn.query_one(add, &[&n]).unwrap().get(0);
+        assert_eq!(r, n + 1);
+    }
+    assert_eq!(conn.prepared(), 1, "the same text was prepared again");
+    {
+        let mut tx = conn.transaction().unwrap();
+        let r: String = tx
+            .query_one("SELECT $1::TEXT || '!'", &[&"hi"])
+            .unwrap()
+            .get(0);
+        assert_eq!(r, "hi!");
+        // Dropped: rolled back.
+    }
+    assert_eq!(conn.prepared(), 2);
+    let r: String = conn
+        .query_one("SELECT $1::TEXT || '!'", &[&"again"])
+        .unwrap()
+        .get(0);
+    assert_eq!(r, "again!");
+    // A failing statement aborts its transaction; the kept statements outlive it.
+    {
+        let mut tx = conn.transaction().unwrap();
+        let err = tx.query_one("SELECT 1 / $1::INT", &[&0]).unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&postgres::error::SqlState::DIVISION_BY_ZERO),
+            "{err:?}"
+        );
+        assert!(
+            tx.query_one(add, &[&1]).is_err(),
+            "an aborted transaction ran a statement"
+        );
+    }
+    assert!(conn.query_one("SELEC 1", &[]).is_err());
+    assert_eq!(conn.prepared(), 3, "text that does not prepare was kept");
+    let r: i32 = conn.query_one(add, &[&2]).unwrap().get(0);
+    assert_eq!(r, 3);
+    let r: i32 = conn.query_one("SELECT 1 / $1::INT", &[&1]).unwrap().get(0);
+    assert_eq!(r, 1);
+    assert!(manager.is_valid(&mut conn).is_ok());
+}
+
 /// `cargo test -p fieldsync-server --test pg_cluster -- --ignored --nocapture ingest`
 /// (with `FIELDSYNC_TEST_DATABASE_URL`; `FIELDSYNC_BENCH_BIN` may name a release build
 /// of the server, `FIELDSYNC_BENCH_DEVICES` / `FIELDSYNC_BENCH_BATCHES` change the load).
