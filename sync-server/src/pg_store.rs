@@ -7,7 +7,8 @@
 //!
 //! The [`Store`] trait is synchronous and the HTTP handlers call it inside
 //! `spawn_blocking`, so this backend uses the blocking `postgres` client with an `r2d2`
-//! connection pool (no async bridge needed). Its methods must not be called from inside
+//! connection pool (no async bridge needed), whose connections keep their prepared
+//! statements ([`crate::pg_conn`]). Its methods must not be called from inside
 //! an async task (the blocking client runs its own small runtime).
 //!
 //! ## Concurrency
