@@ -5,7 +5,9 @@
 //! Two parts:
 //! * criterion benchmarks (mean/median with confidence intervals):
 //!   `device/record_inventory_line`, `device/record_inventory_line_plain_sqlite`,
-//!   `device/open_store_and_today_route`;
+//!   `device/sync_body_zstd_kept_context`, `device/sync_body_zstd_new_context` (one
+//!   change's sync request body compressed as the client does, and with a new Zstandard
+//!   context per body), `device/open_store_and_today_route`;
 //! * a report printed afterwards with what criterion does not give: p99 latency from
 //!   individually timed calls, bytes per line and per visit, and the resident memory of a
 //!   fresh process that opens the large store and loads today's route (this binary
@@ -33,6 +35,9 @@ use fieldsync_core::clock::ManualClock;
 use fieldsync_core::fixtures::{self, FixtureSize, TypicalAction, TypicalVisit};
 use fieldsync_core::model::ReferenceData;
 use fieldsync_core::store::DeviceStore;
+use fieldsync_core::sync::Compression;
+use fieldsync_core::sync::client::compress;
+use fieldsync_core::sync::protocol::{PROTOCOL_VERSION, SyncRequest, VisitChanges, encode_change};
 use fieldsync_core::visit::{AnswerValue, GeoPoint, InventoryInput, VisitPlan};
 use rusqlite::{Connection, params};
 use std::collections::BTreeMap;
@@ -915,6 +920,28 @@ fn report(cfg: &Config, route_db: Option<&Path>) {
 
 // ------------------------------------------------------------------------------ criterion
 
+/// The JSON body of a sync request that pushes one change of a typical visit (its
+/// check-in).
+fn one_change_request_body() -> Vec<u8> {
+    let today = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+    let doc = fixtures::typical_visit_document("v-body", today, NOW).unwrap();
+    let change = doc.automerge().get_changes(&[])[1].clone();
+    let req = SyncRequest {
+        protocol: PROTOCOL_VERSION,
+        device_id: "dev-bench".into(),
+        cursor: Some("12345.0123456789abcdef".into()),
+        epoch: Some("0123456789abcdef0123456789abcdef".into()),
+        reference_version: 3,
+        changes: vec![VisitChanges {
+            visit_id: "v-body".into(),
+            changes: vec![encode_change(change.raw_bytes())],
+        }],
+        heads: None,
+        accept_documents: true,
+    };
+    serde_json::to_vec(&req).unwrap()
+}
+
 fn criterion_benches(c: &mut Criterion, cfg: &Config, route_db: &Path) {
     let dir = tempfile::tempdir_in(&cfg.dir).unwrap();
     let mut g = c.benchmark_group("device");
@@ -937,6 +964,17 @@ fn criterion_benches(c: &mut Criterion, cfg: &Config, route_db: &Path) {
     drop(plain);
 
     let db = route_db;
+    // A sync request body carrying one change (an app syncing after an action), as the
+    // client compresses it (the thread's kept Zstandard context) and as it did before
+    // (`zstd::encode_all`: a new context per body).
+    let body = one_change_request_body();
+    g.bench_function("sync_body_zstd_kept_context", |b| {
+        b.iter(|| compress(black_box(&body), Compression::Zstd).unwrap());
+    });
+    g.bench_function("sync_body_zstd_new_context", |b| {
+        b.iter(|| zstd::encode_all(black_box(&body[..]), 3).unwrap());
+    });
+
     g.bench_function(
         format!("open_store_{}_visits_and_today_route", cfg.route_visits),
         |b| {
@@ -970,6 +1008,8 @@ fn main() {
         for name in [
             "record_inventory_line",
             "record_inventory_line_plain_sqlite",
+            "sync_body_zstd_kept_context",
+            "sync_body_zstd_new_context",
         ] {
             println!("device/{name}: benchmark");
         }

@@ -512,7 +512,6 @@ async fn ingest(base: &str, devices: Vec<LoadDevice>, push: Push) -> Value {
     }
     let secs = start.elapsed().as_secs_f64();
     json!({
-        "push": push.name(),
         "requests": requests,
         "visits": visits,
         "changes": changes,
