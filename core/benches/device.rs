@@ -975,6 +975,21 @@ fn criterion_benches(c: &mut Criterion, cfg: &Config, route_db: &Path) {
         b.iter(|| zstd::encode_all(black_box(&body[..]), 3).unwrap());
     });
 
+    // Reading a typical visit whole (what the server's content rules check on every
+    // push, and what the device projects after each write).
+    let typical = {
+        let author = fieldsync_core::visit::Author {
+            user_id: REP.into(),
+            device_id: "dev-bench".into(),
+        };
+        contents(&refs())[0]
+            .document("v-read", REP, &author, automerge::ActorId::random(), NOW)
+            .unwrap()
+    };
+    g.bench_function("visit_doc_read_typical", |b| {
+        b.iter(|| black_box(&typical).read().unwrap());
+    });
+
     g.bench_function(
         format!("open_store_{}_visits_and_today_route", cfg.route_visits),
         |b| {
@@ -1010,6 +1025,7 @@ fn main() {
             "record_inventory_line_plain_sqlite",
             "sync_body_zstd_kept_context",
             "sync_body_zstd_new_context",
+            "visit_doc_read_typical",
         ] {
             println!("device/{name}: benchmark");
         }
