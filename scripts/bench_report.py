@@ -116,6 +116,13 @@ def render(sync, peer, label):
         f"{n(ing.get('client_cpu_ms_per_visit'), 2)} ms/visit) | ≥ 5,000; p99 ≤ 100 ms | "
         f"{verdict(ing['visits_per_s'] >= 5000 and lat['p99_ms'] <= 100)} |",
     ]
+    idle = head.get("idle_sync")
+    if idle:
+        lines.append(
+            f"| a manager's sync with nothing new, holding the {n(idle['held'])}-visit territory "
+            f"({idle['syncs']} syncs) | median {n(idle['median_ms'], 1)} ms, server CPU "
+            f"{n(idle['server_cpu_ms'], 1)} ms per sync | | |"
+        )
     for r in runs:
         if r["backend"] == "sqlite" and r["devices"] == head["devices"] and push(r) != push(head):
             i, l = r["ingest"], r["ingest"]["latency"]

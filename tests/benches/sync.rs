@@ -600,6 +600,27 @@ async fn initial_sync_device(base: &str, device: &str, token: &str, dir: &Path) 
     })
 }
 
+/// The device of [`initial_sync_device`] syncing `n` more times with nothing new: what a
+/// manager's app costs the server for each sync while it holds the whole territory
+/// (their scope is checked against every held visit on each pull).
+async fn idle_syncs(base: &str, device: &str, token: &str, dir: &Path, n: usize) -> Value {
+    let store = DeviceStore::open(dir.join(format!("{device}.db")), "manager-1", device).unwrap();
+    let client = SyncClient::new(base, token).unwrap();
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let rep = client.sync(&store, None).await.unwrap();
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(rep.rounds, 1, "a sync with nothing new is one round trip");
+    }
+    ms.sort_by(f64::total_cmp);
+    json!({
+        "syncs": n,
+        "held": store.visit_ids().unwrap().len(),
+        "median_ms": percentile(&ms, 0.5),
+    })
+}
+
 /// A rep's phone: initial sync, record one inventory line, sync again.
 async fn incremental(base: &str, device: &str, token: &str, dir: &Path) -> Value {
     let store = DeviceStore::open(dir.join(format!("{device}.db")), "rep-1", device).unwrap();
@@ -819,6 +840,16 @@ fn run(
             dev["server_cpu_s"].as_f64().unwrap_or(0.0)
         );
         out["initial_device"] = dev;
+        let c0 = server.cpu_seconds();
+        let mut idle = rt.block_on(idle_syncs(&server.base, d1, t1, dir.path(), 50));
+        idle["server_cpu_ms"] = json!((server.cpu_seconds() - c0) * 1e3 / 50.0);
+        eprintln!(
+            "  manager's sync with nothing new ({} visits held): median {:.1} ms, server CPU {:.1} ms",
+            idle["held"],
+            idle["median_ms"].as_f64().unwrap_or(0.0),
+            idle["server_cpu_ms"].as_f64().unwrap_or(0.0)
+        );
+        out["idle_sync"] = idle;
         let (d, t) = &seeded.rep1_token;
         let inc = rt.block_on(incremental(&server.base, d, t, dir.path()));
         eprintln!("  incremental: {inc}");
