@@ -7,7 +7,8 @@
 //!   `device/record_inventory_line`, `device/record_inventory_line_plain_sqlite`,
 //!   `device/sync_body_zstd_kept_context`, `device/sync_body_zstd_new_context` (one
 //!   change's sync request body compressed as the client does, and with a new Zstandard
-//!   context per body), `device/open_store_and_today_route`;
+//!   context per body), `device/visit_doc_read_typical` (a typical visit read whole, as
+//!   the server's content rules read it on every push), `device/open_store_and_today_route`;
 //! * a report printed afterwards with what criterion does not give: p99 latency from
 //!   individually timed calls, bytes per line and per visit, and the resident memory of a
 //!   fresh process that opens the large store and loads today's route (this binary
@@ -923,8 +924,7 @@ fn report(cfg: &Config, route_db: Option<&Path>) {
 /// The JSON body of a sync request that pushes one change of a typical visit (its
 /// check-in).
 fn one_change_request_body() -> Vec<u8> {
-    let today = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
-    let doc = fixtures::typical_visit_document("v-body", today, NOW).unwrap();
+    let doc = fixtures::typical_visit_document("v-body", today(), NOW).unwrap();
     let change = doc.automerge().get_changes(&[])[1].clone();
     let req = SyncRequest {
         protocol: PROTOCOL_VERSION,
@@ -977,15 +977,7 @@ fn criterion_benches(c: &mut Criterion, cfg: &Config, route_db: &Path) {
 
     // Reading a typical visit whole (what the server's content rules check on every
     // push, and what the device projects after each write).
-    let typical = {
-        let author = fieldsync_core::visit::Author {
-            user_id: REP.into(),
-            device_id: "dev-bench".into(),
-        };
-        contents(&refs())[0]
-            .document("v-read", REP, &author, automerge::ActorId::random(), NOW)
-            .unwrap()
-    };
+    let typical = fixtures::typical_visit_document("v-read", today(), NOW).unwrap();
     g.bench_function("visit_doc_read_typical", |b| {
         b.iter(|| black_box(&typical).read().unwrap());
     });

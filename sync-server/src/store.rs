@@ -731,7 +731,8 @@ fn entering_probed(
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     // The plan is chosen here: without statistics SQLite cannot tell a rep's visits
     // from a territory's. A rep's scope is small: read through visits_rep, then
-    // sorted. Whole territories are read in id order from `after` when the range is
+    // sorted (a pull takes a rep's from [`RepView`]; this answers any scope, which is
+    // what the view is tested against). Whole territories are read in id order from `after` when the range is
     // open above, only as far as `limit` needs: the device holds little there (see
     // `feed::pull`). Up to a bound, where it holds most of them, through visits_scope:
     // one pass over the territories' index entries, not over every visit's.
@@ -808,9 +809,9 @@ struct RepView {
     device: Option<String>,
     /// Held, not in the scope (id order).
     leaving: Vec<String>,
-    /// In the scope (id order), and those of them not held.
+    /// In the scope (id order), and whether the device holds each.
     in_scope: Vec<String>,
-    not_held: Vec<String>,
+    held: Vec<bool>,
 }
 
 impl RepView {
@@ -827,7 +828,7 @@ impl RepView {
         // Byte order, as SQLite's BINARY collation orders `device_visits`.
         in_scope.sort_unstable();
         let mut leaving = Vec::new();
-        let mut not_held = Vec::new();
+        let mut held_mask = vec![false; in_scope.len()];
         let mut next = 0; // in_scope[..next] is merged
         if let Some(d) = device {
             let mut stmt = conn.prepare_cached(
@@ -840,41 +841,37 @@ impl RepView {
                     .as_str()
                     .map_err(|e| StoreError::Database(Box::new(e)))?;
                 while next < in_scope.len() && in_scope[next].as_str() < held {
-                    not_held.push(in_scope[next].clone());
                     next += 1;
                 }
                 if next < in_scope.len() && in_scope[next] == held {
+                    held_mask[next] = true;
                     next += 1;
                 } else {
                     leaving.push(held.to_string());
                 }
             }
         }
-        not_held.extend_from_slice(&in_scope[next..]);
         Ok(Self {
             scope: scope.clone(),
             device: device.map(str::to_string),
             leaving,
             in_scope,
-            not_held,
+            held: held_mask,
         })
     }
 
     /// Up to `limit` ids in `range` of the scope, or of what in it is not held.
     fn entering(&self, not_held: bool, range: IdRange<'_>, limit: usize) -> Vec<String> {
-        let ids = if not_held {
-            &self.not_held
-        } else {
-            &self.in_scope
-        };
         let from = range
             .after
-            .map_or(0, |a| ids.partition_point(|v| v.as_str() <= a));
-        ids[from..]
+            .map_or(0, |a| self.in_scope.partition_point(|v| v.as_str() <= a));
+        self.in_scope[from..]
             .iter()
-            .take_while(|v| range.until.is_none_or(|u| v.as_str() <= u))
+            .zip(&self.held[from..])
+            .take_while(|(v, _)| range.until.is_none_or(|u| v.as_str() <= u))
+            .filter(|(_, held)| !(not_held && **held))
             .take(limit)
-            .cloned()
+            .map(|(v, _)| v.clone())
             .collect()
     }
 }

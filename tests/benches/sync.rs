@@ -840,9 +840,10 @@ fn run(
             dev["server_cpu_s"].as_f64().unwrap_or(0.0)
         );
         out["initial_device"] = dev;
+        const IDLE_SYNCS: usize = 50;
         let c0 = server.cpu_seconds();
-        let mut idle = rt.block_on(idle_syncs(&server.base, d1, t1, dir.path(), 50));
-        idle["server_cpu_ms"] = json!((server.cpu_seconds() - c0) * 1e3 / 50.0);
+        let mut idle = rt.block_on(idle_syncs(&server.base, d1, t1, dir.path(), IDLE_SYNCS));
+        idle["server_cpu_ms"] = json!((server.cpu_seconds() - c0) * 1e3 / IDLE_SYNCS as f64);
         eprintln!(
             "  manager's sync with nothing new ({} visits held): median {:.1} ms, server CPU {:.1} ms",
             idle["held"],
