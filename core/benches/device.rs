@@ -938,6 +938,7 @@ fn one_change_request_body() -> Vec<u8> {
         }],
         heads: None,
         accept_documents: true,
+        documents: Vec::new(),
     };
     serde_json::to_vec(&req).unwrap()
 }

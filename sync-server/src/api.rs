@@ -777,20 +777,29 @@ fn sync_blocking(
     let mut resp = SyncResponse {
         protocol: PROTOCOL_VERSION,
         epoch: epoch.clone(),
+        takes_documents: true,
         ..Default::default()
     };
     // One budget for the whole request (fieldsync_core::sync::guard): Automerge's memory
-    // and time for a request stay bounded however many visits it carries.
+    // and time for a request stay bounded however many visits it carries. Visits pushed
+    // whole first: changes of the same request may build on them.
     let mut budget = fieldsync_core::sync::guard::OpBudget::per_request();
-    for group in &req.changes {
-        let out = ingest::ingest_limited(
-            store.as_ref(),
-            &writer,
-            &refs,
-            group,
-            &mut budget,
-            &state.config.visit_limits,
-        )?;
+    let (limits, store_ref) = (&state.config.visit_limits, store.as_ref());
+    state
+        .metrics
+        .documents_pushed
+        .inc_by(req.documents.len() as u64);
+    let pushed = req
+        .documents
+        .iter()
+        .map(|d| ingest::ingest_document(store_ref, &writer, &refs, d, &mut budget, limits))
+        .collect::<Vec<_>>();
+    let groups = req
+        .changes
+        .iter()
+        .map(|g| ingest::ingest_limited(store_ref, &writer, &refs, g, &mut budget, limits));
+    for out in pushed.into_iter().chain(groups) {
+        let out = out?;
         state.metrics.changes_applied.inc_by(out.applied as u64);
         resp.acks.extend(out.acks);
         if let Some(r) = out.rejection {

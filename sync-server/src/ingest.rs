@@ -32,8 +32,11 @@ use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use fieldsync_core::document::{VisitDoc, has_change};
 use fieldsync_core::model::{ReferenceData, Role};
 use fieldsync_core::rules;
+use fieldsync_core::sync::doc_check;
 use fieldsync_core::sync::guard::{self, OpBudget};
-use fieldsync_core::sync::protocol::{Rejection, Resend, VisitChanges, decode_change};
+use fieldsync_core::sync::protocol::{
+    Rejection, Resend, VisitChanges, VisitDocument, decode_change,
+};
 use fieldsync_core::visit::Author;
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
@@ -272,8 +275,146 @@ pub fn ingest_limited(
     if parsed.is_empty() {
         return Ok(Outcome::default());
     }
+    settle(
+        store,
+        writer,
+        refs,
+        limits,
+        visit_id,
+        &Incoming::Changes(parsed),
+        &hashes,
+    )
+}
+
+/// Ingests one visit pushed as its whole document (`SyncRequest::documents`) from
+/// `writer`: the same verdict as for the document's changes pushed one by one, reached
+/// without parsing and applying each change (see [`decide`]). The bytes pass
+/// [`doc_check::check_document`] before Automerge parses them, and their rows count
+/// against `budget` as a change's operations do.
+pub fn ingest_document(
+    store: &dyn Store,
+    writer: &Writer,
+    refs: &ReferenceData,
+    pushed: &VisitDocument,
+    budget: &mut OpBudget,
+    limits: &VisitLimits,
+) -> StoreResult<Outcome> {
+    let visit_id = pushed.visit_id.as_str();
+    if visit_id.trim().is_empty() || visit_id.len() > 200 {
+        return Ok(reject(visit_id, &[], "invalid visit id"));
+    }
+    let bad = |e: &str| {
+        reject(
+            visit_id,
+            &[],
+            format!("the document of visit {visit_id}: {e}"),
+        )
+    };
+    let bytes = match decode_change(&pushed.doc) {
+        Ok(b) => b,
+        Err(e) => return Ok(bad(&e)),
+    };
+    if bytes.len() > limits.doc_bytes {
+        let (len, max) = (bytes.len() as u64, limits.doc_bytes as u64);
+        return Ok(reject(
+            visit_id,
+            &[],
+            too_large(visit_id, "bytes", len, max),
+        ));
+    }
+    let shape = match doc_check::check_document(&bytes, guard::MAX_WORK_PER_REQUEST) {
+        Ok(s) => s,
+        Err(e) => return Ok(bad(&e)),
+    };
+    if shape.inflated_len > limits.doc_bytes {
+        let (len, max) = (shape.inflated_len as u64, limits.doc_bytes as u64);
+        return Ok(reject(
+            visit_id,
+            &[],
+            too_large(visit_id, "bytes", len, max),
+        ));
+    }
+    if budget.remaining() < shape.rows && budget.used() > 0 {
+        // Over what earlier visits left of the request's budget: for a later request.
+        tracing::info!(
+            visit = visit_id,
+            "request budget spent: visit left for a later request"
+        );
+        return Ok(Outcome::default());
+    }
+    // At most a whole budget's rows (checked above): within an unused budget.
+    budget.spend(shape.rows).ok();
+    // Automerge 0.12 panics on some malformed columns (see `decide`): a refusal.
+    let doc = match std::panic::catch_unwind(|| Automerge::load(&bytes)) {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return Ok(bad(&format!("not an Automerge document: {e}"))),
+        Err(_) => return Ok(bad("not an Automerge document: malformed columns")),
+    };
+    let hashes: Vec<String> = doc
+        .get_changes_meta(&[])
+        .iter()
+        .map(|m| m.hash.to_string())
+        .collect();
+    let mut heads: Vec<String> = doc.get_heads().iter().map(ToString::to_string).collect();
+    let mut declared = pushed.heads.clone();
+    heads.sort();
+    declared.sort();
+    if heads != declared {
+        return Ok(reject(
+            visit_id,
+            &hashes,
+            format!(
+                "the document of visit {visit_id} does not have the heads it was sent with: \
+                 it was damaged or cut on the way"
+            ),
+        ));
+    }
+    if hashes.is_empty() {
+        return Ok(Outcome::default());
+    }
+    settle(
+        store,
+        writer,
+        refs,
+        limits,
+        visit_id,
+        &Incoming::Document(doc),
+        &hashes,
+    )
+}
+
+/// What a device pushed for one visit, parsed.
+enum Incoming {
+    /// Changes.
+    Changes(Vec<Change>),
+    /// The whole document (the client sends one only when every change of it is its own
+    /// and unacknowledged; nothing here relies on that).
+    Document(Automerge),
+}
+
+impl Incoming {
+    /// Whether the device sent change `h` (and so holds it).
+    fn sent(&self, h: &ChangeHash) -> bool {
+        match self {
+            Incoming::Changes(cs) => cs.iter().any(|c| c.hash() == *h),
+            Incoming::Document(d) => has_change(d, h),
+        }
+    }
+}
+
+/// Decides on a visit's push and stores what the decision writes (see the module docs:
+/// decided on the committed state, decided again in the transaction if that changed).
+fn settle(
+    store: &dyn Store,
+    writer: &Writer,
+    refs: &ReferenceData,
+    limits: &VisitLimits,
+    visit_id: &str,
+    incoming: &Incoming,
+    hashes: &[String],
+) -> StoreResult<Outcome> {
     let mut draft = Draft::new(store, store.visit(visit_id)?);
-    let first = decide(&mut draft, writer, refs, limits, visit_id, &parsed, &hashes)?;
+    let first = decide(&mut draft, writer, refs, limits, visit_id, incoming, hashes)?;
     if !draft.writes() {
         return Ok(first);
     }
@@ -283,7 +424,7 @@ pub fn ingest_limited(
             draft.replay(txn)?;
             outcome = first.clone();
         } else {
-            outcome = decide(txn, writer, refs, limits, visit_id, &parsed, &hashes)?;
+            outcome = decide(txn, writer, refs, limits, visit_id, incoming, hashes)?;
         }
         Ok(())
     })?;
@@ -404,7 +545,7 @@ fn decide(
     refs: &ReferenceData,
     limits: &VisitLimits,
     visit_id: &str,
-    parsed: &[Change],
+    incoming: &Incoming,
     hashes: &[String],
 ) -> StoreResult<Outcome> {
     let stored = txn.stored()?;
@@ -414,7 +555,7 @@ fn decide(
     // builds on). That is how work done offline before a reassignment — or acknowledged,
     // lost in a server restore and resent after a reassignment — still arrives.
     let mut assigned_elsewhere = false;
-    let mut am = match &stored {
+    let am = match &stored {
         Some(s) => {
             if !w.covers(&s.meta.territory_id) {
                 return Ok(reject(
@@ -428,61 +569,46 @@ fn decide(
         }
         None => Automerge::new(),
     };
-    // Already known changes are acknowledged again (idempotent).
-    let mut seen = BTreeSet::new();
-    let mut fresh: Vec<Change> = Vec::new();
-    let mut known = Vec::new();
-    for c in parsed {
-        let h = c.hash();
-        if has_change(&am, &h) {
-            known.push(h.to_string());
-        } else if seen.insert(h) {
-            fresh.push(c.clone());
-        }
-    }
-    if fresh.is_empty() {
-        return Ok(Outcome {
-            acks: known,
-            ..Default::default()
-        });
-    }
-    // Dependencies: keep the changes whose dependencies are present (in the document or
-    // among the changes kept) and ask for a resend of the rest. Keeping the ready part
-    // matters after a restore: each device resends only its own changes, and a device's
-    // batch may mix changes the server can take with changes that wait for another
-    // device's; refusing the whole batch would leave every device waiting on the others.
-    let mut ready: Vec<Change> = Vec::new();
-    let mut ready_hashes: BTreeSet<ChangeHash> = BTreeSet::new();
-    let mut waiting = fresh;
-    loop {
-        let before = ready.len();
-        waiting.retain(|c| {
-            let ok = c
-                .deps()
+    let heads_before = am.get_heads();
+    // A pushed document that holds every stored change is the visit's next state as it
+    // is: its changes since the stored heads are the new ones, and nothing is applied.
+    // One that lacks some (the server has changes the device has not seen) is merged as
+    // its changes would be.
+    let (merged, whole) = match incoming {
+        Incoming::Document(d) if heads_before.iter().all(|h| has_change(d, h)) => {
+            let fresh = d.get_changes(&heads_before);
+            let new: BTreeSet<ChangeHash> = fresh.iter().map(Change::hash).collect();
+            let known: Vec<String> = hashes
                 .iter()
-                .all(|d| has_change(&am, d) || ready_hashes.contains(d));
-            if ok {
-                ready_hashes.insert(c.hash());
-                ready.push(c.clone());
-            }
-            !ok
-        });
-        if ready.len() == before {
-            break;
+                .filter(|h| !h.parse().is_ok_and(|h| new.contains(&h)))
+                .cloned()
+                .collect();
+            let merge = Merge {
+                am: d.clone(),
+                fresh,
+                known,
+                deferred: false,
+            };
+            (Ok(merge), true)
         }
-    }
-    let deferred = !waiting.is_empty();
-    if ready.is_empty() {
-        return Ok(Outcome {
-            acks: known,
-            resend: Some(Resend {
-                visit_id: visit_id.into(),
-                have: am.get_heads().iter().map(ToString::to_string).collect(),
-            }),
-            ..Default::default()
-        });
-    }
-    let fresh = ready;
+        Incoming::Document(d) => (ready_changes(am, &d.get_changes(&[]), visit_id), false),
+        Incoming::Changes(cs) => (ready_changes(am, cs, visit_id), false),
+    };
+    let Merge {
+        mut am,
+        fresh,
+        known,
+        deferred,
+    } = match merged {
+        Ok(m) if m.fresh.is_empty() => {
+            return Ok(Outcome {
+                acks: m.known,
+                ..Default::default()
+            });
+        }
+        Ok(m) => m,
+        Err(outcome) => return Ok(*outcome),
+    };
     // Actor binding: every actor belongs to the device that first pushed it.
     // (Each distinct actor once: a device's changes share one actor.)
     let mut new_actors: HashMap<String, ()> = HashMap::new();
@@ -509,27 +635,28 @@ fn decide(
             }
         }
     }
-    let heads_before = am.get_heads();
-    // Automerge 0.12 panics on some malformed change columns (found by fuzzing,
-    // tests/fuzz/regressions/sync_ingest): a refusal, never a crashed request.
-    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        am.apply_changes(fresh.iter().cloned())
-    }));
-    match applied {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            return Ok(reject(
-                visit_id,
-                hashes,
-                format!("the changes cannot be applied: {e}"),
-            ));
-        }
-        Err(_) => {
-            return Ok(reject(
-                visit_id,
-                hashes,
-                "the changes cannot be applied: malformed change operations",
-            ));
+    if !whole {
+        // Automerge 0.12 panics on some malformed change columns (found by fuzzing,
+        // tests/fuzz/regressions/sync_ingest): a refusal, never a crashed request.
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            am.apply_changes(fresh.iter().cloned())
+        }));
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Ok(reject(
+                    visit_id,
+                    hashes,
+                    format!("the changes cannot be applied: {e}"),
+                ));
+            }
+            Err(_) => {
+                return Ok(reject(
+                    visit_id,
+                    hashes,
+                    "the changes cannot be applied: malformed change operations",
+                ));
+            }
         }
     }
     if !am.get_missing_deps(&[]).is_empty() {
@@ -713,7 +840,7 @@ fn decide(
     let log = LogEntry {
         changes: fresh.len(),
         heads_before,
-        hold: heads.iter().all(|h| parsed.iter().any(|c| c.hash() == *h))
+        hold: heads.iter().all(|h| incoming.sent(h))
             || w.scope.as_ref().is_some_and(|s| !s.contains(&meta)),
     };
     txn.save(&meta, &saved, &heads, &log, &w.device_id)?;
@@ -732,6 +859,82 @@ fn decide(
         RECENT.keep(visit_id, saved, doc.into_automerge());
     }
     Ok(outcome)
+}
+
+/// What a push brings to a visit, before the checks.
+struct Merge {
+    /// The document the new changes are in, or are to be applied to.
+    am: Automerge,
+    /// The new changes.
+    fresh: Vec<Change>,
+    /// Pushed hashes already stored (acknowledged again: idempotent).
+    known: Vec<String>,
+    /// Some pushed changes wait for dependencies the server lacks.
+    deferred: bool,
+}
+
+/// The pushed changes `parsed` against `am` (the stored document): the new changes whose
+/// dependencies are present (in the document or among the changes kept). `Err` is the
+/// verdict when nothing is new or nothing is ready.
+///
+/// Keeping the ready part matters after a restore: each device resends only its own
+/// changes, and a device's batch may mix changes the server can take with changes that
+/// wait for another device's; refusing the whole batch would leave every device waiting
+/// on the others.
+fn ready_changes(am: Automerge, parsed: &[Change], visit_id: &str) -> Result<Merge, Box<Outcome>> {
+    let mut seen = BTreeSet::new();
+    let mut fresh: Vec<Change> = Vec::new();
+    let mut known = Vec::new();
+    for c in parsed {
+        let h = c.hash();
+        if has_change(&am, &h) {
+            known.push(h.to_string());
+        } else if seen.insert(h) {
+            fresh.push(c.clone());
+        }
+    }
+    if fresh.is_empty() {
+        return Err(Box::new(Outcome {
+            acks: known,
+            ..Default::default()
+        }));
+    }
+    let mut ready: Vec<Change> = Vec::new();
+    let mut ready_hashes: BTreeSet<ChangeHash> = BTreeSet::new();
+    let mut waiting = fresh;
+    loop {
+        let before = ready.len();
+        waiting.retain(|c| {
+            let ok = c
+                .deps()
+                .iter()
+                .all(|d| has_change(&am, d) || ready_hashes.contains(d));
+            if ok {
+                ready_hashes.insert(c.hash());
+                ready.push(c.clone());
+            }
+            !ok
+        });
+        if ready.len() == before {
+            break;
+        }
+    }
+    if ready.is_empty() {
+        return Err(Box::new(Outcome {
+            acks: known,
+            resend: Some(Resend {
+                visit_id: visit_id.into(),
+                have: am.get_heads().iter().map(ToString::to_string).collect(),
+            }),
+            ..Default::default()
+        }));
+    }
+    Ok(Merge {
+        am,
+        fresh: ready,
+        known,
+        deferred: !waiting.is_empty(),
+    })
 }
 
 /// For a visit now assigned to another rep: the reason to refuse `fresh` unless the visit

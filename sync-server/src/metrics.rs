@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests, sync latency, changes applied, rejections, devices seen,
+//! Prometheus metrics: requests, sync latency, changes applied, rejections, visits pushed
+//! whole, devices seen,
 //! and the gates' load (requests turned away busy, slots in use).
 
 use prometheus::{
@@ -20,6 +21,9 @@ pub struct Metrics {
     pub changes_applied: IntCounter,
     /// `fieldsync_rejections_total`: visits whose changes were refused.
     pub rejections: IntCounter,
+    /// `fieldsync_documents_pushed_total`: visits devices pushed as their whole document
+    /// (`SyncRequest::documents`) instead of as changes.
+    pub documents_pushed: IntCounter,
     /// `fieldsync_devices_seen`: distinct devices that synced since the start.
     pub devices: IntGauge,
     /// `fieldsync_busy_total{gate}`: requests answered 503 "busy" because every slot of a
@@ -66,6 +70,11 @@ impl Metrics {
             "Visits whose changes were rejected",
         )
         .expect("valid metric");
+        let documents_pushed = IntCounter::new(
+            "fieldsync_documents_pushed_total",
+            "Visits pushed as their whole document instead of as changes",
+        )
+        .expect("valid metric");
         let devices = IntGauge::new(
             "fieldsync_devices_seen",
             "Distinct devices that synced since start",
@@ -94,6 +103,7 @@ impl Metrics {
             Box::new(sync_latency.clone()),
             Box::new(changes_applied.clone()),
             Box::new(rejections.clone()),
+            Box::new(documents_pushed.clone()),
             Box::new(devices.clone()),
             Box::new(busy.clone()),
             Box::new(gate_in_use.clone()),
@@ -107,6 +117,7 @@ impl Metrics {
             sync_latency,
             changes_applied,
             rejections,
+            documents_pushed,
             devices,
             busy,
             gate_in_use,

@@ -71,15 +71,20 @@ pub fn document() -> Value {
                     ("cursor", json!({"type": ["string", "null"]})), ("epoch", json!({"type": ["string", "null"]})),
                     ("reference_version", i.clone()),
                     ("changes", json!({"type": "array", "items": {"$ref": "#/components/schemas/VisitChanges"}})),
-                    ("heads", json!({"type": ["array", "null"], "items": obj(&[("visit_id", s.clone()), ("heads", strings.clone())], &[])}))
+                    ("heads", json!({"type": ["array", "null"], "items": obj(&[("visit_id", s.clone()), ("heads", strings.clone())], &[])})),
+                    ("accept_documents", json!({"type": "boolean"})),
+                    ("documents", json!({"type": "array", "items": {"$ref": "#/components/schemas/VisitDocument"}}))
                 ], &["protocol", "device_id"]),
+                "VisitDocument": obj(&[("visit_id", s.clone()), ("doc", s.clone()), ("heads", strings.clone())], &["visit_id", "doc", "heads"]),
                 "SyncResponse": obj(&[
                     ("protocol", i.clone()), ("epoch", s.clone()), ("acks", strings.clone()),
                     ("rejections", json!({"type": "array", "items": obj(&[("visit_id", s.clone()), ("hashes", strings.clone()), ("reason", s.clone())], &[])})),
                     ("resend", json!({"type": "array", "items": obj(&[("visit_id", s.clone()), ("have", strings.clone())], &[])})),
                     ("changes", json!({"type": "array", "items": {"$ref": "#/components/schemas/VisitChanges"}})),
+                    ("documents", json!({"type": "array", "items": {"$ref": "#/components/schemas/VisitDocument"}})),
                     ("cursor", s.clone()), ("more", json!({"type": "boolean"})),
-                    ("reference_data", json!({"type": ["object", "null"]})), ("purge", strings.clone())
+                    ("reference_data", json!({"type": ["object", "null"]})), ("purge", strings.clone()),
+                    ("takes_documents", json!({"type": "boolean"}))
                 ], &["protocol", "epoch", "acks", "rejections", "resend", "changes", "cursor", "more"]),
                 "CreateVisit": obj(&[("store_id", s.clone()), ("rep_id", s.clone()), ("planned_start", i.clone()), ("planned_end", i.clone()),
                     ("priority", i.clone()), ("instructions", s.clone()), ("template_id", s.clone()), ("visit_id", s.clone())],

@@ -14,6 +14,10 @@
 //!   one is the headline run (initial sync, incremental sync, storage are measured after
 //!   it). `push` is how devices send their visits ([`Push`]): `visit` (the default), `batchN`
 //!   or `action`;
+//! * `FIELDSYNC_BENCH_WHOLE` [`1`] — `0` pushes the visits as changes, as devices did before
+//!   servers took whole documents (`SyncResponse::takes_documents`); otherwise a visit's
+//!   first push is its whole document, as the client sends a visit made on the device and
+//!   never synced (`action` pushes changes either way: one change per request);
 //! * `FIELDSYNC_BENCH_DATABASE_URL` — also run the headline run's ingest and wire pull on
 //!   PostgreSQL (`serve --database-url`); the database must be fresh (`scripts/pg.sh`);
 //! * `FIELDSYNC_BENCH_EXPORT` — directory to write `visits-<n>/<i>.automerge` (VisitDoc::save
@@ -26,7 +30,9 @@
 //! (`fieldsync_core::fixtures::TypicalVisit`: check in, 20 inventory lines, 10 planogram
 //! positions, 2 promotion checks, one survey answer, notes, check out: 37 Automerge
 //! changes), pushed as one sync request per visit,
-//! as a rep's phone does when it gets signal after a visit (or as [`Push`] says).
+//! as a rep's phone does when it gets signal after a visit (or as [`Push`] says): as its
+//! whole document, as the client pushes a visit made on the device and never synced
+//! (`FIELDSYNC_BENCH_WHOLE`).
 
 use automerge::ActorId;
 use fieldsync_core::document::VisitDoc;
@@ -34,7 +40,7 @@ use fieldsync_core::fixtures::{self, FixtureSize};
 use fieldsync_core::model::{ReferenceData, Role};
 use fieldsync_core::store::DeviceStore;
 use fieldsync_core::sync::protocol::{
-    PROTOCOL_VERSION, SyncRequest, SyncResponse, VisitChanges, encode_change,
+    PROTOCOL_VERSION, SyncRequest, SyncResponse, VisitChanges, VisitDocument, encode_change,
 };
 use fieldsync_core::sync::{Compression, SyncClient, SyncConfig};
 use fieldsync_core::visit::{Author, InventoryInput};
@@ -192,11 +198,38 @@ fn reference(reps: usize) -> ReferenceData {
     r
 }
 
-/// A device of the load: its token and one pre-encoded change group per visit.
+/// A device of the load: its token and its visits, pre-encoded.
 struct LoadDevice {
     device_id: String,
     token: String,
-    visits: Vec<VisitChanges>,
+    visits: Vec<LoadVisit>,
+}
+
+/// One visit of the load, both ways a device may push it.
+#[derive(Clone)]
+struct LoadVisit {
+    changes: VisitChanges,
+    whole: VisitDocument,
+}
+
+/// What one request pushes.
+#[derive(Default)]
+struct Pushes {
+    changes: Vec<VisitChanges>,
+    documents: Vec<VisitDocument>,
+    /// Changes in them (the acknowledgements expected).
+    count: usize,
+}
+
+impl Pushes {
+    fn add(&mut self, v: LoadVisit, whole: bool) {
+        self.count += v.changes.changes.len();
+        if whole {
+            self.documents.push(v.whole);
+        } else {
+            self.changes.push(v.changes);
+        }
+    }
 }
 
 /// Builds `visits` typical visits spread over `devices` devices (in parallel threads).
@@ -303,14 +336,24 @@ fn seed(store: &dyn Store, r: &ReferenceData, corpus: Vec<(String, Vec<VisitDoc>
             token: token(&reps[d], &device_id),
             visits: docs
                 .iter()
-                .map(|doc| VisitChanges {
-                    visit_id: doc.id().unwrap(),
-                    changes: doc
-                        .automerge()
-                        .get_changes(&[])
-                        .iter()
-                        .map(|c| encode_change(c.raw_bytes()))
-                        .collect(),
+                .map(|doc| {
+                    let am = doc.automerge();
+                    let visit_id = doc.id().unwrap();
+                    LoadVisit {
+                        changes: VisitChanges {
+                            visit_id: visit_id.clone(),
+                            changes: am
+                                .get_changes(&[])
+                                .iter()
+                                .map(|c| encode_change(c.raw_bytes()))
+                                .collect(),
+                        },
+                        whole: VisitDocument {
+                            visit_id,
+                            doc: encode_change(&am.save_nocompress()),
+                            heads: am.get_heads().iter().map(ToString::to_string).collect(),
+                        },
+                    }
                 })
                 .collect(),
             device_id,
@@ -382,6 +425,7 @@ fn request(device_id: &str, cursor: Option<String>, epoch: Option<String>) -> Sy
         heads: None,
         // As the core's client asks: visits entering the scope come as whole documents.
         accept_documents: true,
+        documents: Vec::new(),
     }
 }
 
@@ -419,23 +463,31 @@ impl Push {
         }
     }
 
-    /// A device's visits as the change groups of its requests, in order.
-    fn requests(self, visits: Vec<VisitChanges>) -> Vec<Vec<VisitChanges>> {
+    /// A device's visits as what its requests push, in order: each visit whole when
+    /// `whole` (not in `action`: one change per request).
+    fn requests(self, visits: Vec<LoadVisit>, whole: bool) -> Vec<Pushes> {
+        let each = |chunk: &[LoadVisit]| {
+            let mut p = Pushes::default();
+            for v in chunk {
+                p.add(v.clone(), whole);
+            }
+            p
+        };
         match self {
-            Push::Visit => visits.into_iter().map(|v| vec![v]).collect(),
-            Push::Batch(n) => visits.chunks(n).map(<[VisitChanges]>::to_vec).collect(),
+            Push::Visit => visits.chunks(1).map(each).collect(),
+            Push::Batch(n) => visits.chunks(n).map(each).collect(),
             Push::Action => visits
                 .into_iter()
                 .flat_map(|v| {
-                    v.changes
-                        .into_iter()
-                        .map(move |c| {
-                            vec![VisitChanges {
-                                visit_id: v.visit_id.clone(),
-                                changes: vec![c],
-                            }]
-                        })
-                        .collect::<Vec<_>>()
+                    let visit_id = v.changes.visit_id;
+                    v.changes.changes.into_iter().map(move |c| Pushes {
+                        changes: vec![VisitChanges {
+                            visit_id: visit_id.clone(),
+                            changes: vec![c],
+                        }],
+                        documents: Vec::new(),
+                        count: 1,
+                    })
                 })
                 .collect(),
         }
@@ -444,7 +496,7 @@ impl Push {
 
 /// Every device pushes its visits (one request per visit, or as `push` says), all devices
 /// at once, each device one request after the other.
-async fn ingest(base: &str, devices: Vec<LoadDevice>, push: Push) -> Value {
+async fn ingest(base: &str, devices: Vec<LoadDevice>, push: Push, whole: bool) -> Value {
     let client = http();
     // Each device first does its (untimed) initial sync, as a phone does at sign-in.
     let mut prepared = Vec::new();
@@ -457,12 +509,12 @@ async fn ingest(base: &str, devices: Vec<LoadDevice>, push: Push) -> Value {
     let visits: usize = prepared.iter().map(|(d, ..)| d.visits.len()).sum();
     let changes: usize = prepared
         .iter()
-        .flat_map(|(d, ..)| d.visits.iter().map(|v| v.changes.len()))
+        .flat_map(|(d, ..)| d.visits.iter().map(|v| v.changes.changes.len()))
         .sum();
     let prepared: Vec<_> = prepared
         .into_iter()
         .map(|(d, cursor, epoch, version)| {
-            let requests = push.requests(d.visits);
+            let requests = push.requests(d.visits, whole);
             (d.device_id, d.token, requests, cursor, epoch, version)
         })
         .collect();
@@ -477,11 +529,12 @@ async fn ingest(base: &str, devices: Vec<LoadDevice>, push: Push) -> Value {
             let mut lat = Vec::with_capacity(requests.len());
             let mut up = 0usize;
             let mut bad = 0usize;
-            for groups in requests {
-                let n: usize = groups.iter().map(|v| v.changes.len()).sum();
+            for pushes in requests {
+                let n = pushes.count;
                 let mut req = request(&device_id, Some(cursor.clone()), Some(epoch.clone()));
                 req.reference_version = version;
-                req.changes = groups;
+                req.changes = pushes.changes;
+                req.documents = pushes.documents;
                 let t = Instant::now();
                 let (resp, u, _) = post_sync(&client, &base, &token, &req).await;
                 lat.push(t.elapsed().as_secs_f64() * 1e3);
@@ -787,10 +840,12 @@ fn run(
         .unwrap();
     let cpu0 = server.cpu_seconds();
     let own0 = process_cpu_seconds("self");
-    let ing = rt.block_on(ingest(&server.base, seeded.devices, r.push));
+    let whole = env_or("FIELDSYNC_BENCH_WHOLE", "1") != "0";
+    let ing = rt.block_on(ingest(&server.base, seeded.devices, r.push, whole));
     let cpu1 = server.cpu_seconds();
     let own1 = process_cpu_seconds("self");
     let mut ing = ing;
+    ing["whole_documents"] = json!(whole && !matches!(r.push, Push::Action));
     ing["server_cpu_s"] = json!(cpu1 - cpu0);
     ing["server_cpu_ms_per_visit"] = json!((cpu1 - cpu0) * 1e3 / r.visits.max(1) as f64);
     // The load generator shares the machine's cores with the server.

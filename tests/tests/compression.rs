@@ -90,6 +90,7 @@ fn upload(store: &DeviceStore) -> Vec<u8> {
             .collect(),
         heads: None,
         accept_documents: true,
+        documents: Vec::new(),
     };
     serde_json::to_vec(&req).unwrap()
 }

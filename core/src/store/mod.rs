@@ -824,6 +824,34 @@ impl DeviceStore {
         Ok(rows)
     }
 
+    /// The saved document (Automerge's bytes, uncompressed) and heads of visit
+    /// `visit_id` when its changes are exactly `hashes` (hex): with the visit's outbox
+    /// changes, a visit made on this device that the server has acknowledged nothing of,
+    /// which may be pushed whole ([`crate::sync::protocol::SyncRequest::documents`]).
+    /// `None` when the document holds any other change or the visit is not held.
+    pub fn document_of_changes(
+        &self,
+        visit_id: &str,
+        hashes: &BTreeSet<String>,
+    ) -> Result<Option<(Vec<u8>, Vec<String>)>> {
+        let found = self.with_doc(visit_id, |d| {
+            let am = d.automerge();
+            let exactly = am.get_changes_meta(&[]).len() == hashes.len()
+                && hashes.iter().all(|h| {
+                    h.parse::<ChangeHash>()
+                        .is_ok_and(|h| crate::document::has_change(am, &h))
+                });
+            Ok(exactly.then(|| {
+                let heads = d.heads().iter().map(ToString::to_string).collect();
+                (am.save_nocompress(), heads)
+            }))
+        });
+        match found {
+            Err(Error::NotFound { .. }) => Ok(None),
+            other => other,
+        }
+    }
+
     /// How many local changes wait for the server.
     pub fn outbox_len(&self) -> Result<u64> {
         let inner = self.lock();

@@ -56,6 +56,9 @@ pub mod keys {
     /// re-sends whatever this device is missing (a visit it believes it sent whole, a
     /// purge) instead of trusting the cursor alone.
     pub const NEED_HEADS: &str = "sync.need_heads";
+    /// `1` when the server's last answer said it takes whole documents
+    /// ([`super::SyncResponse::takes_documents`]).
+    pub const TAKES_DOCUMENTS: &str = "sync.takes_documents";
 }
 
 /// What the sync is doing, for the app's status line.
@@ -546,6 +549,7 @@ impl SyncClient {
         let mut resend: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
         let mut send_heads = false;
         let mut need_heads = store.sync_state(keys::NEED_HEADS)?.as_deref() == Some("1");
+        let mut takes_documents = store.sync_state(keys::TAKES_DOCUMENTS)?.as_deref() == Some("1");
         let mut resend_rounds = 0;
         let mut round = 0;
         retry_pending_purges(store, &mut report, observer)?;
@@ -569,12 +573,33 @@ impl SyncClient {
                 .collect();
             let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
             let mut pushed_hashes = BTreeSet::new();
+            let mut by_visit: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
             for c in &outbox {
                 pushed_hashes.insert(c.hash.clone());
+                by_visit
+                    .entry(c.visit_id.as_str())
+                    .or_default()
+                    .insert(c.hash.clone());
                 groups
                     .entry(c.visit_id.clone())
                     .or_default()
                     .push(encode_change(&c.bytes));
+            }
+            // A visit made here and never synced goes whole to a server that takes
+            // documents (one load there instead of parsing and applying every change).
+            let mut documents = Vec::new();
+            for (visit, hashes) in by_visit {
+                if !takes_documents || resend.contains_key(visit) {
+                    continue;
+                }
+                if let Some((doc, heads)) = store.document_of_changes(visit, &hashes)? {
+                    groups.remove(visit);
+                    documents.push(VisitDocument {
+                        visit_id: visit.to_string(),
+                        doc: encode_change(&doc),
+                        heads,
+                    });
+                }
             }
             let resent_now: usize = resend.values().map(Vec::len).sum();
             for (visit, changes) in std::mem::take(&mut resend) {
@@ -606,6 +631,7 @@ impl SyncClient {
                     .collect(),
                 heads,
                 accept_documents: true,
+                documents,
             };
             report.pushed += outbox.len() + resent_now;
             let (resp, up, down, maybe_lost) = match self.post_with_retry(&req, observer).await {
@@ -629,6 +655,13 @@ impl SyncClient {
             }
             report.bytes_up += up;
             report.bytes_down += down;
+            if resp.takes_documents != takes_documents {
+                takes_documents = resp.takes_documents;
+                store.set_sync_state(
+                    keys::TAKES_DOCUMENTS,
+                    if takes_documents { "1" } else { "" },
+                )?;
+            }
 
             // 1. What the server sent: apply before moving the cursor.
             let mut changed = Vec::new();

@@ -61,6 +61,15 @@
 //!   ignored, so it is idempotent) and checks it then holds every hash in `heads` and
 //!   lacks no dependency. Acknowledgements and cursors mean the same. Requests without the
 //!   field (older clients) get changes only, and older servers ignore the field.
+//! * **Whole documents, device → server (optional feature).** A server that takes them
+//!   says `"takes_documents": true` in every response. A device that has seen it may push
+//!   a visit whose changes are all its own and all unacknowledged (made on the device,
+//!   never synced) as the visit's saved document in the request's `documents` (same
+//!   shape: `visit_id`, `doc`, `heads`), instead of every change in `changes`: the
+//!   server loads one document instead of parsing and applying each change. The verdict
+//!   is the same as for the changes: every rule is checked change by change, the
+//!   acknowledgements list every change of the document, and a rejection all of them.
+//!   The server refuses a document whose `heads` are not its heads.
 //! * **Restores.** The server epoch changes whenever the server's database is restored
 //!   from a backup. A device that sees an epoch other than the one it stored sends the
 //!   `heads` of every visit it holds; the server answers with the changes the device
@@ -147,6 +156,11 @@ pub struct SyncRequest {
     /// The device can load whole documents (`documents` in the response).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub accept_documents: bool,
+    /// Visits pushed as their whole document instead of as changes: every change of each
+    /// is the device's own and unacknowledged (a visit made on the device and never
+    /// synced). Only to a server that answered `takes_documents`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub documents: Vec<VisitDocument>,
 }
 
 /// Why the changes of one visit were refused.
@@ -192,6 +206,9 @@ pub struct SyncResponse {
     /// Visits that left the device's scope; remove them once their outbox is empty.
     #[serde(default)]
     pub purge: Vec<String>,
+    /// The server takes whole documents in the request's `documents`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub takes_documents: bool,
 }
 
 /// `POST /v1/auth/login` body.
@@ -245,8 +262,11 @@ mod tests {
             r#"{"protocol":1,"epoch":"e","acks":[],"rejections":[],"resend":[],"changes":[],"cursor":"1","more":false}"#,
         )
         .unwrap();
-        assert!(resp.documents.is_empty());
-        assert!(!serde_json::to_string(&resp).unwrap().contains("documents"));
+        assert!(resp.documents.is_empty() && !resp.takes_documents);
+        let json = serde_json::to_string(&resp).unwrap();
+        assert!(!json.contains("documents"), "{json}");
+        assert!(r.documents.is_empty());
+        assert!(!serde_json::to_string(&r).unwrap().contains("documents"));
         let bytes = vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3];
         assert_eq!(decode_change(&encode_change(&bytes)).unwrap(), bytes);
         assert!(

@@ -119,8 +119,9 @@ fn server() -> &'static Server {
 }
 
 /// Sync request decoding and ingestion. Odd first byte: the rest is one raw change for
-/// the visit; otherwise the bytes are a `SyncRequest` whose groups are ingested (one
-/// budget for the request, as the server does). Returns the outcome of each group ingested.
+/// the visit; otherwise the bytes are a `SyncRequest` whose whole documents, then groups,
+/// are ingested (one budget for the request, as the server does). Returns the outcome of
+/// each document and group ingested.
 pub fn sync_ingest(data: &[u8]) -> Vec<ingest::Outcome> {
     let s = server();
     let rep = writer("rep-1", Role::Rep, "fuzz-phone");
@@ -137,10 +138,22 @@ pub fn sync_ingest(data: &[u8]) -> Vec<ingest::Outcome> {
         return Vec::new();
     };
     let mut budget = fieldsync_core::sync::guard::OpBudget::per_request();
-    req.changes
+    let limits = ingest::VisitLimits::default();
+    let documents: Vec<_> = req
+        .documents
         .iter()
         .take(8)
-        .filter_map(|g| ingest::ingest_within(&s.store, &rep, &s.refs, g, &mut budget).ok())
+        .filter_map(|d| {
+            ingest::ingest_document(&s.store, &rep, &s.refs, d, &mut budget, &limits).ok()
+        })
+        .collect();
+    documents
+        .into_iter()
+        .chain(
+            req.changes.iter().take(8).filter_map(|g| {
+                ingest::ingest_within(&s.store, &rep, &s.refs, g, &mut budget).ok()
+            }),
+        )
         .collect()
 }
 

@@ -1,0 +1,444 @@
+//! Visits pushed as their whole document (`SyncRequest::documents`,
+//! `ingest::ingest_document`) get the verdict their changes get when pushed one by one:
+//! each case pushes the changes to one server and the document to another, after the same
+//! history on both, and compares the acknowledgements, the rejection, the resend request
+//! and what each server then stores. Then the document-only refusals (bytes that are no
+//! document, heads that do not match, limits, the request's budget), and a device that
+//! learns from the server's answers to push new visits whole.
+
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc, transaction::Transactable};
+use fieldsync_core::document::VisitDoc;
+use fieldsync_core::fixtures::{self, FixtureSize};
+use fieldsync_core::model::Role;
+use fieldsync_core::sync::guard::OpBudget;
+use fieldsync_core::sync::protocol::{VisitChanges, VisitDocument, encode_change};
+use fieldsync_core::visit::Author;
+use fieldsync_server::ingest::{
+    Outcome, VisitLimits, Writer, ingest, ingest_document, ingest_within,
+};
+use fieldsync_server::{SqliteStore, Store};
+use std::collections::BTreeSet;
+
+mod common;
+
+/// 2026-11-27 09:00 UTC.
+const NOW: i64 = 1_795_770_000_000;
+
+fn today() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()
+}
+
+fn server(dir: &std::path::Path, name: &str) -> SqliteStore {
+    let store = SqliteStore::open(&dir.join(name)).unwrap();
+    store
+        .import_reference(fixtures::reference_data(
+            5,
+            &FixtureSize::default(),
+            today(),
+        ))
+        .unwrap();
+    store
+}
+
+fn writer(user: &str, role: Role, device: &str) -> Writer {
+    Writer {
+        user_id: user.into(),
+        role,
+        territories: vec!["t-1".into()],
+        device_id: device.into(),
+        scope: None,
+    }
+}
+
+fn rep(device: &str) -> Writer {
+    writer("rep-1", Role::Rep, device)
+}
+
+fn changes_of(id: &str, changes: &[Change]) -> VisitChanges {
+    VisitChanges {
+        visit_id: id.into(),
+        changes: changes
+            .iter()
+            .map(|c| encode_change(c.raw_bytes()))
+            .collect(),
+    }
+}
+
+fn document_of(id: &str, am: &Automerge) -> VisitDocument {
+    VisitDocument {
+        visit_id: id.into(),
+        doc: encode_change(&am.save_nocompress()),
+        heads: am.get_heads().iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn push_document(store: &SqliteStore, w: &Writer, d: &VisitDocument) -> Outcome {
+    let refs = store.reference().unwrap();
+    let mut budget = OpBudget::per_request();
+    ingest_document(store, w, &refs, d, &mut budget, &VisitLimits::default()).unwrap()
+}
+
+/// What a server holds of visit `id`: its metadata and heads.
+fn held(store: &SqliteStore, id: &str) -> Option<(String, BTreeSet<ChangeHash>)> {
+    store.visit(id).unwrap().map(|v| {
+        let heads = Automerge::load(&v.doc).unwrap().get_heads();
+        (format!("{:?}", v.meta), heads.into_iter().collect())
+    })
+}
+
+/// The verdict, order aside.
+fn verdict(o: &Outcome) -> (BTreeSet<String>, usize, Option<String>, bool) {
+    (
+        o.acks.iter().cloned().collect(),
+        o.applied,
+        o.rejection.as_ref().map(|r| r.reason.clone()),
+        o.resend.is_some(),
+    )
+}
+
+/// Runs `history` on two fresh servers, then pushes `am`'s changes as `w` to one and its
+/// document to the other. Asserts the same verdict and the same stored state; returns
+/// the verdict.
+fn same_verdict(history: &dyn Fn(&SqliteStore), w: &Writer, id: &str, am: &Automerge) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (server(dir.path(), "a.db"), server(dir.path(), "b.db"));
+    history(&a);
+    history(&b);
+    let as_changes = ingest(
+        &a,
+        w,
+        &a.reference().unwrap(),
+        &changes_of(id, &am.get_changes(&[])),
+    )
+    .unwrap();
+    let as_document = push_document(&b, w, &document_of(id, am));
+    assert_eq!(verdict(&as_document), verdict(&as_changes), "visit {id}");
+    assert_eq!(held(&b, id), held(&a, id), "visit {id}");
+    for c in am.get_changes(&[]) {
+        let actor = c.actor_id().to_hex_string();
+        assert_eq!(
+            b.actor_binding(&actor).unwrap(),
+            a.actor_binding(&actor).unwrap()
+        );
+    }
+    as_document
+}
+
+fn none(_: &SqliteStore) {}
+
+/// A typical visit (37 changes by actor 7…7) of `rep_id` at a store of `territory`, as
+/// device `device` of rep-1 records it.
+fn visit(id: &str, territory: &str, rep_id: &str, device: &str) -> VisitDoc {
+    let r = fixtures::reference_data(5, &FixtureSize::default(), today());
+    let author = Author {
+        user_id: "rep-1".into(),
+        device_id: device.into(),
+    };
+    fixtures::typical_visits(&r, territory, today())[0]
+        .document(id, rep_id, &author, ActorId::from(&[7u8; 16][..]), NOW)
+        .unwrap()
+}
+
+#[test]
+fn a_new_visit_pushed_whole_is_taken_as_its_changes_are() {
+    let doc = visit("v-new", "t-1", "rep-1", "dev-1");
+    let out = same_verdict(&none, &rep("dev-1"), "v-new", doc.automerge());
+    assert_eq!(out.rejection, None);
+    assert_eq!((out.acks.len(), out.applied), (37, 37));
+
+    // Pushed again (its answer was lost): acknowledged again, nothing stored twice.
+    let twice = |s: &SqliteStore| {
+        let o = push_document(s, &rep("dev-1"), &document_of("v-new", doc.automerge()));
+        assert_eq!(o.applied, 37);
+    };
+    let out = same_verdict(&twice, &rep("dev-1"), "v-new", doc.automerge());
+    assert_eq!((out.acks.len(), out.applied), (37, 0));
+}
+
+#[test]
+fn a_document_holding_the_stored_visit_adds_only_its_new_changes() {
+    let doc = visit("v-more", "t-1", "rep-1", "dev-1");
+    let all = doc.automerge().get_changes(&[]);
+    let first_ten = |s: &SqliteStore| {
+        let o = ingest(
+            s,
+            &rep("dev-1"),
+            &s.reference().unwrap(),
+            &changes_of("v-more", &all[..10]),
+        )
+        .unwrap();
+        assert_eq!((o.applied, o.rejection), (10, None));
+    };
+    let out = same_verdict(&first_ten, &rep("dev-1"), "v-more", doc.automerge());
+    assert_eq!((out.acks.len(), out.applied, out.rejection), (37, 27, None));
+
+    // The server has a manager's change the device has not seen: the document's changes
+    // are merged with it.
+    let mut manager_doc =
+        VisitDoc::load(&doc.automerge().fork_at(&[all[9].hash()]).unwrap().save()).unwrap();
+    manager_doc
+        .automerge_mut()
+        .set_actor(ActorId::from(&[9u8; 16][..]));
+    let manager = Author {
+        user_id: "manager-1".into(),
+        device_id: "tablet".into(),
+    };
+    let (_, mhash) = manager_doc
+        .edit(&manager, NOW + 60_000, |w| {
+            w.set_notes("call the store manager")
+        })
+        .unwrap();
+    let mhash = mhash.unwrap();
+    let mchange = manager_doc.automerge().get_change_by_hash(&mhash).unwrap();
+    let with_manager = |s: &SqliteStore| {
+        first_ten(s);
+        let w = writer("manager-1", Role::Manager, "tablet");
+        let o = ingest(
+            s,
+            &w,
+            &s.reference().unwrap(),
+            &changes_of("v-more", std::slice::from_ref(&mchange)),
+        )
+        .unwrap();
+        assert_eq!((o.applied, o.rejection), (1, None));
+    };
+    let out = same_verdict(&with_manager, &rep("dev-1"), "v-more", doc.automerge());
+    assert_eq!((out.acks.len(), out.applied, out.rejection), (37, 27, None));
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), "s.db");
+    with_manager(&s);
+    push_document(&s, &rep("dev-1"), &document_of("v-more", doc.automerge()));
+    let (_, heads) = held(&s, "v-more").unwrap();
+    let expected: BTreeSet<ChangeHash> = [mhash, all[36].hash()].into_iter().collect();
+    assert_eq!(heads, expected);
+}
+
+#[test]
+fn a_forged_document_is_refused_as_its_changes_are() {
+    // A later change of the rep's own new visit writes the plan.
+    let mut am = visit("v-forged", "t-1", "rep-1", "dev-1")
+        .automerge()
+        .clone();
+    let mut tx = am.transaction();
+    let (_, plan) = tx.get(automerge::ROOT, "plan").unwrap().unwrap();
+    tx.put(&plan, "instructions", "forged by the rep").unwrap();
+    tx.commit();
+    let out = same_verdict(&none, &rep("dev-1"), "v-forged", &am);
+    let reason = out.rejection.unwrap().reason;
+    assert!(reason.contains("a rep may not write plan/"), "{reason}");
+    assert_eq!(out.acks, Vec::<String>::new());
+
+    // A store outside the rep's territories.
+    let doc = visit("v-outside", "t-2", "rep-1", "dev-1");
+    let out = same_verdict(&none, &rep("dev-1"), "v-outside", doc.automerge());
+    let reason = out.rejection.unwrap().reason;
+    assert!(reason.contains("outside your territories"), "{reason}");
+
+    // Another rep's visit.
+    let doc = visit("v-theirs", "t-1", "rep-2", "dev-1");
+    let out = same_verdict(&none, &rep("dev-1"), "v-theirs", doc.automerge());
+    let reason = out.rejection.unwrap().reason;
+    assert!(
+        reason.contains("only create ad-hoc visits for themselves"),
+        "{reason}"
+    );
+
+    // An actor another device pushed first.
+    let other = |s: &SqliteStore| {
+        let theirs = visit("v-dev2", "t-1", "rep-1", "dev-2");
+        let o = push_document(s, &rep("dev-2"), &document_of("v-dev2", theirs.automerge()));
+        assert_eq!(o.rejection, None);
+    };
+    let doc = visit("v-claims", "t-1", "rep-1", "dev-1");
+    let out = same_verdict(&other, &rep("dev-1"), "v-claims", doc.automerge());
+    let reason = out.rejection.unwrap().reason;
+    assert!(reason.contains("belongs to another device"), "{reason}");
+}
+
+#[test]
+fn bytes_that_are_no_fitting_document_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), "s.db");
+    let doc = visit("v-bad", "t-1", "rep-1", "dev-1");
+    let good = document_of("v-bad", doc.automerge());
+    let first_change = encode_change(doc.automerge().get_changes(&[])[0].raw_bytes());
+    let mut cut = doc.automerge().save_nocompress();
+    cut.truncate(cut.len() / 2);
+    // A document chunk whose one op column declares 2^40 rows in a few bytes: refused
+    // before Automerge would expand it.
+    let mut bomb = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 0];
+    let rows_2_40 = [0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 1];
+    let mut body = vec![0, 0, 0, 1, 0x42, rows_2_40.len() as u8];
+    body.extend(rows_2_40);
+    bomb.push(body.len() as u8);
+    bomb.extend(body);
+    let cases = [
+        (
+            "not base64",
+            VisitDocument {
+                doc: "%%%".into(),
+                ..good.clone()
+            },
+            "base64",
+        ),
+        (
+            "a change",
+            VisitDocument {
+                doc: first_change,
+                ..good.clone()
+            },
+            "a change, not a whole document",
+        ),
+        (
+            "cut short",
+            VisitDocument {
+                doc: encode_change(&cut),
+                ..good.clone()
+            },
+            "not an Automerge document",
+        ),
+        (
+            "2^40 rows",
+            VisitDocument {
+                doc: encode_change(&bomb),
+                ..good.clone()
+            },
+            "more than 250000 rows",
+        ),
+        (
+            "wrong heads",
+            VisitDocument {
+                heads: vec![ChangeHash([1; 32]).to_string()],
+                ..good.clone()
+            },
+            "does not have the heads it was sent with",
+        ),
+        (
+            "no visit id",
+            VisitDocument {
+                visit_id: " ".into(),
+                ..good.clone()
+            },
+            "invalid visit id",
+        ),
+    ];
+    for (what, d, says) in cases {
+        let out = push_document(&s, &rep("dev-1"), &d);
+        let reason = out.rejection.map(|r| r.reason).unwrap_or_default();
+        assert!(reason.contains(says), "{what}: {reason:?}");
+        assert!(out.acks.is_empty(), "{what}");
+        assert_eq!(s.counts().unwrap(), (0, 0), "{what}");
+    }
+
+    // Over the server's limit for one visit.
+    let refs = s.reference().unwrap();
+    let small = VisitLimits {
+        ops: 1_000,
+        doc_bytes: 1_000,
+    };
+    let out = ingest_document(
+        &s,
+        &rep("dev-1"),
+        &refs,
+        &good,
+        &mut OpBudget::per_request(),
+        &small,
+    )
+    .unwrap();
+    let reason = out.rejection.unwrap().reason;
+    assert!(
+        reason.contains("is too large") && reason.contains("bytes"),
+        "{reason}"
+    );
+    assert_eq!(s.counts().unwrap(), (0, 0));
+
+    // Over what earlier visits of the request left of its budget: no verdict, for a later
+    // request (as for changes).
+    let mut budget = OpBudget::per_request();
+    budget.spend(budget.limit() - 10).unwrap();
+    let out = ingest_document(
+        &s,
+        &rep("dev-1"),
+        &refs,
+        &good,
+        &mut budget,
+        &VisitLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(out, Outcome::default());
+    let mut budget = OpBudget::per_request();
+    budget.spend(budget.limit() - 10).unwrap();
+    let as_changes = changes_of("v-bad", &doc.automerge().get_changes(&[]));
+    let out = ingest_within(&s, &rep("dev-1"), &refs, &as_changes, &mut budget).unwrap();
+    assert_eq!(out, Outcome::default());
+    assert_eq!(s.counts().unwrap(), (0, 0));
+
+    // The good one is taken.
+    let out = push_document(&s, &rep("dev-1"), &good);
+    assert_eq!((out.acks.len(), out.rejection), (37, None));
+    assert_eq!(s.counts().unwrap().0, 1);
+}
+
+/// A device pushes a visit made on it and never synced whole once an answer said the
+/// server takes documents, and changes otherwise (told nothing, or a visit the server
+/// holds already); the server ends with what the device holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_pushes_its_new_visits_whole_once_the_server_says_it_takes_them() {
+    let (tmp, _data, r, server) = common::seeded_server();
+    let username = r
+        .users
+        .iter()
+        .find(|u| u.role == Role::Rep && u.territory_ids.contains(&"t-1".to_string()))
+        .unwrap()
+        .username
+        .clone();
+    let d = common::device(&server, tmp.path(), &username, "phone-doc").await;
+    let key = fieldsync_core::sync::client::keys::TAKES_DOCUMENTS;
+    assert_eq!(d.store.sync_state(key).unwrap(), None);
+    let store_id = common::stores_of(&r, "t-1")[0].clone();
+    d.client.sync(&d.store, None).await.unwrap();
+    assert_eq!(d.store.sync_state(key).unwrap().as_deref(), Some("1"));
+
+    let first = d.store.create_ad_hoc_visit(&store_id, "tt-quick").unwrap();
+    d.store.edit_notes(&first, 0, 0, "made offline").unwrap();
+    d.client.sync(&d.store, None).await.unwrap();
+    assert_eq!(pushed_whole(&server).await, 1);
+
+    // Told otherwise (an older server), the device pushes changes.
+    d.store.set_sync_state(key, "").unwrap();
+    let second = d.store.create_ad_hoc_visit(&store_id, "tt-quick").unwrap();
+    d.client.sync(&d.store, None).await.unwrap();
+    assert_eq!(pushed_whole(&server).await, 1);
+    assert_eq!(d.store.sync_state(key).unwrap().as_deref(), Some("1"));
+
+    let third = d.store.create_ad_hoc_visit(&store_id, "tt-quick").unwrap();
+    d.store.edit_notes(&third, 0, 0, "made offline").unwrap();
+    d.store.edit_notes(&first, 0, 12, ", then more").unwrap();
+    let report = d.client.sync(&d.store, None).await.unwrap();
+    assert!(report.rejections.is_empty(), "{report:?}");
+    assert_eq!(d.store.outbox_len().unwrap(), 0);
+    assert_eq!(
+        pushed_whole(&server).await,
+        2,
+        "only the visit never synced"
+    );
+    for id in [&first, &second, &third] {
+        let on_server = common::server_visit(&server, &d.token, id).await.unwrap();
+        assert_eq!(on_server, d.store.visit(id).unwrap(), "{id}");
+    }
+}
+
+async fn pushed_whole(server: &common::Server) -> u64 {
+    let text = common::http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("fieldsync_documents_pushed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the metric is exposed")
+}
