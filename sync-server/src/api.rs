@@ -789,17 +789,21 @@ fn sync_blocking(
         .metrics
         .documents_pushed
         .inc_by(req.documents.len() as u64);
-    let pushed = req
-        .documents
-        .iter()
-        .map(|d| ingest::ingest_document(store_ref, &writer, &refs, d, &mut budget, limits))
-        .collect::<Vec<_>>();
-    let groups = req
-        .changes
-        .iter()
-        .map(|g| ingest::ingest_limited(store_ref, &writer, &refs, g, &mut budget, limits));
-    for out in pushed.into_iter().chain(groups) {
-        let out = out?;
+    enum Pushed<'r> {
+        Whole(&'r VisitDocument),
+        Changes(&'r VisitChanges),
+    }
+    let pushes = req.documents.iter().map(Pushed::Whole);
+    let pushes = pushes.chain(req.changes.iter().map(Pushed::Changes));
+    for pushed in pushes {
+        let out = match pushed {
+            Pushed::Whole(d) => {
+                ingest::ingest_document(store_ref, &writer, &refs, d, &mut budget, limits)
+            }
+            Pushed::Changes(g) => {
+                ingest::ingest_limited(store_ref, &writer, &refs, g, &mut budget, limits)
+            }
+        }?;
         state.metrics.changes_applied.inc_by(out.applied as u64);
         resp.acks.extend(out.acks);
         if let Some(r) = out.rejection {

@@ -600,6 +600,7 @@ fn decide(
         known,
         deferred,
     } = match merged {
+        // Nothing new: the known changes are acknowledged again (idempotent).
         Ok(m) if m.fresh.is_empty() => {
             return Ok(Outcome {
                 acks: m.known,
@@ -875,7 +876,7 @@ struct Merge {
 
 /// The pushed changes `parsed` against `am` (the stored document): the new changes whose
 /// dependencies are present (in the document or among the changes kept). `Err` is the
-/// verdict when nothing is new or nothing is ready.
+/// verdict when there are new changes but none is ready (a resend request).
 ///
 /// Keeping the ready part matters after a restore: each device resends only its own
 /// changes, and a device's batch may mix changes the server can take with changes that
@@ -894,10 +895,12 @@ fn ready_changes(am: Automerge, parsed: &[Change], visit_id: &str) -> Result<Mer
         }
     }
     if fresh.is_empty() {
-        return Err(Box::new(Outcome {
-            acks: known,
-            ..Default::default()
-        }));
+        return Ok(Merge {
+            am,
+            fresh,
+            known,
+            deferred: false,
+        });
     }
     let mut ready: Vec<Change> = Vec::new();
     let mut ready_hashes: BTreeSet<ChangeHash> = BTreeSet::new();

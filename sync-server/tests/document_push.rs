@@ -429,15 +429,9 @@ async fn a_device_pushes_its_new_visits_whole_once_the_server_says_it_takes_them
 }
 
 async fn pushed_whole(server: &common::Server) -> u64 {
-    let text = common::http()
-        .get(server.url("/metrics"))
-        .send()
+    common::metrics(server)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix("fieldsync_documents_pushed_total "))
         .and_then(|v| v.trim().parse().ok())
         .expect("the metric is exposed")

@@ -487,14 +487,7 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
         .unwrap();
     assert_eq!(ok.user.territories, vec!["t-1".to_string()]);
     let _ = r;
-    let m = http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&server).await;
     assert!(m.contains("fieldsync_rejections_total 2"), "{m}");
     assert!(m.contains("fieldsync_sync_seconds_bucket"));
     let api: serde_json::Value = http()

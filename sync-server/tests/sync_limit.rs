@@ -448,14 +448,7 @@ async fn the_serve_flag_sets_the_limit() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--max-concurrent-syncs"), "{err}");
     let server = common::Server::start_with(data.path(), 0, &["--max-concurrent-syncs", "3"]);
-    let m = common::http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = common::metrics(&server).await;
     assert!(
         m.lines()
             .any(|l| l == "fieldsync_gate_slots{gate=\"sync\"} 3"),

@@ -242,6 +242,18 @@ pub async fn server_visit(server: &Server, token: &str, id: &str) -> Result<Visi
     Ok(serde_json::from_value(v["visit"].clone()).unwrap())
 }
 
+/// The server's `/metrics` text.
+pub async fn metrics(server: &Server) -> String {
+    http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// (visits, changes) on the server.
 pub async fn counts(server: &Server) -> (i64, i64) {
     let v: serde_json::Value = http()
