@@ -185,6 +185,21 @@ fn too_large(visit_id: &str, what: &str, value: u64, limit: u64) -> String {
     )
 }
 
+/// Whether a pushed visit id can be one (not blank, at most 200 bytes).
+fn valid_visit_id(visit_id: &str) -> bool {
+    !visit_id.trim().is_empty() && visit_id.len() <= 200
+}
+
+/// No verdict for a visit over what earlier visits left of the request's budget: nothing
+/// stored or acknowledged, the device sends it again with its next request.
+fn left_for_later(visit_id: &str) -> Outcome {
+    tracing::info!(
+        visit = visit_id,
+        "request budget spent: visit left for a later request"
+    );
+    Outcome::default()
+}
+
 fn reject(visit_id: &str, hashes: &[String], reason: impl Into<String>) -> Outcome {
     Outcome {
         rejection: Some(Rejection {
@@ -259,18 +274,14 @@ pub fn ingest_limited(
     }
     // Within what was left (the visit's budget was the remainder): cannot fail.
     budget.spend(visit_budget.used()).ok();
-    if visit_id.trim().is_empty() || visit_id.len() > 200 {
+    if !valid_visit_id(visit_id) {
         return Ok(reject(visit_id, &hashes, "invalid visit id"));
     }
     if let Some(reason) = bad {
         return Ok(reject(visit_id, &hashes, reason));
     }
     if deferred {
-        tracing::info!(
-            visit = visit_id,
-            "request budget spent: visit left for a later request"
-        );
-        return Ok(Outcome::default());
+        return Ok(left_for_later(visit_id));
     }
     if parsed.is_empty() {
         return Ok(Outcome::default());
@@ -288,9 +299,10 @@ pub fn ingest_limited(
 
 /// Ingests one visit pushed as its whole document (`SyncRequest::documents`) from
 /// `writer`: the same verdict as for the document's changes pushed one by one, reached
-/// without parsing and applying each change (see [`decide`]). The bytes pass
-/// [`doc_check::check_document`] before Automerge parses them, and their rows count
-/// against `budget` as a change's operations do.
+/// without parsing and applying each change (see [`decide`]). The bytes (Automerge's, or
+/// packed as `pack_document` packs them) pass [`doc_check::checked_document`] before
+/// Automerge parses them, and their rows count against `budget` as a change's operations
+/// do.
 pub fn ingest_document(
     store: &dyn Store,
     writer: &Writer,
@@ -300,7 +312,7 @@ pub fn ingest_document(
     limits: &VisitLimits,
 ) -> StoreResult<Outcome> {
     let visit_id = pushed.visit_id.as_str();
-    if visit_id.trim().is_empty() || visit_id.len() > 200 {
+    if !valid_visit_id(visit_id) {
         return Ok(reject(visit_id, &[], "invalid visit id"));
     }
     let bad = |e: &str| {
@@ -310,22 +322,17 @@ pub fn ingest_document(
             format!("the document of visit {visit_id}: {e}"),
         )
     };
-    let bytes = match decode_change(&pushed.doc) {
+    let raw = match decode_change(&pushed.doc) {
         Ok(b) => b,
         Err(e) => return Ok(bad(&e)),
     };
-    if bytes.len() > limits.doc_bytes {
-        let (len, max) = (bytes.len() as u64, limits.doc_bytes as u64);
-        return Ok(reject(
-            visit_id,
-            &[],
-            too_large(visit_id, "bytes", len, max),
-        ));
-    }
-    let shape = match doc_check::check_document(&bytes, guard::MAX_WORK_PER_REQUEST) {
-        Ok(s) => s,
+    let (max_bytes, max_rows) = (limits.doc_bytes, guard::MAX_WORK_PER_REQUEST);
+    let checked = match doc_check::checked_document(&raw, &pushed.heads, max_bytes, max_rows) {
+        Ok(c) => c,
         Err(e) => return Ok(bad(&e)),
     };
+    let shape = checked.shape;
+    // The document's size with its compressed columns inflated (at least its bytes).
     if shape.inflated_len > limits.doc_bytes {
         let (len, max) = (shape.inflated_len as u64, limits.doc_bytes as u64);
         return Ok(reject(
@@ -335,17 +342,12 @@ pub fn ingest_document(
         ));
     }
     if budget.remaining() < shape.rows && budget.used() > 0 {
-        // Over what earlier visits left of the request's budget: for a later request.
-        tracing::info!(
-            visit = visit_id,
-            "request budget spent: visit left for a later request"
-        );
-        return Ok(Outcome::default());
+        return Ok(left_for_later(visit_id));
     }
     // At most a whole budget's rows (checked above): within an unused budget.
     budget.spend(shape.rows).ok();
     // Automerge 0.12 panics on some malformed columns (see `decide`): a refusal.
-    let doc = match std::panic::catch_unwind(|| Automerge::load(&bytes)) {
+    let doc = match std::panic::catch_unwind(|| Automerge::load(&checked.bytes)) {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => return Ok(bad(&format!("not an Automerge document: {e}"))),
         Err(_) => return Ok(bad("not an Automerge document: malformed columns")),
@@ -355,11 +357,8 @@ pub fn ingest_document(
         .iter()
         .map(|m| m.hash.to_string())
         .collect();
-    let mut heads: Vec<String> = doc.get_heads().iter().map(ToString::to_string).collect();
-    let mut declared = pushed.heads.clone();
-    heads.sort();
-    declared.sort();
-    if heads != declared {
+    let heads: BTreeSet<ChangeHash> = doc.get_heads().into_iter().collect();
+    if heads != checked.heads.iter().copied().collect() {
         return Ok(reject(
             visit_id,
             &hashes,

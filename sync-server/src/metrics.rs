@@ -1,6 +1,5 @@
 //! Prometheus metrics: requests, sync latency, changes applied, rejections, visits pushed
-//! whole, devices seen,
-//! and the gates' load (requests turned away busy, slots in use).
+//! whole, devices seen, and the gates' load (requests turned away busy, slots in use).
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,

@@ -373,10 +373,23 @@ fn bytes_that_are_no_fitting_document_are_refused_and_change_nothing() {
     assert_eq!(out, Outcome::default());
     assert_eq!(s.counts().unwrap(), (0, 0));
 
-    // The good one is taken.
+    // The good one is taken, packed (as servers send documents to devices) too.
     let out = push_document(&s, &rep("dev-1"), &good);
     assert_eq!((out.acks.len(), out.rejection), (37, None));
     assert_eq!(s.counts().unwrap().0, 1);
+    let plain = document_of(
+        "v-packed",
+        visit("v-packed", "t-1", "rep-1", "dev-1").automerge(),
+    );
+    let saved = fieldsync_core::sync::protocol::decode_change(&plain.doc).unwrap();
+    let packed = VisitDocument {
+        doc: encode_change(&fieldsync_core::document::pack_document(&saved)),
+        ..plain.clone()
+    };
+    assert_ne!(packed.doc, plain.doc);
+    let out = push_document(&s, &rep("dev-1"), &packed);
+    assert_eq!((out.acks.len(), out.rejection), (37, None));
+    assert_eq!(s.counts().unwrap().0, 2);
 }
 
 /// A device pushes a visit made on it and never synced whole once an answer said the

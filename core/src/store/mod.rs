@@ -1507,28 +1507,21 @@ fn take_doc(inner: &mut Inner, visit_id: &str) -> Result<VisitDoc> {
     VisitDoc::from_automerge(am)
 }
 
-/// A document from the server, checked before Automerge parses it: unpacked when it came
-/// packed ([`crate::document::pack_document`], at most
-/// [`crate::sync::doc_check::MAX_DOCUMENT_BYTES`]), walked by
-/// [`crate::sync::doc_check`], and its declared heads parsed.
+/// A document from the server, checked before Automerge parses it
+/// ([`crate::sync::doc_check::checked_document`], within the device's limits for one
+/// document).
 fn checked_document<'a>(
     visit_id: &str,
     doc: &'a [u8],
     heads: &[String],
 ) -> Result<(std::borrow::Cow<'a, [u8]>, Vec<ChangeHash>)> {
-    let bad = |e: String| Error::invalid(format!("visit {visit_id}: malformed document: {e}"));
-    let heads: Vec<ChangeHash> = heads
-        .iter()
-        .map(|h| h.parse().map_err(|_| bad(format!("bad head {h:?}"))))
-        .collect::<Result<_>>()?;
-    let plain =
-        crate::document::unpack_document_within(doc, crate::sync::doc_check::MAX_DOCUMENT_BYTES)
-            .map_err(|e| bad(e.to_string()))?;
+    use crate::sync::doc_check::{MAX_DOCUMENT_BYTES, MAX_DOCUMENT_ROWS};
     // The server's bytes pass the size check before Automerge parses them, as changes
     // pass crate::sync::guard (which understands changes only).
-    crate::sync::doc_check::check_document(&plain, crate::sync::doc_check::MAX_DOCUMENT_ROWS)
-        .map_err(bad)?;
-    Ok((plain, heads))
+    let checked =
+        crate::sync::doc_check::checked_document(doc, heads, MAX_DOCUMENT_BYTES, MAX_DOCUMENT_ROWS)
+            .map_err(|e| Error::invalid(format!("visit {visit_id}: malformed document: {e}")))?;
+    Ok((checked.bytes, checked.heads))
 }
 
 /// What the device stores for a document received whole: the bytes as they came when

@@ -23,6 +23,8 @@
 //! heads recomputed from the changes, the ops' references).
 
 use super::guard::{Reader, open_chunk};
+use automerge::ChangeHash;
+use std::borrow::Cow;
 use std::io::Read;
 
 /// The largest document accepted, and the most its compressed columns may inflate to.
@@ -54,6 +56,41 @@ pub struct DocumentShape {
 /// read `not an Automerge document: …`.
 pub fn check_document(bytes: &[u8], limit: u64) -> Result<DocumentShape, String> {
     check(bytes, limit).map_err(|e| format!("not an Automerge document: {e}"))
+}
+
+/// What [`checked_document`] found.
+#[derive(Debug)]
+pub struct CheckedDocument<'a> {
+    /// The Automerge bytes (unpacked when they came packed).
+    pub bytes: Cow<'a, [u8]>,
+    /// The heads declared with the document.
+    pub heads: Vec<ChangeHash>,
+    pub shape: DocumentShape,
+}
+
+/// A whole document from the other side of a sync (`VisitDocument`: the server's to a
+/// device, a device's to the server), checked before Automerge parses it: unpacked when
+/// it came packed ([`crate::document::pack_document`], to at most `max_bytes`), walked by
+/// [`check_document`] with `max_rows`, and its declared heads parsed. Returns the
+/// Automerge bytes, the heads and the shape.
+pub fn checked_document<'a>(
+    doc: &'a [u8],
+    heads: &[String],
+    max_bytes: usize,
+    max_rows: u64,
+) -> Result<CheckedDocument<'a>, String> {
+    let heads = heads
+        .iter()
+        .map(|h| h.parse().map_err(|_| format!("bad head {h:?}")))
+        .collect::<Result<_, _>>()?;
+    let plain =
+        crate::document::unpack_document_within(doc, max_bytes).map_err(|e| e.to_string())?;
+    let shape = check_document(&plain, max_rows)?;
+    Ok(CheckedDocument {
+        bytes: plain,
+        heads,
+        shape,
+    })
 }
 
 fn check(bytes: &[u8], limit: u64) -> Result<DocumentShape, String> {
