@@ -543,7 +543,35 @@ impl TypicalVisit {
         actor: ActorId,
         start: Millis,
     ) -> Result<VisitDoc> {
-        let plan = VisitPlan {
+        let mut doc = VisitDoc::create(id, &self.plan(rep_id, start, true), actor, author, start)?;
+        self.record(&mut doc, author, start)?;
+        Ok(doc)
+    }
+
+    /// The visit planned by a manager (`planner`, actor `planner_actor`: one change), then
+    /// recorded by the rep's device (`author`, `actor`: one change per action, 36): a
+    /// planned visit `id` of `rep_id` at `start` for an hour (template `tt-standard`).
+    /// The plan alone is the document at its first change.
+    #[allow(clippy::too_many_arguments)]
+    pub fn planned_document(
+        &self,
+        id: &str,
+        rep_id: &str,
+        planner: &Author,
+        planner_actor: ActorId,
+        author: &Author,
+        actor: ActorId,
+        start: Millis,
+    ) -> Result<VisitDoc> {
+        let plan = self.plan(rep_id, start, false);
+        let mut doc = VisitDoc::create(id, &plan, planner_actor, planner, start - 86_400_000)?;
+        doc.automerge_mut().set_actor(actor);
+        self.record(&mut doc, author, start)?;
+        Ok(doc)
+    }
+
+    fn plan(&self, rep_id: &str, start: Millis, ad_hoc: bool) -> VisitPlan {
+        VisitPlan {
             store_id: self.store_id.clone(),
             rep_id: rep_id.into(),
             planned_start: start,
@@ -551,9 +579,13 @@ impl TypicalVisit {
             priority: 3,
             instructions: String::new(),
             template_id: "tt-standard".into(),
-            ad_hoc: true,
-        };
-        let mut doc = VisitDoc::create(id, &plan, actor, author, start)?;
+            ad_hoc,
+        }
+    }
+
+    /// Records [`TypicalVisit::actions`] into `doc` as `author` (one change each, by the
+    /// document's actor).
+    pub fn record(&self, doc: &mut VisitDoc, author: &Author, start: Millis) -> Result<()> {
         let cp = |at: Millis| CheckPoint {
             at,
             position: self.position,
@@ -574,7 +606,7 @@ impl TypicalVisit {
                 TypicalAction::CheckOut => w.set_checkpoint(CheckKind::Out, &cp(at)),
             })?;
         }
-        Ok(doc)
+        Ok(())
     }
 }
 
@@ -607,6 +639,33 @@ mod tests {
             .document("v-typical", "rep-1", &author, actor, start)
             .unwrap();
         assert_eq!(doc.automerge().get_changes(&[]).len(), 37);
+        let planner = Author {
+            user_id: "manager-1".into(),
+            device_id: "tablet".into(),
+        };
+        let planned = v
+            .planned_document(
+                "v-planned",
+                "rep-1",
+                &planner,
+                ActorId::from(&[9u8; 16][..]),
+                &author,
+                ActorId::from(&[7u8; 16][..]),
+                start,
+            )
+            .unwrap();
+        let changes = planned.automerge().get_changes(&[]);
+        assert_eq!(changes.len(), 37);
+        assert_eq!(changes[0].actor_id(), &ActorId::from(&[9u8; 16][..]));
+        assert!(
+            changes[1..]
+                .iter()
+                .all(|c| c.actor_id() == &ActorId::from(&[7u8; 16][..]))
+        );
+        let read = planned.read().unwrap();
+        assert!(!read.plan.ad_hoc);
+        assert_eq!(planned.author_of(changes[0].actor_id()), Some(planner));
+        assert_eq!(planned.author_of(changes[1].actor_id()), Some(author));
         assert!(typical_visits(&r, "no-such-territory", today).is_empty());
     }
 }

@@ -29,7 +29,7 @@
 //! from the kept document instead of loading them.
 
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
-use fieldsync_core::document::{VisitDoc, has_change};
+use fieldsync_core::document::{VisitDoc, has_change, pack_document};
 use fieldsync_core::model::{ReferenceData, Role};
 use fieldsync_core::rules;
 use fieldsync_core::sync::doc_check;
@@ -371,13 +371,18 @@ pub fn ingest_document(
     if hashes.is_empty() {
         return Ok(Outcome::default());
     }
+    // Kept as stored: packed (by the device, or here if it sent Automerge's bytes).
+    let packed = match checked.bytes {
+        std::borrow::Cow::Borrowed(_) => pack_document(&raw),
+        std::borrow::Cow::Owned(_) => raw,
+    };
     settle(
         store,
         writer,
         refs,
         limits,
         visit_id,
-        &Incoming::Document(doc),
+        &Incoming::Document { doc, packed },
         &hashes,
     )
 }
@@ -387,8 +392,9 @@ enum Incoming {
     /// Changes.
     Changes(Vec<Change>),
     /// The whole document (the client sends one only when every change of it is its own
-    /// and unacknowledged; nothing here relies on that).
-    Document(Automerge),
+    /// and unacknowledged; nothing here relies on that), with its bytes packed as stored:
+    /// when it is the visit's next state, these are stored as they are.
+    Document { doc: Automerge, packed: Vec<u8> },
 }
 
 impl Incoming {
@@ -396,7 +402,7 @@ impl Incoming {
     fn sent(&self, h: &ChangeHash) -> bool {
         match self {
             Incoming::Changes(cs) => cs.iter().any(|c| c.hash() == *h),
-            Incoming::Document(d) => has_change(d, h),
+            Incoming::Document { doc, .. } => has_change(doc, h),
         }
     }
 }
@@ -569,13 +575,24 @@ fn decide(
         None => Automerge::new(),
     };
     let heads_before = am.get_heads();
+    let me = Author {
+        user_id: w.user_id.clone(),
+        device_id: w.device_id.clone(),
+    };
     // A pushed document that holds every stored change is the visit's next state as it
     // is: its changes since the stored heads are the new ones, and nothing is applied.
-    // One that lacks some (the server has changes the device has not seen) is merged as
-    // its changes would be.
+    // One that lacks some (the server has changes the device has not seen), or whose new
+    // changes include another device's (lost in a restore: that device resends them), is
+    // merged as the device's own changes in it would be.
+    let next_state = |d: &Automerge| {
+        if !heads_before.iter().all(|h| has_change(d, h)) {
+            return None;
+        }
+        let fresh = d.get_changes(&heads_before);
+        others(d, &fresh, &me).is_empty().then_some(fresh)
+    };
     let (merged, whole) = match incoming {
-        Incoming::Document(d) if heads_before.iter().all(|h| has_change(d, h)) => {
-            let fresh = d.get_changes(&heads_before);
+        Incoming::Document { doc: d, .. } if let Some(fresh) = next_state(d) => {
             let new: BTreeSet<ChangeHash> = fresh.iter().map(Change::hash).collect();
             let known: Vec<String> = hashes
                 .iter()
@@ -590,7 +607,12 @@ fn decide(
             };
             (Ok(merge), true)
         }
-        Incoming::Document(d) => (ready_changes(am, &d.get_changes(&[]), visit_id), false),
+        Incoming::Document { doc: d, .. } => {
+            let mut own = d.get_changes(&[]);
+            let theirs = others(d, &own, &me);
+            own.retain(|c| !theirs.contains(c.actor_id()));
+            (ready_changes(am, &own, visit_id), false)
+        }
         Incoming::Changes(cs) => (ready_changes(am, cs, visit_id), false),
     };
     let Merge {
@@ -694,10 +716,6 @@ fn decide(
         }
     };
     // The document's actor registry must name this user and device for each new actor.
-    let me = Author {
-        user_id: w.user_id.clone(),
-        device_id: w.device_id.clone(),
-    };
     let mut checked: BTreeSet<&automerge::ActorId> = BTreeSet::new();
     for c in &fresh {
         if !checked.insert(c.actor_id()) {
@@ -809,21 +827,26 @@ fn decide(
             format!("invalid visit: {}", problems.join("; ")),
         ));
     }
-    // Uncompressed: the store packs it (much cheaper than Automerge's DEFLATE). Checked
+    // The bytes to store, packed (much cheaper than Automerge's DEFLATE), and made before
+    // the writer is taken. A pushed document that is the next state is stored as it came
+    // (its size was checked when it arrived); a merge is saved and its size checked here,
     // before anything is written.
-    let saved = doc.automerge().save_nocompress();
-    if saved.len() > limits.doc_bytes {
-        return Ok(reject(
-            visit_id,
-            hashes,
-            too_large(
-                visit_id,
-                "bytes",
-                saved.len() as u64,
-                limits.doc_bytes as u64,
-            ),
-        ));
-    }
+    let (saved, packed) = match incoming {
+        Incoming::Document { packed, .. } if whole => (None, packed.clone()),
+        _ => {
+            let saved = doc.automerge().save_nocompress();
+            if saved.len() > limits.doc_bytes {
+                let (len, max) = (saved.len() as u64, limits.doc_bytes as u64);
+                return Ok(reject(
+                    visit_id,
+                    hashes,
+                    too_large(visit_id, "bytes", len, max),
+                ));
+            }
+            let packed = pack_document(&saved);
+            (Some(saved), packed)
+        }
+    };
     // Commit.
     for actor in new_actors.keys() {
         txn.bind_actor(actor, &w.device_id, &w.user_id)?;
@@ -843,7 +866,7 @@ fn decide(
         hold: heads.iter().all(|h| incoming.sent(h))
             || w.scope.as_ref().is_some_and(|s| !s.contains(&meta)),
     };
-    txn.save(&meta, &saved, &heads, &log, &w.device_id)?;
+    txn.save(&meta, &packed, &heads, &log, &w.device_id)?;
     let mut acks = known;
     acks.extend(fresh.iter().map(|c| c.hash().to_string()));
     let outcome = Outcome {
@@ -855,10 +878,29 @@ fn decide(
         }),
         ..Default::default()
     };
-    if fresh.len() <= KEEP_AFTER_CHANGES && saved.len() <= KEEP_MAX_BYTES {
+    // A visit pushed whole is not kept (it is seldom pushed again soon, see
+    // KEEP_AFTER_CHANGES).
+    if let Some(saved) = saved
+        && fresh.len() <= KEEP_AFTER_CHANGES
+        && saved.len() <= KEEP_MAX_BYTES
+    {
         RECENT.keep(visit_id, saved, doc.into_automerge());
     }
     Ok(outcome)
+}
+
+/// The actors of `changes` that `doc`'s registry gives to an author other than `me`.
+/// (Unregistered actors, or a document that is no visit, are for the checks to refuse.)
+fn others(doc: &Automerge, changes: &[Change], me: &Author) -> BTreeSet<automerge::ActorId> {
+    let Ok(visit) = VisitDoc::from_automerge(doc.clone()) else {
+        return BTreeSet::new();
+    };
+    let actors: BTreeSet<&automerge::ActorId> = changes.iter().map(Change::actor_id).collect();
+    actors
+        .into_iter()
+        .filter(|a| visit.author_of(a).is_some_and(|author| author != *me))
+        .cloned()
+        .collect()
 }
 
 /// What a push brings to a visit, before the checks.
@@ -1018,7 +1060,7 @@ pub fn server_edit(
         };
         txn.save(
             &meta,
-            &doc.automerge().save_nocompress(),
+            &pack_document(&doc.automerge().save_nocompress()),
             &doc.heads(),
             &log,
             "server",

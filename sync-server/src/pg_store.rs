@@ -38,7 +38,6 @@ use std::time::Duration;
 
 use crate::feed::{self, FeedSource, HoldWrite, IdRange, LogRow, heads_from_bytes, heads_to_bytes};
 use crate::pg_conn::{Manager, PgConn, Tx};
-use fieldsync_core::document::pack_document;
 
 use crate::store::{
     LogEntry, NewUser, PullPage, PullQuery, Scope, Store, StoreError, StoreResult, StoredVisit,
@@ -391,7 +390,6 @@ impl VisitTxn for PgTxn<'_, '_> {
     ) -> StoreResult<()> {
         let mut tx = self.tx.borrow_mut();
         let heads = heads_to_bytes(heads);
-        let doc = pack_document(doc);
         tx.execute(
             "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc, heads)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)

@@ -29,7 +29,7 @@
 //! (WAL snapshots); every other method commits the open batch first.
 
 use automerge::ChangeHash;
-use fieldsync_core::document::{pack_document, unpack_document};
+use fieldsync_core::document::unpack_document;
 use fieldsync_core::model::{ReferenceData, Role};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::VecDeque;
@@ -193,8 +193,9 @@ pub trait VisitTxn {
     /// The (device, user) an actor is bound to.
     fn actor_binding(&self, actor_hex: &str) -> StoreResult<Option<(String, String)>>;
     fn bind_actor(&mut self, actor_hex: &str, device_id: &str, user_id: &str) -> StoreResult<()>;
-    /// Stores the document (saved bytes, packed for storage, and its heads; best saved
-    /// uncompressed: `Automerge::save_nocompress`), records that `device_id`
+    /// Stores the document (its bytes as stored: packed by `pack_document`, made by the
+    /// caller outside the writer; plain Automerge bytes load too) and its heads, records
+    /// that `device_id`
     /// holds the visit, and appends the push to the change log (when it stored changes).
     fn save(
         &mut self,
@@ -628,7 +629,7 @@ impl VisitTxn for SqliteTxn<'_> {
                 m.rep_id,
                 m.planned_start,
                 m.status,
-                pack_document(doc),
+                doc,
                 heads_to_bytes(heads)
             ])?;
         if log.changes > 0 {

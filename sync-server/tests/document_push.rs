@@ -100,17 +100,23 @@ fn verdict(o: &Outcome) -> (BTreeSet<String>, usize, Option<String>, bool) {
 /// document to the other. Asserts the same verdict and the same stored state; returns
 /// the verdict.
 fn same_verdict(history: &dyn Fn(&SqliteStore), w: &Writer, id: &str, am: &Automerge) -> Outcome {
+    same_verdict_as(history, w, id, am, &am.get_changes(&[]))
+}
+
+/// [`same_verdict`], the changes pushed being `changes` (of `am`): what the device's outbox
+/// holds, when the document also holds changes by others.
+fn same_verdict_as(
+    history: &dyn Fn(&SqliteStore),
+    w: &Writer,
+    id: &str,
+    am: &Automerge,
+    changes: &[Change],
+) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (server(dir.path(), "a.db"), server(dir.path(), "b.db"));
     history(&a);
     history(&b);
-    let as_changes = ingest(
-        &a,
-        w,
-        &a.reference().unwrap(),
-        &changes_of(id, &am.get_changes(&[])),
-    )
-    .unwrap();
+    let as_changes = ingest(&a, w, &a.reference().unwrap(), &changes_of(id, changes)).unwrap();
     let as_document = push_document(&b, w, &document_of(id, am));
     assert_eq!(verdict(&as_document), verdict(&as_changes), "visit {id}");
     assert_eq!(held(&b, id), held(&a, id), "visit {id}");
@@ -211,6 +217,67 @@ fn a_document_holding_the_stored_visit_adds_only_its_new_changes() {
     let (_, heads) = held(&s, "v-more").unwrap();
     let expected: BTreeSet<ChangeHash> = [mhash, all[36].hash()].into_iter().collect();
     assert_eq!(heads, expected);
+}
+
+/// A visit manager-1 planned on its tablet (one change by actor 9…9), then filled in on
+/// rep-1's device `dev-1` (36 changes by actor 7…7).
+fn planned(id: &str) -> VisitDoc {
+    let r = fixtures::reference_data(5, &FixtureSize::default(), today());
+    let planner = Author {
+        user_id: "manager-1".into(),
+        device_id: "tablet".into(),
+    };
+    let author = Author {
+        user_id: "rep-1".into(),
+        device_id: "dev-1".into(),
+    };
+    fixtures::typical_visits(&r, "t-1", today())[0]
+        .planned_document(
+            id,
+            "rep-1",
+            &planner,
+            ActorId::from(&[9u8; 16][..]),
+            &author,
+            ActorId::from(&[7u8; 16][..]),
+            NOW,
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_planned_visit_filled_in_on_the_device_is_taken_whole_as_its_changes_are() {
+    let doc = planned("v-plan");
+    let all = doc.automerge().get_changes(&[]);
+    let (plan, mine) = all.split_at(1);
+    let planned_here = |s: &SqliteStore| {
+        let w = writer("manager-1", Role::Manager, "tablet");
+        let o = ingest(s, &w, &s.reference().unwrap(), &changes_of("v-plan", plan)).unwrap();
+        assert_eq!((o.applied, o.rejection), (1, None));
+    };
+    // The document holds the plan the server sent: its 36 new changes are taken, and all
+    // 37 acknowledged (as when the plan's change is pushed again with them).
+    let out = same_verdict(&planned_here, &rep("dev-1"), "v-plan", doc.automerge());
+    assert_eq!((out.acks.len(), out.applied, out.rejection), (37, 36, None));
+
+    // The server lost the plan (restored from an older backup): the manager's change is
+    // not the rep's to push. As for the rep's own changes (its outbox), which wait on the
+    // plan, nothing is taken, nothing refused, and the server asks to be sent them again
+    // later; the visit is not quarantined on the device.
+    let out = same_verdict_as(&none, &rep("dev-1"), "v-plan", doc.automerge(), mine);
+    assert_eq!((out.applied, &out.rejection), (0, &None));
+    assert!(out.resend.is_some() && out.acks.is_empty(), "{out:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), "s.db");
+    let pushed = document_of("v-plan", doc.automerge());
+    assert_eq!(push_document(&s, &rep("dev-1"), &pushed).applied, 0);
+    assert_eq!(held(&s, "v-plan"), None);
+    assert_eq!(s.actor_binding(&"09".repeat(16)).unwrap(), None);
+    // Once the manager's tablet has resent the plan, the same document goes in.
+    planned_here(&s);
+    let out = push_document(&s, &rep("dev-1"), &pushed);
+    assert_eq!((out.acks.len(), out.applied, out.rejection), (37, 36, None));
+    let (_, heads) = held(&s, "v-plan").unwrap();
+    assert_eq!(heads, doc.automerge().get_heads().into_iter().collect());
 }
 
 #[test]
@@ -392,9 +459,10 @@ fn bytes_that_are_no_fitting_document_are_refused_and_change_nothing() {
     assert_eq!(s.counts().unwrap().0, 2);
 }
 
-/// A device pushes a visit made on it and never synced whole once an answer said the
-/// server takes documents, and changes otherwise (told nothing, or a visit the server
-/// holds already); the server ends with what the device holds.
+/// A device pushes a visit made on it, or planned by a manager and filled in on it, whole
+/// once an answer said the server takes documents, and changes otherwise (told nothing,
+/// or a small edit to a visit the server holds); the server ends with what the device
+/// holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_pushes_its_new_visits_whole_once_the_server_says_it_takes_them() {
     let (tmp, _data, r, server) = common::seeded_server();
@@ -433,12 +501,32 @@ async fn a_device_pushes_its_new_visits_whole_once_the_server_says_it_takes_them
     assert_eq!(
         pushed_whole(&server).await,
         2,
-        "only the visit never synced"
+        "the new visit; a small edit to a visit the server holds goes as changes"
     );
-    for id in [&first, &second, &third] {
+
+    // A visit a manager planned, filled in on the device: pushed whole (its plan came
+    // from the server).
+    let mgr = common::device(&server, tmp.path(), "manager1", "mgr-tablet").await;
+    let rep_id = common::user_id(&r, &username);
+    let start = common::now() + common::HOUR;
+    let planned = common::plan_visit(&server, &mgr.token, &store_id, &rep_id, start).await;
+    d.client.sync(&d.store, None).await.unwrap();
+    assert_eq!(d.store.outbox_len().unwrap(), 0);
+    d.store.set_notes(&planned, "shelf restocked").unwrap();
+    d.store.edit_notes(&planned, 0, 5, "Back").unwrap();
+    let report = d.client.sync(&d.store, None).await.unwrap();
+    assert!(report.rejections.is_empty(), "{report:?}");
+    assert_eq!(d.store.outbox_len().unwrap(), 0);
+    assert_eq!(
+        pushed_whole(&server).await,
+        3,
+        "the planned visit filled in"
+    );
+    for id in [&first, &second, &third, &planned] {
         let on_server = common::server_visit(&server, &d.token, id).await.unwrap();
         assert_eq!(on_server, d.store.visit(id).unwrap(), "{id}");
     }
+    assert_eq!(d.store.visit(&planned).unwrap().notes, "Back restocked");
 }
 
 async fn pushed_whole(server: &common::Server) -> u64 {

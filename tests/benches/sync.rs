@@ -12,12 +12,12 @@
 //! * `FIELDSYNC_BENCH_RUNS` — `visits:devices[:push]`, comma separated
 //!   [`10000:100,1000:100,10000:10,10000:500,10000:100:batch8,1000:100:action`]; the first
 //!   one is the headline run (initial sync, incremental sync, storage are measured after
-//!   it). `push` is how devices send their visits ([`Push`]): `visit` (the default), `batchN`
-//!   or `action`;
+//!   it). `push` is how devices send their visits ([`Push`]): `visit` (the default), `batchN`,
+//!   `action` or `planned`;
 //! * `FIELDSYNC_BENCH_WHOLE` [`1`] — `0` pushes the visits as changes, as devices did before
 //!   servers took whole documents (`SyncResponse::takes_documents`); otherwise a visit's
-//!   first push is its whole document, as the client sends a visit made on the device and
-//!   never synced (`action` pushes changes either way: one change per request);
+//!   first push is its whole document, as the client sends a visit made, or planned and
+//!   filled in, on the device (`action` pushes changes either way: one change per request);
 //! * `FIELDSYNC_BENCH_DATABASE_URL` — also run the headline run's ingest and wire pull on
 //!   PostgreSQL (`serve --database-url`); the database must be fresh (`scripts/pg.sh`);
 //! * `FIELDSYNC_BENCH_EXPORT` — directory to write `visits-<n>/<i>.automerge` (VisitDoc::save
@@ -31,11 +31,13 @@
 //! positions, 2 promotion checks, one survey answer, notes, check out: 37 Automerge
 //! changes), pushed as one sync request per visit,
 //! as a rep's phone does when it gets signal after a visit (or as [`Push`] says): as its
-//! whole document, as the client pushes a visit made on the device and never synced
-//! (`FIELDSYNC_BENCH_WHOLE`).
+//! whole document, as the client pushes a visit made on the device
+//! (`FIELDSYNC_BENCH_WHOLE`). In `planned` runs a manager planned each visit first (its
+//! plan, one change, is on the server before the run and on the device after its first
+//! sync); the rep's device then records the same 36 actions on it.
 
 use automerge::ActorId;
-use fieldsync_core::document::VisitDoc;
+use fieldsync_core::document::{VisitDoc, pack_document};
 use fieldsync_core::fixtures::{self, FixtureSize};
 use fieldsync_core::model::{ReferenceData, Role};
 use fieldsync_core::store::DeviceStore;
@@ -45,6 +47,7 @@ use fieldsync_core::sync::protocol::{
 use fieldsync_core::sync::{Compression, SyncClient, SyncConfig};
 use fieldsync_core::visit::{Author, InventoryInput};
 use fieldsync_server::Store;
+use fieldsync_server::ingest::Writer;
 use fieldsync_server::store::NewUser;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -208,8 +211,12 @@ struct LoadDevice {
 /// One visit of the load, both ways a device may push it.
 #[derive(Clone)]
 struct LoadVisit {
+    /// The device's own changes (its outbox).
     changes: VisitChanges,
     whole: VisitDocument,
+    /// The changes of the whole document (the acknowledgements it gets): more than the
+    /// device's own when a manager planned the visit.
+    whole_changes: usize,
 }
 
 /// What one request pushes.
@@ -223,21 +230,32 @@ struct Pushes {
 
 impl Pushes {
     fn add(&mut self, v: LoadVisit, whole: bool) {
-        self.count += v.changes.changes.len();
         if whole {
+            self.count += v.whole_changes;
             self.documents.push(v.whole);
         } else {
+            self.count += v.changes.changes.len();
             self.changes.push(v.changes);
         }
     }
 }
 
-/// Builds `visits` typical visits spread over `devices` devices (in parallel threads).
+/// The manager who plans the visits of `planned` runs, on one tablet.
+const PLANNER: (&str, &str) = ("manager-1", "bench-planner-tablet");
+
+/// The planner's Automerge actor.
+fn planner_actor() -> ActorId {
+    ActorId::from(&[0x4d; 16][..])
+}
+
+/// Builds `visits` typical visits spread over `devices` devices (in parallel threads),
+/// each planned by [`PLANNER`] first when `planned`.
 fn corpus(
     r: &ReferenceData,
     visits: usize,
     devices: usize,
     tag: &str,
+    planned: bool,
 ) -> Vec<(String, Vec<VisitDoc>)> {
     let cs = fixtures::typical_visits(r, "t-1", chrono::Utc::now().date_naive());
     assert!(!cs.is_empty(), "no store fits a typical visit");
@@ -277,7 +295,17 @@ fn corpus(
                                 let c = &cs[(d + i) % cs.len()];
                                 // Spread over the last few days, all inside a rep's window.
                                 let start = now - ((i % 72) as i64) * 3_600_000;
-                                c.document(&id, rep, &author, actor.clone(), start).unwrap()
+                                if planned {
+                                    let planner = Author {
+                                        user_id: PLANNER.0.into(),
+                                        device_id: PLANNER.1.into(),
+                                    };
+                                    let (pa, a) = (planner_actor(), actor.clone());
+                                    c.planned_document(&id, rep, &planner, pa, &author, a, start)
+                                        .unwrap()
+                                } else {
+                                    c.document(&id, rep, &author, actor.clone(), start).unwrap()
+                                }
                             })
                             .collect();
                         mine.push((device_id, docs));
@@ -301,7 +329,12 @@ struct Seeded {
     rep1_token: (String, String),
 }
 
-fn seed(store: &dyn Store, r: &ReferenceData, corpus: Vec<(String, Vec<VisitDoc>)>) -> Seeded {
+fn seed(
+    store: &dyn Store,
+    r: &ReferenceData,
+    corpus: Vec<(String, Vec<VisitDoc>)>,
+    planned: bool,
+) -> Seeded {
     store.import_reference(r.clone()).unwrap();
     for u in &r.users {
         store
@@ -329,6 +362,9 @@ fn seed(store: &dyn Store, r: &ReferenceData, corpus: Vec<(String, Vec<VisitDoc>
         .filter(|u| u.role == Role::Rep)
         .map(|u| u.id.clone())
         .collect();
+    if planned {
+        plan_visits(store, r, &corpus);
+    }
     let devices = corpus
         .into_iter()
         .enumerate()
@@ -339,18 +375,20 @@ fn seed(store: &dyn Store, r: &ReferenceData, corpus: Vec<(String, Vec<VisitDoc>
                 .map(|doc| {
                     let am = doc.automerge();
                     let visit_id = doc.id().unwrap();
+                    let all = am.get_changes(&[]);
                     LoadVisit {
                         changes: VisitChanges {
                             visit_id: visit_id.clone(),
-                            changes: am
-                                .get_changes(&[])
+                            changes: all
                                 .iter()
+                                .filter(|c| !planned || *c.actor_id() != planner_actor())
                                 .map(|c| encode_change(c.raw_bytes()))
                                 .collect(),
                         },
+                        whole_changes: all.len(),
                         whole: VisitDocument {
                             visit_id,
-                            doc: encode_change(&am.save_nocompress()),
+                            doc: encode_change(&pack_document(&am.save_nocompress())),
                             heads: am.get_heads().iter().map(ToString::to_string).collect(),
                         },
                     }
@@ -371,6 +409,41 @@ fn seed(store: &dyn Store, r: &ReferenceData, corpus: Vec<(String, Vec<VisitDoc>
         manager_tokens,
         rep1_token,
     }
+}
+
+/// Stores each visit's plan (its first change, by [`PLANNER`]) as the manager's push,
+/// from several threads (so the store commits them in groups).
+fn plan_visits(store: &dyn Store, r: &ReferenceData, corpus: &[(String, Vec<VisitDoc>)]) {
+    let manager = r.users.iter().find(|u| u.id == PLANNER.0).unwrap();
+    let writer = Writer {
+        user_id: manager.id.clone(),
+        role: Role::Manager,
+        territories: manager.territory_ids.clone(),
+        device_id: PLANNER.1.into(),
+        scope: None,
+    };
+    let plans: Vec<VisitChanges> = corpus
+        .iter()
+        .flat_map(|(_, docs)| docs)
+        .map(|doc| VisitChanges {
+            visit_id: doc.id().unwrap(),
+            changes: vec![encode_change(
+                doc.automerge().get_changes(&[])[0].raw_bytes(),
+            )],
+        })
+        .collect();
+    let refs = store.reference().unwrap();
+    std::thread::scope(|s| {
+        for part in plans.chunks(plans.len().div_ceil(8).max(1)) {
+            let (writer, refs) = (&writer, &refs);
+            s.spawn(move || {
+                for p in part {
+                    let o = fieldsync_server::ingest::ingest(store, writer, refs, p).unwrap();
+                    assert_eq!((o.applied, &o.rejection), (1, &None), "plan {}", p.visit_id);
+                }
+            });
+        }
+    });
 }
 
 // ------------------------------------------------------------------------------ wire
@@ -441,6 +514,8 @@ enum Push {
     /// One request per change: a rep online all along whose app syncs after every
     /// action (check in, each line, check out).
     Action,
+    /// As `Visit`, each visit planned by a manager beforehand (the common case).
+    Planned,
 }
 
 impl Push {
@@ -448,9 +523,10 @@ impl Push {
         match s {
             "visit" => Push::Visit,
             "action" => Push::Action,
+            "planned" => Push::Planned,
             _ => match s.strip_prefix("batch").and_then(|n| n.parse().ok()) {
                 Some(n) if n > 0 => Push::Batch(n),
-                _ => panic!("push {s:?}: visit, batchN or action"),
+                _ => panic!("push {s:?}: visit, batchN, action or planned"),
             },
         }
     }
@@ -460,6 +536,7 @@ impl Push {
             Push::Visit => "visit".into(),
             Push::Batch(n) => format!("batch{n}"),
             Push::Action => "action".into(),
+            Push::Planned => "planned".into(),
         }
     }
 
@@ -474,7 +551,7 @@ impl Push {
             p
         };
         match self {
-            Push::Visit => visits.chunks(1).map(each).collect(),
+            Push::Visit | Push::Planned => visits.chunks(1).map(each).collect(),
             Push::Batch(n) => visits.chunks(n).map(each).collect(),
             Push::Action => visits
                 .into_iter()
@@ -811,7 +888,8 @@ fn run(
     let refs = reference(r.devices.max(3));
     let t = Instant::now();
     let tag = format!("b{}x{}", r.visits, r.devices);
-    let docs = corpus(&refs, r.visits, r.devices, &tag);
+    let planned = r.push == Push::Planned;
+    let docs = corpus(&refs, r.visits, r.devices, &tag, planned);
     eprintln!("  corpus built in {:.1} s", t.elapsed().as_secs_f64());
     let mut exported = json!({});
     if let Some(ed) = export_dir {
@@ -830,7 +908,7 @@ fn run(
             ),
             None => Arc::new(fieldsync_server::SqliteStore::open_dir(&data).unwrap()),
         };
-        seed(store.as_ref(), &refs, docs)
+        seed(store.as_ref(), &refs, docs, planned)
     };
     let mut server = Server::start(bin, &data, r.database_url.as_deref());
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -824,26 +824,31 @@ impl DeviceStore {
         Ok(rows)
     }
 
-    /// The saved document (Automerge's bytes, uncompressed) and heads of visit
-    /// `visit_id` when its changes are exactly `hashes` (hex): with the visit's outbox
-    /// changes, a visit made on this device that the server has acknowledged nothing of,
-    /// which may be pushed whole ([`crate::sync::protocol::SyncRequest::documents`]).
-    /// `None` when the document holds any other change or the visit is not held.
-    pub fn document_of_changes(
+    /// The saved document (packed by [`crate::document::pack_document`], as the server
+    /// stores it) and heads of visit `visit_id`, to push it whole
+    /// ([`crate::sync::protocol::SyncRequest::documents`]) instead of its outbox changes
+    /// `hashes` (hex): when the document holds every one of them and they are at least half
+    /// of its changes. So a visit made here, or planned by a manager and then filled in
+    /// here, goes whole (one load on the server instead of parsing and applying each
+    /// change, and fewer bytes), and a small edit to a visit the server holds goes as its
+    /// changes. The document's other changes are ones the server sent or acknowledged; a
+    /// server that lacks some of them takes only this device's changes from it. `None`
+    /// otherwise, or when the visit is not held.
+    pub fn pushable_document(
         &self,
         visit_id: &str,
         hashes: &BTreeSet<String>,
     ) -> Result<Option<(Vec<u8>, Vec<String>)>> {
         let found = self.with_doc(visit_id, |d| {
             let am = d.automerge();
-            let exactly = am.get_changes_meta(&[]).len() == hashes.len()
+            let whole = am.get_changes_meta(&[]).len() <= 2 * hashes.len()
                 && hashes.iter().all(|h| {
                     h.parse::<ChangeHash>()
                         .is_ok_and(|h| crate::document::has_change(am, &h))
                 });
-            Ok(exactly.then(|| {
+            Ok(whole.then(|| {
                 let heads = d.heads().iter().map(ToString::to_string).collect();
-                (am.save_nocompress(), heads)
+                (crate::document::pack_document(&am.save_nocompress()), heads)
             }))
         });
         match found {

@@ -585,14 +585,14 @@ impl SyncClient {
                     .or_default()
                     .push(encode_change(&c.bytes));
             }
-            // A visit made here and never synced goes whole to a server that takes
-            // documents (one load there instead of parsing and applying every change).
+            // A visit made or filled in here goes whole to a server that takes documents
+            // (see `DeviceStore::pushable_document`).
             let mut documents = Vec::new();
             for (visit, hashes) in by_visit {
                 if !takes_documents || resend.contains_key(visit) {
                     continue;
                 }
-                if let Some((doc, heads)) = store.document_of_changes(visit, &hashes)? {
+                if let Some((doc, heads)) = store.pushable_document(visit, &hashes)? {
                     groups.remove(visit);
                     documents.push(VisitDocument {
                         visit_id: visit.to_string(),

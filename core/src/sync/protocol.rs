@@ -63,13 +63,17 @@
 //!   field (older clients) get changes only, and older servers ignore the field.
 //! * **Whole documents, device → server (optional feature).** A server that takes them
 //!   says `"takes_documents": true` in every response. A device that has seen it may push
-//!   a visit whose changes are all its own and all unacknowledged (made on the device,
-//!   never synced) as the visit's saved document in the request's `documents` (same
-//!   shape: `visit_id`, `doc`, `heads`), instead of every change in `changes`: the
+//!   a visit as its saved document in the request's `documents` (same shape: `visit_id`,
+//!   `doc`, `heads`) instead of its unacknowledged changes in `changes`: the document
+//!   holds them, and its other changes are ones the server sent or acknowledged (the
+//!   client does so for a visit made, or planned and then filled in, on the device). The
 //!   server loads one document instead of parsing and applying each change. The verdict
-//!   is the same as for the changes: every rule is checked change by change, the
-//!   acknowledgements list every change of the document, and a rejection all of them.
-//!   The server refuses a document whose `heads` are not its heads.
+//!   is the one the device's own changes in it would get as changes: every rule is
+//!   checked change by change; a change by another device the server lacks (lost in a
+//!   restore) is left for that device to resend, as are the changes waiting on it. The
+//!   acknowledgements list every change of the document the server holds after it, and
+//!   a rejection all of them. The server refuses a document whose `heads` are not its
+//!   heads.
 //! * **Restores.** The server epoch changes whenever the server's database is restored
 //!   from a backup. A device that sees an epoch other than the one it stored sends the
 //!   `heads` of every visit it holds; the server answers with the changes the device
@@ -156,9 +160,8 @@ pub struct SyncRequest {
     /// The device can load whole documents (`documents` in the response).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub accept_documents: bool,
-    /// Visits pushed as their whole document instead of as changes: every change of each
-    /// is the device's own and unacknowledged (a visit made on the device and never
-    /// synced). Only to a server that answered `takes_documents`.
+    /// Visits pushed as their whole document instead of as changes (see the module docs).
+    /// Only to a server that answered `takes_documents`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub documents: Vec<VisitDocument>,
 }
