@@ -805,7 +805,13 @@ fn sync_blocking(
             }
         }?;
         state.metrics.changes_applied.inc_by(out.applied as u64);
-        resp.acks.extend(out.acks);
+        match pushed {
+            Pushed::Whole(d) if out.whole => resp.acked_documents.push(VisitHeads {
+                visit_id: d.visit_id.clone(),
+                heads: d.heads.clone(),
+            }),
+            _ => resp.acks.extend(out.acks),
+        }
         if let Some(r) = out.rejection {
             state.metrics.rejections.inc();
             tracing::info!(visit = %r.visit_id, device = %auth.device_id, reason = %r.reason, "rejected");

@@ -135,6 +135,10 @@ pub struct Outcome {
     pub applied: usize,
     pub rejection: Option<Rejection>,
     pub resend: Option<Resend>,
+    /// A pushed document whose every change is now stored ([`ingest_document`]): `acks`
+    /// lists them all, and the device may be told so by the document's heads
+    /// (`SyncResponse::acked_documents`).
+    pub whole: bool,
 }
 
 /// The most operations one visit's document may hold. A typical visit holds a few hundred
@@ -376,7 +380,7 @@ pub fn ingest_document(
         std::borrow::Cow::Borrowed(_) => pack_document(&raw),
         std::borrow::Cow::Owned(_) => raw,
     };
-    settle(
+    let mut outcome = settle(
         store,
         writer,
         refs,
@@ -384,7 +388,13 @@ pub fn ingest_document(
         visit_id,
         &Incoming::Document { doc, packed },
         &hashes,
-    )
+    )?;
+    // Every change of the document is acknowledged (new or known) only when it is all
+    // stored: `acks` are the document's own hashes, each at most once.
+    outcome.whole = outcome.rejection.is_none()
+        && outcome.resend.is_none()
+        && outcome.acks.len() == hashes.len();
+    Ok(outcome)
 }
 
 /// What a device pushed for one visit, parsed.

@@ -78,6 +78,7 @@ pub fn document() -> Value {
                 "VisitDocument": obj(&[("visit_id", s.clone()), ("doc", s.clone()), ("heads", strings.clone())], &["visit_id", "doc", "heads"]),
                 "SyncResponse": obj(&[
                     ("protocol", i.clone()), ("epoch", s.clone()), ("acks", strings.clone()),
+                    ("acked_documents", json!({"type": "array", "items": obj(&[("visit_id", s.clone()), ("heads", strings.clone())], &["visit_id", "heads"])})),
                     ("rejections", json!({"type": "array", "items": obj(&[("visit_id", s.clone()), ("hashes", strings.clone()), ("reason", s.clone())], &[])})),
                     ("resend", json!({"type": "array", "items": obj(&[("visit_id", s.clone()), ("have", strings.clone())], &[])})),
                     ("changes", json!({"type": "array", "items": {"$ref": "#/components/schemas/VisitChanges"}})),

@@ -151,6 +151,7 @@ fn a_new_visit_pushed_whole_is_taken_as_its_changes_are() {
     let out = same_verdict(&none, &rep("dev-1"), "v-new", doc.automerge());
     assert_eq!(out.rejection, None);
     assert_eq!((out.acks.len(), out.applied), (37, 37));
+    assert!(out.whole, "acknowledged whole (by its heads)");
 
     // Pushed again (its answer was lost): acknowledged again, nothing stored twice.
     let twice = |s: &SqliteStore| {
@@ -159,6 +160,7 @@ fn a_new_visit_pushed_whole_is_taken_as_its_changes_are() {
     };
     let out = same_verdict(&twice, &rep("dev-1"), "v-new", doc.automerge());
     assert_eq!((out.acks.len(), out.applied), (37, 0));
+    assert!(out.whole);
 }
 
 #[test]
@@ -265,7 +267,10 @@ fn a_planned_visit_filled_in_on_the_device_is_taken_whole_as_its_changes_are() {
     // later; the visit is not quarantined on the device.
     let out = same_verdict_as(&none, &rep("dev-1"), "v-plan", doc.automerge(), mine);
     assert_eq!((out.applied, &out.rejection), (0, &None));
-    assert!(out.resend.is_some() && out.acks.is_empty(), "{out:?}");
+    assert!(
+        out.resend.is_some() && out.acks.is_empty() && !out.whole,
+        "{out:?}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let s = server(dir.path(), "s.db");
     let pushed = document_of("v-plan", doc.automerge());
@@ -275,6 +280,7 @@ fn a_planned_visit_filled_in_on_the_device_is_taken_whole_as_its_changes_are() {
     // Once the manager's tablet has resent the plan, the same document goes in.
     planned_here(&s);
     let out = push_document(&s, &rep("dev-1"), &pushed);
+    assert!(out.whole);
     assert_eq!((out.acks.len(), out.applied, out.rejection), (37, 36, None));
     let (_, heads) = held(&s, "v-plan").unwrap();
     assert_eq!(heads, doc.automerge().get_heads().into_iter().collect());

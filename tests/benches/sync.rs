@@ -226,12 +226,35 @@ struct Pushes {
     documents: Vec<VisitDocument>,
     /// Changes in them (the acknowledgements expected).
     count: usize,
+    /// Each document's visit, heads and number of changes.
+    whole: Vec<(String, Vec<String>, usize)>,
+}
+
+impl Pushes {
+    /// The changes `resp` acknowledges: in `acks`, and in the documents it acknowledges
+    /// whole (with the heads they were pushed with).
+    fn acknowledged(whole: &[(String, Vec<String>, usize)], resp: &SyncResponse) -> usize {
+        let in_documents: usize = resp
+            .acked_documents
+            .iter()
+            .filter_map(|a| {
+                whole
+                    .iter()
+                    .find(|(v, heads, _)| *v == a.visit_id && *heads == a.heads)
+                    .map(|(.., n)| n)
+            })
+            .sum();
+        resp.acks.len() + in_documents
+    }
 }
 
 impl Pushes {
     fn add(&mut self, v: LoadVisit, whole: bool) {
         if whole {
             self.count += v.whole_changes;
+            let w = &v.whole;
+            self.whole
+                .push((w.visit_id.clone(), w.heads.clone(), v.whole_changes));
             self.documents.push(v.whole);
         } else {
             self.count += v.changes.changes.len();
@@ -564,6 +587,7 @@ impl Push {
                         }],
                         documents: Vec::new(),
                         count: 1,
+                        whole: Vec::new(),
                     })
                 })
                 .collect(),
@@ -604,7 +628,7 @@ async fn ingest(base: &str, devices: Vec<LoadDevice>, push: Push, whole: bool) -
         tasks.push(tokio::spawn(async move {
             let mut cursor = cursor;
             let mut lat = Vec::with_capacity(requests.len());
-            let mut up = 0usize;
+            let (mut up, mut down) = (0usize, 0usize);
             let mut bad = 0usize;
             for pushes in requests {
                 let n = pushes.count;
@@ -612,32 +636,34 @@ async fn ingest(base: &str, devices: Vec<LoadDevice>, push: Push, whole: bool) -
                 req.reference_version = version;
                 req.changes = pushes.changes;
                 req.documents = pushes.documents;
+                let whole = pushes.whole;
                 let t = Instant::now();
-                let (resp, u, _) = post_sync(&client, &base, &token, &req).await;
+                let (resp, u, dn) = post_sync(&client, &base, &token, &req).await;
                 lat.push(t.elapsed().as_secs_f64() * 1e3);
                 up += u;
-                if resp.acks.len() != n || !resp.rejections.is_empty() {
+                down += dn;
+                let acked = Pushes::acknowledged(&whole, &resp);
+                if acked != n || !resp.rejections.is_empty() {
                     bad += 1;
                     if bad == 1 {
                         eprintln!(
                             "  ! {}: {} acks of {n}, rejections {:?}",
-                            device_id,
-                            resp.acks.len(),
-                            resp.rejections
+                            device_id, acked, resp.rejections
                         );
                     }
                 }
                 cursor = resp.cursor;
             }
-            (lat, up, bad)
+            (lat, up, down, bad)
         }));
     }
     let mut lat = Vec::new();
-    let (mut up, mut bad) = (0, 0);
+    let (mut up, mut down, mut bad) = (0, 0, 0);
     for t in tasks {
-        let (l, u, b) = t.await.unwrap();
+        let (l, u, dn, b) = t.await.unwrap();
         lat.extend(l);
         up += u;
+        down += dn;
         bad += b;
     }
     let secs = start.elapsed().as_secs_f64();
@@ -649,6 +675,8 @@ async fn ingest(base: &str, devices: Vec<LoadDevice>, push: Push, whole: bool) -
         "visits_per_s": visits as f64 / secs,
         "changes_per_s": changes as f64 / secs,
         "request_bytes_up_per_visit": up as f64 / visits.max(1) as f64,
+        // The answers' JSON (reqwest decompresses them).
+        "response_bytes_down_per_visit": down as f64 / visits.max(1) as f64,
         "failed_visits": bad,
         "latency": latency_json(lat),
     })

@@ -250,6 +250,17 @@ impl std::fmt::Debug for SimNet {
 
 type Exchange = fieldsync_core::Result<(fieldsync_core::sync::SyncResponse, usize, usize)>;
 
+/// The hashes of every change in a pushed document (`VisitDocument::doc`).
+fn document_hashes(doc: &str) -> Vec<String> {
+    let bytes = fieldsync_core::sync::protocol::decode_change(doc).unwrap();
+    let bytes = fieldsync_core::document::unpack_document(&bytes).unwrap();
+    let am = automerge::Automerge::load(&bytes).unwrap();
+    am.get_changes_meta(&[])
+        .iter()
+        .map(|m| m.hash.to_string())
+        .collect()
+}
+
 impl SimNet {
     async fn exchange(&self, req: &SyncRequest) -> Exchange {
         use fieldsync_core::Error;
@@ -357,16 +368,26 @@ impl SimNet {
                     .collect::<Vec<_>>()
             ));
         }
+        // Documents acknowledged whole: every change in them is acknowledged.
+        let mut acks = resp.acks.clone();
+        for a in &resp.acked_documents {
+            let pushed = req
+                .documents
+                .iter()
+                .find(|d| d.visit_id == a.visit_id && d.heads == a.heads)
+                .expect("an acknowledged document was pushed in the request");
+            acks.extend(document_hashes(&pushed.doc));
+        }
         {
             let mut stats = lock(&w.stats);
-            stats.acks += resp.acks.len() as u64;
+            stats.acks += acks.len() as u64;
             stats.rejections += resp.rejections.len() as u64;
         }
-        lock(&w.acked).extend(resp.acks.iter().map(|h| (h.clone(), self.device.clone())));
+        lock(&w.acked).extend(acks.iter().map(|h| (h.clone(), self.device.clone())));
         w.log(format!(
             "  net: {} <- {} acks, {} rejections {:?}, changes for {:?}, documents {:?}, resend {:?}, purge {:?}, more={}",
             self.device,
-            resp.acks.len(),
+            acks.len(),
             resp.rejections.len(),
             resp.rejections
                 .iter()

@@ -588,12 +588,18 @@ impl SyncClient {
             // A visit made or filled in here goes whole to a server that takes documents
             // (see `DeviceStore::pushable_document`).
             let mut documents = Vec::new();
+            // The outbox changes in each document pushed, by visit, with its heads: what
+            // the server's `acked_documents` acknowledges.
+            let mut in_documents: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> =
+                BTreeMap::new();
             for (visit, hashes) in by_visit {
                 if !takes_documents || resend.contains_key(visit) {
                     continue;
                 }
                 if let Some((doc, heads)) = store.pushable_document(visit, &hashes)? {
                     groups.remove(visit);
+                    in_documents
+                        .insert(visit.to_string(), (heads.iter().cloned().collect(), hashes));
                     documents.push(VisitDocument {
                         visit_id: visit.to_string(),
                         doc: encode_change(&doc),
@@ -728,14 +734,19 @@ impl SyncClient {
                 store.replace_reference_data(refs)?;
                 report.reference_updated = true;
             }
-            // 2. Acknowledgements and rejections.
-            store.acknowledge(&resp.acks)?;
-            report.acked += resp.acks.len();
-            done += resp
-                .acks
-                .iter()
-                .filter(|h| pushed_hashes.contains(*h))
-                .count() as u64;
+            // 2. Acknowledgements and rejections. A document acknowledged whole is so only
+            // with the heads it was pushed with.
+            let mut acks = resp.acks.clone();
+            for a in &resp.acked_documents {
+                if let Some((heads, hashes)) = in_documents.get(&a.visit_id)
+                    && a.heads.iter().cloned().collect::<BTreeSet<_>>() == *heads
+                {
+                    acks.extend(hashes.iter().cloned());
+                }
+            }
+            store.acknowledge(&acks)?;
+            report.acked += acks.len();
+            done += acks.iter().filter(|h| pushed_hashes.contains(*h)).count() as u64;
             for r in &resp.rejections {
                 store.quarantine(&r.visit_id, &r.reason, &r.hashes)?;
                 done += r

@@ -24,6 +24,7 @@
 //! { "protocol": 1,
 //!   "epoch": "3f6c…",
 //!   "acks": ["<change hash hex>", "…"],
+//!   "acked_documents": [ { "visit_id": "v-5", "heads": ["…"] } ],   // pushed documents stored whole
 //!   "rejections": [ { "visit_id": "v-2", "hashes": ["…"], "reason": "not allowed: rep may not write plan/rep" } ],
 //!   "resend": [ { "visit_id": "v-3", "have": ["<head hex>"] } ],
 //!   "changes": [ { "visit_id": "v-1", "changes": ["…"] } ],
@@ -71,9 +72,12 @@
 //!   is the one the device's own changes in it would get as changes: every rule is
 //!   checked change by change; a change by another device the server lacks (lost in a
 //!   restore) is left for that device to resend, as are the changes waiting on it. The
-//!   acknowledgements list every change of the document the server holds after it, and
-//!   a rejection all of them. The server refuses a document whose `heads` are not its
-//!   heads.
+//!   acknowledgements cover every change of the document the server holds after it, and
+//!   a rejection all of them. When the server holds all of them, it acknowledges the
+//!   document once, in `acked_documents`, with the heads it was pushed with (37 hashes
+//!   of a typical visit would be 2.4 KB of answer): the device removes every change it
+//!   pushed in that document from its outbox. Otherwise they are listed in `acks`. The
+//!   server refuses a document whose `heads` are not its heads.
 //! * **Restores.** The server epoch changes whenever the server's database is restored
 //!   from a backup. A device that sees an epoch other than the one it stored sends the
 //!   `heads` of every visit it holds; the server answers with the changes the device
@@ -192,6 +196,11 @@ pub struct SyncResponse {
     pub epoch: String,
     /// Hashes stored by the server (now or before): remove them from the outbox.
     pub acks: Vec<String>,
+    /// Documents pushed in the request (`documents`) whose every change the server now
+    /// holds, with the heads they were pushed with: remove every change pushed in them
+    /// from the outbox (their hashes are not repeated in `acks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acked_documents: Vec<VisitHeads>,
     pub rejections: Vec<Rejection>,
     pub resend: Vec<Resend>,
     /// Changes in scope the device may lack, grouped by visit.
