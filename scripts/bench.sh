@@ -12,7 +12,7 @@
 # When scripts/pg.sh exists and FIELDSYNC_BENCH_PG=1, a throw-away PostgreSQL cluster is
 # started for the PostgreSQL run. Sizes: see the top of tests/benches/sync.rs
 # (FIELDSYNC_BENCH_RUNS, visits:devices[:push], default
-# "10000:100,1000:100,10000:10,10000:500,10000:100:batch8,1000:100:action"; add
+# "10000:100,1000:100,10000:10,10000:500,10000:100:batch8,10000:100:planned,1000:100:action"; add
 # "100000:100" for the long run).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -72,6 +72,7 @@ PUSH_TEXT = {
     "visit": "one request per visit",
     "batch8": "8 visits per request: phones reconnecting after 8 visits offline",
     "action": "one request per change: reps online, their apps syncing after every action",
+    "planned": "one request per visit, each visit planned by a manager first (the plan on the device before the visit)",
 }
 
 
@@ -149,7 +150,8 @@ def render(sync, peer, label):
             f"{verdict(st['file_per_visit'] <= 4096)} |"
         )
     lines += ["", "Growth and ways of pushing (each row a fresh server; latency per request; push: `visit` one "
-              "request per visit, `batchN` N visits per request, `action` one request per change):", ""]
+              "request per visit, `batchN` N visits per request, `action` one request per change, `planned` one request "
+              "per visit filled in on a manager's plan):", ""]
     lines += [
         "| backend | visits | devices | push (requests) | ingest visits/s | median | p99 | server CPU / visit | load generator CPU / visit | server RSS peak | initial pull, wire, visits/s | bytes on server / visit |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -391,9 +391,12 @@ async fn scenario(base: &str, sc: &Scenario, dir: &std::path::Path) -> Res<serde
             store.check_out(&v.id, at).map_err(e)?;
             store.complete(&v.id).map_err(e)?;
         }
-        client.sync(&store, None).await.map_err(e)?;
+        let report = client.sync(&store, None).await.map_err(e)?;
         if store.outbox_len().map_err(e)? != 0 {
-            return Err(format!("{device} still has an outbox after sync"));
+            return Err(format!(
+                "{device} still has an outbox after sync: {report:?}; quarantined: {:?}",
+                store.quarantined().map_err(e)?
+            ));
         }
     }
     Ok(serde_json::json!({

@@ -533,6 +533,24 @@ async fn a_device_pushes_its_new_visits_whole_once_the_server_says_it_takes_them
         assert_eq!(on_server, d.store.visit(id).unwrap(), "{id}");
     }
     assert_eq!(d.store.visit(&planned).unwrap().notes, "Back restocked");
+
+    // Rounds acknowledged only by documents are progress: with two outbox changes per
+    // request, one sync pushes three new visits whole, one per round, and empties the
+    // outbox.
+    let small = fieldsync_core::sync::SyncConfig {
+        batch: 2,
+        ..common::fast_config()
+    };
+    let client =
+        fieldsync_core::sync::SyncClient::with_config(&server.base, &d.token, small).unwrap();
+    for _ in 0..3 {
+        let id = d.store.create_ad_hoc_visit(&store_id, "tt-quick").unwrap();
+        d.store.edit_notes(&id, 0, 0, "made offline").unwrap();
+    }
+    let report = client.sync(&d.store, None).await.unwrap();
+    assert_eq!(d.store.outbox_len().unwrap(), 0, "{report:?}");
+    assert_eq!((report.rounds, report.acked), (3, 6), "{report:?}");
+    assert_eq!(pushed_whole(&server).await, 6);
 }
 
 async fn pushed_whole(server: &common::Server) -> u64 {

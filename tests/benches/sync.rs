@@ -10,7 +10,7 @@
 //! Environment (defaults in brackets):
 //! * `FIELDSYNC_BENCH_SERVER_BIN` [`<workspace>/target/release/fieldsync-server`];
 //! * `FIELDSYNC_BENCH_RUNS` — `visits:devices[:push]`, comma separated
-//!   [`10000:100,1000:100,10000:10,10000:500,10000:100:batch8,1000:100:action`]; the first
+//!   [`10000:100,1000:100,10000:10,10000:500,10000:100:batch8,10000:100:planned,1000:100:action`]; the first
 //!   one is the headline run (initial sync, incremental sync, storage are measured after
 //!   it). `push` is how devices send their visits ([`Push`]): `visit` (the default), `batchN`,
 //!   `action` or `planned`;
@@ -1070,7 +1070,7 @@ fn main() {
     let runs_spec = env_or(
         "FIELDSYNC_BENCH_RUNS",
         if benching {
-            "10000:100,1000:100,10000:10,10000:500,10000:100:batch8,1000:100:action"
+            "10000:100,1000:100,10000:10,10000:500,10000:100:batch8,10000:100:planned,1000:100:action"
         } else {
             "200:10"
         },

@@ -844,7 +844,7 @@ impl SyncClient {
                     !quarantined.contains(&c.visit_id)
                         && !resp.rejections.iter().any(|r| r.visit_id == c.visit_id)
                 });
-            let progress_made = !resp.acks.is_empty()
+            let progress_made = !acks.is_empty()
                 || !resp.rejections.is_empty()
                 || !resp.changes.is_empty()
                 || !resp.documents.is_empty();
