@@ -269,29 +269,15 @@ impl AuthUser {
     }
 }
 
-impl FromRequestParts<AppState> for AuthUser {
-    type Rejection = AppError;
+/// The hash of a request's `Authorization: Bearer <token>`, checked for shape only (the
+/// token is looked up by [`Bearer::authenticate`]).
+struct Bearer(String);
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            AppError::unauthorized("missing Authorization: Bearer <token> header")
-        })?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                AppError::unauthorized("the Authorization header must be `Bearer <token>`")
-            })?;
-        let hash = hash_token(token);
-        let store = state.store.clone();
-        let found = blocking(move || Ok(store.authenticate(&hash)?)).await?;
-        let (user, tok) = found
+impl Bearer {
+    /// The user and device of a live device token (blocking: a storage lookup).
+    fn authenticate(&self, store: &dyn Store) -> Result<AuthUser, AppError> {
+        let (user, tok) = store
+            .authenticate(&self.0)?
             .ok_or_else(|| AppError::unauthorized("unknown or revoked token: sign in again"))?;
         if tok
             .device_id
@@ -307,6 +293,39 @@ impl FromRequestParts<AppState> for AuthUser {
             device_id: tok.device_id,
             token_id: tok.id,
         })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            AppError::unauthorized("missing Authorization: Bearer <token> header")
+        })?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                AppError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        Ok(Bearer(hash_token(token)))
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let bearer = Bearer::from_request_parts(parts, state).await?;
+        let store = state.store.clone();
+        blocking(move || bearer.authenticate(store.as_ref())).await
     }
 }
 
@@ -686,7 +705,7 @@ fn sync_answer(resp: &SyncResponse, zstd: bool) -> Result<Response, AppError> {
 async fn sync(
     State(state): State<AppState>,
     Extension(slot): Extension<SyncSlot>,
-    auth: AuthUser,
+    bearer: Bearer,
     headers: header::HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
@@ -698,11 +717,13 @@ async fn sync(
             .filter_map(|v| v.to_str().ok()),
     );
     let st = state.clone();
-    // Everything from the body on runs on the blocking pool: decompressing and parsing a
-    // large body, or compressing a large answer, would hold an async worker. The slot
-    // moves into that work: a client that hangs up does not free it while its sync runs.
+    // Everything from the token lookup on runs in one call on the blocking pool (one
+    // hand-off per sync): decompressing and parsing a large body, or compressing a large
+    // answer, would hold an async worker. The slot moves into that work: a client that
+    // hangs up does not free it while its sync runs.
     let resp = blocking(move || {
         let _slot = slot;
+        let auth = bearer.authenticate(st.store.as_ref())?;
         let body = sync_body(&headers, body, st.config.body_limit)?;
         let (req, cursor) = sync_request(&body, &auth)?;
         st.metrics.devices_seen(&auth.device_id);
