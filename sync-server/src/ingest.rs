@@ -302,8 +302,10 @@ pub fn ingest_limited(
 }
 
 /// Ingests one visit pushed as its whole document (`SyncRequest::documents`) from
-/// `writer`: the same verdict as for the document's changes pushed one by one, reached
-/// without parsing and applying each change (see [`decide`]). The bytes (Automerge's, or
+/// `writer`: the verdict its changes would get pushed as changes (those of another author
+/// the server lacks are left for that author's device), reached without parsing and
+/// applying each change (see [`decide`]); [`Outcome::whole`] when every change of it is
+/// then stored. The bytes (Automerge's, or
 /// packed as `pack_document` packs them) pass [`doc_check::checked_document`] before
 /// Automerge parses them, and their rows count against `budget` as a change's operations
 /// do.
@@ -401,8 +403,8 @@ pub fn ingest_document(
 enum Incoming {
     /// Changes.
     Changes(Vec<Change>),
-    /// The whole document (the client sends one only when every change of it is its own
-    /// and unacknowledged; nothing here relies on that), with its bytes packed as stored:
+    /// The whole document (the client sends one for a visit made, or planned and filled
+    /// in, on the device; nothing here relies on that), with its bytes packed as stored:
     /// when it is the visit's next state, these are stored as they are.
     Document { doc: Automerge, packed: Vec<u8> },
 }
