@@ -377,20 +377,14 @@ pub fn ingest_document(
     if hashes.is_empty() {
         return Ok(Outcome::default());
     }
-    // Kept as stored: packed (by the device, or here if it sent Automerge's bytes).
-    let packed = match checked.bytes {
-        std::borrow::Cow::Borrowed(_) => pack_document(&raw),
-        std::borrow::Cow::Owned(_) => raw,
+    // Packed as the device sent them, or to be packed here if they are stored.
+    let packed = matches!(checked.bytes, std::borrow::Cow::Owned(_));
+    let incoming = Incoming::Document {
+        doc,
+        bytes: raw,
+        packed,
     };
-    let mut outcome = settle(
-        store,
-        writer,
-        refs,
-        limits,
-        visit_id,
-        &Incoming::Document { doc, packed },
-        &hashes,
-    )?;
+    let mut outcome = settle(store, writer, refs, limits, visit_id, &incoming, &hashes)?;
     // Every change of the document is acknowledged (new or known) only when it is all
     // stored: `acks` are the document's own hashes, each at most once.
     outcome.whole = outcome.rejection.is_none()
@@ -404,9 +398,14 @@ enum Incoming {
     /// Changes.
     Changes(Vec<Change>),
     /// The whole document (the client sends one for a visit made, or planned and filled
-    /// in, on the device; nothing here relies on that), with its bytes packed as stored:
-    /// when it is the visit's next state, these are stored as they are.
-    Document { doc: Automerge, packed: Vec<u8> },
+    /// in, on the device; nothing here relies on that), with its bytes as pushed and
+    /// whether they came packed: when it is the visit's next state, they are stored as
+    /// they are (packed here first if they were not).
+    Document {
+        doc: Automerge,
+        bytes: Vec<u8>,
+        packed: bool,
+    },
 }
 
 impl Incoming {
@@ -844,7 +843,14 @@ fn decide(
     // (its size was checked when it arrived); a merge is saved and its size checked here,
     // before anything is written.
     let (saved, packed) = match incoming {
-        Incoming::Document { packed, .. } if whole => (None, packed.clone()),
+        Incoming::Document { bytes, packed, .. } if whole => (
+            None,
+            if *packed {
+                bytes.clone()
+            } else {
+                pack_document(bytes)
+            },
+        ),
         _ => {
             let saved = doc.automerge().save_nocompress();
             if saved.len() > limits.doc_bytes {

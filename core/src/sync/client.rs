@@ -571,7 +571,6 @@ impl SyncClient {
                 .filter(|c| !quarantined.contains(&c.visit_id))
                 .take(self.config.batch)
                 .collect();
-            let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
             let mut pushed_hashes = BTreeSet::new();
             let mut by_visit: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
             for c in &outbox {
@@ -580,10 +579,6 @@ impl SyncClient {
                     .entry(c.visit_id.as_str())
                     .or_default()
                     .insert(c.hash.clone());
-                groups
-                    .entry(c.visit_id.clone())
-                    .or_default()
-                    .push(encode_change(&c.bytes));
             }
             // A visit made or filled in here goes whole to a server that takes documents
             // (see `DeviceStore::pushable_document`).
@@ -597,7 +592,6 @@ impl SyncClient {
                     continue;
                 }
                 if let Some((doc, heads)) = store.pushable_document(visit, &hashes)? {
-                    groups.remove(visit);
                     in_documents
                         .insert(visit.to_string(), (heads.iter().cloned().collect(), hashes));
                     documents.push(VisitDocument {
@@ -606,6 +600,17 @@ impl SyncClient {
                         heads,
                     });
                 }
+            }
+            // The other visits' outbox changes go as changes.
+            let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for c in outbox
+                .iter()
+                .filter(|c| !in_documents.contains_key(&c.visit_id))
+            {
+                groups
+                    .entry(c.visit_id.clone())
+                    .or_default()
+                    .push(encode_change(&c.bytes));
             }
             let resent_now: usize = resend.values().map(Vec::len).sum();
             for (visit, changes) in std::mem::take(&mut resend) {
