@@ -1530,37 +1530,428 @@ fn change_columns(change: &Change) -> Option<[&[u8]; 14]> {
     Some(columns)
 }
 
+/// What some changes write, change by change: one `(path, value)` per op, as
+/// [`VisitDoc::touched_values_each`] and [`VisitDoc::touched_values_in_saved`] return it.
+pub type TouchedValues = Vec<Vec<(String, String)>>;
+
+/// One change of a document, as [`VisitDoc::touched_values_in_saved`] attributes ops to it: its
+/// actor, its first and last op counters (Automerge's `start_op` and `max_op`; a change's
+/// ops take the counters between them, each one), and whether its ops are wanted.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeSpan<'a> {
+    pub actor: &'a ActorId,
+    pub start_op: u64,
+    pub max_op: u64,
+    pub wanted: bool,
+}
+
+/// The op columns of a document chunk that Automerge writes, in the order it writes them
+/// (id << 4 | type): the object (actor, counter), the key (actor, counter, string), the
+/// op's id (actor, counter), insert, action, the value (metadata, bytes), the successors
+/// (count, actor, counter), expand, mark name. See the binary format,
+/// <https://alexjg.github.io/automerge-storage-docs/#document-chunks>.
+const DOCUMENT_OP_COLUMNS: [u64; 16] = [
+    0x01, 0x02, 0x11, 0x13, 0x15, 0x21, 0x23, 0x34, 0x42, 0x56, 0x57, 0x80, 0x81, 0x83, 0x94, 0xa5,
+];
+
+impl VisitDoc {
+    /// What [`VisitDoc::touched_values_each`] returns for the wanted changes of `spans`, read
+    /// from `saved`, the document's saved bytes (`Automerge::save_nocompress`, as devices push
+    /// them), instead of from the changes: the server's check of a pushed whole document
+    /// needs no change rebuilt from the document (rebuilding them cost about as much as
+    /// loading the document).
+    ///
+    /// A document stores every op of its history once (overwritten ones included, each with
+    /// its successors); a delete is not stored but named as a successor that is no op of the
+    /// document, and Automerge rebuilds it in the object and key of the op it deleted, as
+    /// this does. `spans` must be every change of the document (`get_changes_meta(&[])`, in
+    /// any order); the ops of each wanted change come in counter order, as in the change.
+    /// An object made by a wanted change has the path its making op gave it; one made
+    /// before them is looked up where the document has it now, `?` if nowhere (both as
+    /// [`VisitDoc::touched_values_each`] resolves them).
+    ///
+    /// `None` — and the caller rebuilds the changes — for bytes laid out in any way Automerge
+    /// does not write (compressed, unknown, repeated or misordered columns), rows that do not
+    /// decode, an object that no op makes, or any op that does not belong to exactly one
+    /// change: every counter of every change must be found exactly once, as an op or as a
+    /// delete, and nothing else. That last check is what makes the attribution sound: an op
+    /// that no change holds (which Automerge's loading would keep in the document's state
+    /// while leaving it out of every change) is refused here rather than left unchecked.
+    pub fn touched_values_in_saved(
+        &self,
+        saved: &[u8],
+        spans: &[ChangeSpan<'_>],
+    ) -> Option<TouchedValues> {
+        touched_in_saved(self, saved, spans)
+    }
+
+    /// How many ops of the document's state no change of its history holds: 0 for any
+    /// document Automerge made. Automerge 0.12 loads a document (a chunk written by hand)
+    /// whose ops are not all in its changes; such ops count in the state while escaping
+    /// every check made on the changes, so a pushed document that has any is refused.
+    /// Rebuilds and decodes every change: for documents
+    /// [`VisitDoc::touched_values_in_saved`] does not read (which checks this itself).
+    pub fn ops_outside_changes(&self) -> u64 {
+        let held: u64 = self
+            .doc
+            .get_changes(&[])
+            .iter()
+            .map(|c| {
+                c.decode()
+                    .operations
+                    .iter()
+                    .filter(|op| !matches!(op.action, automerge::legacy::OpType::Delete))
+                    .count() as u64
+            })
+            .sum();
+        self.doc.stats().num_ops.saturating_sub(held)
+    }
+}
+
+fn touched_in_saved(
+    doc: &VisitDoc,
+    saved: &[u8],
+    spans: &[ChangeSpan<'_>],
+) -> Option<TouchedValues> {
+    let (actors, columns) = document_op_columns(saved)?;
+    let [
+        obj_actor,
+        obj_ctr,
+        key_actor,
+        key_ctr,
+        key_str,
+        id_actor,
+        id_ctr,
+        _insert,
+        action,
+        value_meta,
+        value_raw,
+        succ_count,
+        succ_actor,
+        succ_ctr,
+        _expand,
+        _mark_name,
+    ] = columns;
+    // The changes by (the document's actor index, start): each span's actor must be one
+    // of the document's.
+    let mut by_actor: Vec<Vec<(u64, u64, usize)>> = vec![Vec::new(); actors.len()];
+    for (i, s) in spans.iter().enumerate() {
+        let a = actors.iter().position(|a| *a == s.actor.to_bytes())?;
+        by_actor[a].push((s.start_op, s.max_op, i));
+    }
+    for ranges in &mut by_actor {
+        ranges.sort_unstable();
+    }
+    let change_of = |(ctr, a): OpKey| -> Option<usize> {
+        let ranges = by_actor.get(a)?;
+        let i = ranges.partition_point(|(start, _, _)| *start <= ctr);
+        let (start, max, change) = *ranges.get(i.checked_sub(1)?)?;
+        (start <= ctr && ctr <= max).then_some(change)
+    };
+    let actor_of = |a: u64| usize::try_from(a).ok().filter(|a| *a < actors.len());
+    let mut obj_actor = Rle::<u64>::new(obj_actor);
+    let mut obj_ctr = Rle::<u64>::new(obj_ctr);
+    let mut key_actor = Rle::<u64>::new(key_actor);
+    let mut key_ctr = Delta::new(key_ctr);
+    let mut key_str = Rle::<&str>::new(key_str);
+    let mut id_actor = Rle::<u64>::new(id_actor);
+    let mut id_ctr = Delta::new(id_ctr);
+    let mut actions = Rle::<u64>::new(action);
+    let mut value_meta = Rle::<u64>::new(value_meta);
+    let mut value_raw = ColumnBytes::new(value_raw);
+    let mut succ_count = Rle::<u64>::new(succ_count);
+    let mut succ_actor = Rle::<u64>::new(succ_actor);
+    let mut succ_ctr = Delta::new(succ_ctr);
+    // Every row: (id, object, key, value), and the successors named.
+    let mut rows: Vec<(OpKey, DiffOp<'_>)> = Vec::new();
+    let mut succs: Vec<(OpKey, usize)> = Vec::new();
+    while !actions.done() {
+        let obj = match (obj_actor.next()?, obj_ctr.next()?) {
+            (_, Some(0)) | (None, None) => None,
+            (Some(a), Some(c)) if c <= u64::from(u32::MAX) => Some((c, actor_of(a)?)),
+            _ => return None,
+        };
+        let key = match (key_actor.next()?, key_ctr.next()?, key_str.next()?) {
+            (None, None, Some(k)) => Some(Cow::Borrowed(k)),
+            (None, Some(0), None) => None,
+            (Some(a), Some(c), None) if (0..=i64::from(u32::MAX)).contains(&c) => {
+                actor_of(a)?;
+                None
+            }
+            _ => return None,
+        };
+        let id = match (id_actor.next()?, id_ctr.next()?) {
+            (Some(a), Some(c)) if (1..=i64::from(u32::MAX)).contains(&c) => {
+                (c as u64, actor_of(a)?)
+            }
+            _ => return None,
+        };
+        let value = read_value(value_meta.next()??, &mut value_raw)?;
+        let value = match actions.next()?? {
+            0 | 2 | 4 | 6 => OpValue::Make,
+            1 => OpValue::Put(value),
+            5 => match value {
+                ColumnValue::Int(n) => OpValue::Increment(n),
+                ColumnValue::Uint(n) => OpValue::Increment(n as i64),
+                _ => return None,
+            },
+            7 => OpValue::Mark,
+            // A delete is never a row of a document.
+            _ => return None,
+        };
+        for _ in 0..succ_count.next()?.unwrap_or(0) {
+            let succ = match (succ_actor.next()?, succ_ctr.next()?) {
+                (Some(a), Some(c)) if (1..=i64::from(u32::MAX)).contains(&c) => {
+                    (c as u64, actor_of(a)?)
+                }
+                _ => return None,
+            };
+            succs.push((succ, rows.len()));
+        }
+        rows.push((id, DiffOp { obj, key, value }));
+    }
+    // Every column holds exactly the rows of the action column.
+    let ended = obj_actor.done()
+        && obj_ctr.done()
+        && key_actor.done()
+        && key_ctr.rle.done()
+        && key_str.done()
+        && id_actor.done()
+        && id_ctr.rle.done()
+        && value_meta.done()
+        && value_raw.done()
+        && succ_count.done()
+        && succ_actor.done()
+        && succ_ctr.rle.done();
+    // The rows are the ops Automerge loaded.
+    if !ended || rows.len() as u64 != doc.doc.stats().num_ops {
+        return None;
+    }
+    // Each op (row or delete) once, each in a change: the ops by id.
+    let mut ids: Vec<(OpKey, Option<usize>)> = rows.iter().map(|(id, _)| (*id, None)).collect();
+    ids.sort_unstable_by_key(|(id, _)| *id);
+    if ids.windows(2).any(|w| w[0].0 == w[1].0) {
+        return None;
+    }
+    let is_row = |id: &OpKey| ids.binary_search_by_key(id, |(k, _)| *k).is_ok();
+    // Deletes: successors that are no row, in the object and key of (each) op they
+    // deleted; one delete may name several ops, always under one object and key.
+    let mut deletes: Vec<(OpKey, usize)> = succs.into_iter().filter(|(s, _)| !is_row(s)).collect();
+    deletes.sort_unstable();
+    deletes.dedup_by(|b, a| {
+        a.0 == b.0 && {
+            let (ra, rb) = (&rows[a.1].1, &rows[b.1].1);
+            // Kept apart (and so refused as a repeated op below) when they differ.
+            ra.obj == rb.obj && ra.key == rb.key
+        }
+    });
+    // Each op's change; every counter of every change exactly once.
+    let mut counts = vec![0u64; spans.len()];
+    let mut change_of_id = |id: OpKey| -> Option<usize> {
+        let c = change_of(id)?;
+        counts[c] += 1;
+        Some(c)
+    };
+    let row_change: Vec<usize> = rows
+        .iter()
+        .map(|(id, _)| change_of_id(*id))
+        .collect::<Option<_>>()?;
+    let delete_change: Vec<usize> = deletes
+        .iter()
+        .map(|(id, _)| change_of_id(*id))
+        .collect::<Option<_>>()?;
+    if deletes.windows(2).any(|w| w[0].0 == w[1].0) {
+        return None;
+    }
+    let expected = |s: &ChangeSpan<'_>| (s.max_op + 1).saturating_sub(s.start_op);
+    if spans.iter().zip(&counts).any(|(s, n)| expected(s) != *n) {
+        return None;
+    }
+    // The wanted changes, numbered.
+    let mut wanted: Vec<Option<usize>> = vec![None; spans.len()];
+    let mut n = 0;
+    for (i, s) in spans.iter().enumerate() {
+        if s.wanted {
+            wanted[i] = Some(n);
+            n += 1;
+        }
+    }
+    // The path of every object, from the op that made it (objects by id).
+    let mut made: Vec<(OpKey, usize)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, op))| matches!(op.value, OpValue::Make))
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    made.sort_unstable();
+    // An object's path: `Some(None)` when it cannot be resolved (`?`, as
+    // `touched_values_each` has it), `None` when the bytes are not a sound document.
+    let mut paths: Vec<Option<Option<String>>> = vec![None; made.len()];
+    let mut path_of = |obj: Option<OpKey>| -> Option<Option<String>> {
+        // The objects from `obj` up to the first whose path is known, the root, or one
+        // made before the wanted changes: that one is where the document has it now (as
+        // `touched_values_each` looks such objects up), `?` if it has none.
+        let mut chain = Vec::new();
+        let mut at = obj;
+        let mut base = Some(String::new());
+        while let Some(id) = at {
+            let m = made.binary_search_by_key(&id, |(k, _)| *k).ok()?;
+            if let Some(p) = &paths[m] {
+                base.clone_from(p);
+                break;
+            }
+            if chain.len() > made.len() {
+                return None;
+            }
+            let row = made[m].1;
+            if wanted[row_change[row]].is_none() {
+                let found = doc.object_path(id.0, &ActorId::from(actors[id.1]));
+                paths[m] = Some(found.clone());
+                base = found;
+                break;
+            }
+            chain.push(m);
+            at = rows[row].1.obj;
+        }
+        for m in chain.into_iter().rev() {
+            base = base.map(|b| join_path(&b, rows[made[m].1].1.key.as_deref()));
+            paths[m] = Some(base.clone());
+        }
+        Some(base)
+    };
+    // The wanted changes' ops, each change's in counter order. Rows come object by
+    // object: the last object's path is reused.
+    let mut out: Vec<Vec<(u64, String, String)>> = vec![Vec::new(); n];
+    let mut last: Option<(Option<OpKey>, Option<String>)> = None;
+    let mut obj_path = |obj: Option<OpKey>| -> Option<Option<String>> {
+        match &last {
+            Some((o, p)) if *o == obj => Some(p.clone()),
+            _ => {
+                let p = path_of(obj)?;
+                last = Some((obj, p.clone()));
+                Some(p)
+            }
+        }
+    };
+    let unresolved = || ("?".to_string(), String::new());
+    for ((id, op), change) in rows.iter().zip(&row_change) {
+        if let Some(w) = wanted[*change] {
+            let (path, value) = match obj_path(op.obj)? {
+                Some(p) => (join_path(&p, op.key.as_deref()), op.value.json()),
+                None => unresolved(),
+            };
+            out[w].push((id.0, path, value));
+        }
+    }
+    for ((id, row), change) in deletes.iter().zip(&delete_change) {
+        if let Some(w) = wanted[*change] {
+            let op = &rows[*row].1;
+            let (path, value) = match obj_path(op.obj)? {
+                Some(p) => (join_path(&p, op.key.as_deref()), OpValue::Delete.json()),
+                None => unresolved(),
+            };
+            out[w].push((id.0, path, value));
+        }
+    }
+    Some(
+        out.into_iter()
+            .map(|mut ops| {
+                ops.sort_unstable_by_key(|(ctr, _, _)| *ctr);
+                ops.into_iter().map(|(_, p, v)| (p, v)).collect()
+            })
+            .collect(),
+    )
+}
+
+/// `obj_path/key` (`key` alone in the root; the object's path for a list or text element).
+fn join_path(obj_path: &str, key: Option<&str>) -> String {
+    match key {
+        Some(k) if obj_path.is_empty() => k.to_string(),
+        Some(k) => format!("{obj_path}/{k}"),
+        None => obj_path.to_string(),
+    }
+}
+
+/// A document chunk's actors and its op columns (see [`document_op_columns`]).
+type DocumentOpColumns<'a> = (Vec<&'a [u8]>, [&'a [u8]; 16]);
+
+/// The document's actors and its 16 op columns of [`DOCUMENT_OP_COLUMNS`] (empty when
+/// left out), from an uncompressed document chunk laid out as Automerge writes it; `None`
+/// otherwise.
+fn document_op_columns(saved: &[u8]) -> Option<DocumentOpColumns<'_>> {
+    let check = |ok: bool| ok.then_some(());
+    let mut r = ColumnBytes::new(saved);
+    check(r.take(4)? == AUTOMERGE_MAGIC)?;
+    r.take(4)?; // checksum (Automerge checked it when it loaded the same bytes)
+    check(r.byte()? == 0)?; // a document chunk
+    let len = usize::try_from(r.uleb()?).ok()?;
+    let mut r = ColumnBytes::new(r.take(len)?);
+    let n = usize::try_from(r.uleb()?).ok()?;
+    check(n <= r.left())?;
+    let mut actors = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = usize::try_from(r.uleb()?).ok()?;
+        actors.push(r.take(len)?);
+    }
+    let heads = usize::try_from(r.uleb()?).ok()?;
+    r.take(heads.checked_mul(32)?)?;
+    let meta = |r: &mut ColumnBytes<'_>| -> Option<Vec<(u64, usize)>> {
+        let n = usize::try_from(r.uleb()?).ok()?;
+        check(n <= r.left())?;
+        (0..n)
+            .map(|_| Some((r.uleb()?, usize::try_from(r.uleb()?).ok()?)))
+            .collect()
+    };
+    let change_meta = meta(&mut r)?;
+    let op_meta = meta(&mut r)?;
+    // The changes' columns are Automerge's to read; none may be compressed either.
+    for (spec, len) in &change_meta {
+        check(spec & 0b1000 == 0)?;
+        r.take(*len)?;
+    }
+    check(op_meta.len() <= DOCUMENT_OP_COLUMNS.len())?;
+    let mut columns: [&[u8]; 16] = [&[]; 16];
+    let mut next = 0;
+    for (spec, len) in &op_meta {
+        let at = next + DOCUMENT_OP_COLUMNS[next..].iter().position(|s| s == spec)?;
+        columns[at] = r.take(*len)?;
+        next = at + 1;
+    }
+    // What follows is the optional head index suffix.
+    Some((actors, columns))
+}
+
 /// A cursor over a change's bytes or one of its columns, reading LEB128 integers as
 /// Automerge's columns do (the `leb128` crate: up to ten bytes, at most 64 bits).
-struct ColumnBytes<'a> {
+pub(crate) struct ColumnBytes<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> ColumnBytes<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Self { buf, pos: 0 }
     }
 
-    fn left(&self) -> usize {
+    pub(crate) fn left(&self) -> usize {
         self.buf.len() - self.pos
     }
 
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
-    fn rest(&self) -> &'a [u8] {
+    pub(crate) fn rest(&self) -> &'a [u8] {
         &self.buf[self.pos..]
     }
 
-    fn byte(&mut self) -> Option<u8> {
+    pub(crate) fn byte(&mut self) -> Option<u8> {
         let b = *self.buf.get(self.pos)?;
         self.pos += 1;
         Some(b)
     }
 
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let out = self.buf.get(self.pos..end)?;
         self.pos = end;
@@ -1568,7 +1959,7 @@ impl<'a> ColumnBytes<'a> {
     }
 
     #[inline]
-    fn uleb(&mut self) -> Option<u64> {
+    pub(crate) fn uleb(&mut self) -> Option<u64> {
         let first = *self.buf.get(self.pos)?;
         if first < 0x80 {
             self.pos += 1;
@@ -1590,7 +1981,7 @@ impl<'a> ColumnBytes<'a> {
     }
 
     #[inline]
-    fn sleb(&mut self) -> Option<i64> {
+    pub(crate) fn sleb(&mut self) -> Option<i64> {
         let first = *self.buf.get(self.pos)?;
         if first < 0x80 {
             self.pos += 1;
@@ -2778,6 +3169,221 @@ mod tests {
             parsed > alterations * 7 && read > alterations * 3,
             "{parsed} parsed, {read} read"
         );
+    }
+
+    /// [`touched_values_in_saved`] for the changes of `doc` not in `before` (all when
+    /// empty), in the order of `get_changes_meta(&[])`, and what
+    /// [`VisitDoc::touched_values_each`] finds for the same changes rebuilt by Automerge,
+    /// in the same order.
+    fn in_saved_and_rebuilt(
+        doc: &VisitDoc,
+        saved: &[u8],
+        before: &[ChangeHash],
+    ) -> (Option<TouchedValues>, TouchedValues) {
+        let am = doc.automerge();
+        let rebuilt = am.get_changes(before);
+        let wanted: BTreeSet<ChangeHash> = rebuilt.iter().map(Change::hash).collect();
+        let meta = am.get_changes_meta(&[]);
+        let spans: Vec<ChangeSpan<'_>> = meta
+            .iter()
+            .map(|m| ChangeSpan {
+                actor: &m.actor,
+                start_op: m.start_op,
+                max_op: m.max_op,
+                wanted: wanted.contains(&m.hash),
+            })
+            .collect();
+        let mut by_automerge = doc.touched_values_each(&rebuilt).unwrap();
+        let expected = meta
+            .iter()
+            .filter(|m| wanted.contains(&m.hash))
+            .map(|m| {
+                let i = rebuilt.iter().position(|c| c.hash() == m.hash).unwrap();
+                std::mem::take(&mut by_automerge[i])
+            })
+            .collect();
+        (doc.touched_values_in_saved(saved, &spans), expected)
+    }
+
+    #[test]
+    fn ops_read_from_a_saved_document_are_the_ops_of_its_changes() {
+        for (_, changes) in [representative_visit(), varied_changes()] {
+            let mut am = Automerge::new();
+            am.apply_changes(changes.clone()).unwrap();
+            let doc = VisitDoc { doc: am };
+            let saved = doc.automerge().save_nocompress();
+            // Every change (a new visit), and the changes after each split (a document
+            // pushed to a server that has the first part).
+            for split in [0, 1, changes.len() / 2, changes.len() - 1] {
+                let before: Vec<ChangeHash> = if split == 0 {
+                    Vec::new()
+                } else {
+                    let mut first = Automerge::new();
+                    first.apply_changes(changes[..split].to_vec()).unwrap();
+                    first.get_heads()
+                };
+                let (read, rebuilt) = in_saved_and_rebuilt(&doc, &saved, &before);
+                assert_eq!(
+                    read.expect("read from the saved bytes"),
+                    rebuilt,
+                    "split {split}"
+                );
+            }
+            // Saved with DEFLATE-compressed columns: left to Automerge.
+            let compressed = doc.automerge().save();
+            if compressed.len() < saved.len() {
+                assert!(in_saved_and_rebuilt(&doc, &compressed, &[]).0.is_none());
+            }
+        }
+        // The typical visit, as devices push it.
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+        let doc = crate::fixtures::typical_visit_document("v-1", today, T0).unwrap();
+        let saved = doc.automerge().save_nocompress();
+        let (read, rebuilt) = in_saved_and_rebuilt(&doc, &saved, &[]);
+        assert_eq!(read.unwrap(), rebuilt);
+        // Its `save` compresses columns (the server's tests push it so, for the path that
+        // rebuilds the changes).
+        assert!(
+            in_saved_and_rebuilt(&doc, &doc.automerge().save(), &[])
+                .0
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn ops_that_no_change_holds_are_never_read_from_a_saved_document() {
+        let (doc, _) = representative_visit();
+        let saved = doc.automerge().save_nocompress();
+        let meta = doc.automerge().get_changes_meta(&[]);
+        let all: Vec<ChangeSpan<'_>> = meta
+            .iter()
+            .map(|m| ChangeSpan {
+                actor: &m.actor,
+                start_op: m.start_op,
+                max_op: m.max_op,
+                wanted: true,
+            })
+            .collect();
+        assert!(doc.touched_values_in_saved(&saved, &all).is_some());
+        // A change left out: its ops belong to no change.
+        for i in [0, meta.len() / 2, meta.len() - 1] {
+            let mut fewer = all.clone();
+            fewer.remove(i);
+            assert!(
+                doc.touched_values_in_saved(&saved, &fewer).is_none(),
+                "change {i} left out"
+            );
+        }
+        // A change whose counters do not match its ops: one too many, one too few.
+        for (i, grow) in [(0, 1i64), (meta.len() - 1, 1), (meta.len() / 2, -1)] {
+            let mut off = all.clone();
+            off[i].max_op = off[i].max_op.saturating_add_signed(grow);
+            assert!(
+                doc.touched_values_in_saved(&saved, &off).is_none(),
+                "change {i} {grow:+}"
+            );
+        }
+        // Not a document chunk, cut short, or with bytes after its declared end changed.
+        let change = doc.automerge().get_changes(&[])[0].raw_bytes().to_vec();
+        assert!(doc.touched_values_in_saved(&change, &all).is_none());
+        assert!(
+            doc.touched_values_in_saved(&saved[..saved.len() / 2], &all)
+                .is_none()
+        );
+        assert!(doc.touched_values_in_saved(&[], &all).is_none());
+    }
+
+    #[test]
+    fn a_document_with_an_op_outside_its_changes_is_never_read_as_sound() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+        let doc = crate::fixtures::typical_visit_document("v-1", today, T0).unwrap();
+        assert_eq!(doc.ops_outside_changes(), 0);
+        let saved = doc.automerge().save_nocompress();
+        let forged = crate::fixtures::with_an_op_outside_its_changes(&saved).unwrap();
+        // Automerge loads it, with the op in its state and not in its changes.
+        let forged = VisitDoc::from_automerge(Automerge::load(&forged).unwrap()).unwrap();
+        assert_eq!(
+            forged.automerge().stats().num_ops,
+            doc.automerge().stats().num_ops
+        );
+        let in_changes: usize = forged
+            .automerge()
+            .get_changes(&[])
+            .iter()
+            .map(Change::len)
+            .sum();
+        let before: usize = doc
+            .automerge()
+            .get_changes(&[])
+            .iter()
+            .map(Change::len)
+            .sum();
+        assert_eq!(in_changes + 1, before);
+        assert_eq!(forged.ops_outside_changes(), 1);
+        let bytes = forged.automerge().save_nocompress();
+        assert!(in_saved_and_rebuilt(&forged, &bytes, &[]).0.is_none());
+        // Every split too (the op is outside every change, wanted or not).
+        let heads = forged.automerge().get_changes(&[])[0].hash();
+        assert!(in_saved_and_rebuilt(&forged, &bytes, &[heads]).0.is_none());
+    }
+
+    #[test]
+    fn altered_saved_documents_are_read_as_automerge_rebuilds_them_or_not_at_all() {
+        // Changed bytes that Automerge still loads: every op read from them is an op of
+        // the changes Automerge rebuilds from them, or nothing is read.
+        let alterations: usize = std::env::var("FIELDSYNC_DIFF_ALTERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(40);
+        let mut rng = crate::fixtures::Rng::new(11);
+        let (mut loaded, mut read) = (0, 0);
+        for (doc, _) in [representative_visit(), varied_changes()] {
+            let saved = doc.automerge().save_nocompress();
+            for _ in 0..alterations * 20 {
+                let mut b = saved.clone();
+                for _ in 0..=rng.below(2) {
+                    let at = rng.below(b.len() as u64) as usize;
+                    b[at] = match rng.below(3) {
+                        0 => b[at] ^ (1 << rng.below(8)),
+                        1 => b[at].wrapping_add(1),
+                        _ => rng.below(256) as u8,
+                    };
+                }
+                // Automerge checks the chunk's checksum: alter the body, then mend it.
+                let Some(b) = with_checksum(b) else { continue };
+                let Ok(Ok(am)) = std::panic::catch_unwind(|| Automerge::load(&b)) else {
+                    continue;
+                };
+                let Ok(altered) = VisitDoc::from_automerge(am) else {
+                    continue;
+                };
+                let rebuilt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    in_saved_and_rebuilt(&altered, &b, &[])
+                }));
+                let Ok((from_bytes, rebuilt)) = rebuilt else {
+                    continue;
+                };
+                loaded += 1;
+                if let Some(from_bytes) = from_bytes {
+                    read += 1;
+                    assert_eq!(from_bytes, rebuilt);
+                }
+            }
+        }
+        println!("{loaded} loaded, {read} read from the bytes");
+        assert!(loaded > 0 && read > 0, "{loaded} loaded, {read} read");
+    }
+
+    /// A document chunk with its checksum made right for its (altered) body: the first
+    /// four bytes of the SHA-256 of the chunk type, length and body.
+    fn with_checksum(mut b: Vec<u8>) -> Option<Vec<u8>> {
+        use sha2::Digest;
+        if b.len() < 10 || b[..4] != AUTOMERGE_MAGIC {
+            return None;
+        }
+        let sum = sha2::Sha256::digest(&b[8..]);
+        b[4..8].copy_from_slice(&sum[..4]);
+        Some(b)
     }
 
     use crate::testutil::{sleb, uleb};

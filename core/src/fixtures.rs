@@ -610,6 +610,140 @@ impl TypicalVisit {
     }
 }
 
+/// For tests of what must be refused: the document `saved` (`Automerge::save_nocompress`
+/// bytes) forged so that the last op of its last change (in the document's columns; a
+/// head with at least one op) belongs to no change: that change's `max_op` is one lower,
+/// the heads name its new hash and the checksum is mended. Automerge 0.12 loads such a
+/// document, the op in its state, while its changes leave the op out. `None` if `saved`
+/// is not laid out so.
+pub fn with_an_op_outside_its_changes(saved: &[u8]) -> Option<Vec<u8>> {
+    use crate::document::ColumnBytes;
+    use sha2::Digest;
+    if saved.get(..4)? != [0x85, 0x6f, 0x4a, 0x83] || *saved.get(8)? != 0 {
+        return None;
+    }
+    let mut r = ColumnBytes::new(saved);
+    r.take(9)?;
+    let len = usize::try_from(r.uleb()?).ok()?;
+    let body = r.take(len)?;
+    let mut b = ColumnBytes::new(body);
+    let n = |b: &mut ColumnBytes<'_>| usize::try_from(b.uleb()?).ok();
+    for _ in 0..b.uleb()? {
+        let len = n(&mut b)?;
+        b.take(len)?;
+    }
+    let heads = n(&mut b)?;
+    let heads_at = body.len() - b.left();
+    b.take(32 * heads)?;
+    let prefix = &body[..body.len() - b.left()];
+    let meta = |b: &mut ColumnBytes<'_>| -> Option<Vec<(u64, usize)>> {
+        (0..b.uleb()?).map(|_| Some((b.uleb()?, n(b)?))).collect()
+    };
+    let (changes, ops) = (meta(&mut b)?, meta(&mut b)?);
+    let mut columns = Vec::new();
+    for (spec, len) in changes.iter().chain(&ops) {
+        columns.push((*spec, b.take(*len)?.to_vec()));
+    }
+    let rest = b.rest();
+    // The changes' `max_op` column (delta, run-length): one lower for the last row,
+    // written back as one literal run.
+    let max_op = columns
+        .iter_mut()
+        .take(changes.len())
+        .find(|(s, _)| *s == 0x13)?;
+    let mut c = ColumnBytes::new(&max_op.1);
+    let mut values = Vec::new();
+    let mut at = 0i64;
+    while !c.done() {
+        match c.sleb()? {
+            run @ 1.. => {
+                let delta = c.sleb()?;
+                for _ in 0..run {
+                    at = at.checked_add(delta)?;
+                    values.push(at);
+                }
+            }
+            run @ ..0 => {
+                for _ in 0..run.unsigned_abs() {
+                    at = at.checked_add(c.sleb()?)?;
+                    values.push(at);
+                }
+            }
+            0 => return None,
+        }
+    }
+    *values.last_mut()? -= 1;
+    let mut column = Vec::new();
+    write_sleb(&mut column, -(values.len() as i64));
+    let mut prev = 0;
+    for v in values {
+        write_sleb(&mut column, v - prev);
+        prev = v;
+    }
+    max_op.1 = column;
+    let mut body = prefix.to_vec();
+    for (list, cols) in [
+        (&changes, &columns[..changes.len()]),
+        (&ops, &columns[changes.len()..]),
+    ] {
+        write_uleb(&mut body, list.len() as u64);
+        for (spec, data) in cols {
+            write_uleb(&mut body, *spec);
+            write_uleb(&mut body, data.len() as u64);
+        }
+    }
+    for (_, data) in &columns {
+        body.extend(data);
+    }
+    body.extend(rest);
+    let chunk = |body: &[u8]| {
+        let mut out = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 0];
+        write_uleb(&mut out, body.len() as u64);
+        out.extend(body);
+        let sum = sha2::Sha256::digest(&out[8..]);
+        out[4..8].copy_from_slice(&sum[..4]);
+        out
+    };
+    // The heads of the changes as they now are.
+    let forged = automerge::Automerge::load_unverified_heads(&chunk(&body)).ok()?;
+    let mut rebuilt = automerge::Automerge::new();
+    rebuilt.apply_changes(forged.get_changes(&[])).ok()?;
+    let new_heads = rebuilt.get_heads();
+    if new_heads.len() != heads {
+        return None;
+    }
+    for (i, h) in new_heads.iter().enumerate() {
+        body[heads_at + 32 * i..heads_at + 32 * (i + 1)].copy_from_slice(&h.0);
+    }
+    Some(chunk(&body))
+}
+
+/// Appends `v` as unsigned LEB128.
+pub(crate) fn write_uleb(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// Appends `v` as signed LEB128.
+pub(crate) fn write_sleb(out: &mut Vec<u8>, mut v: i64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if (v == 0 && b & 0x40 == 0) || (v == -1 && b & 0x40 != 0) {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@
 //! from the kept document instead of loading them.
 
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
-use fieldsync_core::document::{VisitDoc, has_change, pack_document};
+use fieldsync_core::document::{ChangeSpan, TouchedValues, VisitDoc, has_change, pack_document};
 use fieldsync_core::model::{ReferenceData, Role};
 use fieldsync_core::rules;
 use fieldsync_core::sync::doc_check;
@@ -377,12 +377,16 @@ pub fn ingest_document(
     if hashes.is_empty() {
         return Ok(Outcome::default());
     }
-    // Packed as the device sent them, or to be packed here if they are stored.
-    let packed = matches!(checked.bytes, std::borrow::Cow::Owned(_));
+    // Packed as the device sent them (and unpacked above), or to be packed here if they
+    // are stored.
+    let plain = match checked.bytes {
+        std::borrow::Cow::Owned(plain) => Some(plain),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
     let incoming = Incoming::Document {
         doc,
         bytes: raw,
-        packed,
+        plain,
     };
     let mut outcome = settle(store, writer, refs, limits, visit_id, &incoming, &hashes)?;
     // Every change of the document is acknowledged (new or known) only when it is all
@@ -398,13 +402,13 @@ enum Incoming {
     /// Changes.
     Changes(Vec<Change>),
     /// The whole document (the client sends one for a visit made, or planned and filled
-    /// in, on the device; nothing here relies on that), with its bytes as pushed and
-    /// whether they came packed: when it is the visit's next state, they are stored as
-    /// they are (packed here first if they were not).
+    /// in, on the device; nothing here relies on that), with its bytes as pushed and,
+    /// when they came packed, unpacked: when it is the visit's next state, the bytes are
+    /// stored as pushed (packed here first if they were not).
     Document {
         doc: Automerge,
         bytes: Vec<u8>,
-        packed: bool,
+        plain: Option<Vec<u8>>,
     },
 }
 
@@ -414,6 +418,40 @@ impl Incoming {
         match self {
             Incoming::Changes(cs) => cs.iter().any(|c| c.hash() == *h),
             Incoming::Document { doc, .. } => has_change(doc, h),
+        }
+    }
+
+    /// A pushed document's Automerge bytes (unpacked); `None` for changes.
+    fn plain(&self) -> Option<&[u8]> {
+        match self {
+            Incoming::Changes(_) => None,
+            Incoming::Document { bytes, plain, .. } => Some(plain.as_deref().unwrap_or(bytes)),
+        }
+    }
+}
+
+/// A new change of a push, as the checks after the merge read it.
+struct NewChange {
+    hash: ChangeHash,
+    actor: automerge::ActorId,
+    /// It has no dependencies (the first change of a document).
+    first: bool,
+}
+
+impl NewChange {
+    fn of(c: &Change) -> Self {
+        Self {
+            hash: c.hash(),
+            actor: c.actor_id().clone(),
+            first: c.deps().is_empty(),
+        }
+    }
+
+    fn of_meta(m: &automerge::ChangeMetadata<'_>) -> Self {
+        Self {
+            hash: m.hash,
+            actor: m.actor.as_ref().clone(),
+            first: m.deps.is_empty(),
         }
     }
 }
@@ -595,16 +633,24 @@ fn decide(
     // One that lacks some (the server has changes the device has not seen), or whose new
     // changes include another device's (lost in a restore: that device resends them), is
     // merged as the device's own changes in it would be.
+    // (Only the new changes' metadata is read: rebuilding them from the document cost
+    // about as much as loading it; their ops are read from the pushed bytes below.)
     let next_state = |d: &Automerge| {
         if !heads_before.iter().all(|h| has_change(d, h)) {
             return None;
         }
-        let fresh = d.get_changes(&heads_before);
-        others(d, &fresh, &me).is_empty().then_some(fresh)
+        let fresh: Vec<NewChange> = d
+            .get_changes_meta(&heads_before)
+            .iter()
+            .map(NewChange::of_meta)
+            .collect();
+        others(d, fresh.iter().map(|c| &c.actor), &me)
+            .is_empty()
+            .then_some(fresh)
     };
     let (merged, whole) = match incoming {
         Incoming::Document { doc: d, .. } if let Some(fresh) = next_state(d) => {
-            let new: BTreeSet<ChangeHash> = fresh.iter().map(Change::hash).collect();
+            let new: BTreeSet<ChangeHash> = fresh.iter().map(|c| c.hash).collect();
             let known: Vec<String> = hashes
                 .iter()
                 .filter(|h| !h.parse().is_ok_and(|h| new.contains(&h)))
@@ -613,6 +659,7 @@ fn decide(
             let merge = Merge {
                 am: d.clone(),
                 fresh,
+                changes: Vec::new(),
                 known,
                 deferred: false,
             };
@@ -620,7 +667,7 @@ fn decide(
         }
         Incoming::Document { doc: d, .. } => {
             let mut own = d.get_changes(&[]);
-            let theirs = others(d, &own, &me);
+            let theirs = others(d, own.iter().map(Change::actor_id), &me);
             own.retain(|c| !theirs.contains(c.actor_id()));
             (ready_changes(am, &own, visit_id), false)
         }
@@ -628,7 +675,8 @@ fn decide(
     };
     let Merge {
         mut am,
-        fresh,
+        mut fresh,
+        changes,
         known,
         deferred,
     } = match merged {
@@ -647,10 +695,10 @@ fn decide(
     let mut new_actors: HashMap<String, ()> = HashMap::new();
     let mut checked: BTreeSet<&automerge::ActorId> = BTreeSet::new();
     for c in &fresh {
-        if !checked.insert(c.actor_id()) {
+        if !checked.insert(&c.actor) {
             continue;
         }
-        let actor = c.actor_id().to_hex_string();
+        let actor = c.actor.to_hex_string();
         match txn.actor_binding(&actor)? {
             Some((device, _)) if device != w.device_id => {
                 return Ok(reject(
@@ -658,7 +706,7 @@ fn decide(
                     hashes,
                     format!(
                         "forbidden: change {} claims actor {actor}, which belongs to another device",
-                        c.hash()
+                        c.hash
                     ),
                 ));
             }
@@ -672,7 +720,7 @@ fn decide(
         // Automerge 0.12 panics on some malformed change columns (found by fuzzing,
         // tests/fuzz/regressions/sync_ingest): a refusal, never a crashed request.
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            am.apply_changes(fresh.iter().cloned())
+            am.apply_changes(changes.iter().cloned())
         }));
         match applied {
             Ok(Ok(())) => {}
@@ -729,10 +777,10 @@ fn decide(
     // The document's actor registry must name this user and device for each new actor.
     let mut checked: BTreeSet<&automerge::ActorId> = BTreeSet::new();
     for c in &fresh {
-        if !checked.insert(c.actor_id()) {
+        if !checked.insert(&c.actor) {
             continue;
         }
-        match doc.author_of(c.actor_id()) {
+        match doc.author_of(&c.actor) {
             Some(a) if a == me => {}
             Some(a) => {
                 return Ok(reject(
@@ -740,9 +788,7 @@ fn decide(
                     hashes,
                     format!(
                         "forbidden: actor {} is registered to user {} on device {}",
-                        c.actor_id(),
-                        a.user_id,
-                        a.device_id
+                        c.actor, a.user_id, a.device_id
                     ),
                 ));
             }
@@ -750,7 +796,7 @@ fn decide(
                 return Ok(reject(
                     visit_id,
                     hashes,
-                    format!("change {} is by an unregistered actor", c.hash()),
+                    format!("change {} is by an unregistered actor", c.hash),
                 ));
             }
         }
@@ -758,10 +804,28 @@ fn decide(
     // Field ownership, change by change. One walk of the document's objects for all
     // changes (per change it dominated the server's ingest CPU), and only the new
     // changes' ops decoded (docs/BENCHMARKS.md, "Sync server").
-    let touched = doc.touched_values_each(&fresh)?;
+    let touched = match incoming.plain() {
+        Some(plain) if whole => match whole_touched(&doc, plain, &heads_before, &fresh)? {
+            Some((touched, by_document)) => {
+                fresh = by_document;
+                touched
+            }
+            None => {
+                return Ok(reject(
+                    visit_id,
+                    hashes,
+                    format!(
+                        "the document of visit {visit_id} holds operations that none of its \
+                         changes holds: it was forged or damaged"
+                    ),
+                ));
+            }
+        },
+        _ => doc.touched_values_each(&changes)?,
+    };
     for (c, ops) in fresh.iter().zip(&touched) {
-        let actor = c.actor_id().to_hex_string();
-        let creating_change = creating && c.deps().is_empty();
+        let actor = c.actor.to_hex_string();
+        let creating_change = creating && c.first;
         let paths: BTreeSet<&String> = ops.iter().map(|(path, _)| path).collect();
         if let Some(p) = rules::forbidden_path(w.role, paths, &actor, creating_change) {
             return Ok(reject(
@@ -843,9 +907,9 @@ fn decide(
     // (its size was checked when it arrived); a merge is saved and its size checked here,
     // before anything is written.
     let (saved, packed) = match incoming {
-        Incoming::Document { bytes, packed, .. } if whole => (
+        Incoming::Document { bytes, plain, .. } if whole => (
             None,
-            if *packed {
+            if plain.is_some() {
                 bytes.clone()
             } else {
                 pack_document(bytes)
@@ -886,7 +950,7 @@ fn decide(
     };
     txn.save(&meta, &packed, &heads, &log, &w.device_id)?;
     let mut acks = known;
-    acks.extend(fresh.iter().map(|c| c.hash().to_string()));
+    acks.extend(fresh.iter().map(|c| c.hash.to_string()));
     let outcome = Outcome {
         acks,
         applied: fresh.len(),
@@ -907,13 +971,57 @@ fn decide(
     Ok(outcome)
 }
 
+/// The paths and values each new change of a pushed document writes
+/// ([`VisitDoc::touched_values_each`]), with the new changes in the same order: read from
+/// the document's bytes (`plain`) when they are laid out as Automerge writes them and
+/// every op belongs to exactly one change
+/// ([`VisitDoc::touched_values_in_saved`]); else from the new changes
+/// rebuilt from the document. `None` when the document holds ops that none of its
+/// changes holds (which the checks of the changes would never see).
+fn whole_touched(
+    doc: &VisitDoc,
+    plain: &[u8],
+    heads_before: &[ChangeHash],
+    fresh: &[NewChange],
+) -> StoreResult<Option<(TouchedValues, Vec<NewChange>)>> {
+    let new: BTreeSet<ChangeHash> = fresh.iter().map(|c| c.hash).collect();
+    let all = doc.automerge().get_changes_meta(&[]);
+    let spans: Vec<ChangeSpan<'_>> = all
+        .iter()
+        .map(|m| ChangeSpan {
+            actor: &m.actor,
+            start_op: m.start_op,
+            max_op: m.max_op,
+            wanted: new.contains(&m.hash),
+        })
+        .collect();
+    if let Some(touched) = doc.touched_values_in_saved(plain, &spans) {
+        let fresh = all
+            .iter()
+            .filter(|m| new.contains(&m.hash))
+            .map(NewChange::of_meta)
+            .collect();
+        return Ok(Some((touched, fresh)));
+    }
+    if doc.ops_outside_changes() > 0 {
+        return Ok(None);
+    }
+    let changes = doc.automerge().get_changes(heads_before);
+    let touched = doc.touched_values_each(&changes)?;
+    Ok(Some((touched, changes.iter().map(NewChange::of).collect())))
+}
+
 /// The actors of `changes` that `doc`'s registry gives to an author other than `me`.
 /// (Unregistered actors, or a document that is no visit, are for the checks to refuse.)
-fn others(doc: &Automerge, changes: &[Change], me: &Author) -> BTreeSet<automerge::ActorId> {
+fn others<'a>(
+    doc: &Automerge,
+    actors: impl Iterator<Item = &'a automerge::ActorId>,
+    me: &Author,
+) -> BTreeSet<automerge::ActorId> {
     let Ok(visit) = VisitDoc::from_automerge(doc.clone()) else {
         return BTreeSet::new();
     };
-    let actors: BTreeSet<&automerge::ActorId> = changes.iter().map(Change::actor_id).collect();
+    let actors: BTreeSet<&automerge::ActorId> = actors.collect();
     actors
         .into_iter()
         .filter(|a| visit.author_of(a).is_some_and(|author| author != *me))
@@ -926,7 +1034,10 @@ struct Merge {
     /// The document the new changes are in, or are to be applied to.
     am: Automerge,
     /// The new changes.
-    fresh: Vec<Change>,
+    fresh: Vec<NewChange>,
+    /// The new changes to apply to `am` (none when `am` is a pushed document that holds
+    /// them).
+    changes: Vec<Change>,
     /// Pushed hashes already stored (acknowledged again: idempotent).
     known: Vec<String>,
     /// Some pushed changes wait for dependencies the server lacks.
@@ -956,7 +1067,8 @@ fn ready_changes(am: Automerge, parsed: &[Change], visit_id: &str) -> Result<Mer
     if fresh.is_empty() {
         return Ok(Merge {
             am,
-            fresh,
+            fresh: Vec::new(),
+            changes: fresh,
             known,
             deferred: false,
         });
@@ -993,7 +1105,8 @@ fn ready_changes(am: Automerge, parsed: &[Change], visit_id: &str) -> Result<Mer
     }
     Ok(Merge {
         am,
-        fresh: ready,
+        fresh: ready.iter().map(NewChange::of).collect(),
+        changes: ready,
         known,
         deferred: !waiting.is_empty(),
     })
@@ -1004,13 +1117,13 @@ fn ready_changes(am: Automerge, parsed: &[Change], visit_id: &str) -> Result<Mer
 /// builds on; a rep cannot write the assignment itself, so that is the state they saw).
 fn not_theirs_when_made(
     am: &Automerge,
-    fresh: &[Change],
+    fresh: &[NewChange],
     rep: &str,
     visit_id: &str,
 ) -> Option<String> {
     for c in fresh {
         let rep_then = am
-            .fork_at(&[c.hash()])
+            .fork_at(&[c.hash])
             .ok()
             .and_then(|f| VisitDoc::from_automerge(f).ok())
             .and_then(|d| d.read().ok())

@@ -120,6 +120,17 @@ fn same_verdict_as(
     let as_document = push_document(&b, w, &document_of(id, am));
     assert_eq!(verdict(&as_document), verdict(&as_changes), "visit {id}");
     assert_eq!(held(&b, id), held(&a, id), "visit {id}");
+    // Saved with Automerge's DEFLATE-compressed columns, which the server does not read
+    // the ops from (it rebuilds the changes from the document instead): the same again.
+    let c = server(dir.path(), "c.db");
+    history(&c);
+    let compressed = VisitDocument {
+        doc: encode_change(&am.save()),
+        ..document_of(id, am)
+    };
+    let as_compressed = push_document(&c, w, &compressed);
+    assert_eq!(verdict(&as_compressed), verdict(&as_changes), "visit {id}");
+    assert_eq!(held(&c, id), held(&a, id), "visit {id}");
     for c in am.get_changes(&[]) {
         let actor = c.actor_id().to_hex_string();
         assert_eq!(
@@ -326,6 +337,43 @@ fn a_forged_document_is_refused_as_its_changes_are() {
     let out = same_verdict(&other, &rep("dev-1"), "v-claims", doc.automerge());
     let reason = out.rejection.unwrap().reason;
     assert!(reason.contains("belongs to another device"), "{reason}");
+}
+
+#[test]
+fn a_document_with_an_op_that_none_of_its_changes_holds_is_refused() {
+    // The rep's new visit, its last change writing the plan's instructions (which a rep
+    // may not) with its last op, forged so that op belongs to no change: Automerge loads
+    // the document with the op in its state, and its changes alone look allowed.
+    let mut am = visit("v-orphan", "t-1", "rep-1", "dev-1")
+        .automerge()
+        .clone();
+    let mut tx = am.transaction();
+    let (_, actual) = tx.get(automerge::ROOT, "actual").unwrap().unwrap();
+    tx.put(&actual, "out_dist", 3.5).unwrap();
+    let (_, plan) = tx.get(automerge::ROOT, "plan").unwrap().unwrap();
+    tx.put(&plan, "instructions", "forged by the rep").unwrap();
+    tx.commit();
+    let forged = fieldsync_core::fixtures::with_an_op_outside_its_changes(&am.save_nocompress())
+        .expect("forged");
+    let forged = Automerge::load(&forged).expect("Automerge loads it");
+    let (_, plan) = forged.get(automerge::ROOT, "plan").unwrap().unwrap();
+    let instructions = forged.get(&plan, "instructions").unwrap().unwrap().0;
+    assert_eq!(instructions.as_str(), Some("forged by the rep"));
+    // As pushed (ops read from the bytes) and with compressed columns (changes rebuilt).
+    for bytes in [forged.save_nocompress(), forged.save()] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = server(dir.path(), "s.db");
+        let d = VisitDocument {
+            visit_id: "v-orphan".into(),
+            doc: encode_change(&bytes),
+            heads: forged.get_heads().iter().map(ToString::to_string).collect(),
+        };
+        let out = push_document(&store, &rep("dev-1"), &d);
+        let reason = out.rejection.expect("refused").reason;
+        assert!(reason.contains("none of its changes holds"), "{reason}");
+        assert!(out.acks.is_empty());
+        assert_eq!(held(&store, "v-orphan"), None);
+    }
 }
 
 #[test]
