@@ -1427,14 +1427,10 @@ fn diff_ops<'c>(
     local.clear();
     local.extend(change.actors().map(|a| intern_actor(actors, a)));
     let actor_of = |a: u64| usize::try_from(a).ok().and_then(|a| local.get(a).copied());
-    let mut obj_actor = Rle::<u64>::new(obj_actor);
-    let mut obj_ctr = Rle::<u64>::new(obj_ctr);
-    let mut key_actor = Rle::<u64>::new(key_actor);
-    let mut key_ctr = Delta::new(key_ctr);
-    let mut key_str = Rle::<&str>::new(key_str);
-    let mut actions = Rle::<u64>::new(action);
-    let mut value_meta = Rle::<u64>::new(value_meta);
-    let mut value_raw = ColumnBytes::new(value_raw);
+    let mut reader = OpReader::new(
+        [obj_actor, obj_ctr, key_actor, key_ctr, key_str],
+        [action, value_meta, value_raw],
+    );
     // Predecessors are not part of the result, but Automerge's decoding (the fallback)
     // panics on one whose actor the change does not list: every row must name one.
     let mut pred_actor = Rle::<u64>::new(pred_actor);
@@ -1444,15 +1440,60 @@ fn diff_ops<'c>(
     }
     ops.reserve(change.len());
     for _ in 0..change.len() {
+        ops.push(reader.next(&actor_of)?);
+    }
+    // Automerge counts the ops as the rows of the action column.
+    reader.actions.done().then_some(())
+}
+
+/// The columns an op's object, key and value are read from, the same in a change chunk
+/// and a document chunk: the object (actor, counter), the key (actor, counter, string),
+/// the action, the value (metadata, bytes).
+struct OpReader<'a> {
+    obj_actor: Rle<'a, u64>,
+    obj_ctr: Rle<'a, u64>,
+    key_actor: Rle<'a, u64>,
+    key_ctr: Delta<'a>,
+    key_str: Rle<'a, &'a str>,
+    actions: Rle<'a, u64>,
+    value_meta: Rle<'a, u64>,
+    value_raw: ColumnBytes<'a>,
+}
+
+impl<'a> OpReader<'a> {
+    fn new(
+        [obj_actor, obj_ctr, key_actor, key_ctr, key_str]: [&'a [u8]; 5],
+        [action, value_meta, value_raw]: [&'a [u8]; 3],
+    ) -> Self {
+        Self {
+            obj_actor: Rle::new(obj_actor),
+            obj_ctr: Rle::new(obj_ctr),
+            key_actor: Rle::new(key_actor),
+            key_ctr: Delta::new(key_ctr),
+            key_str: Rle::new(key_str),
+            actions: Rle::new(action),
+            value_meta: Rle::new(value_meta),
+            value_raw: ColumnBytes::new(value_raw),
+        }
+    }
+
+    /// The next op, with Automerge's rules for what a row means; actor indexes are mapped
+    /// by `actor_of` (`None` for one that is not listed). `None` when the row does not
+    /// decode.
+    fn next(&mut self, actor_of: &impl Fn(u64) -> Option<usize>) -> Option<DiffOp<'a>> {
         // Automerge's `ObjIdIter`: no actor and no counter, or counter 0, is the root.
-        let obj = match (obj_actor.next()?, obj_ctr.next()?) {
+        let obj = match (self.obj_actor.next()?, self.obj_ctr.next()?) {
             (_, Some(0)) | (None, None) => None,
             (Some(a), Some(c)) if c <= u64::from(u32::MAX) => Some((c, actor_of(a)?)),
             _ => return None,
         };
         // Automerge's `KeyIter`: a string alone is a map key; counter 0 alone is the head
         // of a sequence; an actor and a counter are a sequence element.
-        let key = match (key_actor.next()?, key_ctr.next()?, key_str.next()?) {
+        let key = match (
+            self.key_actor.next()?,
+            self.key_ctr.next()?,
+            self.key_str.next()?,
+        ) {
             (None, None, Some(k)) => Some(Cow::Borrowed(k)),
             (None, Some(0), None) => None,
             (Some(a), Some(c), None) if (0..=i64::from(u32::MAX)).contains(&c) => {
@@ -1461,8 +1502,8 @@ fn diff_ops<'c>(
             }
             _ => return None,
         };
-        let value = read_value(value_meta.next()??, &mut value_raw)?;
-        let value = match actions.next()?? {
+        let value = read_value(self.value_meta.next()??, &mut self.value_raw)?;
+        let value = match self.actions.next()?? {
             0 | 2 | 4 | 6 => OpValue::Make,
             1 => OpValue::Put(value),
             3 => OpValue::Delete,
@@ -1474,10 +1515,20 @@ fn diff_ops<'c>(
             7 => OpValue::Mark,
             _ => return None,
         };
-        ops.push(DiffOp { obj, key, value });
+        Some(DiffOp { obj, key, value })
     }
-    // Automerge counts the ops as the rows of the action column.
-    actions.done().then_some(())
+
+    /// Whether every column is read to its end.
+    fn ended(&self) -> bool {
+        self.obj_actor.done()
+            && self.obj_ctr.done()
+            && self.key_actor.done()
+            && self.key_ctr.rle.done()
+            && self.key_str.done()
+            && self.actions.done()
+            && self.value_meta.done()
+            && self.value_raw.done()
+    }
 }
 
 /// The 14 columns of [`CHANGE_COLUMNS`] of a change's bytes (empty when left out),
@@ -1543,6 +1594,18 @@ pub struct ChangeSpan<'a> {
     pub start_op: u64,
     pub max_op: u64,
     pub wanted: bool,
+}
+
+impl<'a> ChangeSpan<'a> {
+    /// The span of the change `m` describes.
+    pub fn of(m: &'a automerge::ChangeMetadata<'_>, wanted: bool) -> Self {
+        Self {
+            actor: &m.actor,
+            start_op: m.start_op,
+            max_op: m.max_op,
+            wanted,
+        }
+    }
 }
 
 /// The op columns of a document chunk that Automerge writes, in the order it writes them
@@ -1649,54 +1712,28 @@ fn touched_in_saved(
         (start <= ctr && ctr <= max).then_some(change)
     };
     let actor_of = |a: u64| usize::try_from(a).ok().filter(|a| *a < actors.len());
-    let mut obj_actor = Rle::<u64>::new(obj_actor);
-    let mut obj_ctr = Rle::<u64>::new(obj_ctr);
-    let mut key_actor = Rle::<u64>::new(key_actor);
-    let mut key_ctr = Delta::new(key_ctr);
-    let mut key_str = Rle::<&str>::new(key_str);
+    let mut reader = OpReader::new(
+        [obj_actor, obj_ctr, key_actor, key_ctr, key_str],
+        [action, value_meta, value_raw],
+    );
     let mut id_actor = Rle::<u64>::new(id_actor);
     let mut id_ctr = Delta::new(id_ctr);
-    let mut actions = Rle::<u64>::new(action);
-    let mut value_meta = Rle::<u64>::new(value_meta);
-    let mut value_raw = ColumnBytes::new(value_raw);
     let mut succ_count = Rle::<u64>::new(succ_count);
     let mut succ_actor = Rle::<u64>::new(succ_actor);
     let mut succ_ctr = Delta::new(succ_ctr);
     // Every row: (id, object, key, value), and the successors named.
     let mut rows: Vec<(OpKey, DiffOp<'_>)> = Vec::new();
     let mut succs: Vec<(OpKey, usize)> = Vec::new();
-    while !actions.done() {
-        let obj = match (obj_actor.next()?, obj_ctr.next()?) {
-            (_, Some(0)) | (None, None) => None,
-            (Some(a), Some(c)) if c <= u64::from(u32::MAX) => Some((c, actor_of(a)?)),
-            _ => return None,
-        };
-        let key = match (key_actor.next()?, key_ctr.next()?, key_str.next()?) {
-            (None, None, Some(k)) => Some(Cow::Borrowed(k)),
-            (None, Some(0), None) => None,
-            (Some(a), Some(c), None) if (0..=i64::from(u32::MAX)).contains(&c) => {
-                actor_of(a)?;
-                None
-            }
-            _ => return None,
-        };
+    while !reader.actions.done() {
+        let op = reader.next(&actor_of)?;
+        // A delete is never a row of a document.
+        if matches!(op.value, OpValue::Delete) {
+            return None;
+        }
         let id = match (id_actor.next()?, id_ctr.next()?) {
             (Some(a), Some(c)) if (1..=i64::from(u32::MAX)).contains(&c) => {
                 (c as u64, actor_of(a)?)
             }
-            _ => return None,
-        };
-        let value = read_value(value_meta.next()??, &mut value_raw)?;
-        let value = match actions.next()?? {
-            0 | 2 | 4 | 6 => OpValue::Make,
-            1 => OpValue::Put(value),
-            5 => match value {
-                ColumnValue::Int(n) => OpValue::Increment(n),
-                ColumnValue::Uint(n) => OpValue::Increment(n as i64),
-                _ => return None,
-            },
-            7 => OpValue::Mark,
-            // A delete is never a row of a document.
             _ => return None,
         };
         for _ in 0..succ_count.next()?.unwrap_or(0) {
@@ -1708,18 +1745,12 @@ fn touched_in_saved(
             };
             succs.push((succ, rows.len()));
         }
-        rows.push((id, DiffOp { obj, key, value }));
+        rows.push((id, op));
     }
     // Every column holds exactly the rows of the action column.
-    let ended = obj_actor.done()
-        && obj_ctr.done()
-        && key_actor.done()
-        && key_ctr.rle.done()
-        && key_str.done()
+    let ended = reader.ended()
         && id_actor.done()
         && id_ctr.rle.done()
-        && value_meta.done()
-        && value_raw.done()
         && succ_count.done()
         && succ_actor.done()
         && succ_ctr.rle.done();
@@ -3186,12 +3217,7 @@ mod tests {
         let meta = am.get_changes_meta(&[]);
         let spans: Vec<ChangeSpan<'_>> = meta
             .iter()
-            .map(|m| ChangeSpan {
-                actor: &m.actor,
-                start_op: m.start_op,
-                max_op: m.max_op,
-                wanted: wanted.contains(&m.hash),
-            })
+            .map(|m| ChangeSpan::of(m, wanted.contains(&m.hash)))
             .collect();
         let mut by_automerge = doc.touched_values_each(&rebuilt).unwrap();
         let expected = meta
@@ -3255,15 +3281,7 @@ mod tests {
         let (doc, _) = representative_visit();
         let saved = doc.automerge().save_nocompress();
         let meta = doc.automerge().get_changes_meta(&[]);
-        let all: Vec<ChangeSpan<'_>> = meta
-            .iter()
-            .map(|m| ChangeSpan {
-                actor: &m.actor,
-                start_op: m.start_op,
-                max_op: m.max_op,
-                wanted: true,
-            })
-            .collect();
+        let all: Vec<ChangeSpan<'_>> = meta.iter().map(|m| ChangeSpan::of(m, true)).collect();
         assert!(doc.touched_values_in_saved(&saved, &all).is_some());
         // A change left out: its ops belong to no change.
         for i in [0, meta.len() / 2, meta.len() - 1] {

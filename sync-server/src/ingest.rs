@@ -308,7 +308,8 @@ pub fn ingest_limited(
 /// then stored. The bytes (Automerge's, or
 /// packed as `pack_document` packs them) pass [`doc_check::checked_document`] before
 /// Automerge parses them, and their rows count against `budget` as a change's operations
-/// do.
+/// do. A document whose state holds ops that none of its changes holds (which Automerge
+/// loads, and which would escape the checks made on the changes) is refused.
 pub fn ingest_document(
     store: &dyn Store,
     writer: &Writer,
@@ -988,12 +989,7 @@ fn whole_touched(
     let all = doc.automerge().get_changes_meta(&[]);
     let spans: Vec<ChangeSpan<'_>> = all
         .iter()
-        .map(|m| ChangeSpan {
-            actor: &m.actor,
-            start_op: m.start_op,
-            max_op: m.max_op,
-            wanted: new.contains(&m.hash),
-        })
+        .map(|m| ChangeSpan::of(m, new.contains(&m.hash)))
         .collect();
     if let Some(touched) = doc.touched_values_in_saved(plain, &spans) {
         let fresh = all
