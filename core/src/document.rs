@@ -3164,29 +3164,40 @@ mod tests {
         }
     }
 
+    /// How many alterations the alteration tests make (`FIELDSYNC_DIFF_ALTERATIONS`, 40).
+    fn alterations() -> usize {
+        std::env::var("FIELDSYNC_DIFF_ALTERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(40)
+    }
+
+    /// `bytes` with one to three bytes changed at random.
+    fn altered(rng: &mut crate::fixtures::Rng, bytes: &[u8]) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        for _ in 0..=rng.below(2) {
+            let at = rng.below(b.len() as u64) as usize;
+            b[at] = match rng.below(3) {
+                0 => b[at] ^ (1 << rng.below(8)),
+                1 => b[at].wrapping_add(1),
+                _ => rng.below(256) as u8,
+            };
+        }
+        b
+    }
+
     #[test]
     fn ownership_diff_agrees_with_automerge_on_altered_change_bytes() {
         // Changed bytes that Automerge still parses: read as Automerge reads them, or
         // left to Automerge. `FIELDSYNC_DIFF_ALTERATIONS` alterations of each change (40).
-        let alterations: usize = std::env::var("FIELDSYNC_DIFF_ALTERATIONS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(40);
+        let alterations = alterations();
         let mut rng = crate::fixtures::Rng::new(7);
         let (mut parsed, mut read) = (0, 0);
         for (doc, changes) in [representative_visit(), varied_changes()] {
             for c in &changes {
                 let bytes = c.raw_bytes().to_vec();
                 for _ in 0..alterations {
-                    let mut b = bytes.clone();
-                    for _ in 0..=rng.below(2) {
-                        let at = rng.below(b.len() as u64) as usize;
-                        b[at] = match rng.below(3) {
-                            0 => b[at] ^ (1 << rng.below(8)),
-                            1 => b[at].wrapping_add(1),
-                            _ => rng.below(256) as u8,
-                        };
-                    }
+                    let b = altered(&mut rng, &bytes);
                     let Ok(Ok(altered)) = std::panic::catch_unwind(|| Change::from_bytes(b)) else {
                         continue;
                     };
@@ -3349,24 +3360,13 @@ mod tests {
     fn altered_saved_documents_are_read_as_automerge_rebuilds_them_or_not_at_all() {
         // Changed bytes that Automerge still loads: every op read from them is an op of
         // the changes Automerge rebuilds from them, or nothing is read.
-        let alterations: usize = std::env::var("FIELDSYNC_DIFF_ALTERATIONS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(40);
+        let alterations = alterations();
         let mut rng = crate::fixtures::Rng::new(11);
         let (mut loaded, mut read) = (0, 0);
         for (doc, _) in [representative_visit(), varied_changes()] {
             let saved = doc.automerge().save_nocompress();
             for _ in 0..alterations * 20 {
-                let mut b = saved.clone();
-                for _ in 0..=rng.below(2) {
-                    let at = rng.below(b.len() as u64) as usize;
-                    b[at] = match rng.below(3) {
-                        0 => b[at] ^ (1 << rng.below(8)),
-                        1 => b[at].wrapping_add(1),
-                        _ => rng.below(256) as u8,
-                    };
-                }
+                let b = altered(&mut rng, &saved);
                 // Automerge checks the chunk's checksum: alter the body, then mend it.
                 let Some(b) = with_checksum(b) else { continue };
                 let Ok(Ok(am)) = std::panic::catch_unwind(|| Automerge::load(&b)) else {
