@@ -3248,6 +3248,7 @@ mod tests {
             let mut am = Automerge::new();
             am.apply_changes(changes.clone()).unwrap();
             let doc = VisitDoc { doc: am };
+            assert_eq!(doc.ops_outside_changes(), 0);
             let saved = doc.automerge().save_nocompress();
             // Every change (a new visit), and the changes after each split (a document
             // pushed to a server that has the first part).
