@@ -1390,7 +1390,7 @@ fn expanded_diff_ops(
 const CHANGE_COLUMNS: [u64; 14] = [
     0x01, 0x02, 0x11, 0x13, 0x15, 0x34, 0x42, 0x56, 0x57, 0x70, 0x71, 0x73, 0x94, 0xa5,
 ];
-const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+use crate::sync::guard::MAGIC as AUTOMERGE_MAGIC;
 
 /// The ops of `change`, read from its bytes without building Automerge's
 /// `ExpandedChange`: the column decoders of Automerge 0.12 (run-length, delta, LEB128,

@@ -618,8 +618,9 @@ impl TypicalVisit {
 /// is not laid out so.
 pub fn with_an_op_outside_its_changes(saved: &[u8]) -> Option<Vec<u8>> {
     use crate::document::ColumnBytes;
+    use crate::sync::guard::MAGIC;
     use sha2::Digest;
-    if saved.get(..4)? != [0x85, 0x6f, 0x4a, 0x83] || *saved.get(8)? != 0 {
+    if saved.get(..4)? != MAGIC || *saved.get(8)? != 0 {
         return None;
     }
     let mut r = ColumnBytes::new(saved);
@@ -697,7 +698,8 @@ pub fn with_an_op_outside_its_changes(saved: &[u8]) -> Option<Vec<u8>> {
     }
     body.extend(rest);
     let chunk = |body: &[u8]| {
-        let mut out = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 0];
+        let mut out = MAGIC.to_vec();
+        out.extend([0, 0, 0, 0, 0]);
         write_uleb(&mut out, body.len() as u64);
         out.extend(body);
         let sum = sha2::Sha256::digest(&out[8..]);
