@@ -102,6 +102,47 @@ pub fn has_change(doc: &Automerge, hash: &ChangeHash) -> bool {
     doc.get_missing_deps(std::slice::from_ref(hash)).is_empty()
 }
 
+/// Whether `doc` is a visit's document of a schema this build reads.
+fn check_schema(doc: &Automerge) -> Result<()> {
+    match doc.get(ROOT, "v")? {
+        Some((Value::Scalar(s), _)) => match s.as_ref() {
+            ScalarValue::Int(v) if *v <= SCHEMA_VERSION => Ok(()),
+            ScalarValue::Int(v) => Err(Error::Corrupt(format!(
+                "visit document schema {v} is newer than this build"
+            ))),
+            _ => Err(Error::Corrupt(
+                "visit document schema is not a number".into(),
+            )),
+        },
+        _ => Err(Error::Corrupt("not a visit document".into())),
+    }
+}
+
+/// Who owns `actor` by the actor registry of `doc`, a visit's document ([`VisitDoc::author_of`]
+/// without taking the document: `None` too when it is no visit's).
+pub fn author_in(doc: &Automerge, actor: &ActorId) -> Option<Author> {
+    check_schema(doc).ok()?;
+    registered_author(doc, actor)
+}
+
+/// Who owns `actor` by the actor registry of `doc` (whatever its schema).
+fn registered_author(doc: &Automerge, actor: &ActorId) -> Option<Author> {
+    let (Value::Object(_), actors) = doc.get(ROOT, "actors").ok()?? else {
+        return None;
+    };
+    let (Value::Object(_), obj) = doc.get(&actors, actor.to_hex_string()).ok()?? else {
+        return None;
+    };
+    let s = |k: &str| match doc.get(&obj, k).ok()? {
+        Some((Value::Scalar(v), _)) => v.as_str().map(str::to_string),
+        _ => None,
+    };
+    Some(Author {
+        user_id: s("u")?,
+        device_id: s("d")?,
+    })
+}
+
 /// A visit's Automerge document.
 #[derive(Debug, Clone)]
 pub struct VisitDoc {
@@ -203,18 +244,7 @@ impl VisitDoc {
     }
 
     fn check_schema(&self) -> Result<()> {
-        match self.doc.get(ROOT, "v")? {
-            Some((Value::Scalar(s), _)) => match s.as_ref() {
-                ScalarValue::Int(v) if *v <= SCHEMA_VERSION => Ok(()),
-                ScalarValue::Int(v) => Err(Error::Corrupt(format!(
-                    "visit document schema {v} is newer than this build"
-                ))),
-                _ => Err(Error::Corrupt(
-                    "visit document schema is not a number".into(),
-                )),
-            },
-            _ => Err(Error::Corrupt("not a visit document".into())),
-        }
+        check_schema(&self.doc)
     }
 
     /// The underlying Automerge document.
@@ -713,18 +743,7 @@ impl VisitDoc {
 
     /// Who owns an actor, from the document's actor registry.
     pub fn author_of(&self, actor: &ActorId) -> Option<Author> {
-        let actors = self.section_any("actors").ok()?;
-        let (Value::Object(_), obj) = self.doc.get(&actors, actor.to_hex_string()).ok()?? else {
-            return None;
-        };
-        let s = |k: &str| match self.doc.get(&obj, k).ok()? {
-            Some((Value::Scalar(v), _)) => v.as_str().map(str::to_string),
-            _ => None,
-        };
-        Some(Author {
-            user_id: s("u")?,
-            device_id: s("d")?,
-        })
+        registered_author(&self.doc, actor)
     }
 
     /// Every actor registered in the document with its author.
@@ -1722,7 +1741,9 @@ fn touched_in_saved(
     let mut succ_actor = Rle::<u64>::new(succ_actor);
     let mut succ_ctr = Delta::new(succ_ctr);
     // Every row: (id, object, key, value), and the successors named.
-    let mut rows: Vec<(OpKey, DiffOp<'_>)> = Vec::new();
+    let num_ops = doc.doc.stats().num_ops;
+    let mut rows: Vec<(OpKey, DiffOp<'_>)> =
+        Vec::with_capacity(usize::try_from(num_ops).unwrap_or(0).min(1 << 16));
     let mut succs: Vec<(OpKey, usize)> = Vec::new();
     while !reader.actions.done() {
         let op = reader.next(&actor_of)?;
@@ -1755,7 +1776,7 @@ fn touched_in_saved(
         && succ_actor.done()
         && succ_ctr.rle.done();
     // The rows are the ops Automerge loaded.
-    if !ended || rows.len() as u64 != doc.doc.stats().num_ops {
+    if !ended || rows.len() as u64 != num_ops {
         return None;
     }
     // Each op (row or delete) once, each in a change: the ops by id.
@@ -1853,34 +1874,28 @@ fn touched_in_saved(
     // The wanted changes' ops, each change's in counter order. Rows come object by
     // object: the last object's path is reused.
     let mut out: Vec<Vec<(u64, String, String)>> = vec![Vec::new(); n];
-    let mut last: Option<(Option<OpKey>, Option<String>)> = None;
-    let mut obj_path = |obj: Option<OpKey>| -> Option<Option<String>> {
-        match &last {
-            Some((o, p)) if *o == obj => Some(p.clone()),
-            _ => {
-                let p = path_of(obj)?;
-                last = Some((obj, p.clone()));
-                Some(p)
-            }
+    let mut last: (Option<Option<OpKey>>, Option<String>) = (None, None);
+    // `(path, value)` of an op writing `key` of `obj`; `None` when the bytes are not a
+    // sound document.
+    let mut touched = |obj: Option<OpKey>, key: Option<&str>, value: &OpValue<'_>| {
+        if last.0 != Some(obj) {
+            last = (Some(obj), path_of(obj)?);
         }
+        Some(match &last.1 {
+            Some(p) => (join_path(p, key), value.json()),
+            None => ("?".to_string(), String::new()),
+        })
     };
-    let unresolved = || ("?".to_string(), String::new());
     for ((id, op), change) in rows.iter().zip(&row_change) {
         if let Some(w) = wanted[*change] {
-            let (path, value) = match obj_path(op.obj)? {
-                Some(p) => (join_path(&p, op.key.as_deref()), op.value.json()),
-                None => unresolved(),
-            };
+            let (path, value) = touched(op.obj, op.key.as_deref(), &op.value)?;
             out[w].push((id.0, path, value));
         }
     }
     for ((id, row), change) in deletes.iter().zip(&delete_change) {
         if let Some(w) = wanted[*change] {
             let op = &rows[*row].1;
-            let (path, value) = match obj_path(op.obj)? {
-                Some(p) => (join_path(&p, op.key.as_deref()), OpValue::Delete.json()),
-                None => unresolved(),
-            };
+            let (path, value) = touched(op.obj, op.key.as_deref(), &OpValue::Delete)?;
             out[w].push((id.0, path, value));
         }
     }
@@ -1898,7 +1913,14 @@ fn touched_in_saved(
 fn join_path(obj_path: &str, key: Option<&str>) -> String {
     match key {
         Some(k) if obj_path.is_empty() => k.to_string(),
-        Some(k) => format!("{obj_path}/{k}"),
+        Some(k) => {
+            // (Not `format!`: this runs for every op of a pushed visit.)
+            let mut path = String::with_capacity(obj_path.len() + 1 + k.len());
+            path.push_str(obj_path);
+            path.push('/');
+            path.push_str(k);
+            path
+        }
         None => obj_path.to_string(),
     }
 }

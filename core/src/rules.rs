@@ -304,7 +304,8 @@ pub fn role_may_write(role: Role, path: &str, own_actor_hex: &str, creating: boo
     }
 }
 
-/// The first path in `paths` the role may not write, if any.
+/// The first path (in path order) of `paths` the role may not write, if any: the same
+/// whatever order `paths` come in, and however often each.
 pub fn forbidden_path<'p>(
     role: Role,
     paths: impl IntoIterator<Item = &'p String>,
@@ -313,7 +314,8 @@ pub fn forbidden_path<'p>(
 ) -> Option<&'p String> {
     paths
         .into_iter()
-        .find(|p| !role_may_write(role, p, own_actor_hex, creating))
+        .filter(|p| !role_may_write(role, p, own_actor_hex, creating))
+        .min()
 }
 
 #[cfg(test)]

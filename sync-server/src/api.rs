@@ -108,6 +108,8 @@ pub struct AppState {
     pub passwords: crate::auth::PasswordGate,
     /// Bounds the sync requests served at once ([`Config::max_concurrent_syncs`]).
     pub syncs: Gate,
+    /// The store's reference data with its index, built once per version.
+    pub reference: Arc<crate::reference::ReferenceCache>,
 }
 
 impl AppState {
@@ -128,6 +130,7 @@ impl AppState {
             metrics,
             config: Arc::new(config),
             failures: Arc::new(Mutex::new(HashMap::new())),
+            reference: Arc::default(),
         }
     }
 }
@@ -788,7 +791,8 @@ fn sync_blocking(
 ) -> Result<SyncResponse, AppError> {
     let store = &state.store;
     let epoch = store.epoch()?;
-    let refs = store.reference()?;
+    let indexed = state.reference.get(store.as_ref())?;
+    let (refs, idx) = (indexed.data(), indexed.index());
     let now = chrono::Utc::now().timestamp_millis();
     let scope = scope_of(&auth.user, &state.config, now);
     let writer = Writer {
@@ -819,10 +823,10 @@ fn sync_blocking(
     for pushed in pushes {
         let out = match pushed {
             Pushed::Whole(d) => {
-                ingest::ingest_document(store_ref, &writer, &refs, d, &mut budget, limits)
+                ingest::ingest_document(store_ref, &writer, idx, d, &mut budget, limits)
             }
             Pushed::Changes(g) => {
-                ingest::ingest_limited(store_ref, &writer, &refs, g, &mut budget, limits)
+                ingest::ingest_limited(store_ref, &writer, idx, g, &mut budget, limits)
             }
         }?;
         state.metrics.changes_applied.inc_by(out.applied as u64);
@@ -901,7 +905,7 @@ fn sync_blocking(
         }
     }
     if req.reference_version != refs.version || cursor.is_none() || epoch_changed {
-        resp.reference_data = Some(scoped_reference(&refs, &auth.user));
+        resp.reference_data = Some(scoped_reference(refs, &auth.user));
     }
     Ok(resp)
 }

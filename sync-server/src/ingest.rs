@@ -29,8 +29,10 @@
 //! from the kept document instead of loading them.
 
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
-use fieldsync_core::document::{ChangeSpan, TouchedValues, VisitDoc, has_change, pack_document};
-use fieldsync_core::model::{ReferenceData, Role};
+use fieldsync_core::document::{
+    ChangeSpan, TouchedValues, VisitDoc, author_in, has_change, pack_document,
+};
+use fieldsync_core::model::{ReferenceData, ReferenceIndex, Role};
 use fieldsync_core::rules;
 use fieldsync_core::sync::doc_check;
 use fieldsync_core::sync::guard::{self, OpBudget};
@@ -38,6 +40,7 @@ use fieldsync_core::sync::protocol::{
     Rejection, Resend, VisitChanges, VisitDocument, decode_change,
 };
 use fieldsync_core::visit::Author;
+use std::cell::{RefCell, RefMut};
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::{LazyLock, Mutex};
@@ -189,6 +192,12 @@ fn too_large(visit_id: &str, what: &str, value: u64, limit: u64) -> String {
     )
 }
 
+/// A change hash as the protocol writes it (as its `Display` does, without the formatting
+/// machinery: this runs for every change of every push).
+fn hash_hex(h: &ChangeHash) -> String {
+    hex::encode(h.0)
+}
+
 /// Whether a pushed visit id can be one (not blank, at most 200 bytes).
 fn valid_visit_id(visit_id: &str) -> bool {
     !visit_id.trim().is_empty() && visit_id.len() <= 200
@@ -220,7 +229,7 @@ fn reject(visit_id: &str, hashes: &[String], reason: impl Into<String>) -> Outco
 pub fn ingest(
     store: &dyn Store,
     writer: &Writer,
-    refs: &ReferenceData,
+    refs: &ReferenceIndex<'_>,
     group: &VisitChanges,
 ) -> StoreResult<Outcome> {
     ingest_within(store, writer, refs, group, &mut OpBudget::per_request())
@@ -231,7 +240,7 @@ pub fn ingest(
 pub fn ingest_within(
     store: &dyn Store,
     writer: &Writer,
-    refs: &ReferenceData,
+    refs: &ReferenceIndex<'_>,
     group: &VisitChanges,
     budget: &mut OpBudget,
 ) -> StoreResult<Outcome> {
@@ -248,7 +257,7 @@ pub fn ingest_within(
 pub fn ingest_limited(
     store: &dyn Store,
     writer: &Writer,
-    refs: &ReferenceData,
+    refs: &ReferenceIndex<'_>,
     group: &VisitChanges,
     budget: &mut OpBudget,
     limits: &VisitLimits,
@@ -313,7 +322,7 @@ pub fn ingest_limited(
 pub fn ingest_document(
     store: &dyn Store,
     writer: &Writer,
-    refs: &ReferenceData,
+    refs: &ReferenceIndex<'_>,
     pushed: &VisitDocument,
     budget: &mut OpBudget,
     limits: &VisitLimits,
@@ -359,11 +368,13 @@ pub fn ingest_document(
         Ok(Err(e)) => return Ok(bad(&format!("not an Automerge document: {e}"))),
         Err(_) => return Ok(bad("not an Automerge document: malformed columns")),
     };
-    let hashes: Vec<String> = doc
+    // Every change of the document, read once for all the checks below.
+    let changes: Vec<NewChange> = doc
         .get_changes_meta(&[])
         .iter()
-        .map(|m| m.hash.to_string())
+        .map(NewChange::of_meta)
         .collect();
+    let hashes: Vec<String> = changes.iter().map(|c| hash_hex(&c.hash)).collect();
     let heads: BTreeSet<ChangeHash> = doc.get_heads().into_iter().collect();
     if heads != checked.heads.iter().copied().collect() {
         return Ok(reject(
@@ -384,11 +395,12 @@ pub fn ingest_document(
         std::borrow::Cow::Owned(plain) => Some(plain),
         std::borrow::Cow::Borrowed(_) => None,
     };
-    let incoming = Incoming::Document {
-        doc,
+    let incoming = Incoming::Document(PushedDoc {
+        doc: RefCell::new(Some(doc)),
+        changes,
         bytes: raw,
         plain,
-    };
+    });
     let mut outcome = settle(store, writer, refs, limits, visit_id, &incoming, &hashes)?;
     // Every change of the document is acknowledged (new or known) only when it is all
     // stored: `acks` are the document's own hashes, each at most once.
@@ -403,14 +415,42 @@ enum Incoming {
     /// Changes.
     Changes(Vec<Change>),
     /// The whole document (the client sends one for a visit made, or planned and filled
-    /// in, on the device; nothing here relies on that), with its bytes as pushed and,
-    /// when they came packed, unpacked: when it is the visit's next state, the bytes are
-    /// stored as pushed (packed here first if they were not).
-    Document {
-        doc: Automerge,
-        bytes: Vec<u8>,
-        plain: Option<Vec<u8>>,
-    },
+    /// in, on the device; nothing here relies on that).
+    Document(PushedDoc),
+}
+
+/// A visit's whole document as pushed: the document, every change of it, and its bytes
+/// as pushed and, when they came packed, unpacked. When it is the visit's next state, the
+/// bytes are stored as pushed (packed here first if they were not), and the decision
+/// takes the document instead of copying it; a decision made again loads it again from
+/// the bytes.
+struct PushedDoc {
+    doc: RefCell<Option<Automerge>>,
+    changes: Vec<NewChange>,
+    bytes: Vec<u8>,
+    plain: Option<Vec<u8>>,
+}
+
+impl PushedDoc {
+    /// Its Automerge bytes (unpacked).
+    fn plain(&self) -> &[u8] {
+        self.plain.as_deref().unwrap_or(&self.bytes)
+    }
+
+    /// The document (loaded again if a decision took it).
+    fn doc(&self) -> Result<RefMut<'_, Automerge>, automerge::AutomergeError> {
+        let mut slot = self.doc.borrow_mut();
+        if slot.is_none() {
+            // The bytes loaded when the push arrived: they load the same again.
+            *slot = Some(Automerge::load(self.plain())?);
+        }
+        Ok(RefMut::map(slot, |d| d.get_or_insert_with(Automerge::new)))
+    }
+
+    /// The document, taken out.
+    fn take(&self) -> Result<Automerge, automerge::AutomergeError> {
+        Ok(std::mem::take(&mut *self.doc()?))
+    }
 }
 
 impl Incoming {
@@ -418,25 +458,21 @@ impl Incoming {
     fn sent(&self, h: &ChangeHash) -> bool {
         match self {
             Incoming::Changes(cs) => cs.iter().any(|c| c.hash() == *h),
-            Incoming::Document { doc, .. } => has_change(doc, h),
-        }
-    }
-
-    /// A pushed document's Automerge bytes (unpacked); `None` for changes.
-    fn plain(&self) -> Option<&[u8]> {
-        match self {
-            Incoming::Changes(_) => None,
-            Incoming::Document { bytes, plain, .. } => Some(plain.as_deref().unwrap_or(bytes)),
+            Incoming::Document(p) => p.changes.iter().any(|c| c.hash == *h),
         }
     }
 }
 
-/// A new change of a push, as the checks after the merge read it.
+/// A change of a push, as the checks after the merge read it.
+#[derive(Clone)]
 struct NewChange {
     hash: ChangeHash,
     actor: automerge::ActorId,
     /// It has no dependencies (the first change of a document).
     first: bool,
+    /// Its first and last op counters.
+    start_op: u64,
+    max_op: u64,
 }
 
 impl NewChange {
@@ -445,6 +481,8 @@ impl NewChange {
             hash: c.hash(),
             actor: c.actor_id().clone(),
             first: c.deps().is_empty(),
+            start_op: c.start_op().get(),
+            max_op: c.max_op(),
         }
     }
 
@@ -453,6 +491,8 @@ impl NewChange {
             hash: m.hash,
             actor: m.actor.as_ref().clone(),
             first: m.deps.is_empty(),
+            start_op: m.start_op,
+            max_op: m.max_op,
         }
     }
 }
@@ -462,7 +502,7 @@ impl NewChange {
 fn settle(
     store: &dyn Store,
     writer: &Writer,
-    refs: &ReferenceData,
+    refs: &ReferenceIndex<'_>,
     limits: &VisitLimits,
     visit_id: &str,
     incoming: &Incoming,
@@ -597,7 +637,7 @@ impl VisitTxn for Draft<'_> {
 fn decide(
     txn: &mut dyn VisitTxn,
     w: &Writer,
-    refs: &ReferenceData,
+    refs: &ReferenceIndex<'_>,
     limits: &VisitLimits,
     visit_id: &str,
     incoming: &Incoming,
@@ -629,36 +669,49 @@ fn decide(
         user_id: w.user_id.clone(),
         device_id: w.device_id.clone(),
     };
+    let unloadable = |e: automerge::AutomergeError| {
+        reject(
+            visit_id,
+            hashes,
+            format!("the document of visit {visit_id}: not an Automerge document: {e}"),
+        )
+    };
     // A pushed document that holds every stored change is the visit's next state as it
-    // is: its changes since the stored heads are the new ones, and nothing is applied.
+    // is: its changes the stored document lacks are the new ones, and nothing is applied.
     // One that lacks some (the server has changes the device has not seen), or whose new
     // changes include another device's (lost in a restore: that device resends them), is
     // merged as the device's own changes in it would be.
-    // (Only the new changes' metadata is read: rebuilding them from the document cost
-    // about as much as loading it; their ops are read from the pushed bytes below.)
-    let next_state = |d: &Automerge| {
-        if !heads_before.iter().all(|h| has_change(d, h)) {
-            return None;
+    // (Only the changes' metadata is read: rebuilding them from the document cost about
+    // as much as loading it; their ops are read from the pushed bytes below.)
+    let next_state = match incoming {
+        Incoming::Document(p)
+            if heads_before
+                .iter()
+                .all(|h| p.changes.iter().any(|c| c.hash == *h)) =>
+        {
+            let (known, fresh): (Vec<&NewChange>, Vec<&NewChange>) =
+                p.changes.iter().partition(|c| has_change(&am, &c.hash));
+            let doc = match p.doc() {
+                Ok(d) => d,
+                Err(e) => return Ok(unloadable(e)),
+            };
+            others(&doc, fresh.iter().map(|c| &c.actor), &me)
+                .is_empty()
+                .then(|| {
+                    let known = known.iter().map(|c| c.hash.to_string()).collect();
+                    (known, fresh.into_iter().cloned().collect())
+                })
         }
-        let fresh: Vec<NewChange> = d
-            .get_changes_meta(&heads_before)
-            .iter()
-            .map(NewChange::of_meta)
-            .collect();
-        others(d, fresh.iter().map(|c| &c.actor), &me)
-            .is_empty()
-            .then_some(fresh)
+        _ => None,
     };
     let (merged, whole) = match incoming {
-        Incoming::Document { doc: d, .. } if let Some(fresh) = next_state(d) => {
-            let new: BTreeSet<ChangeHash> = fresh.iter().map(|c| c.hash).collect();
-            let known: Vec<String> = hashes
-                .iter()
-                .filter(|h| !h.parse().is_ok_and(|h| new.contains(&h)))
-                .cloned()
-                .collect();
+        Incoming::Document(p) if let Some((known, fresh)) = next_state => {
+            let am = match p.take() {
+                Ok(d) => d,
+                Err(e) => return Ok(unloadable(e)),
+            };
             let merge = Merge {
-                am: d.clone(),
+                am,
                 fresh,
                 changes: Vec::new(),
                 known,
@@ -666,9 +719,14 @@ fn decide(
             };
             (Ok(merge), true)
         }
-        Incoming::Document { doc: d, .. } => {
+        Incoming::Document(p) => {
+            let d = match p.doc() {
+                Ok(d) => d,
+                Err(e) => return Ok(unloadable(e)),
+            };
             let mut own = d.get_changes(&[]);
-            let theirs = others(d, own.iter().map(Change::actor_id), &me);
+            let theirs = others(&d, own.iter().map(Change::actor_id), &me);
+            drop(d);
             own.retain(|c| !theirs.contains(c.actor_id()));
             (ready_changes(am, &own, visit_id), false)
         }
@@ -805,30 +863,37 @@ fn decide(
     // Field ownership, change by change. One walk of the document's objects for all
     // changes (per change it dominated the server's ingest CPU), and only the new
     // changes' ops decoded (docs/BENCHMARKS.md, "Sync server").
-    let touched = match incoming.plain() {
-        Some(plain) if whole => match whole_touched(&doc, plain, &heads_before, &fresh)? {
-            Some((touched, by_document)) => {
-                fresh = by_document;
-                touched
-            }
-            None => {
-                return Ok(reject(
-                    visit_id,
-                    hashes,
-                    format!(
-                        "the document of visit {visit_id} holds operations that none of its \
+    let touched = match incoming {
+        Incoming::Document(pushed) if whole => {
+            match whole_touched(&doc, pushed, &heads_before, &fresh)? {
+                Some((touched, by_document)) => {
+                    fresh = by_document;
+                    touched
+                }
+                None => {
+                    return Ok(reject(
+                        visit_id,
+                        hashes,
+                        format!(
+                            "the document of visit {visit_id} holds operations that none of its \
                          changes holds: it was forged or damaged"
-                    ),
-                ));
+                        ),
+                    ));
+                }
             }
-        },
+        }
         _ => doc.touched_values_each(&changes)?,
     };
+    // (A device's changes share one actor: its hex is made once.)
+    let mut actor: Option<(&automerge::ActorId, String)> = None;
     for (c, ops) in fresh.iter().zip(&touched) {
-        let actor = c.actor.to_hex_string();
+        if actor.as_ref().is_none_or(|(a, _)| *a != &c.actor) {
+            actor = Some((&c.actor, c.actor.to_hex_string()));
+        }
+        let hex = actor.as_ref().map_or("", |(_, hex)| hex.as_str());
         let creating_change = creating && c.first;
-        let paths: BTreeSet<&String> = ops.iter().map(|(path, _)| path).collect();
-        if let Some(p) = rules::forbidden_path(w.role, paths, &actor, creating_change) {
+        let paths = ops.iter().map(|(path, _)| path);
+        if let Some(p) = rules::forbidden_path(w.role, paths, hex, creating_change) {
             return Ok(reject(
                 visit_id,
                 hashes,
@@ -861,8 +926,7 @@ fn decide(
             format!("the changes belong to visit {}, not {visit_id}", visit.id),
         ));
     }
-    let idx = refs.index();
-    let Ok(store) = idx.store(&visit.plan.store_id) else {
+    let Ok(store) = refs.store(&visit.plan.store_id) else {
         return Ok(reject(
             visit_id,
             hashes,
@@ -895,7 +959,7 @@ fn decide(
             ));
         }
     }
-    let problems = rules::visit_problems(&visit, &idx);
+    let problems = rules::visit_problems(&visit, refs);
     if !problems.is_empty() {
         return Ok(reject(
             visit_id,
@@ -908,7 +972,7 @@ fn decide(
     // (its size was checked when it arrived); a merge is saved and its size checked here,
     // before anything is written.
     let (saved, packed) = match incoming {
-        Incoming::Document { bytes, plain, .. } if whole => (
+        Incoming::Document(PushedDoc { bytes, plain, .. }) if whole => (
             None,
             if plain.is_some() {
                 bytes.clone()
@@ -951,7 +1015,7 @@ fn decide(
     };
     txn.save(&meta, &packed, &heads, &log, &w.device_id)?;
     let mut acks = known;
-    acks.extend(fresh.iter().map(|c| c.hash.to_string()));
+    acks.extend(fresh.iter().map(|c| hash_hex(&c.hash)));
     let outcome = Outcome {
         acks,
         applied: fresh.len(),
@@ -974,30 +1038,32 @@ fn decide(
 
 /// The paths and values each new change of a pushed document writes
 /// ([`VisitDoc::touched_values_each`]), with the new changes in the same order: read from
-/// the document's bytes (`plain`) when they are laid out as Automerge writes them and
+/// the pushed bytes, with the metadata of every change of the document as it arrived,
+/// when they are laid out as Automerge writes them and
 /// every op belongs to exactly one change
 /// ([`VisitDoc::touched_values_in_saved`]); else from the new changes
 /// rebuilt from the document. `None` when the document holds ops that none of its
 /// changes holds (which the checks of the changes would never see).
 fn whole_touched(
     doc: &VisitDoc,
-    plain: &[u8],
+    pushed: &PushedDoc,
     heads_before: &[ChangeHash],
     fresh: &[NewChange],
 ) -> StoreResult<Option<(TouchedValues, Vec<NewChange>)>> {
     let new: BTreeSet<ChangeHash> = fresh.iter().map(|c| c.hash).collect();
-    let all = doc.automerge().get_changes_meta(&[]);
-    let spans: Vec<ChangeSpan<'_>> = all
+    let spans: Vec<ChangeSpan<'_>> = pushed
+        .changes
         .iter()
-        .map(|m| ChangeSpan::of(m, new.contains(&m.hash)))
+        .map(|c| ChangeSpan {
+            actor: &c.actor,
+            start_op: c.start_op,
+            max_op: c.max_op,
+            wanted: new.contains(&c.hash),
+        })
         .collect();
-    if let Some(touched) = doc.touched_values_in_saved(plain, &spans) {
-        let fresh = all
-            .iter()
-            .filter(|m| new.contains(&m.hash))
-            .map(NewChange::of_meta)
-            .collect();
-        return Ok(Some((touched, fresh)));
+    // The wanted changes come in the order of `spans`, as `fresh` does.
+    if let Some(touched) = doc.touched_values_in_saved(pushed.plain(), &spans) {
+        return Ok(Some((touched, fresh.to_vec())));
     }
     if doc.ops_outside_changes() > 0 {
         return Ok(None);
@@ -1014,13 +1080,10 @@ fn others<'a>(
     actors: impl Iterator<Item = &'a automerge::ActorId>,
     me: &Author,
 ) -> BTreeSet<automerge::ActorId> {
-    let Ok(visit) = VisitDoc::from_automerge(doc.clone()) else {
-        return BTreeSet::new();
-    };
     let actors: BTreeSet<&automerge::ActorId> = actors.collect();
     actors
         .into_iter()
-        .filter(|a| visit.author_of(a).is_some_and(|author| author != *me))
+        .filter(|a| author_in(doc, a).is_some_and(|author| author != *me))
         .cloned()
         .collect()
 }

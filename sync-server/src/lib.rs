@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pg_conn;
 pub mod pg_store;
+pub mod reference;
 pub mod store;
 
 pub use api::{AppError, AppState, Config, app};

@@ -75,7 +75,15 @@ fn document_of(id: &str, am: &Automerge) -> VisitDocument {
 fn push_document(store: &SqliteStore, w: &Writer, d: &VisitDocument) -> Outcome {
     let refs = store.reference().unwrap();
     let mut budget = OpBudget::per_request();
-    ingest_document(store, w, &refs, d, &mut budget, &VisitLimits::default()).unwrap()
+    ingest_document(
+        store,
+        w,
+        &refs.index(),
+        d,
+        &mut budget,
+        &VisitLimits::default(),
+    )
+    .unwrap()
 }
 
 /// What a server holds of visit `id`: its metadata and heads.
@@ -116,7 +124,13 @@ fn same_verdict_as(
     let (a, b) = (server(dir.path(), "a.db"), server(dir.path(), "b.db"));
     history(&a);
     history(&b);
-    let as_changes = ingest(&a, w, &a.reference().unwrap(), &changes_of(id, changes)).unwrap();
+    let as_changes = ingest(
+        &a,
+        w,
+        &a.reference().unwrap().index(),
+        &changes_of(id, changes),
+    )
+    .unwrap();
     let as_document = push_document(&b, w, &document_of(id, am));
     assert_eq!(verdict(&as_document), verdict(&as_changes), "visit {id}");
     assert_eq!(held(&b, id), held(&a, id), "visit {id}");
@@ -182,7 +196,7 @@ fn a_document_holding_the_stored_visit_adds_only_its_new_changes() {
         let o = ingest(
             s,
             &rep("dev-1"),
-            &s.reference().unwrap(),
+            &s.reference().unwrap().index(),
             &changes_of("v-more", &all[..10]),
         )
         .unwrap();
@@ -215,7 +229,7 @@ fn a_document_holding_the_stored_visit_adds_only_its_new_changes() {
         let o = ingest(
             s,
             &w,
-            &s.reference().unwrap(),
+            &s.reference().unwrap().index(),
             &changes_of("v-more", std::slice::from_ref(&mchange)),
         )
         .unwrap();
@@ -264,7 +278,13 @@ fn a_planned_visit_filled_in_on_the_device_is_taken_whole_as_its_changes_are() {
     let (plan, mine) = all.split_at(1);
     let planned_here = |s: &SqliteStore| {
         let w = writer("manager-1", Role::Manager, "tablet");
-        let o = ingest(s, &w, &s.reference().unwrap(), &changes_of("v-plan", plan)).unwrap();
+        let o = ingest(
+            s,
+            &w,
+            &s.reference().unwrap().index(),
+            &changes_of("v-plan", plan),
+        )
+        .unwrap();
         assert_eq!((o.applied, o.rejection), (1, None));
     };
     // The document holds the plan the server sent: its 36 new changes are taken, and all
@@ -460,7 +480,7 @@ fn bytes_that_are_no_fitting_document_are_refused_and_change_nothing() {
     let out = ingest_document(
         &s,
         &rep("dev-1"),
-        &refs,
+        &refs.index(),
         &good,
         &mut OpBudget::per_request(),
         &small,
@@ -480,7 +500,7 @@ fn bytes_that_are_no_fitting_document_are_refused_and_change_nothing() {
     let out = ingest_document(
         &s,
         &rep("dev-1"),
-        &refs,
+        &refs.index(),
         &good,
         &mut budget,
         &VisitLimits::default(),
@@ -490,7 +510,7 @@ fn bytes_that_are_no_fitting_document_are_refused_and_change_nothing() {
     let mut budget = OpBudget::per_request();
     budget.spend(budget.limit() - 10).unwrap();
     let as_changes = changes_of("v-bad", &doc.automerge().get_changes(&[]));
-    let out = ingest_within(&s, &rep("dev-1"), &refs, &as_changes, &mut budget).unwrap();
+    let out = ingest_within(&s, &rep("dev-1"), &refs.index(), &as_changes, &mut budget).unwrap();
     assert_eq!(out, Outcome::default());
     assert_eq!(s.counts().unwrap(), (0, 0));
 

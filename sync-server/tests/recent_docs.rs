@@ -38,7 +38,7 @@ fn push(store: &SqliteStore, id: &str, changes: &[Change]) -> fieldsync_server::
             .map(|c| encode_change(c.raw_bytes()))
             .collect(),
     };
-    let out = ingest(store, &rep1, &store.reference().unwrap(), &group).unwrap();
+    let out = ingest(store, &rep1, &store.reference().unwrap().index(), &group).unwrap();
     assert_eq!(out.rejection, None);
     out
 }

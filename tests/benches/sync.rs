@@ -455,7 +455,8 @@ fn plan_visits(store: &dyn Store, r: &ReferenceData, corpus: &[(String, Vec<Visi
             )],
         })
         .collect();
-    let refs = store.reference().unwrap();
+    let data = store.reference().unwrap();
+    let refs = data.index();
     std::thread::scope(|s| {
         for part in plans.chunks(plans.len().div_ceil(8).max(1)) {
             let (writer, refs) = (&writer, &refs);

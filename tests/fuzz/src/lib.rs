@@ -105,7 +105,7 @@ fn server() -> &'static Server {
         let out = ingest::ingest(
             &store,
             &writer("manager-1", Role::Manager, "fuzz-tablet"),
-            &refs,
+            &refs.index(),
             &group,
         )
         .unwrap();
@@ -130,7 +130,7 @@ pub fn sync_ingest(data: &[u8]) -> Vec<ingest::Outcome> {
             visit_id: VISIT.into(),
             changes: vec![encode_change(&data[1..])],
         };
-        return ingest::ingest(&s.store, &rep, &s.refs, &group)
+        return ingest::ingest(&s.store, &rep, &s.refs.index(), &group)
             .into_iter()
             .collect();
     }
@@ -144,16 +144,14 @@ pub fn sync_ingest(data: &[u8]) -> Vec<ingest::Outcome> {
         .iter()
         .take(8)
         .filter_map(|d| {
-            ingest::ingest_document(&s.store, &rep, &s.refs, d, &mut budget, &limits).ok()
+            ingest::ingest_document(&s.store, &rep, &s.refs.index(), d, &mut budget, &limits).ok()
         })
         .collect();
     documents
         .into_iter()
-        .chain(
-            req.changes.iter().take(8).filter_map(|g| {
-                ingest::ingest_within(&s.store, &rep, &s.refs, g, &mut budget).ok()
-            }),
-        )
+        .chain(req.changes.iter().take(8).filter_map(|g| {
+            ingest::ingest_within(&s.store, &rep, &s.refs.index(), g, &mut budget).ok()
+        }))
         .collect()
 }
 
