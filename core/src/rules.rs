@@ -323,6 +323,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_forbidden_path_named_is_the_first_in_path_order_whatever_the_order_of_the_ops() {
+        let ops: Vec<String> = [
+            "plan/store",
+            "actual/in_at",
+            "notes",
+            "plan/rep",
+            "plan/store",
+        ]
+        .map(String::from)
+        .into();
+        let mut reversed = ops.clone();
+        reversed.reverse();
+        for paths in [&ops, &reversed] {
+            let found = forbidden_path(Role::Rep, paths.iter(), "aa", false);
+            assert_eq!(found.map(String::as_str), Some("plan/rep"));
+            // A manager may write the plan, not a check-in.
+            let found = forbidden_path(Role::Manager, paths.iter(), "aa", false);
+            assert_eq!(found.map(String::as_str), Some("actual/in_at"));
+        }
+        assert_eq!(forbidden_path(Role::Admin, ops.iter(), "aa", false), None);
+    }
+
+    #[test]
     fn lifecycle() {
         use VisitStatus::*;
         assert_eq!(transition(Planned, Action::CheckIn).unwrap(), InProgress);

@@ -985,10 +985,10 @@ pub(crate) async fn create_visit(
 ) -> Result<(StatusCode, Json<VisitOut>), AppError> {
     manager_only(&auth)?;
     let req: CreateVisit = parse_json(&body)?;
-    let store = state.store.clone();
+    let (store, reference) = (state.store.clone(), state.reference.clone());
     blocking(move || {
-        let refs = store.reference()?;
-        let idx = refs.index();
+        let indexed = reference.get(store.as_ref())?;
+        let idx = indexed.index();
         let shop = idx
             .store(&req.store_id)
             .map_err(|e| AppError::bad_request(e.to_string()))?;
@@ -1039,7 +1039,7 @@ pub(crate) async fn create_visit(
                     now,
                 )?),
             },
-            &refs,
+            idx,
         )?;
         Ok((
             StatusCode::CREATED,
@@ -1098,13 +1098,13 @@ pub(crate) async fn patch_visit(
 ) -> Result<Json<VisitOut>, AppError> {
     manager_only(&auth)?;
     let req: PatchVisit = parse_json(&body)?;
-    let store = state.store.clone();
+    let (store, reference) = (state.store.clone(), state.reference.clone());
     blocking(move || {
         let stored = load_in_scope(store.as_ref(), &auth, &id)?;
         if let Some(r) = &req.rep_id {
             check_rep(store.as_ref(), r, &stored.meta.territory_id)?;
         }
-        let refs = store.reference()?;
+        let indexed = reference.get(store.as_ref())?;
         let author = Author {
             user_id: auth.user.id.clone(),
             device_id: "server".into(),
@@ -1178,7 +1178,7 @@ pub(crate) async fn patch_visit(
                 })?;
                 Ok(doc)
             },
-            &refs,
+            indexed.index(),
         );
         match (visit, user_err) {
             (_, Some(e)) => Err(e),

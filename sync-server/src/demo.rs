@@ -47,6 +47,7 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
     }
     let today = Utc::now().date_naive();
     let refs = fixtures::reference_data(42, &FixtureSize::default(), today);
+    let idx = refs.index();
     store
         .import_reference(refs.clone())
         .map_err(|e| e.to_string())?;
@@ -127,7 +128,7 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
                             )
                             .map_err(StoreError::from)?),
                         },
-                        &refs,
+                        &idx,
                     )
                     .map_err(|e| e.to_string())?;
                 }
@@ -226,7 +227,7 @@ fn manager_note(store: &dyn Store, manager_id: &str, pick: u64) -> Result<(), St
             })?;
             Ok(doc)
         },
-        &refs,
+        &refs.index(),
     )
     .map(|_| ())
     .map_err(|e| e.to_string())

@@ -32,7 +32,7 @@ use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use fieldsync_core::document::{
     ChangeSpan, TouchedValues, VisitDoc, author_in, has_change, pack_document,
 };
-use fieldsync_core::model::{ReferenceData, ReferenceIndex, Role};
+use fieldsync_core::model::{ReferenceIndex, Role};
 use fieldsync_core::rules;
 use fieldsync_core::sync::doc_check;
 use fieldsync_core::sync::guard::{self, OpBudget};
@@ -1202,7 +1202,7 @@ pub fn server_edit(
     store: &dyn Store,
     visit_id: &str,
     mut f: impl FnMut(Option<VisitDoc>) -> StoreResult<VisitDoc>,
-    refs: &ReferenceData,
+    refs: &ReferenceIndex<'_>,
 ) -> StoreResult<fieldsync_core::visit::Visit> {
     let mut out = None;
     store.with_visit(visit_id, &mut |txn| {
@@ -1216,15 +1216,14 @@ pub fn server_edit(
         });
         let doc = f(existing)?;
         let visit = doc.read()?;
-        let idx = refs.index();
-        let problems = rules::visit_problems(&visit, &idx);
+        let problems = rules::visit_problems(&visit, refs);
         if !problems.is_empty() {
             return Err(StoreError::Conflict(format!(
                 "invalid visit: {}",
                 problems.join("; ")
             )));
         }
-        let store_rec = idx.store(&visit.plan.store_id)?;
+        let store_rec = refs.store(&visit.plan.store_id)?;
         // The edit only adds changes to the document it was given.
         let log = LogEntry {
             changes: doc

@@ -82,3 +82,37 @@ impl ReferenceCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SqliteStore;
+    use fieldsync_core::fixtures::{self, FixtureSize};
+
+    #[test]
+    fn the_index_is_kept_while_the_data_stays_and_built_again_after_an_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_dir(dir.path()).unwrap();
+        let today = chrono::Utc::now().date_naive();
+        let mut refs = fixtures::reference_data(3, &FixtureSize::default(), today);
+        store.import_reference(refs.clone()).unwrap();
+        let cache = ReferenceCache::default();
+        let first = cache.get(&store).unwrap();
+        let again = cache.get(&store).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "indexed once per version");
+        assert!(first.index().store("s-new").is_err());
+
+        // A new store arrives with an import: the next lookup sees it.
+        let mut added = refs.stores[0].clone();
+        added.id = "s-new".into();
+        refs.stores.push(added);
+        store.import_reference(refs).unwrap();
+        let after = cache.get(&store).unwrap();
+        assert!(!Arc::ptr_eq(&first, &after));
+        assert!(after.data().version > first.data().version);
+        assert_eq!(after.index().store("s-new").unwrap().id, "s-new");
+        // The index handed out before stays whole for whoever still holds it.
+        assert!(first.index().store("s-new").is_err());
+        assert_eq!(first.index().stores.len() + 1, after.index().stores.len());
+    }
+}

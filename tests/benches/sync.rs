@@ -23,7 +23,9 @@
 //! * `FIELDSYNC_BENCH_EXPORT` — directory to write `visits-<n>/<i>.automerge` (VisitDoc::save
 //!   bytes) for the sizes in `FIELDSYNC_BENCH_EXPORT_SIZES` [`1000,10000`];
 //! * `FIELDSYNC_BENCH_JSON` — file to write all results to (read by `scripts/bench_report.py`);
-//! * `FIELDSYNC_BENCH_DIR` [system temp dir] — where the server's data dir lives.
+//! * `FIELDSYNC_BENCH_DIR` [system temp dir] — where the server's data dir lives;
+//! * `FIELDSYNC_BENCH_REFERENCE` — `stores:products`, the size of the reference data: stores
+//!   per territory (two territories) and products [the fixture's `20:60`].
 //!
 //! The corpus: every device is one rep (all reps in territory `t-1`); each of its visits is
 //! an ad-hoc visit created on the device with the typical audit of the device benchmarks
@@ -188,9 +190,21 @@ impl Drop for Server {
 
 /// Reference data with `reps` reps, all in territory `t-1`.
 fn reference(reps: usize) -> ReferenceData {
+    let defaults = FixtureSize::default();
+    let spec = env_or(
+        "FIELDSYNC_BENCH_REFERENCE",
+        &format!("{}:{}", defaults.stores_per_territory, defaults.products),
+    );
+    let parsed = spec
+        .split_once(':')
+        .and_then(|(s, p)| Some((s.parse().ok()?, p.parse().ok()?)));
+    let Some((stores_per_territory, products)) = parsed else {
+        panic!("FIELDSYNC_BENCH_REFERENCE: {spec:?} is not stores:products");
+    };
     let size = FixtureSize {
         reps_per_territory: reps.div_ceil(2).max(1),
-        ..FixtureSize::default()
+        stores_per_territory,
+        products,
     };
     let mut r = fixtures::reference_data(5, &size, chrono::Utc::now().date_naive());
     for u in &mut r.users {

@@ -189,8 +189,8 @@ pub fn load_rows(
     filter: &Filter,
 ) -> Result<(Arc<ReferenceData>, Vec<Row>), AppError> {
     let territories = territories_of(viewer, filter)?;
-    let refs = state.store.reference()?;
-    let idx = refs.index();
+    let indexed = state.reference.get(state.store.as_ref())?;
+    let (refs, idx) = (indexed.data().clone(), indexed.index());
     // Local days differ from UTC days by less than a day: fetch a margin, then filter.
     let from_ms = day_start_ms(filter.from) - 2 * DAY_MS;
     let to_ms = day_start_ms(filter.to) + 3 * DAY_MS;
@@ -206,7 +206,7 @@ pub fn load_rows(
                 continue;
             }
         };
-        let kpis = kpi::visit_kpis(&visit, &idx);
+        let kpis = kpi::visit_kpis(&visit, idx);
         let day = kpis
             .local_day
             .unwrap_or_else(|| utc_day(visit.plan.planned_start));
@@ -897,16 +897,16 @@ async fn visit_detail(
         let visit = doc.read()?;
         let history = doc.history()?;
         let conflicts = doc.conflicts()?;
-        let refs = state.store.reference()?;
-        let idx = refs.index();
-        let names = user_names(&refs);
+        let indexed = state.reference.get(state.store.as_ref())?;
+        let (refs, idx) = (indexed.data(), indexed.index());
+        let names = user_names(refs);
         let name_of = |u: &str| names.get(u).map_or_else(|| u.to_string(), |n| (*n).to_string());
         let as_of = now_ms();
-        let k = kpi::visit_kpis(&visit, &idx);
+        let k = kpi::visit_kpis(&visit, idx);
         let summary: KpiOut = (&KpiSummary::aggregate([&k], as_of, &refs.settings)).into();
         let store = idx.stores.get(visit.plan.store_id.as_str()).copied();
-        let tasks = rules::task_states(&visit, &idx).unwrap_or_default();
-        let mut judge = Judge::new(&visit, &idx);
+        let tasks = rules::task_states(&visit, idx).unwrap_or_default();
+        let mut judge = Judge::new(&visit, idx);
         let inventory: Vec<serde_json::Value> = visit
             .inventory
             .values()
@@ -1038,9 +1038,9 @@ async fn changes(
             .changes_since(terrs.as_deref(), q.since.max(0), 50)?;
         let mut described = Vec::new();
         if q.describe {
-            let refs = state.store.reference()?;
-            let idx = refs.index();
-            let names = user_names(&refs);
+            let indexed = state.reference.get(state.store.as_ref())?;
+            let (refs, idx) = (indexed.data(), indexed.index());
+            let names = user_names(refs);
             for id in ids.iter().take(20) {
                 let Some(sv) = state.store.visit(id)? else {
                     continue;
@@ -1051,7 +1051,7 @@ async fn changes(
                 let Ok(visit) = VisitDoc::load(&sv.doc).and_then(|d| d.read()) else {
                     continue;
                 };
-                let kpis = kpi::visit_kpis(&visit, &idx);
+                let kpis = kpi::visit_kpis(&visit, idx);
                 let day = kpis
                     .local_day
                     .unwrap_or_else(|| utc_day(visit.plan.planned_start));
@@ -1061,7 +1061,7 @@ async fn changes(
                     day,
                     territory_id: sv.meta.territory_id,
                 };
-                described.push(visit_row(&row, &refs, &names, now_ms()));
+                described.push(visit_row(&row, refs, &names, now_ms()));
             }
         }
         Ok(Json(serde_json::json!({
