@@ -447,9 +447,12 @@ impl PushedDoc {
         Ok(RefMut::map(slot, |d| d.get_or_insert_with(Automerge::new)))
     }
 
-    /// The document, taken out.
+    /// The document, taken out (the next [`PushedDoc::doc`] loads it again).
     fn take(&self) -> Result<Automerge, automerge::AutomergeError> {
-        Ok(std::mem::take(&mut *self.doc()?))
+        match self.doc.borrow_mut().take() {
+            Some(d) => Ok(d),
+            None => Automerge::load(self.plain()),
+        }
     }
 }
 

@@ -629,3 +629,73 @@ async fn pushed_whole(server: &common::Server) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .expect("the metric is exposed")
 }
+
+/// The same document pushed by several requests at once (a device retrying while its first
+/// request still runs), beside pushes of some of its changes: the decisions made on the
+/// visit's committed state race; those that find it changed meanwhile are made again inside
+/// the write transaction, on the document loaded again from the pushed bytes (the first
+/// decision took it), with the changes still new then. No request is refused, the document
+/// is acknowledged whole to each that pushed it, each change is stored once, and the visit
+/// ends as the document.
+#[test]
+fn a_document_pushed_by_racing_requests_is_stored_once_and_acknowledged_to_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = server(dir.path(), "race.db");
+    let w = rep("dev-1");
+    for round in 0..12 {
+        let id = format!("v-race-{round}");
+        let doc = visit(&id, "t-1", "rep-1", "dev-1");
+        let changes = doc.automerge().get_changes(&[]);
+        let first = ingest(
+            &store,
+            &w,
+            &store.reference().unwrap().index(),
+            &changes_of(&id, &changes[..10]),
+        )
+        .unwrap();
+        assert_eq!((first.applied, first.rejection), (10, None));
+        let pushed = document_of(&id, doc.automerge());
+        let start = std::sync::Barrier::new(4);
+        let (whole, parts): (Vec<Outcome>, Vec<Outcome>) = std::thread::scope(|s| {
+            let whole: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        push_document(&store, &w, &pushed)
+                    })
+                })
+                .collect();
+            let parts: Vec<_> = [10..20, 20..30]
+                .into_iter()
+                .map(|range| {
+                    let (start, w, store, id) = (&start, &w, &store, &id);
+                    let group = changes_of(id, &changes[range]);
+                    s.spawn(move || {
+                        start.wait();
+                        let refs = store.reference().unwrap();
+                        ingest(store, w, &refs.index(), &group).unwrap()
+                    })
+                })
+                .collect();
+            let join = |hs: Vec<std::thread::ScopedJoinHandle<'_, Outcome>>| {
+                hs.into_iter()
+                    .map(|h| h.join().unwrap())
+                    .collect::<Vec<_>>()
+            };
+            (join(whole), join(parts))
+        });
+        for o in &whole {
+            assert_eq!(o.rejection, None, "{id}");
+            assert!(o.whole && o.acks.len() == 37, "{id}: {o:?}");
+        }
+        // (Changes 20..30 arriving before 10..20 are stored are sent again: a resend.)
+        for o in &parts {
+            assert_eq!(o.rejection, None, "{id}");
+        }
+        let applied: usize = whole.iter().chain(&parts).map(|o| o.applied).sum();
+        assert_eq!(applied, 27, "{id}: each change stored once");
+        let stored = store.visit(&id).unwrap().unwrap();
+        let heads = Automerge::load(&stored.doc).unwrap().get_heads();
+        assert_eq!(heads, doc.automerge().get_heads(), "{id}");
+    }
+}
