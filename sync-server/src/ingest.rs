@@ -440,11 +440,12 @@ impl PushedDoc {
     /// The document (loaded again if a decision took it).
     fn doc(&self) -> Result<RefMut<'_, Automerge>, automerge::AutomergeError> {
         let mut slot = self.doc.borrow_mut();
-        if slot.is_none() {
+        let doc = match slot.take() {
+            Some(d) => d,
             // The bytes loaded when the push arrived: they load the same again.
-            *slot = Some(Automerge::load(self.plain())?);
-        }
-        Ok(RefMut::map(slot, |d| d.get_or_insert_with(Automerge::new)))
+            None => Automerge::load(self.plain())?,
+        };
+        Ok(RefMut::map(slot, |s| s.insert(doc)))
     }
 
     /// The document, taken out (the next [`PushedDoc::doc`] loads it again).
@@ -701,7 +702,7 @@ fn decide(
             others(&doc, fresh.iter().map(|c| &c.actor), &me)
                 .is_empty()
                 .then(|| {
-                    let known = known.iter().map(|c| c.hash.to_string()).collect();
+                    let known = known.iter().map(|c| hash_hex(&c.hash)).collect();
                     (known, fresh.into_iter().cloned().collect())
                 })
         }
@@ -737,7 +738,7 @@ fn decide(
     };
     let Merge {
         mut am,
-        mut fresh,
+        fresh,
         changes,
         known,
         deferred,
@@ -867,24 +868,19 @@ fn decide(
     // changes (per change it dominated the server's ingest CPU), and only the new
     // changes' ops decoded (docs/BENCHMARKS.md, "Sync server").
     let touched = match incoming {
-        Incoming::Document(pushed) if whole => {
-            match whole_touched(&doc, pushed, &heads_before, &fresh)? {
-                Some((touched, by_document)) => {
-                    fresh = by_document;
-                    touched
-                }
-                None => {
-                    return Ok(reject(
-                        visit_id,
-                        hashes,
-                        format!(
-                            "the document of visit {visit_id} holds operations that none of its \
+        Incoming::Document(pushed) if whole => match whole_touched(&doc, pushed, &fresh)? {
+            Some(touched) => touched,
+            None => {
+                return Ok(reject(
+                    visit_id,
+                    hashes,
+                    format!(
+                        "the document of visit {visit_id} holds operations that none of its \
                          changes holds: it was forged or damaged"
-                        ),
-                    ));
-                }
+                    ),
+                ));
             }
-        }
+        },
         _ => doc.touched_values_each(&changes)?,
     };
     // (A device's changes share one actor: its hex is made once.)
@@ -1040,19 +1036,17 @@ fn decide(
 }
 
 /// The paths and values each new change of a pushed document writes
-/// ([`VisitDoc::touched_values_each`]), with the new changes in the same order: read from
-/// the pushed bytes, with the metadata of every change of the document as it arrived,
-/// when they are laid out as Automerge writes them and
-/// every op belongs to exactly one change
-/// ([`VisitDoc::touched_values_in_saved`]); else from the new changes
-/// rebuilt from the document. `None` when the document holds ops that none of its
+/// ([`VisitDoc::touched_values_each`]), in the order of `fresh` (the document's order of
+/// its changes): read from the pushed bytes, with the metadata of every change of the
+/// document as it arrived, when they are laid out as Automerge writes them and every op
+/// belongs to exactly one change ([`VisitDoc::touched_values_in_saved`]); else from the new
+/// changes rebuilt from the document. `None` when the document holds ops that none of its
 /// changes holds (which the checks of the changes would never see).
 fn whole_touched(
     doc: &VisitDoc,
     pushed: &PushedDoc,
-    heads_before: &[ChangeHash],
     fresh: &[NewChange],
-) -> StoreResult<Option<(TouchedValues, Vec<NewChange>)>> {
+) -> StoreResult<Option<TouchedValues>> {
     let new: BTreeSet<ChangeHash> = fresh.iter().map(|c| c.hash).collect();
     let spans: Vec<ChangeSpan<'_>> = pushed
         .changes
@@ -1064,16 +1058,23 @@ fn whole_touched(
             wanted: new.contains(&c.hash),
         })
         .collect();
-    // The wanted changes come in the order of `spans`, as `fresh` does.
     if let Some(touched) = doc.touched_values_in_saved(pushed.plain(), &spans) {
-        return Ok(Some((touched, fresh.to_vec())));
+        return Ok(Some(touched));
     }
     if doc.ops_outside_changes() > 0 {
         return Ok(None);
     }
-    let changes = doc.automerge().get_changes(heads_before);
-    let touched = doc.touched_values_each(&changes)?;
-    Ok(Some((touched, changes.iter().map(NewChange::of).collect())))
+    let am = doc.automerge();
+    let Some(changes) = fresh
+        .iter()
+        .map(|c| am.get_change_by_hash(&c.hash))
+        .collect::<Option<Vec<Change>>>()
+    else {
+        return Err(StoreError::Database(
+            "a change of a loaded document is missing from it".into(),
+        ));
+    };
+    Ok(Some(doc.touched_values_each(&changes)?))
 }
 
 /// The actors of `changes` that `doc`'s registry gives to an author other than `me`.

@@ -259,14 +259,11 @@ async fn a_request_budget_leaves_the_visits_it_cannot_take_for_later() {
     let before = snapshot(&e.store);
 
     // Room for the first two visits only.
+    let refs = e.refs.index();
     let mut budget = OpBudget::new(work[0] + work[1] + work[2] / 2);
-    let first = ingest::ingest_within(&*e.store, &writer, &e.refs.index(), &groups[0], &mut budget)
-        .unwrap();
-    let second =
-        ingest::ingest_within(&*e.store, &writer, &e.refs.index(), &groups[1], &mut budget)
-            .unwrap();
-    let third = ingest::ingest_within(&*e.store, &writer, &e.refs.index(), &groups[2], &mut budget)
-        .unwrap();
+    let first = ingest::ingest_within(&*e.store, &writer, &refs, &groups[0], &mut budget).unwrap();
+    let second = ingest::ingest_within(&*e.store, &writer, &refs, &groups[1], &mut budget).unwrap();
+    let third = ingest::ingest_within(&*e.store, &writer, &refs, &groups[2], &mut budget).unwrap();
     assert_eq!(
         (first.applied, second.applied),
         (1, 1),
@@ -280,22 +277,15 @@ async fn a_request_budget_leaves_the_visits_it_cannot_take_for_later() {
 
     // The next request takes it.
     let mut next = OpBudget::new(work[2]);
-    let third =
-        ingest::ingest_within(&*e.store, &writer, &e.refs.index(), &groups[2], &mut next).unwrap();
+    let third = ingest::ingest_within(&*e.store, &writer, &refs, &groups[2], &mut next).unwrap();
     assert_eq!(third.applied, 1, "{third:?}");
 
     // Over a whole budget on its own: refused, naming the budget.
     d.edit_notes(VISITS[0], 0, 0, &"y".repeat(100)).unwrap();
     let big = group(VISITS[0], &take_outbox(&d, VISITS[0]));
     let before = snapshot(&e.store);
-    let out = ingest::ingest_within(
-        &*e.store,
-        &writer,
-        &e.refs.index(),
-        &big,
-        &mut OpBudget::new(50),
-    )
-    .unwrap();
+    let out =
+        ingest::ingest_within(&*e.store, &writer, &refs, &big, &mut OpBudget::new(50)).unwrap();
     let reason = &out.rejection.as_ref().expect("refused").reason;
     assert!(reason.contains("too many operations at once"), "{reason}");
     assert_eq!(snapshot(&e.store), before);

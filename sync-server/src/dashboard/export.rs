@@ -48,7 +48,8 @@ pub async fn visits_csv(
     let filter = q.resolve()?;
     let name = format!("visits-{}-{}.csv", filter.from, filter.to);
     let body = blocking(move || {
-        let (refs, rows) = load_rows(&state, &viewer, &filter)?;
+        let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
+        let refs = indexed.data();
         let names = refs
             .users
             .iter()
@@ -85,7 +86,7 @@ pub async fn visits_csv(
         ])
         .map_err(csv_err)?;
         for r in &rows {
-            let v = visit_row(r, &refs, &names, as_of);
+            let v = visit_row(r, refs, &names, as_of);
             let vc = if v.visit_compliance.den == 0 {
                 String::new()
             } else {
@@ -137,8 +138,8 @@ pub async fn inventory_csv(
     let filter = q.resolve()?;
     let name = format!("inventory-{}-{}.csv", filter.from, filter.to);
     let body = blocking(move || {
-        let (refs, rows) = load_rows(&state, &viewer, &filter)?;
-        let idx = refs.index();
+        let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
+        let idx = indexed.index();
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record([
             "visit_id",

@@ -17,6 +17,7 @@
 //! last 7 days), `territory`, `rep`, `store`, `status`. A visit belongs to the store's local
 //! day of its planned start ([`fieldsync_core::kpi::store_local_day`]).
 
+use crate::reference::IndexedReference;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -182,15 +183,15 @@ pub fn territories_of(viewer: &Viewer, filter: &Filter) -> Result<Option<Vec<Str
     }
 }
 
-/// The visits of a report (sorted by planned start), with the reference data.
+/// The visits of a report (sorted by planned start), with the reference data (indexed).
 pub fn load_rows(
     state: &AppState,
     viewer: &Viewer,
     filter: &Filter,
-) -> Result<(Arc<ReferenceData>, Vec<Row>), AppError> {
+) -> Result<(Arc<IndexedReference>, Vec<Row>), AppError> {
     let territories = territories_of(viewer, filter)?;
     let indexed = state.reference.get(state.store.as_ref())?;
-    let (refs, idx) = (indexed.data().clone(), indexed.index());
+    let idx = indexed.index();
     // Local days differ from UTC days by less than a day: fetch a margin, then filter.
     let from_ms = day_start_ms(filter.from) - 2 * DAY_MS;
     let to_ms = day_start_ms(filter.to) + 3 * DAY_MS;
@@ -229,7 +230,7 @@ pub fn load_rows(
             territory_id: sv.meta.territory_id,
         });
     }
-    Ok((refs, rows))
+    Ok((indexed, rows))
 }
 
 // ------------------------------------------------------------------ output shapes
@@ -480,7 +481,8 @@ async fn overview(
     blocking(move || {
         let terrs = territories_of(&viewer, &filter)?;
         let seq = latest_seq(&state, terrs.as_deref())?;
-        let (refs, rows) = load_rows(&state, &viewer, &filter)?;
+        let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
+        let refs = indexed.data();
         let as_of = now_ms();
         let in_scope = |t: &String| terrs.as_ref().is_none_or(|ts| ts.contains(t));
         let mut by_rep: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
@@ -489,7 +491,7 @@ async fn overview(
             by_rep.entry(&r.visit.plan.rep_id).or_default().push(r);
             by_store.entry(&r.visit.plan.store_id).or_default().push(r);
         }
-        let names = user_names(&refs);
+        let names = user_names(refs);
         let mut rep_ids: Vec<String> = refs
             .users
             .iter()
@@ -512,7 +514,7 @@ async fn overview(
                 summary: summarize(
                     by_rep.get(id.as_str()).into_iter().flatten().copied(),
                     as_of,
-                    &refs,
+                    refs,
                 ),
             })
             .collect();
@@ -529,7 +531,7 @@ async fn overview(
                     name: s.name.clone(),
                     territory_id: s.territory_id.clone(),
                     last_visit_day: rs.and_then(|rs| rs.iter().map(|r| r.day).max()),
-                    summary: summarize(rs.into_iter().flatten().copied(), as_of, &refs),
+                    summary: summarize(rs.into_iter().flatten().copied(), as_of, refs),
                 }
             })
             .collect();
@@ -538,7 +540,7 @@ async fn overview(
             to: filter.to,
             as_of,
             latest_seq: seq,
-            summary: summarize(&rows, as_of, &refs),
+            summary: summarize(&rows, as_of, refs),
             reps,
             stores,
         };
@@ -566,7 +568,8 @@ async fn trends(
     blocking(move || {
         let terrs = territories_of(&viewer, &filter)?;
         let seq = latest_seq(&state, terrs.as_deref())?;
-        let (refs, rows) = load_rows(&state, &viewer, &filter)?;
+        let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
+        let refs = indexed.data();
         let as_of = now_ms();
         let mut by_day: BTreeMap<NaiveDate, Vec<&Row>> = BTreeMap::new();
         for r in &rows {
@@ -577,13 +580,13 @@ async fn trends(
         while d <= filter.to {
             days.push(DayOut {
                 day: d,
-                summary: summarize(by_day.get(&d).into_iter().flatten().copied(), as_of, &refs),
+                summary: summarize(by_day.get(&d).into_iter().flatten().copied(), as_of, refs),
             });
             d += Duration::days(1);
         }
         Ok(Json(serde_json::json!({
             "from": filter.from, "to": filter.to, "as_of": as_of, "latest_seq": seq,
-            "summary": summarize(&rows, as_of, &refs), "days": days,
+            "summary": summarize(&rows, as_of, refs), "days": days,
         })))
     })
     .await
@@ -670,12 +673,13 @@ async fn visit_list(
     blocking(move || {
         let terrs = territories_of(&viewer, &filter)?;
         let seq = latest_seq(&state, terrs.as_deref())?;
-        let (refs, rows) = load_rows(&state, &viewer, &filter)?;
-        let names = user_names(&refs);
+        let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
+        let refs = indexed.data();
+        let names = user_names(refs);
         let as_of = now_ms();
         let visits: Vec<VisitRow> = rows
             .iter()
-            .map(|r| visit_row(r, &refs, &names, as_of))
+            .map(|r| visit_row(r, refs, &names, as_of))
             .collect();
         Ok(Json(serde_json::json!({
             "from": filter.from, "to": filter.to, "latest_seq": seq, "visits": visits,
@@ -764,9 +768,9 @@ async fn store_detail(
         q.rep = None;
         let filter = q.resolve()?;
         let seq = latest_seq(&state, Some(std::slice::from_ref(&store.territory_id)))?;
-        let (refs, rows) = load_rows(&state, &viewer, &filter)?;
-        let idx = refs.index();
-        let names = user_names(&refs);
+        let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
+        let (refs, idx) = (indexed.data(), indexed.index());
+        let names = user_names(refs);
         let as_of = now_ms();
         // Latest observation first.
         let mut latest: Vec<&Row> = rows.iter().collect();
@@ -777,7 +781,7 @@ async fn store_detail(
         let mut promos: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         let mut seen_products = std::collections::HashSet::new();
         for r in &latest {
-            let mut judge = Judge::new(&r.visit, &idx);
+            let mut judge = Judge::new(&r.visit, idx);
             for line in r.visit.inventory.values() {
                 let (is_oos, _) = judge.inventory(line);
                 let Some(is_oos) = is_oos else { continue };
@@ -844,7 +848,7 @@ async fn store_detail(
         let visits: Vec<VisitRow> = latest
             .iter()
             .take(30)
-            .map(|r| visit_row(r, &refs, &names, as_of))
+            .map(|r| visit_row(r, refs, &names, as_of))
             .collect();
         let territory_name = refs
             .territories
@@ -865,7 +869,7 @@ async fn store_detail(
                 "timezone": store.timezone, "groups": groups, "priority": store.priority,
             },
             "from": filter.from, "to": filter.to, "latest_seq": seq,
-            "summary": summarize(&rows, as_of, &refs),
+            "summary": summarize(&rows, as_of, refs),
             "visits": visits,
             "out_of_stock": oos,
             "positions": positions.into_values().filter(|p| p["compliant"] == false).collect::<Vec<_>>(),
