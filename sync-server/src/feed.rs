@@ -94,6 +94,26 @@ pub trait FeedSource {
     /// Log rows after `cursor`, of pushes by devices other than `device_id`, for visits
     /// `device_id` holds, by sequence number, at most `limit`.
     fn feed(&mut self, device_id: &str, cursor: i64, limit: usize) -> StoreResult<Vec<LogRow>>;
+
+    /// Whether the backend keeps [`HoldWrite::Synced`] marks (and answers the three
+    /// methods below). A backend that does not gets no such writes, and every pull of a
+    /// territory scope computes what enters and leaves it from the whole holdings.
+    fn keeps_synced(&self) -> bool {
+        false
+    }
+    /// The device's [`HoldWrite::Synced`] mark: its scope key and sequence number.
+    fn synced(&mut self, _device_id: &str) -> StoreResult<Option<(String, i64)>> {
+        Ok(None)
+    }
+    /// The distinct visits with log rows after `seq` (any device), when there are at most
+    /// `max_rows` such rows; `None` when there are more.
+    fn changed_since(&mut self, _seq: i64, _max_rows: usize) -> StoreResult<Option<Vec<String>>> {
+        Ok(None)
+    }
+    /// Those of `visit_ids` that `device_id` is recorded as holding.
+    fn held_of(&mut self, _device_id: &str, _visit_ids: &[&str]) -> StoreResult<HashSet<String>> {
+        Ok(HashSet::new())
+    }
 }
 
 /// Most ids one [`FeedSource::entering`] read returns; a page reads more when the visits
@@ -107,7 +127,41 @@ pub enum HoldWrite {
     ForgetAll,
     Forget(String),
     Hold(String),
+    /// After the writes before it, the device holds exactly the visits of the scope with
+    /// this key ([`scope_key`]) as of this change-log sequence number: only visits with
+    /// later log rows can enter or leave its holdings until the scope changes.
+    Synced {
+        scope: String,
+        seq: i64,
+    },
 }
+
+/// A scope of whole territories (a manager's or an admin's) as a text that is equal for
+/// equal scopes; `None` for a scope with a rep or a time window (what enters those also
+/// changes with the time, without a log row).
+pub fn scope_key(scope: &crate::store::Scope) -> Option<String> {
+    if scope.rep_id.is_some() || scope.window.is_some() {
+        return None;
+    }
+    Some(match &scope.territories {
+        None => "*".to_string(),
+        Some(ts) => {
+            let mut ts: Vec<&str> = ts.iter().map(String::as_str).collect();
+            ts.sort_unstable();
+            ts.dedup();
+            serde_json::to_string(&ts).expect("strings serialize")
+        }
+    })
+}
+
+/// Most log rows a pull reads to check the visits changed since the device's
+/// [`HoldWrite::Synced`] mark; past it the pull checks the whole holdings (and sets a new
+/// mark).
+const CHANGED_ROWS_MAX: usize = 2048;
+
+/// A pull that needed no other holdings write still moves the device's mark forward once
+/// this many visits changed since it, so the next pull reads fewer log rows.
+const MARK_AFTER_CHANGED: usize = 256;
 
 /// How many unconfirmed answers of one device are kept (newest first). A device confirms
 /// the latest answer it received; more than one is pending only when a request was
@@ -201,6 +255,45 @@ fn changes_of_rows(am: &Automerge, rows: &[&LogRow]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Visits entering the scope, as a page takes them.
+struct Entering<'a> {
+    /// Changes (or documents' worth of them) the page can still take.
+    budget: usize,
+    /// Heads the device sent for visits it holds (after a restore).
+    device_heads: &'a HashMap<String, Vec<ChangeHash>>,
+    payloads: &'a mut Vec<(String, Payload)>,
+    writes: &'a mut Vec<HoldWrite>,
+}
+
+impl Entering<'_> {
+    /// Adds `v` whole (or diffed against the device's heads) and records the device as
+    /// holding it; false, adding nothing, when the page is full.
+    fn take(&mut self, src: &mut dyn FeedSource, q: &PullQuery, v: &str) -> StoreResult<bool> {
+        if self.budget == 0 {
+            return Ok(false);
+        }
+        let Some((doc, heads)) = src.document(v)? else {
+            return Ok(true);
+        };
+        let (payload, units) = match self.device_heads.get(v) {
+            Some(known) if !known.is_empty() => {
+                let changes: Vec<Vec<u8>> = Automerge::load(&unpack_document(&doc)?)?
+                    .get_changes(known)
+                    .into_iter()
+                    .map(|c| c.raw_bytes().to_vec())
+                    .collect();
+                let n = changes.len();
+                (Payload::Changes(changes), n)
+            }
+            _ => whole(q, doc, heads)?,
+        };
+        self.budget = self.budget.saturating_sub(units);
+        self.payloads.push((v.to_string(), payload));
+        self.writes.push(HoldWrite::Hold(v.to_string()));
+        Ok(true)
+    }
+}
+
 /// Computes one page for `q` on the snapshot `src` reads; returns it with the holdings
 /// bookkeeping to apply (in order) in the same or a later transaction.
 pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, Vec<HoldWrite>)> {
@@ -216,8 +309,47 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
     };
     // After `ForgetAll` the device holds nothing: nothing leaves, everything enters.
     let holder = q.cursor.map(|_| q.device_id.as_str());
+    // A scope of whole territories changes only through log rows: when the device held
+    // exactly this scope as of a mark, only visits with later rows can enter or leave.
+    // (Not while it reconciles after a restore: it may hold visits the server lacks.)
+    let key = scope_key(&q.scope).filter(|_| src.keeps_synced() && q.heads.is_none());
+    let changed: Option<Vec<String>> = match (holder, &key) {
+        (Some(device), Some(key)) => match src.synced(device)? {
+            Some((k, seq)) if k == *key && seq <= max_seq => {
+                src.changed_since(seq, CHANGED_ROWS_MAX)?.map(|mut ids| {
+                    ids.sort_unstable();
+                    ids.dedup();
+                    ids
+                })
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut entering_changed: Option<Vec<String>> = None;
     if let Some(device) = holder {
-        for v in src.leaving(device, &q.scope)? {
+        let leaving = match &changed {
+            Some(ids) => {
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let held = src.held_of(device, &refs)?;
+                let in_scope = src.in_scope(&q.scope, &refs)?;
+                let (held, not_held): (Vec<&String>, Vec<&String>) =
+                    ids.iter().partition(|v| held.contains(*v));
+                entering_changed = Some(
+                    not_held
+                        .into_iter()
+                        .filter(|v| in_scope.contains(*v))
+                        .cloned()
+                        .collect(),
+                );
+                held.into_iter()
+                    .filter(|v| !in_scope.contains(*v))
+                    .cloned()
+                    .collect()
+            }
+            None => src.leaving(device, &q.scope)?,
+        };
+        for v in leaving {
             writes.push(HoldWrite::Forget(v.clone()));
             page.purge.push(v);
         }
@@ -302,73 +434,87 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
     // size: it is read from just after the highest id the device holds, then from the
     // first id up to that one, so a device taking it page by page (an initial pull) gets
     // each page's visits without the database reading again past those it already took.
+    // After a mark (see `changed` above) only the changed visits can enter.
     if !page.more {
-        let mut budget = limit.saturating_sub(used);
+        let mut entering = Entering {
+            budget: limit.saturating_sub(used),
+            device_heads: &device_heads,
+            payloads: &mut payloads,
+            writes: &mut writes,
+        };
         let split = match holder {
             Some(device) if q.scope.rep_id.is_none() && q.scope.window.is_none() => {
                 src.last_held(device)?
             }
             _ => None,
         };
-        // (Above the highest id it holds, the device holds nothing: no anti-join there.)
-        let ranges = match split.as_deref() {
-            Some(m) => vec![
-                (
-                    IdRange {
-                        after: Some(m),
-                        until: None,
-                    },
-                    None,
-                ),
-                (
-                    IdRange {
-                        after: None,
-                        until: Some(m),
-                    },
-                    holder,
-                ),
-            ],
-            None => vec![(IdRange::default(), holder)],
-        };
-        'ranges: for (range, not_held_by) in ranges {
-            let mut after = range.after.map(str::to_string);
-            loop {
-                let want = budget.saturating_add(1).min(ENTERING_CHUNK);
-                let read = IdRange {
-                    after: after.as_deref(),
-                    until: range.until,
-                };
-                let ids = src.entering(&q.scope, not_held_by, read, want)?;
-                for v in &ids {
-                    if budget == 0 {
-                        page.more = true;
-                        break 'ranges;
-                    }
-                    let Some((doc, heads)) = src.document(v)? else {
-                        continue;
-                    };
-                    let (payload, units) = match device_heads.get(v) {
-                        Some(known) if !known.is_empty() => {
-                            let changes: Vec<Vec<u8>> = Automerge::load(&unpack_document(&doc)?)?
-                                .get_changes(known)
-                                .into_iter()
-                                .map(|c| c.raw_bytes().to_vec())
-                                .collect();
-                            let n = changes.len();
-                            (Payload::Changes(changes), n)
-                        }
-                        _ => whole(q, doc, heads)?,
-                    };
-                    budget = budget.saturating_sub(units);
-                    payloads.push((v.clone(), payload));
-                    writes.push(HoldWrite::Hold(v.clone()));
-                }
-                if ids.len() < want {
+        if let Some(ids) = &entering_changed {
+            // In the order of the ranges below, so a page cut short takes the same visits.
+            let (above, upto): (Vec<&String>, Vec<&String>) = ids
+                .iter()
+                .partition(|v| split.as_deref().is_some_and(|m| v.as_str() > m));
+            for v in above.into_iter().chain(upto) {
+                if !entering.take(src, q, v)? {
+                    page.more = true;
                     break;
                 }
-                after = ids.last().cloned();
+            }
+        } else {
+            // (Above the highest id it holds, the device holds nothing: no anti-join there.)
+            let ranges = match split.as_deref() {
+                Some(m) => vec![
+                    (
+                        IdRange {
+                            after: Some(m),
+                            until: None,
+                        },
+                        None,
+                    ),
+                    (
+                        IdRange {
+                            after: None,
+                            until: Some(m),
+                        },
+                        holder,
+                    ),
+                ],
+                None => vec![(IdRange::default(), holder)],
+            };
+            'ranges: for (range, not_held_by) in ranges {
+                let mut after = range.after.map(str::to_string);
+                loop {
+                    let want = entering.budget.saturating_add(1).min(ENTERING_CHUNK);
+                    let read = IdRange {
+                        after: after.as_deref(),
+                        until: range.until,
+                    };
+                    let ids = src.entering(&q.scope, not_held_by, read, want)?;
+                    for v in &ids {
+                        if !entering.take(src, q, v)? {
+                            page.more = true;
+                            break 'ranges;
+                        }
+                    }
+                    if ids.len() < want {
+                        break;
+                    }
+                    after = ids.last().cloned();
+                }
             }
         }
+    }
+    // The device now holds exactly its scope (this page was its last): mark it, unless
+    // the mark it has is recent and nothing else is written (an idle sync writes nothing).
+    if let Some(key) = key
+        && !page.more
+        && changed
+            .as_ref()
+            .is_none_or(|ids| !writes.is_empty() || ids.len() >= MARK_AFTER_CHANGED)
+    {
+        writes.push(HoldWrite::Synced {
+            scope: key,
+            seq: max_seq,
+        });
     }
     let mut changes: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
     for (visit_id, payload) in payloads {

@@ -636,6 +636,9 @@ fn apply_holdings(tx: &mut Tx<'_>, device_id: &str, writes: &[HoldWrite]) -> Sto
                     &[&device_id],
                 )?;
             }
+            // Not made for this backend (its feed keeps no marks, see
+            // `FeedSource::keeps_synced`).
+            HoldWrite::Synced { .. } => {}
             HoldWrite::Forget(v) => {
                 if !hold.is_empty() {
                     flush(tx, &mut hold, &mut forget)?;

@@ -289,6 +289,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/sqlite/0005_pending_answers.sql"),
     ),
+    (
+        6,
+        include_str!("../migrations/sqlite/0006_device_synced.sql"),
+    ),
 ];
 
 /// Applies the migrations the database lacks, each in its own transaction; refuses a
@@ -506,6 +510,7 @@ impl SqliteStore {
         let tx = conn.transaction()?;
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'epoch'", [&epoch])?;
         tx.execute("DELETE FROM device_visits", [])?;
+        tx.execute("DELETE FROM device_synced", [])?;
         tx.execute("DELETE FROM device_pending", [])?;
         tx.commit()?;
         Ok(epoch)
@@ -632,7 +637,14 @@ impl VisitTxn for SqliteTxn<'_> {
                 doc,
                 heads_to_bytes(heads)
             ])?;
-        if log.changes > 0 {
+        if log.changes == 0 {
+            // The row may have changed without a log row (a server edit that added no
+            // change, with the store since moved to another territory): no device's mark
+            // can vouch for it any more.
+            self.tx
+                .prepare_cached("DELETE FROM device_synced")?
+                .execute([])?;
+        } else {
             self.tx
                 .prepare_cached(
                     "INSERT INTO change_log (visit_id, device_id, territory_id, changes, heads_before, heads_after)
@@ -947,6 +959,40 @@ impl FeedSource for SqliteFeed<'_> {
             .optional()?)
     }
 
+    fn keeps_synced(&self) -> bool {
+        true
+    }
+
+    fn synced(&mut self, device_id: &str) -> StoreResult<Option<(String, i64)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT scope, seq FROM device_synced WHERE device_id = ?1")?
+            .query_row([device_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    fn changed_since(&mut self, seq: i64, max_rows: usize) -> StoreResult<Option<Vec<String>>> {
+        let ids: Vec<String> = self
+            .conn
+            .prepare_cached("SELECT visit_id FROM change_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+            .query_map(params![seq, max_rows as i64 + 1], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((ids.len() <= max_rows).then_some(ids))
+    }
+
+    fn held_of(&mut self, device_id: &str, visit_ids: &[&str]) -> StoreResult<HashSet<String>> {
+        let mut out = HashSet::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM device_visits WHERE device_id = ?1 AND visit_id = ?2")?;
+        for id in visit_ids {
+            if stmt.exists(params![device_id, id])? {
+                out.insert(id.to_string());
+            }
+        }
+        Ok(out)
+    }
+
     fn feed(&mut self, device_id: &str, cursor: i64, limit: usize) -> StoreResult<Vec<LogRow>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT c.seq, c.visit_id, c.changes, c.heads_before, c.heads_after FROM change_log c
@@ -972,10 +1018,21 @@ impl FeedSource for SqliteFeed<'_> {
 fn apply_holdings(tx: &Connection, device_id: &str, writes: &[HoldWrite]) -> StoreResult<()> {
     for w in writes {
         match w {
-            HoldWrite::ForgetAll => tx.execute(
-                "DELETE FROM device_visits WHERE device_id = ?1",
-                [device_id],
-            )?,
+            HoldWrite::ForgetAll => {
+                tx.execute(
+                    "DELETE FROM device_synced WHERE device_id = ?1",
+                    [device_id],
+                )?;
+                tx.execute(
+                    "DELETE FROM device_visits WHERE device_id = ?1",
+                    [device_id],
+                )?
+            }
+            HoldWrite::Synced { scope, seq } => tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO device_synced (device_id, scope, seq) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![device_id, scope, seq])?,
             HoldWrite::Forget(v) => tx.execute(
                 "DELETE FROM device_visits WHERE device_id = ?1 AND visit_id = ?2",
                 params![device_id, v],
@@ -1286,6 +1343,7 @@ impl Store for SqliteStore {
             [new_epoch()],
         )?;
         dst.execute("DELETE FROM device_visits", [])?;
+        dst.execute("DELETE FROM device_synced", [])?;
         dst.execute("DELETE FROM device_pending", [])?;
         Ok(())
     }
@@ -1469,6 +1527,186 @@ mod tests {
         }
         // The cases compared were not all empty.
         assert!(compared.0 > 500 && compared.1 > 500, "{compared:?}");
+    }
+
+    /// A [`SqliteFeed`] that keeps no marks: every pull checks the whole holdings.
+    struct Unmarked<'a>(SqliteFeed<'a>);
+
+    impl FeedSource for Unmarked<'_> {
+        fn max_seq(&mut self) -> StoreResult<i64> {
+            self.0.max_seq()
+        }
+        fn leaving(&mut self, device_id: &str, scope: &Scope) -> StoreResult<Vec<String>> {
+            self.0.leaving(device_id, scope)
+        }
+        fn entering(
+            &mut self,
+            scope: &Scope,
+            not_held_by: Option<&str>,
+            range: IdRange<'_>,
+            limit: usize,
+        ) -> StoreResult<Vec<String>> {
+            self.0.entering(scope, not_held_by, range, limit)
+        }
+        fn last_held(&mut self, device_id: &str) -> StoreResult<Option<String>> {
+            self.0.last_held(device_id)
+        }
+        fn in_scope(&mut self, scope: &Scope, ids: &[&str]) -> StoreResult<HashSet<String>> {
+            self.0.in_scope(scope, ids)
+        }
+        fn document(&mut self, visit_id: &str) -> StoreResult<Option<(Vec<u8>, Vec<ChangeHash>)>> {
+            self.0.document(visit_id)
+        }
+        fn feed(&mut self, device_id: &str, cursor: i64, limit: usize) -> StoreResult<Vec<LogRow>> {
+            self.0.feed(device_id, cursor, limit)
+        }
+    }
+
+    /// Pages of managers' devices computed from their marks (only the visits changed since
+    /// are checked) are the pages computed from their whole holdings, write for write,
+    /// over random new visits, visits moving between territories, the devices' own pushes,
+    /// saves without a log row, scope changes, lost answers and first syncs.
+    #[test]
+    fn territory_marks_answer_as_the_whole_holdings() {
+        use automerge::transaction::Transactable;
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        // One small real document for every visit (the feed loads it).
+        let mut am = automerge::Automerge::new();
+        let mut tx = am.transaction();
+        tx.put(automerge::ROOT, "k", 1).unwrap();
+        tx.commit();
+        let (doc, heads) = (am.save(), am.get_heads());
+        let save = |conn: &Connection, visit: &str, territory: &str, device: &str, changes| {
+            let mut t = SqliteTxn {
+                tx: conn,
+                visit_id: visit.into(),
+            };
+            let meta = VisitMeta {
+                visit_id: visit.into(),
+                store_id: "s".into(),
+                territory_id: territory.into(),
+                rep_id: "rep".into(),
+                planned_start: 0,
+                status: "planned".into(),
+            };
+            let log = LogEntry {
+                changes,
+                heads_before: Vec::new(),
+                hold: true,
+            };
+            t.save(&meta, &doc, &heads, &log, device).unwrap();
+        };
+        let territory = |i: u64| format!("t-{i}");
+        let scopes = [vec!["t-0"], vec!["t-0", "t-1"], vec!["t-2", "t-1"]];
+        // Per device: scope, cursor.
+        let mut devices: Vec<(usize, Option<i64>)> = vec![(0, None), (1, None)];
+        let mut visits = 0u64;
+        let (mut marked, mut marked_moves, mut pulls) = (0, 0, 0);
+        for round in 0..600 {
+            for _ in 0..=next(3) {
+                match next(20) {
+                    0..=7 => {
+                        visits += 1;
+                        save(
+                            &conn,
+                            &format!("v-{visits:04}"),
+                            &territory(next(3)),
+                            "rep-dev",
+                            1,
+                        );
+                    }
+                    8..=13 if visits > 0 => {
+                        let v = format!("v-{:04}", 1 + next(visits));
+                        save(&conn, &v, &territory(next(3)), "rep-dev", 1);
+                    }
+                    14..=16 if visits > 0 => {
+                        // A manager's own push (sometimes outside its scope).
+                        let v = format!("v-{:04}", 1 + next(visits));
+                        save(
+                            &conn,
+                            &v,
+                            &territory(next(3)),
+                            &format!("dev-{}", next(2)),
+                            1,
+                        );
+                    }
+                    17 if visits > 0 => {
+                        let v = format!("v-{:04}", 1 + next(visits));
+                        save(&conn, &v, &territory(next(3)), "server", 0);
+                    }
+                    _ => {}
+                }
+            }
+            let d = next(2) as usize;
+            let device = format!("dev-{d}");
+            if next(25) == 0 {
+                devices[d].0 = next(3) as usize;
+            }
+            if next(40) == 0 {
+                devices[d].1 = None;
+            }
+            let (scope_ix, cursor) = devices[d];
+            let scope = Scope {
+                territories: Some(scopes[scope_ix].iter().map(|t| t.to_string()).collect()),
+                rep_id: None,
+                window: None,
+            };
+            let q = PullQuery {
+                device_id: device.clone(),
+                scope: scope.clone(),
+                cursor,
+                token: None,
+                heads: None,
+                limit: [2, 15, 1000][next(3) as usize],
+                documents: next(4) != 0,
+            };
+            let tx = conn.unchecked_transaction().unwrap();
+            let mut src = SqliteFeed::new(&tx);
+            let mark = src.synced(&device).unwrap();
+            let incremental = cursor.is_some()
+                && mark.as_ref().map(|m| &m.0) == crate::feed::scope_key(&scope).as_ref();
+            let (a, writes_a) = feed::pull(&mut src, &q).unwrap();
+            let (b, writes_b) = feed::pull(&mut Unmarked(SqliteFeed::new(&tx)), &q).unwrap();
+            drop(tx);
+            let docs = |p: &PullPage| p.documents.iter().map(|d| d.0.clone()).collect::<Vec<_>>();
+            let changed = |p: &PullPage| p.changes.iter().map(|c| c.0.clone()).collect::<Vec<_>>();
+            let ctx = format!("round {round}, {device}, {q:?}");
+            assert_eq!(a.purge, b.purge, "{ctx}");
+            assert_eq!(docs(&a), docs(&b), "{ctx}");
+            assert_eq!(changed(&a), changed(&b), "{ctx}");
+            assert_eq!((a.more, a.cursor), (b.more, b.cursor), "{ctx}");
+            let unmarked: Vec<HoldWrite> = writes_a
+                .iter()
+                .filter(|w| !matches!(w, HoldWrite::Synced { .. }))
+                .cloned()
+                .collect();
+            assert_eq!(unmarked, writes_b, "{ctx}");
+            assert!(
+                !writes_b
+                    .iter()
+                    .any(|w| matches!(w, HoldWrite::Synced { .. }))
+            );
+            pulls += 1;
+            if incremental {
+                marked += 1;
+                marked_moves += a.purge.len() + docs(&a).len() + changed(&a).len();
+            }
+            // Most answers arrive and are confirmed; some are lost.
+            if next(5) != 0 {
+                apply_holdings(&conn, &device, &writes_a).unwrap();
+                devices[d].1 = Some(a.cursor);
+            }
+        }
+        // Most pulls went by the marks, and those had visits to send and purge.
+        assert!(marked * 2 > pulls, "{marked} of {pulls}");
+        assert!(marked_moves > 100, "{marked_moves}");
     }
 
     #[test]
