@@ -805,6 +805,17 @@ fn sync_blocking(
         takes_documents: true,
         ..Default::default()
     };
+    // The answer the device received before it made this request: its holdings changes
+    // come before what this request's pushes record (a visit the device pushes is one it
+    // holds, also right after a first sync's answer, which forgets everything before it).
+    let epoch_changed = req.epoch.as_ref().is_some_and(|e| *e != epoch);
+    let token = match &cursor {
+        Some((_, Some(token))) if !epoch_changed && req.heads.is_none() => Some(token),
+        _ => None,
+    };
+    if let Some(token) = token {
+        store.confirm(&auth.device_id, token)?;
+    }
     // One budget for the whole request (fieldsync_core::sync::guard): Automerge's memory
     // and time for a request stay bounded however many visits it carries. Visits pushed
     // whole first: changes of the same request may build on them.
@@ -846,7 +857,6 @@ fn sync_blocking(
             resp.resend.push(r);
         }
     }
-    let epoch_changed = req.epoch.as_ref().is_some_and(|e| *e != epoch);
     if epoch_changed && req.heads.is_none() {
         // The device synced with another history of this server: ask for its heads first.
         resp.cursor = String::new();
@@ -866,11 +876,8 @@ fn sync_blocking(
         } else {
             cursor.as_ref().map(|c| c.0)
         },
-        token: if epoch_changed || heads.is_some() {
-            None
-        } else {
-            cursor.as_ref().and_then(|c| c.1.clone())
-        },
+        // Confirmed above.
+        token: None,
         heads,
         limit: state.config.page_changes,
         documents: req.accept_documents,

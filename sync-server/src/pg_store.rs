@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "pending_answers",
         include_str!("../migrations/postgres/0005_pending_answers.sql"),
     ),
+    (
+        6,
+        "device_synced",
+        include_str!("../migrations/postgres/0006_device_synced.sql"),
+    ),
 ];
 
 /// Advisory lock classes (first key of the two-key form).
@@ -314,6 +319,7 @@ impl PgStore {
             &[&epoch],
         )?;
         tx.execute("DELETE FROM device_visits", &[])?;
+        tx.execute("DELETE FROM device_synced", &[])?;
         tx.execute("DELETE FROM device_pending", &[])?;
         tx.commit()?;
         Ok(epoch)
@@ -404,7 +410,10 @@ impl VisitTxn for PgTxn<'_, '_> {
                 &[&device_id, &m.visit_id],
             )?;
         }
-        if log.changes > 0 {
+        if log.changes == 0 {
+            // As in the SQLite backend: a row changed without a log row voids every mark.
+            tx.execute("DELETE FROM device_synced", &[])?;
+        } else {
             self.pending.push(PendingPush {
                 visit_id: m.visit_id.clone(),
                 device_id: device_id.to_string(),
@@ -583,6 +592,45 @@ impl FeedSource for PgFeed<'_, '_> {
             .map(|r| (r.get(0), heads_from_bytes(r.get::<_, &[u8]>(1)))))
     }
 
+    fn keeps_synced(&self) -> bool {
+        true
+    }
+
+    fn synced(&mut self, device_id: &str) -> StoreResult<Option<(String, i64)>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT scope, seq FROM device_synced WHERE device_id = $1",
+                &[&device_id],
+            )?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn changed_since(&mut self, seq: i64, max_rows: usize) -> StoreResult<Option<Vec<String>>> {
+        let ids: Vec<String> = self
+            .0
+            .query(
+                "SELECT visit_id FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&seq, &(max_rows as i64 + 1)],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok((ids.len() <= max_rows).then_some(ids))
+    }
+
+    fn held_of(&mut self, device_id: &str, visit_ids: &[&str]) -> StoreResult<HashSet<String>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT visit_id FROM device_visits WHERE device_id = $1 AND visit_id = ANY($2)",
+                &[&device_id, &visit_ids],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
     fn feed(&mut self, device_id: &str, cursor: i64, limit: usize) -> StoreResult<Vec<LogRow>> {
         Ok(self
             .0
@@ -602,6 +650,25 @@ impl FeedSource for PgFeed<'_, '_> {
             })
             .collect())
     }
+}
+
+/// [`Store::confirm`] in `tx`.
+fn confirm_in(tx: &mut Tx<'_>, device_id: &str, token: &str) -> StoreResult<()> {
+    let confirmed = tx.query_opt(
+        "SELECT writes FROM device_pending WHERE device_id = $1 AND token = $2",
+        &[&device_id, &token],
+    )?;
+    // Confirmed: every other pending answer is one the device did not use. Not found:
+    // nothing is dropped (see the SQLite store).
+    if let Some(row) = confirmed {
+        let writes: Vec<HoldWrite> = serde_json::from_str(row.get(0))?;
+        apply_holdings(tx, device_id, &writes)?;
+        tx.execute(
+            "DELETE FROM device_pending WHERE device_id = $1",
+            &[&device_id],
+        )?;
+    }
+    Ok(())
 }
 
 /// Applies a pull's holdings bookkeeping in the pull's transaction.
@@ -632,13 +699,22 @@ fn apply_holdings(tx: &mut Tx<'_>, device_id: &str, writes: &[HoldWrite]) -> Sto
             HoldWrite::ForgetAll => {
                 flush(tx, &mut hold, &mut forget)?;
                 tx.execute(
+                    "DELETE FROM device_synced WHERE device_id = $1",
+                    &[&device_id],
+                )?;
+                tx.execute(
                     "DELETE FROM device_visits WHERE device_id = $1",
                     &[&device_id],
                 )?;
             }
-            // Not made for this backend (its feed keeps no marks, see
-            // `FeedSource::keeps_synced`).
-            HoldWrite::Synced { .. } => {}
+            HoldWrite::Synced { scope, seq } => {
+                flush(tx, &mut hold, &mut forget)?;
+                tx.execute(
+                    "INSERT INTO device_synced (device_id, scope, seq) VALUES ($1, $2, $3)
+                     ON CONFLICT (device_id) DO UPDATE SET scope = excluded.scope, seq = excluded.seq",
+                    &[&device_id, scope, seq],
+                )?;
+            }
             HoldWrite::Forget(v) => {
                 if !hold.is_empty() {
                     flush(tx, &mut hold, &mut forget)?;
@@ -826,25 +902,21 @@ impl Store for PgStore {
             .map(|r| (r.get(0), r.get(1))))
     }
 
+    fn confirm(&self, device_id: &str, token: &str) -> StoreResult<()> {
+        self.retrying(|c| {
+            let mut tx = c.transaction()?;
+            confirm_in(&mut tx, device_id, token)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     fn pull(&self, q: &PullQuery) -> StoreResult<PullPage> {
         self.retrying(|c| {
             let mut tx = c.transaction_with(IsolationLevel::RepeatableRead, false)?;
             // The page the device confirms: its holdings changes apply before this one.
             if let Some(token) = &q.token {
-                let confirmed = tx.query_opt(
-                    "SELECT writes FROM device_pending WHERE device_id = $1 AND token = $2",
-                    &[&q.device_id, token],
-                )?;
-                // Confirmed: every other pending answer is one the device did not use. Not
-                // found: nothing is dropped (see the SQLite store).
-                if let Some(row) = confirmed {
-                    let writes: Vec<HoldWrite> = serde_json::from_str(row.get(0))?;
-                    apply_holdings(&mut tx, &q.device_id, &writes)?;
-                    tx.execute(
-                        "DELETE FROM device_pending WHERE device_id = $1",
-                        &[&q.device_id],
-                    )?;
-                }
+                confirm_in(&mut tx, &q.device_id, token)?;
             }
             // No cursor (first sync, heads after a restore): nothing is dropped either (see
             // the SQLite store).
@@ -880,6 +952,7 @@ impl Store for PgStore {
             .arg("--exclude-table-data=meta")
             .arg("--exclude-table-data=device_visits")
             .arg("--exclude-table-data=device_pending")
+            .arg("--exclude-table-data=device_synced")
             .arg("--file")
             .arg(path)
             .arg("--dbname")

@@ -243,6 +243,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn visit(&self, visit_id: &str) -> StoreResult<Option<StoredVisit>>;
     /// The committed (device, user) binding of an actor, outside any write transaction.
     fn actor_binding(&self, actor_hex: &str) -> StoreResult<Option<(String, String)>>;
+    /// Applies the holdings changes of the answer `token` names (the device received it:
+    /// see [`PullPage::token`]) and drops the device's other pending answers. A token not
+    /// found (already replaced by a duplicate's confirmation) changes nothing. The sync
+    /// endpoint confirms before it stores the request's pushes, which the device made after
+    /// that answer: what they record (the device holds what it pushed) stands.
+    fn confirm(&self, device_id: &str, token: &str) -> StoreResult<()>;
+    /// One page for `q`, after confirming `q.token` when set.
     fn pull(&self, q: &PullQuery) -> StoreResult<PullPage>;
     /// A consistent copy of the database at `path`, with a new epoch.
     fn backup(&self, path: &Path) -> StoreResult<()>;
@@ -1270,30 +1277,35 @@ impl Store for SqliteStore {
         t.actor_binding(actor_hex)
     }
 
+    fn confirm(&self, device_id: &str, token: &str) -> StoreResult<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let confirmed: Option<String> = tx
+            .query_row(
+                "SELECT writes FROM device_pending WHERE device_id = ?1 AND token = ?2",
+                params![device_id, token],
+                |r| r.get(0),
+            )
+            .optional()?;
+        // Confirmed: every other pending answer is one the device did not use. Not
+        // found (already replaced by a duplicate's confirmation): nothing is dropped,
+        // an answer still on its way may be the one the device confirms next.
+        if let Some(json) = confirmed {
+            let writes: Vec<HoldWrite> = serde_json::from_str(&json)?;
+            apply_holdings(&tx, device_id, &writes)?;
+            tx.execute(
+                "DELETE FROM device_pending WHERE device_id = ?1",
+                [device_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn pull(&self, q: &PullQuery) -> StoreResult<PullPage> {
         // The page the device confirms: its holdings changes apply before this one is read.
         if let Some(token) = &q.token {
-            let mut conn = self.lock();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let confirmed: Option<String> = tx
-                .query_row(
-                    "SELECT writes FROM device_pending WHERE device_id = ?1 AND token = ?2",
-                    params![q.device_id, token],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            // Confirmed: every other pending answer is one the device did not use. Not
-            // found (already replaced by a duplicate's confirmation): nothing is dropped,
-            // an answer still on its way may be the one the device confirms next.
-            if let Some(json) = confirmed {
-                let writes: Vec<HoldWrite> = serde_json::from_str(&json)?;
-                apply_holdings(&tx, &q.device_id, &writes)?;
-                tx.execute(
-                    "DELETE FROM device_pending WHERE device_id = ?1",
-                    [&q.device_id],
-                )?;
-            }
-            tx.commit()?;
+            self.confirm(&q.device_id, token)?;
         }
         // Reads on one committed snapshot (a reader); the bookkeeping is written afterwards
         // on the writer. Only committed changes are seen, so the cursor never covers a

@@ -205,6 +205,7 @@ conformance!(
     visits_entering_and_leaving_the_scope_arrive_once_across_pages,
     a_duplicated_request_cannot_cancel_the_answer_the_device_confirms,
     a_late_copy_of_a_first_request_cannot_cancel_the_answer_the_device_confirms,
+    a_territory_scope_is_held_exactly_after_every_complete_pull,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1003,6 +1004,95 @@ fn visits_entering_and_leaving_the_scope_arrive_once_across_pages(b: &dyn Backen
         assert_eq!(got.len(), 300, "{}", q.device_id);
         assert_eq!(got, many, "{}", q.device_id);
     }
+}
+
+/// Managers' devices (scopes of whole territories) pull while visits are created, move
+/// between territories and are pushed by the devices themselves (also right after a first
+/// sync, whose answer forgets everything before it), answers get lost and a scope changes:
+/// after every pull taken to its end, the device holds exactly the visits of its scope. (After their first complete pull the backends check only the visits changed
+/// since, see `feed::HoldWrite::Synced`.)
+fn a_territory_scope_is_held_exactly_after_every_complete_pull(b: &dyn Backend) {
+    let s = b.open();
+    let mut seed = 0x5851_f42d_4c95_7f2d_u64;
+    let mut next = move |n: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) % n
+    };
+    let territories = [T1, T2, "t-3"];
+    // Where each visit is now.
+    let mut visits: BTreeMap<String, &str> = BTreeMap::new();
+    // Per device: its territory, cursor, and what it holds by what it was sent.
+    let mut devices: Vec<(&str, Option<Cur>, BTreeSet<String>)> =
+        vec![(T1, None, BTreeSet::new()), (T2, None, BTreeSet::new())];
+    let (mut moves, mut pushes) = (0, 0);
+    for round in 0..80 {
+        for _ in 0..=next(4) {
+            let t = territories[next(3) as usize];
+            let id = if visits.is_empty() || next(2) == 0 {
+                format!("v-{:03}", visits.len())
+            } else {
+                format!("v-{:03}", next(visits.len() as u64))
+            };
+            let by = next(6) as usize;
+            let device = if by < 2 {
+                format!("mgr-{by}")
+            } else {
+                "rep-dev".into()
+            };
+            if let Some((_, Some(token))) = devices.get(by).and_then(|d| d.1.as_ref()) {
+                // As the sync endpoint does: the answer the device got, then its push.
+                s.confirm(&device, token).unwrap();
+            }
+            pushes += 1;
+            push(
+                s.as_ref(),
+                &meta(&id, t, "u-1", 1_000),
+                &device,
+                "k",
+                pushes,
+            );
+            visits.insert(id.clone(), t);
+            if by < 2 {
+                // A device holds what it pushed (also outside its scope, until purged).
+                devices[by].2.insert(id);
+            }
+        }
+        let d = next(2) as usize;
+        let device = format!("mgr-{d}");
+        if next(10) == 0 {
+            devices[d].0 = territories[next(3) as usize];
+        }
+        let (territory, cursor, _) = devices[d].clone();
+        let q = query(
+            &device,
+            territory,
+            cursor.clone(),
+            [3, 50][next(2) as usize],
+        );
+        if next(6) == 0 {
+            // An answer that never arrives.
+            s.pull(&q).unwrap();
+            continue;
+        }
+        if cursor.is_none() {
+            devices[d].2.clear();
+        }
+        let (c, got, purged) = pull_all(s.as_ref(), q);
+        moves += got.len() + purged.len();
+        let held = &mut devices[d].2;
+        held.extend(got.into_keys());
+        for v in purged {
+            held.remove(&v);
+        }
+        let want: BTreeSet<String> = visits
+            .iter()
+            .filter(|(_, t)| **t == territory)
+            .map(|(v, _)| v.clone())
+            .collect();
+        assert_eq!(*held, want, "round {round}: {device} in {territory}");
+        devices[d].1 = Some(c);
+    }
+    assert!(moves > 100, "{moves}");
 }
 
 /// A request sent twice (the network duplicated it, or the device retried while the first
