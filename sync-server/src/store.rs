@@ -796,6 +796,9 @@ struct SqliteFeed<'a> {
     conn: &'a Connection,
     /// A rep's scope and the device's holdings, each read once per pull (see [`RepView`]).
     rep_view: Option<RepView>,
+    /// Whether pulls use and make [`HoldWrite::Synced`] marks (always, but in the test that
+    /// compares both ways).
+    marks: bool,
 }
 
 impl<'a> SqliteFeed<'a> {
@@ -803,6 +806,7 @@ impl<'a> SqliteFeed<'a> {
         Self {
             conn,
             rep_view: None,
+            marks: true,
         }
     }
 
@@ -967,7 +971,7 @@ impl FeedSource for SqliteFeed<'_> {
     }
 
     fn keeps_synced(&self) -> bool {
-        true
+        self.marks
     }
 
     fn synced(&mut self, device_id: &str) -> StoreResult<Option<(String, i64)>> {
@@ -1469,18 +1473,28 @@ mod tests {
             .get_status(StatementStatus::RePrepare)
     }
 
+    /// A fresh in-memory database with the schema.
+    fn schema_db() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn).unwrap();
+        migrate(&mut conn).unwrap();
+        conn
+    }
+
+    /// A seeded generator of numbers below its argument.
+    fn numbers(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        }
+    }
+
     /// A rep's `leaving` and `entering` from the merged index ranges of [`RepView`] are the
     /// anti-joins' answers, over random visits, holdings, scopes, id ranges and limits.
     #[test]
     fn rep_scope_sets_answer_as_the_anti_joins() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn).unwrap();
-        migrate(&mut conn).unwrap();
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: u64| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            (seed >> 33) % n
-        };
+        let conn = schema_db();
+        let mut next = numbers(0x9e37_79b9_7f4a_7c15);
         let id = |i: u64| format!("v-{i:03}");
         for i in 0..300 {
             conn.execute(
@@ -1541,39 +1555,6 @@ mod tests {
         assert!(compared.0 > 500 && compared.1 > 500, "{compared:?}");
     }
 
-    /// A [`SqliteFeed`] that keeps no marks: every pull checks the whole holdings.
-    struct Unmarked<'a>(SqliteFeed<'a>);
-
-    impl FeedSource for Unmarked<'_> {
-        fn max_seq(&mut self) -> StoreResult<i64> {
-            self.0.max_seq()
-        }
-        fn leaving(&mut self, device_id: &str, scope: &Scope) -> StoreResult<Vec<String>> {
-            self.0.leaving(device_id, scope)
-        }
-        fn entering(
-            &mut self,
-            scope: &Scope,
-            not_held_by: Option<&str>,
-            range: IdRange<'_>,
-            limit: usize,
-        ) -> StoreResult<Vec<String>> {
-            self.0.entering(scope, not_held_by, range, limit)
-        }
-        fn last_held(&mut self, device_id: &str) -> StoreResult<Option<String>> {
-            self.0.last_held(device_id)
-        }
-        fn in_scope(&mut self, scope: &Scope, ids: &[&str]) -> StoreResult<HashSet<String>> {
-            self.0.in_scope(scope, ids)
-        }
-        fn document(&mut self, visit_id: &str) -> StoreResult<Option<(Vec<u8>, Vec<ChangeHash>)>> {
-            self.0.document(visit_id)
-        }
-        fn feed(&mut self, device_id: &str, cursor: i64, limit: usize) -> StoreResult<Vec<LogRow>> {
-            self.0.feed(device_id, cursor, limit)
-        }
-    }
-
     /// Pages of managers' devices computed from their marks (only the visits changed since
     /// are checked) are the pages computed from their whole holdings, write for write,
     /// over random new visits, visits moving between territories, the devices' own pushes,
@@ -1581,14 +1562,8 @@ mod tests {
     #[test]
     fn territory_marks_answer_as_the_whole_holdings() {
         use automerge::transaction::Transactable;
-        let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn).unwrap();
-        migrate(&mut conn).unwrap();
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |n: u64| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            (seed >> 33) % n
-        };
+        let conn = schema_db();
+        let mut next = numbers(0x2545_f491_4f6c_dd1d);
         // One small real document for every visit (the feed loads it).
         let mut am = automerge::Automerge::new();
         let mut tx = am.transaction();
@@ -1685,7 +1660,11 @@ mod tests {
             let incremental = cursor.is_some()
                 && mark.as_ref().map(|m| &m.0) == crate::feed::scope_key(&scope).as_ref();
             let (a, writes_a) = feed::pull(&mut src, &q).unwrap();
-            let (b, writes_b) = feed::pull(&mut Unmarked(SqliteFeed::new(&tx)), &q).unwrap();
+            let unmarked = &mut SqliteFeed {
+                marks: false,
+                ..SqliteFeed::new(&tx)
+            };
+            let (b, writes_b) = feed::pull(unmarked, &q).unwrap();
             drop(tx);
             let docs = |p: &PullPage| p.documents.iter().map(|d| d.0.clone()).collect::<Vec<_>>();
             let changed = |p: &PullPage| p.changes.iter().map(|c| c.0.clone()).collect::<Vec<_>>();
