@@ -160,8 +160,9 @@ pub fn scope_key(scope: &crate::store::Scope) -> Option<String> {
 const CHANGED_ROWS_MAX: usize = 2048;
 
 /// A pull that needed no other holdings write still moves the device's mark forward once
-/// this many visits changed since it, so the next pull reads fewer log rows.
-const MARK_AFTER_CHANGED: usize = 256;
+/// this many log rows were written since it, so the next pull reads fewer of them (and
+/// never reaches [`CHANGED_ROWS_MAX`] only because the rest of the company was busy).
+const MARK_AFTER_ROWS: usize = 256;
 
 /// How many unconfirmed answers of one device are kept (newest first). A device confirms
 /// the latest answer it received; more than one is pending only when a request was
@@ -313,13 +314,15 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
     // exactly this scope as of a mark, only visits with later rows can enter or leave.
     // (Not while it reconciles after a restore: it may hold visits the server lacks.)
     let key = scope_key(&q.scope).filter(|_| src.keeps_synced() && q.heads.is_none());
-    let changed: Option<Vec<String>> = match (holder, &key) {
+    // (The visits, and how many log rows named them.)
+    let changed: Option<(Vec<String>, usize)> = match (holder, &key) {
         (Some(device), Some(key)) => match src.synced(device)? {
             Some((k, seq)) if k == *key && seq <= max_seq => {
                 src.changed_since(seq, CHANGED_ROWS_MAX)?.map(|mut ids| {
+                    let rows = ids.len();
                     ids.sort_unstable();
                     ids.dedup();
-                    ids
+                    (ids, rows)
                 })
             }
             _ => None,
@@ -329,7 +332,7 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
     let mut entering_changed: Option<Vec<String>> = None;
     if let Some(device) = holder {
         let leaving = match &changed {
-            Some(ids) => {
+            Some((ids, _)) => {
                 let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
                 let held = src.held_of(device, &refs)?;
                 let in_scope = src.in_scope(&q.scope, &refs)?;
@@ -509,7 +512,7 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
         && !page.more
         && changed
             .as_ref()
-            .is_none_or(|ids| !writes.is_empty() || ids.len() >= MARK_AFTER_CHANGED)
+            .is_none_or(|(_, rows)| !writes.is_empty() || *rows >= MARK_AFTER_ROWS)
     {
         writes.push(HoldWrite::Synced {
             scope: key,

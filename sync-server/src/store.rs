@@ -947,7 +947,8 @@ impl FeedSource for SqliteFeed<'_> {
                  WHERE v.visit_id IN ({}){in_scope}",
                 in_list(ids.len(), 1)
             );
-            // Not cached: after a restore only, and the text varies with the number of ids.
+            // Not cached: the text varies with the number of ids (the visits a device sends
+            // heads of after a restore, or those changed since its mark: few).
             let mut stmt = self.conn.prepare(&sql)?;
             let found = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(0))?;
             for id in found {
