@@ -105,8 +105,8 @@ pub trait FeedSource {
     fn synced(&mut self, _device_id: &str) -> StoreResult<Option<(String, i64)>> {
         Ok(None)
     }
-    /// The distinct visits with log rows after `seq` (any device), when there are at most
-    /// `max_rows` such rows; `None` when there are more.
+    /// The visit of each log row after `seq` (any device; a visit once per row, in any
+    /// order), when there are at most `max_rows` such rows; `None` when there are more.
     fn changed_since(&mut self, _seq: i64, _max_rows: usize) -> StoreResult<Option<Vec<String>>> {
         Ok(None)
     }
