@@ -95,25 +95,17 @@ pub trait FeedSource {
     /// `device_id` holds, by sequence number, at most `limit`.
     fn feed(&mut self, device_id: &str, cursor: i64, limit: usize) -> StoreResult<Vec<LogRow>>;
 
-    /// Whether the backend keeps [`HoldWrite::Synced`] marks (and answers the three
-    /// methods below). A backend that does not gets no such writes, and every pull of a
-    /// territory scope computes what enters and leaves it from the whole holdings.
-    fn keeps_synced(&self) -> bool {
-        false
-    }
+    /// Whether pulls use and make [`HoldWrite::Synced`] marks (the three methods below).
+    /// Without them every pull of a territory scope computes what enters and leaves it
+    /// from the whole holdings, and no mark is written.
+    fn keeps_synced(&self) -> bool;
     /// The device's [`HoldWrite::Synced`] mark: its scope key and sequence number.
-    fn synced(&mut self, _device_id: &str) -> StoreResult<Option<(String, i64)>> {
-        Ok(None)
-    }
+    fn synced(&mut self, device_id: &str) -> StoreResult<Option<(String, i64)>>;
     /// The visit of each log row after `seq` (any device; a visit once per row, in any
     /// order), when there are at most `max_rows` such rows; `None` when there are more.
-    fn changed_since(&mut self, _seq: i64, _max_rows: usize) -> StoreResult<Option<Vec<String>>> {
-        Ok(None)
-    }
+    fn changed_since(&mut self, seq: i64, max_rows: usize) -> StoreResult<Option<Vec<String>>>;
     /// Those of `visit_ids` that `device_id` is recorded as holding.
-    fn held_of(&mut self, _device_id: &str, _visit_ids: &[&str]) -> StoreResult<HashSet<String>> {
-        Ok(HashSet::new())
-    }
+    fn held_of(&mut self, device_id: &str, visit_ids: &[&str]) -> StoreResult<HashSet<String>>;
 }
 
 /// Most ids one [`FeedSource::entering`] read returns; a page reads more when the visits
@@ -445,8 +437,13 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
             payloads: &mut payloads,
             writes: &mut writes,
         };
+        // (Not read when the mark leaves nothing to enter: an idle sync.)
         let split = match holder {
-            Some(device) if q.scope.rep_id.is_none() && q.scope.window.is_none() => {
+            Some(device)
+                if q.scope.rep_id.is_none()
+                    && q.scope.window.is_none()
+                    && entering_changed.as_ref().is_none_or(|ids| !ids.is_empty()) =>
+            {
                 src.last_held(device)?
             }
             _ => None,
