@@ -876,8 +876,6 @@ fn sync_blocking(
         } else {
             cursor.as_ref().map(|c| c.0)
         },
-        // Confirmed above.
-        token: None,
         heads,
         limit: state.config.page_changes,
         documents: req.accept_documents,

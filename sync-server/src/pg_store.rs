@@ -652,25 +652,6 @@ impl FeedSource for PgFeed<'_, '_> {
     }
 }
 
-/// [`Store::confirm`] in `tx`.
-fn confirm_in(tx: &mut Tx<'_>, device_id: &str, token: &str) -> StoreResult<()> {
-    let confirmed = tx.query_opt(
-        "SELECT writes FROM device_pending WHERE device_id = $1 AND token = $2",
-        &[&device_id, &token],
-    )?;
-    // Confirmed: every other pending answer is one the device did not use. Not found:
-    // nothing is dropped (see the SQLite store).
-    if let Some(row) = confirmed {
-        let writes: Vec<HoldWrite> = serde_json::from_str(row.get(0))?;
-        apply_holdings(tx, device_id, &writes)?;
-        tx.execute(
-            "DELETE FROM device_pending WHERE device_id = $1",
-            &[&device_id],
-        )?;
-    }
-    Ok(())
-}
-
 /// Applies a pull's holdings bookkeeping in the pull's transaction.
 fn apply_holdings(tx: &mut Tx<'_>, device_id: &str, writes: &[HoldWrite]) -> StoreResult<()> {
     let mut hold: Vec<&String> = Vec::new();
@@ -905,7 +886,20 @@ impl Store for PgStore {
     fn confirm(&self, device_id: &str, token: &str) -> StoreResult<()> {
         self.retrying(|c| {
             let mut tx = c.transaction()?;
-            confirm_in(&mut tx, device_id, token)?;
+            let confirmed = tx.query_opt(
+                "SELECT writes FROM device_pending WHERE device_id = $1 AND token = $2",
+                &[&device_id, &token],
+            )?;
+            // Confirmed: every other pending answer is one the device did not use. Not
+            // found: nothing is dropped (see the SQLite store).
+            if let Some(row) = confirmed {
+                let writes: Vec<HoldWrite> = serde_json::from_str(row.get(0))?;
+                apply_holdings(&mut tx, device_id, &writes)?;
+                tx.execute(
+                    "DELETE FROM device_pending WHERE device_id = $1",
+                    &[&device_id],
+                )?;
+            }
             tx.commit()?;
             Ok(())
         })
@@ -914,10 +908,6 @@ impl Store for PgStore {
     fn pull(&self, q: &PullQuery) -> StoreResult<PullPage> {
         self.retrying(|c| {
             let mut tx = c.transaction_with(IsolationLevel::RepeatableRead, false)?;
-            // The page the device confirms: its holdings changes apply before this one.
-            if let Some(token) = &q.token {
-                confirm_in(&mut tx, &q.device_id, token)?;
-            }
             // No cursor (first sync, heads after a restore): nothing is dropped either (see
             // the SQLite store).
             let (mut page, writes) = feed::pull(&mut PgFeed(&mut tx), q)?;

@@ -144,9 +144,6 @@ pub struct PullQuery {
     /// `None`: the device holds nothing the server knows of (first sync, or after a
     /// restore); everything in scope is sent, diffed against `heads` when given.
     pub cursor: Option<i64>,
-    /// The token of the page the device confirms (from its cursor): that page's holdings
-    /// changes apply now (see [`PullPage::token`]).
-    pub token: Option<String>,
     pub heads: Option<BTreeMap<String, Vec<String>>>,
     /// Most changes per page.
     pub limit: usize,
@@ -249,7 +246,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// endpoint confirms before it stores the request's pushes, which the device made after
     /// that answer: what they record (the device holds what it pushed) stands.
     fn confirm(&self, device_id: &str, token: &str) -> StoreResult<()>;
-    /// One page for `q`, after confirming `q.token` when set.
+    /// One page for `q`. The answer the device confirms with this request (the token in
+    /// its cursor) is applied first, with [`Store::confirm`].
     fn pull(&self, q: &PullQuery) -> StoreResult<PullPage>;
     /// A consistent copy of the database at `path`, with a new epoch.
     fn backup(&self, path: &Path) -> StoreResult<()>;
@@ -1308,10 +1306,6 @@ impl Store for SqliteStore {
     }
 
     fn pull(&self, q: &PullQuery) -> StoreResult<PullPage> {
-        // The page the device confirms: its holdings changes apply before this one is read.
-        if let Some(token) = &q.token {
-            self.confirm(&q.device_id, token)?;
-        }
         // Reads on one committed snapshot (a reader); the bookkeeping is written afterwards
         // on the writer. Only committed changes are seen, so the cursor never covers a
         // change that might still roll back.
@@ -1650,7 +1644,6 @@ mod tests {
                 device_id: device.clone(),
                 scope: scope.clone(),
                 cursor,
-                token: None,
                 heads: None,
                 limit: [2, 15, 1000][next(3) as usize],
                 documents: next(4) != 0,

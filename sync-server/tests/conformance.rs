@@ -15,7 +15,7 @@ use automerge::{ActorId, Automerge, ROOT, ReadDoc};
 use fieldsync_core::fixtures::{self, FixtureSize};
 use fieldsync_core::model::Role;
 use fieldsync_server::store::{
-    LogEntry, NewUser, PullPage, PullQuery, Scope, StoreError, VisitMeta,
+    LogEntry, NewUser, PullPage, PullQuery, Scope, StoreError, StoreResult, VisitMeta,
 };
 use fieldsync_server::{PgOptions, PgStore, SqliteStore, Store};
 use std::collections::{BTreeMap, BTreeSet};
@@ -271,12 +271,40 @@ fn scope(territory: &str) -> Scope {
 /// that carried it (see `PullPage::token`).
 type Cur = (i64, Option<String>);
 
-fn query(device: &str, territory: &str, cursor: Option<Cur>, limit: usize) -> PullQuery {
+/// A device's pull as the sync endpoint makes it: a [`PullQuery`], and the token of the
+/// answer the device confirms with it (from its cursor), applied first.
+#[derive(Clone, Debug)]
+struct Query {
+    device_id: String,
+    scope: Scope,
+    cursor: Option<i64>,
+    token: Option<String>,
+    heads: Option<BTreeMap<String, Vec<String>>>,
+    limit: usize,
+    documents: bool,
+}
+
+/// The page for `q`, after `Store::confirm` of `q.token` when set.
+fn pull(store: &dyn Store, q: &Query) -> StoreResult<PullPage> {
+    if let Some(token) = &q.token {
+        store.confirm(&q.device_id, token)?;
+    }
+    store.pull(&PullQuery {
+        device_id: q.device_id.clone(),
+        scope: q.scope.clone(),
+        cursor: q.cursor,
+        heads: q.heads.clone(),
+        limit: q.limit,
+        documents: q.documents,
+    })
+}
+
+fn query(device: &str, territory: &str, cursor: Option<Cur>, limit: usize) -> Query {
     let (cursor, token) = match cursor {
         Some((c, t)) => (Some(c), t),
         None => (None, None),
     };
-    PullQuery {
+    Query {
         device_id: device.into(),
         scope: scope(territory),
         cursor,
@@ -313,12 +341,12 @@ fn page_hashes(page: &PullPage) -> BTreeMap<String, BTreeSet<String>> {
 /// hashes per visit, purged).
 fn pull_all(
     store: &dyn Store,
-    mut q: PullQuery,
+    mut q: Query,
 ) -> (Cur, BTreeMap<String, BTreeSet<String>>, Vec<String>) {
     let mut got: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut purged = Vec::new();
     for _ in 0..10_000 {
-        let page = store.pull(&q).unwrap();
+        let page = pull(store, &q).unwrap();
         for (v, hs) in page_hashes(&page) {
             got.entry(v).or_default().extend(hs);
         }
@@ -487,9 +515,7 @@ fn pull_sends_whole_visits_then_the_feed_pages_and_purges(b: &dyn Backend) {
     }
     push(s.as_ref(), &v1, "dev-a", "mine", 1);
     let cursor = c2;
-    let first = s
-        .pull(&query("dev-a", T1, Some(cursor.clone()), 3))
-        .unwrap();
+    let first = pull(s.as_ref(), &query("dev-a", T1, Some(cursor.clone()), 3)).unwrap();
     assert!(first.more);
     assert_eq!(first.changes.iter().map(|(_, c)| c.len()).sum::<usize>(), 3);
     let (c3, got, _) = pull_all(s.as_ref(), query("dev-a", T1, Some(cursor.clone()), 3));
@@ -537,7 +563,7 @@ fn heads_after_a_restore_ask_for_what_the_server_lacks(b: &dyn Backend) {
         ("v-1".to_string(), device_heads),
         ("v-5".to_string(), vec![h1.clone()]),
     ]));
-    let page = s.pull(&q).unwrap();
+    let page = pull(s.as_ref(), &q).unwrap();
     let resend: BTreeMap<_, _> = page.resend.into_iter().collect();
     assert_eq!(resend["v-1"], vec![h1.clone()], "the server's heads");
     assert!(resend["v-5"].is_empty());
@@ -545,7 +571,7 @@ fn heads_after_a_restore_ask_for_what_the_server_lacks(b: &dyn Backend) {
     // Heads the server knows: nothing to resend, nothing sent that the device has.
     let mut q = query("dev-b", T1, None, 100);
     q.heads = Some(BTreeMap::from([("v-1".to_string(), vec![h1])]));
-    let page = s.pull(&q).unwrap();
+    let page = pull(s.as_ref(), &q).unwrap();
     assert!(page.resend.is_empty());
     assert!(page.changes.iter().all(|(_, c)| c.is_empty()));
 }
@@ -676,7 +702,8 @@ fn cursors_never_skip_a_change_under_concurrent_writers(b: &dyn Backend) {
                 loop {
                     let finishing = done.load(Ordering::SeqCst);
                     let store = &instances[rand::random_range(0..2)];
-                    let page = store.pull(&query(&device, T1, cursor.clone(), 25)).unwrap();
+                    let page =
+                        pull(store.as_ref(), &query(&device, T1, cursor.clone(), 25)).unwrap();
                     pulls += 1;
                     for (_, cs) in &page.changes {
                         seen.extend(cs.iter().map(|c| hash_of(c)));
@@ -752,7 +779,7 @@ fn whole_documents_for_visits_entering_the_scope_then_exact_changes(b: &dyn Back
     let mut pages = 0;
     loop {
         assert!(pages < 100, "the pull never finished");
-        let page = s.pull(&q).unwrap();
+        let page = pull(s.as_ref(), &q).unwrap();
         pages += 1;
         assert!(page.changes.is_empty(), "{:?}", page.changes);
         assert!(
@@ -778,7 +805,7 @@ fn whole_documents_for_visits_entering_the_scope_then_exact_changes(b: &dyn Back
         push(s.as_ref(), m, "dev-d", "mine", i as i64);
         fresh.insert(push(s.as_ref(), m, "dev-y", "again", i as i64));
     }
-    let first = s.pull(&q).unwrap();
+    let first = pull(s.as_ref(), &q).unwrap();
     assert!(first.more && first.documents.is_empty());
     assert_eq!(first.changes.iter().map(|(_, c)| c.len()).sum::<usize>(), 1);
     let (_, got, _) = pull_all(s.as_ref(), q.clone());
@@ -817,7 +844,7 @@ fn a_version_1_database_is_upgraded_and_no_cursor_skips_a_change(b: &dyn Backend
     for documents in [false, true] {
         let mut q = query("dev-a", T1, Some((1, None)), 100);
         q.documents = documents;
-        let page = s.pull(&q).unwrap();
+        let page = pull(s.as_ref(), &q).unwrap();
         assert_eq!(page_hashes(&page)["v-1"], hashes, "documents: {documents}");
         assert_eq!(page.cursor, 4);
     }
@@ -846,7 +873,7 @@ fn a_version_1_database_is_upgraded_and_no_cursor_skips_a_change(b: &dyn Backend
 /// the device's holdings end, then from the start) and for a rep's scope with a window.
 fn visits_entering_and_leaving_the_scope_arrive_once_across_pages(b: &dyn Backend) {
     let s = b.open();
-    let rep_scope = |q: &mut PullQuery| {
+    let rep_scope = |q: &mut Query| {
         q.scope.rep_id = Some("u-1".into());
         q.scope.window = Some((0, 10_000));
     };
@@ -920,7 +947,7 @@ fn visits_entering_and_leaving_the_scope_arrive_once_across_pages(b: &dyn Backen
         let mut pages = 0;
         loop {
             assert!(pages < 50, "{device}: the pull never finished");
-            let page = s.pull(&q).unwrap();
+            let page = pull(s.as_ref(), &q).unwrap();
             pages += 1;
             let units: usize = page.changes.iter().map(|(_, c)| c.len()).sum();
             assert!(units <= 4, "{device}: page {pages} holds {units} changes");
@@ -954,7 +981,7 @@ fn visits_entering_and_leaving_the_scope_arrive_once_across_pages(b: &dyn Backen
         assert_eq!(delivered, want, "{device}: each once");
         assert_eq!(purged, leaving, "{device}");
         // Nothing left: nothing sent or purged again.
-        let page = s.pull(&q).unwrap();
+        let page = pull(s.as_ref(), &q).unwrap();
         assert!(!page.more && page.purge.is_empty(), "{device}");
         assert!(
             page.changes.is_empty() && page.documents.is_empty(),
@@ -974,7 +1001,7 @@ fn visits_entering_and_leaving_the_scope_arrive_once_across_pages(b: &dyn Backen
             BTreeMap::from([("a-03".to_string(), BTreeSet::from([h.clone()]))])
         );
         assert!(purged.is_empty());
-        qs.push(PullQuery {
+        qs.push(Query {
             cursor: Some(c.0),
             token: c.1,
             limit: 256,
@@ -988,12 +1015,12 @@ fn visits_entering_and_leaving_the_scope_arrive_once_across_pages(b: &dyn Backen
         push(s.as_ref(), &meta(v, T1, "u-1", 2_000), "dev-x", "k", 0);
     }
     for mut q in qs {
-        let first = s.pull(&q).unwrap();
+        let first = pull(s.as_ref(), &q).unwrap();
         assert!(first.more, "{}", q.device_id);
         assert_eq!(first.changes.len(), 256, "{}", q.device_id);
         q.cursor = Some(first.cursor);
         q.token = first.token.clone();
-        let second = s.pull(&q).unwrap();
+        let second = pull(s.as_ref(), &q).unwrap();
         assert!(!second.more, "{}", q.device_id);
         let got: BTreeSet<String> = first
             .changes
@@ -1071,7 +1098,7 @@ fn a_territory_scope_is_held_exactly_after_every_complete_pull(b: &dyn Backend) 
         );
         if next(6) == 0 {
             // An answer that never arrives.
-            s.pull(&q).unwrap();
+            pull(s.as_ref(), &q).unwrap();
             continue;
         }
         if cursor.is_none() {
@@ -1103,14 +1130,14 @@ fn a_territory_scope_is_held_exactly_after_every_complete_pull(b: &dyn Backend) 
 fn a_duplicated_request_cannot_cancel_the_answer_the_device_confirms(b: &dyn Backend) {
     let s = b.open();
     push(s.as_ref(), &meta("d-1", T1, "u-1", 1_000), "dev-x", "k", 0);
-    let first = s.pull(&query("dev-d", T1, None, 100)).unwrap();
+    let first = pull(s.as_ref(), &query("dev-d", T1, None, 100)).unwrap();
     assert!(first.token.is_some());
     // A visit arrives; the device's next request (confirming the first answer) is sent
     // twice and both copies are answered with it.
     push(s.as_ref(), &meta("d-2", T1, "u-1", 1_000), "dev-x", "k", 0);
     let q = query("dev-d", T1, Some((first.cursor, first.token.clone())), 100);
-    let answered = s.pull(&q).unwrap();
-    let duplicate = s.pull(&q).unwrap();
+    let answered = pull(s.as_ref(), &q).unwrap();
+    let duplicate = pull(s.as_ref(), &q).unwrap();
     assert!(page_hashes(&answered).contains_key("d-2"));
     assert!(page_hashes(&duplicate).contains_key("d-2"));
     assert_ne!(answered.token, duplicate.token);
@@ -1137,8 +1164,8 @@ fn a_late_copy_of_a_first_request_cannot_cancel_the_answer_the_device_confirms(b
     let s = b.open();
     push(s.as_ref(), &meta("e-1", T1, "u-1", 1_000), "dev-x", "k", 0);
     let q = query("dev-e", T1, None, 100);
-    let answered = s.pull(&q).unwrap();
-    let late = s.pull(&q).unwrap();
+    let answered = pull(s.as_ref(), &q).unwrap();
+    let late = pull(s.as_ref(), &q).unwrap();
     assert!(page_hashes(&answered).contains_key("e-1"));
     assert!(page_hashes(&late).contains_key("e-1"));
     push(s.as_ref(), &meta("e-1", T2, "u-1", 1_000), "dev-x", "k", 1);
