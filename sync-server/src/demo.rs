@@ -2,9 +2,10 @@
 //! `fieldsync-core` for real (device stores in temp dirs, sync over HTTP).
 
 use chrono::Utc;
+use fieldsync_core::clock::Clock;
 use fieldsync_core::document::VisitDoc;
 use fieldsync_core::fixtures::{self, FixtureSize, Rng};
-use fieldsync_core::model::Role;
+use fieldsync_core::model::{Millis, Role};
 use fieldsync_core::store::DeviceStore;
 use fieldsync_core::sync::{SyncClient, login};
 use fieldsync_core::visit::{
@@ -13,6 +14,7 @@ use fieldsync_core::visit::{
 };
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use crate::store::{Store, StoreError};
@@ -26,25 +28,39 @@ pub struct DemoUser {
     pub password: String,
 }
 
-const HOUR: i64 = 3_600_000;
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
 
-/// Seeds the demo (once per data dir); returns the accounts with their passwords.
-pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String> {
-    let creds_file = data_dir.join("demo-credentials.json");
-    if let Ok(text) = std::fs::read_to_string(&creds_file) {
-        let v: Vec<(String, String, String, String)> =
-            serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        return Ok(v
-            .into_iter()
+/// Where the demo's accounts are kept, in the data dir.
+const CREDENTIALS_FILE: &str = "demo-credentials.json";
+
+/// The accounts of the demo seeded in `data_dir`, with their passwords; `None` when it
+/// holds no demo.
+pub fn seeded_accounts(data_dir: &Path) -> Result<Option<Vec<DemoUser>>, String> {
+    let Ok(text) = std::fs::read_to_string(data_dir.join(CREDENTIALS_FILE)) else {
+        return Ok(None);
+    };
+    let v: Vec<(String, String, String, String)> =
+        serde_json::from_str(&text).map_err(|e| format!("{CREDENTIALS_FILE}: {e}"))?;
+    Ok(Some(
+        v.into_iter()
             .map(|(username, user_id, role, password)| DemoUser {
                 username,
                 user_id,
                 role: Role::parse(&role).unwrap_or(Role::Rep),
                 password,
             })
-            .collect());
+            .collect(),
+    ))
+}
+
+/// Seeds the demo (once per data dir); returns the accounts with their passwords.
+pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String> {
+    if let Some(users) = seeded_accounts(data_dir)? {
+        return Ok(users);
     }
+    let creds_file = data_dir.join(CREDENTIALS_FILE);
     let today = Utc::now().date_naive();
     let refs = fixtures::reference_data(42, &FixtureSize::default(), today);
     let idx = refs.index();
@@ -68,7 +84,10 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
             password,
         });
     }
-    // Plans: each rep visits three of their territory's stores a day, ±7 days.
+    // Plans: each rep visits three of their territory's stores a day, ±7 days. Today's
+    // windows are open now (from 50 minutes ago), so the simulated reps' live visits fall
+    // in them; the other days' are at 7:00, 10:00 and 13:00 UTC. Each plan was made three
+    // days ahead (or now, for the days after).
     let mut rng = Rng::new(7);
     let now = Utc::now().timestamp_millis();
     let midnight = now - now.rem_euclid(DAY);
@@ -96,7 +115,12 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
             for day in -7..=7 {
                 for slot in 0..3 {
                     let shop = stores[(ri * 3 + slot + (day + 7) as usize * 2) % stores.len()];
-                    let start = midnight + day * DAY + (7 + slot as i64 * 3) * HOUR;
+                    let start = if day == 0 {
+                        now - 50 * MINUTE + slot as i64 * 20 * MINUTE
+                    } else {
+                        midnight + day * DAY + (7 + slot as i64 * 3) * HOUR
+                    };
+                    let planned_at = now.min(start - 3 * DAY);
                     let plan = VisitPlan {
                         store_id: shop.id.clone(),
                         rep_id: rep.id.clone(),
@@ -124,7 +148,7 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
                                 &plan,
                                 crate::api::server_actor(&manager.id),
                                 &author,
-                                now,
+                                planned_at,
                             )
                             .map_err(StoreError::from)?),
                         },
@@ -162,8 +186,16 @@ pub fn spawn_simulation(base_url: String, users: Vec<DemoUser>, store: Arc<dyn S
         let base = base_url.clone();
         let u = u.clone();
         tokio::spawn(async move {
-            if let Err(e) = simulate_rep(&base, &u, i as u64).await {
-                tracing::warn!(user = %u.username, error = %e, "simulated rep stopped");
+            let dir = match tempfile::tempdir() {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(user = %u.username, error = %e, "simulated rep not started");
+                    return;
+                }
+            };
+            match DemoRep::start(&base, &u, i as u64, dir.path()).await {
+                Ok(rep) => rep.run().await,
+                Err(e) => tracing::warn!(user = %u.username, error = %e, "simulated rep stopped"),
             }
         });
     }
@@ -240,66 +272,356 @@ fn jitter(rng: &mut Rng, p: GeoPoint) -> GeoPoint {
     }
 }
 
-async fn simulate_rep(base: &str, u: &DemoUser, seed: u64) -> Result<(), String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let device = format!("demo-phone-{}", u.username);
-    let store = DeviceStore::open(dir.path().join("device.db"), &u.user_id, &device)
-        .map_err(|e| e.to_string())?;
-    let mut session = None;
-    for _ in 0..30 {
-        match login(base, &u.username, &u.password, &device).await {
-            Ok(s) => {
-                session = Some(s);
-                break;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "demo login retry");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
+/// The demo phones' clock: the system time, except while a rep's past visits are
+/// recorded, when it shows the time each step happened.
+#[derive(Debug, Default)]
+struct DemoClock {
+    /// The time shown; 0: the system time.
+    pinned: AtomicI64,
+}
+
+impl DemoClock {
+    fn show(&self, at: Millis) {
+        self.pinned.store(at, Ordering::SeqCst);
     }
-    let session = session.ok_or("could not sign in")?;
-    let client = SyncClient::new(base, &session.token).map_err(|e| e.to_string())?;
-    let mut rng = Rng::new(1000 + seed);
-    loop {
-        if let Err(e) = client.sync(&store, None).await {
-            tracing::warn!(user = %u.username, error = %e, "demo sync failed");
-        }
-        if let Err(e) = work_one_visit(&store, &mut rng) {
-            tracing::debug!(user = %u.username, error = %e, "demo visit step failed");
-        }
-        tokio::time::sleep(Duration::from_millis(3_000 + rng.below(9_000))).await;
+
+    fn release(&self) {
+        self.pinned.store(0, Ordering::SeqCst);
     }
 }
 
-/// Does the next step of today's route: check in to the next planned visit, record
-/// findings (some out of stock, some non-compliant), complete.
-fn work_one_visit(store: &DeviceStore, rng: &mut Rng) -> fieldsync_core::Result<()> {
-    let route = store.today_route()?;
-    let refs = store.reference_data();
-    let idx = refs.index();
-    let Some(entry) = route
-        .iter()
-        .find(|e| matches!(e.status, VisitStatus::Planned | VisitStatus::InProgress))
-    else {
-        return Ok(());
+impl Clock for DemoClock {
+    fn now_ms(&self) -> Millis {
+        match self.pinned.load(Ordering::SeqCst) {
+            0 => Utc::now().timestamp_millis(),
+            at => at,
+        }
+    }
+}
+
+/// How the rep's past visits went, as [`DemoRep::start`] recorded them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PastVisits {
+    /// Completed, checked in within the planned window.
+    pub on_time: usize,
+    /// Completed, checked in after the window closed.
+    pub late: usize,
+    pub canceled: usize,
+    pub abandoned: usize,
+    /// Left as planned: the rep never went.
+    pub missed: usize,
+}
+
+/// What happened to one past visit: the same for a visit id on every run, so a demo
+/// started again (with fresh phones) leaves the visits it did not work on as they were.
+enum PastOutcome {
+    OnTime,
+    Late,
+    Canceled,
+    Abandoned,
+    Missed,
+}
+
+fn past_outcome(visit_id: &str) -> (PastOutcome, Rng) {
+    // FNV-1a of the id: stable across runs and builds.
+    let seed = visit_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut rng = Rng::new(seed);
+    let outcome = match rng.below(100) {
+        0..80 => PastOutcome::OnTime,
+        80..88 => PastOutcome::Late,
+        88..93 => PastOutcome::Canceled,
+        93..96 => PastOutcome::Abandoned,
+        _ => PastOutcome::Missed,
     };
-    let shop = idx.store(&entry.store_id)?;
-    if entry.status == VisitStatus::Planned {
-        store.check_in(
-            &entry.visit_id,
-            jitter(
-                rng,
-                GeoPoint {
-                    lat: shop.lat,
-                    lng: shop.lng,
-                },
-            ),
-        )?;
+    (outcome, rng)
+}
+
+/// A simulated rep: a phone (a device store of its own) syncing over HTTP.
+pub struct DemoRep {
+    username: String,
+    store: Arc<DeviceStore>,
+    client: SyncClient,
+    clock: Arc<DemoClock>,
+    rng: Rng,
+    /// How the rep's past visits went (recorded when the demo started).
+    pub past: PastVisits,
+}
+
+impl std::fmt::Debug for DemoRep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoRep")
+            .field("username", &self.username)
+            .field("past", &self.past)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Ad-hoc visits a simulated rep adds per day once the planned ones are done.
+const AD_HOC_PER_DAY: usize = 6;
+
+impl DemoRep {
+    /// Signs in on a fresh phone (its database in `dir`), takes the rep's route, works
+    /// through the visits whose windows closed before now as the rep did at the time
+    /// (most completed on time, some late, canceled, abandoned or missed), and pushes
+    /// them: the dashboard shows a week of history.
+    pub async fn start(base: &str, u: &DemoUser, seed: u64, dir: &Path) -> Result<Self, String> {
+        let clock = Arc::new(DemoClock::default());
+        let device = format!("demo-phone-{}", u.username);
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let store =
+            DeviceStore::open_with_clock(dir.join("device.db"), &u.user_id, &device, clock.clone())
+                .map_err(|e| e.to_string())?;
+        let store = Arc::new(store);
+        let mut session = None;
+        for _ in 0..30 {
+            match login(base, &u.username, &u.password, &device).await {
+                Ok(s) => {
+                    session = Some(s);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "demo login retry");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        let session = session.ok_or("could not sign in")?;
+        let client = SyncClient::new(base, &session.token).map_err(|e| e.to_string())?;
+        client.sync(&store, None).await.map_err(|e| e.to_string())?;
+        // Recording a week is blocking work (a device commit per action).
+        let past = {
+            let (store, clock) = (store.clone(), clock.clone());
+            tokio::task::spawn_blocking(move || {
+                let done = record_past_visits(&store, &clock);
+                clock.release();
+                done
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+        };
+        client.sync(&store, None).await.map_err(|e| e.to_string())?;
+        tracing::info!(
+            user = %u.username,
+            on_time = past.on_time,
+            late = past.late,
+            canceled = past.canceled,
+            abandoned = past.abandoned,
+            missed = past.missed,
+            "demo rep synced the past week"
+        );
+        Ok(Self {
+            username: u.username.clone(),
+            store,
+            client,
+            clock,
+            rng: Rng::new(1000 + seed),
+            past,
+        })
+    }
+
+    /// Works today's route live, step by step, syncing between steps at random intervals,
+    /// until the process ends.
+    pub async fn run(mut self) {
+        loop {
+            if let Err(e) = self.sync().await {
+                tracing::warn!(user = %self.username, error = %e, "demo sync failed");
+            }
+            let step = self.step();
+            let user = &self.username;
+            match step {
+                Ok(Step::CheckedIn(visit, shop)) => {
+                    tracing::info!(%user, %visit, %shop, "demo rep checked in");
+                }
+                Ok(Step::Completed(visit, shop)) => {
+                    tracing::info!(%user, %visit, %shop, "demo rep completed a visit");
+                }
+                Ok(Step::AddedAdHoc(visit, shop)) => {
+                    tracing::info!(%user, %visit, %shop, "demo rep started an ad-hoc visit");
+                }
+                Ok(Step::Recorded(_) | Step::Idle) => {}
+                Err(e) => tracing::debug!(%user, error = %e, "demo visit step failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(3_000 + self.rng.below(9_000))).await;
+        }
+    }
+
+    /// Syncs the phone.
+    pub async fn sync(&self) -> Result<(), String> {
+        self.client
+            .sync(&self.store, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The next step of today's route: check in to the next planned visit, or record the
+    /// next [`FINDINGS_PER_STEP`] findings of the visit in progress, or, with all
+    /// recorded, check out and complete it. With the route done, now and then an ad-hoc
+    /// visit to one of the territory's stores (at most [`AD_HOC_PER_DAY`] a day).
+    pub fn step(&mut self) -> fieldsync_core::Result<Step> {
+        self.clock.release();
+        let (store, rng) = (self.store.as_ref(), &mut self.rng);
+        let route = store.today_route()?;
+        let refs = store.reference_data();
+        let idx = refs.index();
+        let next = route
+            .iter()
+            .find(|e| matches!(e.status, VisitStatus::Planned | VisitStatus::InProgress));
+        let Some(entry) = next else {
+            let ad_hoc = route.iter().filter(|e| e.ad_hoc).count();
+            if ad_hoc < AD_HOC_PER_DAY && rng.chance(0.15) && !refs.stores.is_empty() {
+                let shop = rng.pick(&refs.stores);
+                let id = store.create_ad_hoc_visit(&shop.id, "tt-standard")?;
+                return Ok(Step::AddedAdHoc(id, shop.name.clone()));
+            }
+            return Ok(Step::Idle);
+        };
+        let shop = idx.store(&entry.store_id)?;
+        let here = jitter(
+            rng,
+            GeoPoint {
+                lat: shop.lat,
+                lng: shop.lng,
+            },
+        );
+        let (id, name) = (entry.visit_id.clone(), shop.name.clone());
+        if entry.status == VisitStatus::Planned {
+            store.check_in(&id, here)?;
+            return Ok(Step::CheckedIn(id, name));
+        }
+        if record_findings(store, &id, rng, FINDINGS_PER_STEP)? > 0 {
+            return Ok(Step::Recorded(id));
+        }
+        store.check_out(&id, here)?;
+        store.complete(&id)?;
+        Ok(Step::Completed(id, name))
+    }
+}
+
+/// Findings a simulated rep records between two syncs: a visit takes a few minutes.
+pub const FINDINGS_PER_STEP: usize = 3;
+
+/// What [`DemoRep::step`] did (visit id, store name).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Nothing left to do today.
+    Idle,
+    AddedAdHoc(String, String),
+    CheckedIn(String, String),
+    /// Recorded findings in the visit.
+    Recorded(String),
+    /// Checked out and completed the visit.
+    Completed(String, String),
+}
+
+/// Records the rep's visits planned in the past week whose windows have closed and that
+/// are still planned, each at the time it happened (see [`past_outcome`]). A visit that
+/// cannot be recorded is left as it is (and logged).
+fn record_past_visits(
+    store: &DeviceStore,
+    clock: &DemoClock,
+) -> fieldsync_core::Result<PastVisits> {
+    let now = Utc::now().timestamp_millis();
+    let mut past = PastVisits::default();
+    for id in store.visit_ids_between(now - 8 * DAY, now)? {
+        if let Err(e) = record_past_visit(store, clock, now, &id, &mut past) {
+            tracing::debug!(visit = %id, error = %e, "demo past visit not recorded");
+        }
+    }
+    Ok(past)
+}
+
+fn record_past_visit(
+    store: &DeviceStore,
+    clock: &DemoClock,
+    now: Millis,
+    id: &str,
+    past: &mut PastVisits,
+) -> fieldsync_core::Result<()> {
+    let visit = store.visit(id)?;
+    let plan = &visit.plan;
+    if plan.rep_id != store.identity().user_id
+        || plan.ad_hoc
+        || plan.planned_end >= now
+        || visit.status != VisitStatus::Planned
+    {
         return Ok(());
     }
-    let id = &entry.visit_id;
+    let refs = store.reference_data();
+    let shop = refs.index().store(&plan.store_id)?.clone();
+    let (outcome, mut rng) = past_outcome(id);
+    // Never later than now.
+    let at = |t: Millis| clock.show(t.min(now - MINUTE));
+    let here = jitter(
+        &mut rng,
+        GeoPoint {
+            lat: shop.lat,
+            lng: shop.lng,
+        },
+    );
+    let arrive = match outcome {
+        PastOutcome::Missed => {
+            past.missed += 1;
+            return Ok(());
+        }
+        PastOutcome::Canceled => {
+            at(plan.planned_start - HOUR);
+            store.cancel(id, "Store closed for a stocktake", Some(here))?;
+            past.canceled += 1;
+            return Ok(());
+        }
+        PastOutcome::Late => plan.planned_end + 20 * MINUTE + rng.below(90) as i64 * MINUTE,
+        PastOutcome::OnTime | PastOutcome::Abandoned => {
+            let room = (plan.planned_end - plan.planned_start).max(MINUTE) as u64;
+            plan.planned_start + rng.below(room * 2 / 3) as i64
+        }
+    };
+    at(arrive);
+    store.check_in(id, here)?;
+    if let PastOutcome::Abandoned = outcome {
+        at(arrive + 10 * MINUTE);
+        store.abandon(id, "The store manager asked us to come back another day")?;
+        past.abandoned += 1;
+        return Ok(());
+    }
+    at(arrive + 5 * MINUTE);
+    record_findings(store, id, &mut rng, usize::MAX)?;
+    at(arrive + 20 * MINUTE + rng.below(25) as i64 * MINUTE);
+    store.check_out(id, here)?;
+    store.complete(id)?;
+    match outcome {
+        PastOutcome::Late => past.late += 1,
+        _ => past.on_time += 1,
+    }
+    Ok(())
+}
+
+/// Records at most `max` of the findings the visit still lacks, in the order a rep works
+/// through the store: every product of the assortment counted (some out of stock, some at
+/// the wrong price), the planogram audited (some positions wrong), the promotions checked,
+/// the survey answered, and the order submitted (with a line half the time). Returns how
+/// many it recorded: 0 when nothing was left.
+fn record_findings(
+    store: &DeviceStore,
+    id: &str,
+    rng: &mut Rng,
+    max: usize,
+) -> fieldsync_core::Result<usize> {
+    let visit = store.visit(id)?;
+    let refs = store.reference_data();
+    let idx = refs.index();
+    let shop = idx.store(&visit.plan.store_id)?;
+    let mut done = 0;
     for p in idx.assortment_for(shop) {
+        if done == max {
+            return Ok(done);
+        }
+        if visit.inventory.contains_key(p) {
+            continue;
+        }
         let oos = rng.chance(0.08);
         let list = idx.product(p).map(|x| x.list_price_cents).unwrap_or(199);
         let price = if rng.chance(0.1) {
@@ -318,27 +640,40 @@ fn work_one_visit(store: &DeviceStore, rng: &mut Rng) -> fieldsync_core::Result<
                 facings: Some(1 + rng.below(4) as i64),
             },
         )?;
+        done += 1;
     }
-    if let Some(pg) = idx.planogram_for(shop) {
-        for pos in &pg.positions {
-            let ok = !rng.chance(0.12);
-            store.record_position(
-                id,
-                &pos.id,
-                &PositionInput {
-                    present: Some(ok || rng.chance(0.5)),
-                    actual_facings: Some(if ok {
-                        i64::from(pos.facings)
-                    } else {
-                        i64::from(pos.facings.saturating_sub(1))
-                    }),
-                    correct_position: Some(ok),
-                },
-            )?;
+    let positions = idx.planogram_for(shop).map(|pg| pg.positions.as_slice());
+    for pos in positions.unwrap_or_default() {
+        if done == max {
+            return Ok(done);
         }
+        if visit.planogram.contains_key(&pos.id) {
+            continue;
+        }
+        let ok = !rng.chance(0.12);
+        store.record_position(
+            id,
+            &pos.id,
+            &PositionInput {
+                present: Some(ok || rng.chance(0.5)),
+                actual_facings: Some(if ok {
+                    i64::from(pos.facings)
+                } else {
+                    i64::from(pos.facings.saturating_sub(1))
+                }),
+                correct_position: Some(ok),
+            },
+        )?;
+        done += 1;
     }
     let day = fieldsync_core::rules::local_day(shop, store.now());
     for promo in idx.promotions_for(shop, day) {
+        if done == max {
+            return Ok(done);
+        }
+        if visit.promotions.contains_key(&promo.id) {
+            continue;
+        }
         let ok = !rng.chance(0.2);
         store.record_promotion(
             id,
@@ -350,12 +685,20 @@ fn work_one_visit(store: &DeviceStore, rng: &mut Rng) -> fieldsync_core::Result<
                 observed_price_cents: Some(promo.promo_price_cents),
             },
         )?;
+        done += 1;
     }
-    store.answer_survey(id, "q-manager-met", &AnswerValue::Bool(rng.chance(0.6)))?;
-    if rng.chance(0.5) {
-        let p = idx.assortment_for(shop)[0];
-        store.set_order_line(id, p, 6 + rng.below(24) as i64)?;
+    if done < max && !visit.survey.contains_key("q-manager-met") {
+        store.answer_survey(id, "q-manager-met", &AnswerValue::Bool(rng.chance(0.6)))?;
+        done += 1;
     }
-    store.submit_order(id)?;
-    store.complete(id)
+    if done < max && !visit.order_submitted {
+        if let Some(p) = idx.assortment_for(shop).first()
+            && rng.chance(0.5)
+        {
+            store.set_order_line(id, p, 6 + rng.below(24) as i64)?;
+        }
+        store.submit_order(id)?;
+        done += 1;
+    }
+    Ok(done)
 }
