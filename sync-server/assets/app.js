@@ -317,10 +317,13 @@
   const W = 420; const H = 190; const M = { l: 38, r: 10, t: 12, b: 26 };
 
   function xScale(n) { const w = W - M.l - M.r; return (i) => M.l + (n <= 1 ? w / 2 : (i * w) / (n - 1)); }
+  // Bars: the middle of the i-th of n equal bands, so the first and last bars stay inside
+  // the plot (clear of the y-axis labels).
+  function bandScale(n) { const w = W - M.l - M.r; return (i) => M.l + ((i + 0.5) * w) / Math.max(1, n); }
   const yScale = (max) => (v) => M.t + (H - M.t - M.b) * (1 - v / max);
 
-  function axes(days, max, unit) {
-    const y = yScale(max); const x = xScale(days.length);
+  function axes(days, max, unit, x = xScale(days.length)) {
+    const y = yScale(max);
     const g = h('g', { class: 'axis' });
     const grid = h('g', { class: 'grid' });
     for (let k = 0; k <= 4; k += 1) {
@@ -369,10 +372,10 @@
   function visitsChart(days) {
     const max = Math.max(4, ...days.map((d) => d.summary.visits));
     const nice = Math.ceil(max / 4) * 4;
-    const x = xScale(days.length); const y = yScale(nice);
-    const bw = Math.max(6, Math.min(28, ((W - M.l - M.r) / Math.max(1, days.length)) * 0.6));
+    const x = bandScale(days.length); const y = yScale(nice);
+    const bw = Math.max(2, Math.min(28, ((W - M.l - M.r) / Math.max(1, days.length)) * 0.6));
     const svg = h('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'Visits per day: completed, open and canceled', dataset: { chart: 'visits' } });
-    svg.append(...axes(days, nice, ''));
+    svg.append(...axes(days, nice, '', x));
     days.forEach((d, i) => {
       const s = d.summary;
       let base = 0;

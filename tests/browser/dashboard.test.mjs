@@ -315,6 +315,22 @@ test('trends are drawn as SVG charts', async () => {
   assert.ok(await page.locator('svg[data-chart] path.line').count() >= 5, 'line charts drawn');
   assert.ok(await page.locator('svg[data-chart] circle.pt').count() >= 20, 'data points drawn');
   assert.ok(await page.locator('svg[data-chart="visits"] rect').count() >= 5, 'bars drawn');
+  // Each day is a band of the plot, its bar and label in the middle: every bar lies inside
+  // the plot, right of the y-axis labels (which end at the plot's left edge, the first
+  // grid line's x1) and left of its right edge, and so do the first and last days.
+  const plot = await page.locator('svg[data-chart="visits"]').evaluate((svg) => {
+    const grid = svg.querySelector('g.grid line');
+    const num = (el, a) => Number(el.getAttribute(a));
+    return {
+      left: num(grid, 'x1'),
+      right: num(grid, 'x2'),
+      bars: [...svg.querySelectorAll('rect')].map((r) => [num(r, 'x'), num(r, 'width')]),
+      days: [...svg.querySelectorAll('g.axis text[text-anchor="middle"]')].map((t) => num(t, 'x')),
+    };
+  });
+  for (const [x, w] of plot.bars) assert.ok(x >= plot.left && x + w <= plot.right, `bar at ${x}+${w} inside ${plot.left}..${plot.right}`);
+  assert.ok(plot.days.length >= 2, 'day labels');
+  assert.ok(plot.days[0] > plot.left && plot.days[plot.days.length - 1] < plot.right, `days at ${plot.days} inside ${plot.left}..${plot.right}`);
   await shot('trends');
 });
 
