@@ -230,13 +230,18 @@
     const draw = async () => {
       const data = await load();
       const focused = document.activeElement && document.activeElement.id;
-      view.replaceChildren(...[render(data)].flat());
+      // Parts a page leaves out are null (DOM `append` would write them as "null").
+      view.replaceChildren(...[render(data)].flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
       if (focused) { const el = document.getElementById(focused); if (el) el.focus(); }
       if (data && typeof data.latest_seq === 'number' && data.latest_seq > st.seq) st.seq = data.latest_seq;
     };
     st.refresh = draw;
     await draw();
   }
+
+  // One term of a `dl.facts`: its label over its value (`attrs` go on the value), kept
+  // together as one cell of the grid.
+  const fact = (label, attrs, ...value) => h('div', { class: 'fact' }, h('dt', {}, label), h('dd', attrs, ...value));
 
   function pageHead(title, subtitle, crumbs) {
     return h('div', { class: 'page-head' }, h('div', {},
@@ -486,13 +491,13 @@
       const fieldCell = (p) => [h('span', {}, fieldLabel(p)), h('br'), h('span', { class: 'mono muted small' }, p)];
       const lineConflict = (prefix) => [...conflictPaths].some((p) => p.startsWith(prefix));
       const facts = h('dl', { class: 'facts' },
-        h('dt', {}, 'Rep'), h('dd', { id: 'visit-rep' }, d.rep.name),
-        h('dt', {}, 'Status'), h('dd', {}, badge(v.status), v.cancel_reason ? ` ${v.cancel_reason}` : '', v.abandon_reason ? ` ${v.abandon_reason}` : ''),
-        h('dt', {}, 'Planned window'), h('dd', {}, `${fmtTime(v.plan.planned_start)} – ${fmtTime(v.plan.planned_end).split(', ').pop()}`),
-        h('dt', {}, 'Check-in'), h('dd', {}, v.check_in ? [fmtTime(v.check_in.at), ` · ${Math.round(v.check_in.distance_m)} m`, v.check_in.outside_geofence ? h('span', { class: 'badge no' }, ' outside geofence') : ''] : '—'),
-        h('dt', {}, 'Check-out'), h('dd', {}, v.check_out ? [fmtTime(v.check_out.at), ` · ${Math.round(v.check_out.distance_m)} m`] : '—'),
-        h('dt', {}, 'Template · priority'), h('dd', {}, `${d.template_name || v.plan.template_id} · P${v.plan.priority}`),
-        v.plan.instructions ? [h('dt', {}, 'Instructions'), h('dd', {}, v.plan.instructions)] : null);
+        fact('Rep', { id: 'visit-rep' }, d.rep.name),
+        fact('Status', {}, badge(v.status), v.cancel_reason ? ` ${v.cancel_reason}` : '', v.abandon_reason ? ` ${v.abandon_reason}` : ''),
+        fact('Planned window', {}, `${fmtTime(v.plan.planned_start)} – ${fmtTime(v.plan.planned_end).split(', ').pop()}`),
+        fact('Check-in', {}, v.check_in ? [fmtTime(v.check_in.at), ` · ${Math.round(v.check_in.distance_m)} m from the store`, v.check_in.outside_geofence ? h('span', { class: 'badge no' }, ' outside geofence') : ''] : '—'),
+        fact('Check-out', {}, v.check_out ? [fmtTime(v.check_out.at), ` · ${Math.round(v.check_out.distance_m)} m from the store`] : '—'),
+        fact('Template · priority', {}, `${d.template_name || v.plan.template_id} · P${v.plan.priority}`),
+        v.plan.instructions ? fact('Instructions', {}, v.plan.instructions) : null);
       const conflicts = d.conflicts.length ? h('section', { class: 'panel conflicts', 'aria-labelledby': 'conf-h', id: 'conflicts' },
         h('h2', { id: 'conf-h' }, `⚠ ${d.conflicts.length} conflicting field${d.conflicts.length === 1 ? '' : 's'}`),
         h('p', { class: 'muted small' }, 'Two devices changed these fields concurrently. The highlighted value is the one in use; the others are kept.'),
@@ -576,7 +581,7 @@
         filtered.length > limit ? h('button', { type: 'button', class: 'btn', id: 'history-more', onclick: () => { st.historyAll = true; st.refresh(); } }, `Show all ${filtered.length} field changes`) : null);
       const extra = h('div', { class: 'grid-2' },
         h('section', { class: 'panel', 'aria-labelledby': 'survey-h' }, h('h2', { id: 'survey-h' }, 'Survey and order'),
-          d.survey.length ? h('dl', { class: 'facts' }, d.survey.map((a) => [h('dt', {}, a.text || a.question_id), h('dd', {}, a.value && a.value.value !== undefined ? (typeof a.value.value === 'boolean' ? (a.value.value ? 'Yes' : 'No') : String(a.value.value)) : '—')])) : h('p', { class: 'muted' }, 'No survey answers.'),
+          d.survey.length ? h('dl', { class: 'facts' }, d.survey.map((a) => fact(a.text || a.question_id, {}, a.value && a.value.value !== undefined ? (typeof a.value.value === 'boolean' ? (a.value.value ? 'Yes' : 'No') : String(a.value.value)) : '—'))) : h('p', { class: 'muted' }, 'No survey answers.'),
           d.orders.length ? h('ul', {}, d.orders.map((o) => h('li', {}, `${o.quantity} × ${o.name || o.product_id}`))) : h('p', { class: 'muted' }, v.order_submitted ? 'Order submitted without lines (no order).' : 'No order.')),
         h('section', { class: 'panel', 'aria-labelledby': 'notes-h' }, h('h2', { id: 'notes-h' }, 'Notes'), v.notes ? h('p', {}, v.notes) : h('p', { class: 'muted' }, 'No notes.')));
       return [

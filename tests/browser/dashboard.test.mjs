@@ -175,7 +175,20 @@ async function device(...args) {
   return JSON.parse(stdout);
 }
 
+// Every page shot is also checked for what a broken render leaves: text reading "null"
+// or "undefined", and facts (`dl.facts`) whose labels and values are not paired.
 async function shot(name) {
+  const broken = await page.evaluate(() => {
+    const walker = document.createTreeWalker(document.getElementById('view') || document.body, NodeFilter.SHOW_TEXT);
+    const stray = [];
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      if (/^(null|undefined)$/.test(n.textContent.trim())) stray.push(n.parentElement.tagName);
+    }
+    const unpaired = [...document.querySelectorAll('dl.facts > *')]
+      .filter((el) => !el.matches('div.fact') || el.children.length !== 2 || !el.children[0].matches('dt') || !el.children[1].matches('dd')).length;
+    return { stray, unpaired };
+  });
+  assert.deepEqual(broken, { stray: [], unpaired: 0 }, `page ${name}`);
   await page.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: true });
 }
 
@@ -367,6 +380,13 @@ test('visit detail shows the field history with the right users and devices, con
   assert.ok(await page.locator('#history tr.row-conflict').count() >= 2, 'conflicting writes highlighted in the history');
   await page.getByLabel('Show', { exact: true }).selectOption('all');
   await shot('visit');
+  // A visit without conflicts (no conflicts panel) draws as cleanly.
+  const plain = scenario.visits.find((v) => v.id !== conflictVisit.id && v.outcome === 'complete');
+  await page.goto(`${base}/visits/${plain.id}`);
+  await ready();
+  assert.equal(await page.locator('#conflicts').count(), 0);
+  assert.equal((await page.locator('#visit-rep').textContent()).trim(), refs.users.find((u) => u.username === plain.rep).display_name);
+  await shot('visit-plain');
 });
 
 test('a planned visit reaches the rep device on its next sync; the page refreshes live', async () => {
