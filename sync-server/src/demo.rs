@@ -220,6 +220,14 @@ pub fn spawn_simulation(base_url: String, users: Vec<DemoUser>, store: Arc<dyn S
     }
 }
 
+/// What the demo's managers write on today's visits.
+const MANAGER_NOTES: [&str; 4] = [
+    "Manager: please check the end cap. ",
+    "Manager: ask about the cola delivery. ",
+    "Manager: photograph the promotion display. ",
+    "Manager: the store owner wants a call back. ",
+];
+
 /// A manager writes a note on one of today's visits of their territory (concurrently with
 /// the rep, who may be editing the same visit offline).
 fn manager_note(store: &dyn Store, manager_id: &str, pick: u64) -> Result<(), String> {
@@ -253,10 +261,14 @@ fn manager_note(store: &dyn Store, manager_id: &str, pick: u64) -> Result<(), St
         &id,
         |existing| {
             let mut doc = existing.ok_or_else(|| StoreError::NotFound(format!("no visit {id}")))?;
+            // Each note once per visit, at most two per visit.
+            let notes = doc.notes()?;
+            let note = MANAGER_NOTES[(pick / 21) as usize % MANAGER_NOTES.len()];
+            if notes.contains(note) || notes.matches("Manager: ").count() >= 2 {
+                return Err(StoreError::Conflict(format!("{id} has its manager notes")));
+            }
             doc.set_actor(crate::api::server_actor(&manager.id));
-            doc.edit(&author, now, |w| {
-                w.splice_notes(0, 0, "Manager: please check the end cap. ")
-            })?;
+            doc.edit(&author, now, |w| w.splice_notes(0, 0, note))?;
             Ok(doc)
         },
         &refs.index(),
@@ -602,8 +614,8 @@ fn record_past_visit(
 /// Records at most `max` of the findings the visit still lacks, in the order a rep works
 /// through the store: every product of the assortment counted (some out of stock, some at
 /// the wrong price), the planogram audited (some positions wrong), the promotions checked,
-/// the survey answered, and the order submitted (with a line half the time). Returns how
-/// many it recorded: 0 when nothing was left.
+/// the survey answered, sometimes a note, and the order submitted (with a line half the
+/// time). Returns how many it recorded: 0 when nothing was left.
 fn record_findings(
     store: &DeviceStore,
     id: &str,
@@ -689,6 +701,11 @@ fn record_findings(
     }
     if done < max && !visit.survey.contains_key("q-manager-met") {
         store.answer_survey(id, "q-manager-met", &AnswerValue::Bool(rng.chance(0.6)))?;
+        done += 1;
+    }
+    // Some reps leave a note; it merges with what the manager writes meanwhile.
+    if done < max && !visit.notes.contains("Rep: ") && rng.chance(0.3) {
+        store.edit_notes(id, 0, 0, "Rep: restocked the shelf with the store staff. ")?;
         done += 1;
     }
     if done < max && !visit.order_submitted {
