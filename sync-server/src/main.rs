@@ -182,7 +182,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,hyper=warn".into()),
+                // The demo's simulated phones migrate their fresh databases: not news.
+                .unwrap_or_else(|_| "info,hyper=warn,fieldsync_core::store::schema=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
