@@ -3,6 +3,7 @@
 
 use fieldsync_core::Gtin13;
 use fieldsync_core::model::{Product, ReferenceData, Role, Store as Shop};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -86,6 +87,20 @@ pub fn load_import(current: &ReferenceData, path: &Path) -> Result<ReferenceData
     Ok(data)
 }
 
+/// The columns a stores CSV must have (the others, `address`, `timezone`,
+/// `store_group_ids` (`;`-separated) and `priority`, may be left out).
+const STORE_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "territory_id",
+    "lat",
+    "lng",
+    "geofence_radius_m",
+];
+/// The columns a products CSV must have (`brand`, `category` and `own_brand` may be left
+/// out).
+const PRODUCT_COLUMNS: &[&str] = &["id", "gtin", "name", "list_price_cents"];
+
 fn import_csv(
     current: &ReferenceData,
     text: &str,
@@ -104,6 +119,23 @@ fn import_csv(
     let is_products = col("gtin").is_some();
     if !is_stores && !is_products {
         return Err(vec!["line 1: unknown CSV: a stores file needs a territory_id column, a products file a gtin column".into()]);
+    }
+    let (kind, required) = if is_stores {
+        ("stores", STORE_COLUMNS)
+    } else {
+        ("products", PRODUCT_COLUMNS)
+    };
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|c| col(c).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(vec![format!(
+            "line 1: a {kind} CSV needs the column(s) {}; this one has {}",
+            missing.join(", "),
+            headers.join(", ")
+        )]);
     }
     let mut errors = Vec::new();
     let mut lines = HashMap::new();
@@ -190,13 +222,82 @@ fn import_csv(
     Ok((data, lines))
 }
 
-/// Imports a file (validated first, applied in one transaction); returns the new version.
-pub fn import(store: &dyn Store, path: &Path) -> Result<i64, Vec<String>> {
+/// What an import did, or would do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Imported {
+    /// The new reference data version; `None` for a dry run.
+    pub version: Option<i64>,
+    /// What changes, one line per kind of data (see [`reference_changes`]).
+    pub changes: Vec<String>,
+}
+
+/// Imports a file: validated whole first, then applied in one transaction (unless
+/// `dry_run`). A JSON file replaces all reference data; a stores or products CSV replaces
+/// the stores or the products with its rows.
+pub fn import(store: &dyn Store, path: &Path, dry_run: bool) -> Result<Imported, Vec<String>> {
     let current = store.reference().map_err(|e| vec![e.to_string()])?;
     let data = load_import(&current, path)?;
-    store
-        .import_reference(data)
-        .map_err(|e| vec![e.to_string()])
+    let changes = reference_changes(&current, &data);
+    let version = if dry_run {
+        None
+    } else {
+        Some(
+            store
+                .import_reference(data)
+                .map_err(|e| vec![e.to_string()])?,
+        )
+    };
+    Ok(Imported { version, changes })
+}
+
+/// What replacing `before` with `after` changes, one line per kind of reference data that
+/// changes, items matched by id: "stores: 1 added, 2 changed, 37 removed (40 → 4)".
+pub fn reference_changes(before: &ReferenceData, after: &ReferenceData) -> Vec<String> {
+    let (Ok(Value::Object(old)), Ok(Value::Object(new))) =
+        (serde_json::to_value(before), serde_json::to_value(after))
+    else {
+        return vec!["(the changes could not be listed)".into()];
+    };
+    let mut out = Vec::new();
+    for (kind, new_value) in &new {
+        let old_value = old.get(kind).unwrap_or(&Value::Null);
+        if kind == "version" || old_value == new_value {
+            continue;
+        }
+        let (Value::Array(was), Value::Array(now)) = (old_value, new_value) else {
+            out.push(format!("{kind}: changed"));
+            continue;
+        };
+        let by_id = |items: &[Value]| -> HashMap<String, Value> {
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v.get("id").and_then(Value::as_str) {
+                    Some(id) => (id.to_string(), v.clone()),
+                    None => (format!("#{i}"), v.clone()),
+                })
+                .collect()
+        };
+        let (was_ids, now_ids) = (by_id(was), by_id(now));
+        let added = now_ids.keys().filter(|k| !was_ids.contains_key(*k)).count();
+        let removed = was_ids.keys().filter(|k| !now_ids.contains_key(*k)).count();
+        let changed = now_ids
+            .iter()
+            .filter(|(k, v)| was_ids.get(*k).is_some_and(|w| w != *v))
+            .count();
+        let parts: Vec<String> = [(added, "added"), (changed, "changed"), (removed, "removed")]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        let parts = if parts.is_empty() {
+            "reordered".to_string()
+        } else {
+            parts.join(", ")
+        };
+        out.push(format!("{kind}: {parts} ({} → {})", was.len(), now.len()));
+    }
+    out
 }
 
 /// The name of the embedded database in a data directory.
@@ -310,4 +411,44 @@ pub fn restore(dir: &Path, backup: &Path) -> Result<Restored, String> {
         }
     }
     Ok(Restored { epoch, previous })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fieldsync_core::fixtures::{self, FixtureSize};
+
+    #[test]
+    fn reference_changes_count_by_id_and_name_each_kind() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let before = fixtures::reference_data(3, &FixtureSize::default(), today);
+        assert!(reference_changes(&before, &before).is_empty());
+        let mut after = before.clone();
+        after.version += 1;
+        after.products[0].list_price_cents += 10;
+        after.products[1].name.push_str(" XL");
+        let gone = after.stores.pop().unwrap();
+        after.stores.push(Shop {
+            id: "st-new".into(),
+            ..gone
+        });
+        after.stores.remove(0);
+        after.settings.price_tolerance += 0.01;
+        let (p, s) = (before.products.len(), before.stores.len());
+        assert_eq!(
+            reference_changes(&before, &after),
+            vec![
+                format!("products: 2 changed ({p} → {p})"),
+                "settings: changed".to_string(),
+                format!("stores: 1 added, 2 removed ({s} → {})", s - 1),
+            ]
+        );
+        // Only the order differs.
+        let mut shuffled = before.clone();
+        shuffled.stores.reverse();
+        assert_eq!(
+            reference_changes(&before, &shuffled),
+            vec![format!("stores: reordered ({s} → {s})")]
+        );
+    }
 }

@@ -124,8 +124,16 @@ enum AdminCommand {
         #[arg(long)]
         token_id: Option<String>,
     },
-    /// Import reference data: a JSON file, or a stores/products CSV.
-    Import { file: PathBuf },
+    /// Import reference data, validated whole first and applied in one transaction: a JSON
+    /// file replaces all reference data; a stores or a products CSV (recognized by its
+    /// `territory_id` or `gtin` column) replaces the stores or the products with its rows.
+    /// Prints what changes.
+    Import {
+        file: PathBuf,
+        /// Validate and print what would change, without importing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Write a consistent backup of the database (it gets a new epoch when restored).
     /// PostgreSQL: a `pg_dump` custom-format file, restored with `pg_restore`.
     Backup { file: PathBuf },
@@ -314,8 +322,21 @@ fn admin_command(backend: &Backend, command: AdminCommand) -> Result<(), String>
                 println!("revoked token {t}");
             }
         }
-        AdminCommand::Import { file } => match admin::import(store, &file) {
-            Ok(v) => println!("imported {} (reference data version {v})", file.display()),
+        AdminCommand::Import { file, dry_run } => match admin::import(store, &file, dry_run) {
+            Ok(done) => {
+                for c in &done.changes {
+                    println!("  {c}");
+                }
+                if done.changes.is_empty() {
+                    println!("  nothing changes");
+                }
+                match done.version {
+                    Some(v) => {
+                        println!("imported {} (reference data version {v})", file.display());
+                    }
+                    None => println!("{} is valid; dry run: nothing imported", file.display()),
+                }
+            }
             Err(problems) => {
                 for p in &problems {
                     eprintln!("{}: {p}", file.display());

@@ -998,6 +998,15 @@ fn admin_cli_imports_csv_with_errors_by_line_creates_users_and_backs_up() {
         )
     };
     let csv = tmp.path().join("stores.csv");
+    // A file without a column stores need: one error naming it, not one per line.
+    std::fs::write(&csv, "id,name,territory_id\nst-900,Good Store,t-1\n").unwrap();
+    let (ok, _, err) = admin(&["import", csv.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("line 1: a stores CSV needs the column(s) lat, lng, geofence_radius_m; this one has id, name, territory_id"),
+        "{err}"
+    );
+    assert_eq!(err.matches("stores.csv:").count(), 1, "{err}");
     std::fs::write(
         &csv,
         "id,name,territory_id,address,lat,lng,geofence_radius_m,timezone,store_group_ids,priority\n\
@@ -1034,9 +1043,22 @@ fn admin_cli_imports_csv_with_errors_by_line_creates_users_and_backs_up() {
          st-900,Good Store,t-1,1 Main St,52.5,13.4,100,Europe/Berlin,g-1,2\n",
     )
     .unwrap();
+    // A dry run says what would change (the CSV's one store replaces the others) and
+    // changes nothing.
+    let stores_before = before.stores.len();
+    let summary = format!("stores: 1 added, {stores_before} removed ({stores_before} → 1)");
+    let (ok, out, err) = admin(&["import", "--dry-run", csv.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&summary) && out.contains("dry run: nothing imported"),
+        "{out}"
+    );
+    let store = fieldsync_server::SqliteStore::open_dir(&data).unwrap();
+    assert_eq!(store.reference().unwrap(), before);
+    drop(store);
     let (ok, out, err) = admin(&["import", csv.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert!(out.contains("version 2"), "{out}");
+    assert!(out.contains("version 2") && out.contains(&summary), "{out}");
     let store = fieldsync_server::SqliteStore::open_dir(&data).unwrap();
     let after = store.reference().unwrap();
     assert_eq!(after.stores.len(), 1);
