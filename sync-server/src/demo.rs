@@ -441,7 +441,7 @@ impl DemoRep {
             if let Err(e) = self.sync().await {
                 tracing::warn!(user = %self.username, error = %e, "demo sync failed");
             }
-            let step = self.step();
+            let step = self.step().await;
             let user = &self.username;
             match step {
                 Ok(Step::CheckedIn(visit, shop)) => {
@@ -472,45 +472,58 @@ impl DemoRep {
     /// The next step of today's route: check in to the next planned visit, or record the
     /// next [`FINDINGS_PER_STEP`] findings of the visit in progress, or, with all
     /// recorded, check out and complete it. With the route done, now and then an ad-hoc
-    /// visit to one of the territory's stores (at most [`AD_HOC_PER_DAY`] a day).
-    pub fn step(&mut self) -> fieldsync_core::Result<Step> {
-        self.clock.release();
-        let (store, rng) = (self.store.as_ref(), &mut self.rng);
-        let route = store.today_route()?;
-        let refs = store.reference_data();
-        let idx = refs.index();
-        let next = route
-            .iter()
-            .find(|e| matches!(e.status, VisitStatus::Planned | VisitStatus::InProgress));
-        let Some(entry) = next else {
-            let ad_hoc = route.iter().filter(|e| e.ad_hoc).count();
-            if ad_hoc < AD_HOC_PER_DAY && rng.chance(0.15) && !refs.stores.is_empty() {
-                let shop = rng.pick(&refs.stores);
-                let id = store.create_ad_hoc_visit(&shop.id, "tt-standard")?;
-                return Ok(Step::AddedAdHoc(id, shop.name.clone()));
-            }
-            return Ok(Step::Idle);
-        };
-        let shop = idx.store(&entry.store_id)?;
-        let here = jitter(
-            rng,
-            GeoPoint {
-                lat: shop.lat,
-                lng: shop.lng,
-            },
-        );
-        let (id, name) = (entry.visit_id.clone(), shop.name.clone());
-        if entry.status == VisitStatus::Planned {
-            store.check_in(&id, here)?;
-            return Ok(Step::CheckedIn(id, name));
-        }
-        if record_findings(store, &id, rng, FINDINGS_PER_STEP)? > 0 {
-            return Ok(Step::Recorded(id));
-        }
-        store.check_out(&id, here)?;
-        store.complete(&id)?;
-        Ok(Step::Completed(id, name))
+    /// visit to one of the territory's stores (at most [`AD_HOC_PER_DAY`] a day). The
+    /// phone's writes run on a blocking thread, not on the server's async workers.
+    pub async fn step(&mut self) -> Result<Step, String> {
+        let (store, clock) = (self.store.clone(), self.clock.clone());
+        let mut rng = self.rng.clone();
+        let (step, rng) = tokio::task::spawn_blocking(move || {
+            clock.release();
+            (next_step(&store, &mut rng), rng)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        self.rng = rng;
+        step.map_err(|e| e.to_string())
     }
+}
+
+/// [`DemoRep::step`] on the phone's store.
+fn next_step(store: &DeviceStore, rng: &mut Rng) -> fieldsync_core::Result<Step> {
+    let route = store.today_route()?;
+    let refs = store.reference_data();
+    let idx = refs.index();
+    let next = route
+        .iter()
+        .find(|e| matches!(e.status, VisitStatus::Planned | VisitStatus::InProgress));
+    let Some(entry) = next else {
+        let ad_hoc = route.iter().filter(|e| e.ad_hoc).count();
+        if ad_hoc < AD_HOC_PER_DAY && rng.chance(0.15) && !refs.stores.is_empty() {
+            let shop = rng.pick(&refs.stores);
+            let id = store.create_ad_hoc_visit(&shop.id, "tt-standard")?;
+            return Ok(Step::AddedAdHoc(id, shop.name.clone()));
+        }
+        return Ok(Step::Idle);
+    };
+    let shop = idx.store(&entry.store_id)?;
+    let here = jitter(
+        rng,
+        GeoPoint {
+            lat: shop.lat,
+            lng: shop.lng,
+        },
+    );
+    let (id, name) = (entry.visit_id.clone(), shop.name.clone());
+    if entry.status == VisitStatus::Planned {
+        store.check_in(&id, here)?;
+        return Ok(Step::CheckedIn(id, name));
+    }
+    if record_findings(store, &id, rng, FINDINGS_PER_STEP)? > 0 {
+        return Ok(Step::Recorded(id));
+    }
+    store.check_out(&id, here)?;
+    store.complete(&id)?;
+    Ok(Step::Completed(id, name))
 }
 
 /// Findings a simulated rep records between two syncs: a visit takes a few minutes.

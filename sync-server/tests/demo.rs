@@ -90,7 +90,7 @@ async fn demo_reps_sync_a_week_of_history_and_work_today_within_the_windows() {
 
     // Today, live: check in to the first visit, then record, check out and complete it. Its
     // window is open now, so it counts as compliant.
-    let first = match rep.step().unwrap() {
+    let first = match rep.step().await.unwrap() {
         Step::CheckedIn(id, _) => id,
         other => panic!("{other:?}"),
     };
@@ -98,7 +98,7 @@ async fn demo_reps_sync_a_week_of_history_and_work_today_within_the_windows() {
     loop {
         steps += 1;
         assert!(steps < 200, "the visit never completed");
-        match rep.step().unwrap() {
+        match rep.step().await.unwrap() {
             Step::Recorded(id) => assert_eq!(id, first),
             Step::Completed(id, _) => {
                 assert_eq!(id, first);
