@@ -3,11 +3,12 @@
 
 use fieldsync_core::Gtin13;
 use fieldsync_core::model::{Product, ReferenceData, Role, Store as Shop};
+use fieldsync_core::visit::VisitStatus;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use crate::store::{NewUser, Store};
+use crate::store::{NewUser, Store, StoreResult};
 
 /// Creates a user; returns the password (generated when `password` is `None`).
 pub fn create_user(
@@ -233,10 +234,24 @@ pub struct Imported {
 
 /// Imports a file: validated whole first, then applied in one transaction (unless
 /// `dry_run`). A JSON file replaces all reference data; a stores or products CSV replaces
-/// the stores or the products with its rows.
-pub fn import(store: &dyn Store, path: &Path, dry_run: bool) -> Result<Imported, Vec<String>> {
+/// the stores or the products with its rows. Removing a store that still has open visits
+/// (planned or in progress, from two weeks back on) is refused unless `allow_removals`:
+/// those visits would vanish from the reps' routes.
+pub fn import(
+    store: &dyn Store,
+    path: &Path,
+    dry_run: bool,
+    allow_removals: bool,
+) -> Result<Imported, Vec<String>> {
     let current = store.reference().map_err(|e| vec![e.to_string()])?;
     let data = load_import(&current, path)?;
+    if !allow_removals {
+        let open = open_visits_of_removed_stores(store, &current, &data)
+            .map_err(|e| vec![e.to_string()])?;
+        if !open.is_empty() {
+            return Err(open);
+        }
+    }
     let changes = reference_changes(&current, &data);
     let version = if dry_run {
         None
@@ -248,6 +263,47 @@ pub fn import(store: &dyn Store, path: &Path, dry_run: bool) -> Result<Imported,
         )
     };
     Ok(Imported { version, changes })
+}
+
+/// One line per store that `after` removes from `before` while it has open visits (planned
+/// or in progress, planned from two weeks back on: what the reps' phones hold and the
+/// planning page shows).
+fn open_visits_of_removed_stores(
+    store: &dyn Store,
+    before: &ReferenceData,
+    after: &ReferenceData,
+) -> StoreResult<Vec<String>> {
+    let kept: HashSet<&str> = after.stores.iter().map(|s| s.id.as_str()).collect();
+    let removed: HashSet<&str> = before
+        .stores
+        .iter()
+        .map(|s| s.id.as_str())
+        .filter(|id| !kept.contains(id))
+        .collect();
+    if removed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let since = chrono::Utc::now().timestamp_millis() - 14 * 86_400_000;
+    let mut open: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in store.visits_in_range(None, since, i64::MAX)? {
+        let m = v.meta;
+        let open_status = VisitStatus::parse(&m.status).is_ok_and(|s| !s.is_final());
+        if removed.contains(m.store_id.as_str()) && open_status {
+            open.entry(m.store_id).or_default().push(m.visit_id);
+        }
+    }
+    Ok(open
+        .into_iter()
+        .map(|(store_id, visits)| {
+            let shown: Vec<&str> = visits.iter().take(3).map(String::as_str).collect();
+            format!(
+                "store {store_id} would be removed but has {} open visit(s) ({}{}): reassign or cancel them first, or import with --allow-removals",
+                visits.len(),
+                shown.join(", "),
+                if visits.len() > shown.len() { ", …" } else { "" }
+            )
+        })
+        .collect())
 }
 
 /// What replacing `before` with `after` changes, one line per kind of reference data that

@@ -133,6 +133,10 @@ enum AdminCommand {
         /// Validate and print what would change, without importing.
         #[arg(long)]
         dry_run: bool,
+        /// Remove stores even when they still have open (planned or in-progress) visits,
+        /// which then vanish from the reps' routes.
+        #[arg(long)]
+        allow_removals: bool,
     },
     /// Write a consistent backup of the database (it gets a new epoch when restored).
     /// PostgreSQL: a `pg_dump` custom-format file, restored with `pg_restore`.
@@ -322,7 +326,11 @@ fn admin_command(backend: &Backend, command: AdminCommand) -> Result<(), String>
                 println!("revoked token {t}");
             }
         }
-        AdminCommand::Import { file, dry_run } => match admin::import(store, &file, dry_run) {
+        AdminCommand::Import {
+            file,
+            dry_run,
+            allow_removals,
+        } => match admin::import(store, &file, dry_run, allow_removals) {
             Ok(done) => {
                 for c in &done.changes {
                     println!("  {c}");

@@ -1043,11 +1043,65 @@ fn admin_cli_imports_csv_with_errors_by_line_creates_users_and_backs_up() {
          st-900,Good Store,t-1,1 Main St,52.5,13.4,100,Europe/Berlin,g-1,2\n",
     )
     .unwrap();
+    // A store with an open visit is not removed by accident: its visit would vanish from
+    // the rep's route.
+    let doomed = before
+        .stores
+        .iter()
+        .find(|s| s.territory_id == "t-1")
+        .unwrap();
+    let rep = before.users.iter().find(|u| u.id == "rep-1").unwrap();
+    let store = fieldsync_server::SqliteStore::open_dir(&data).unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let plan = VisitPlan {
+        store_id: doomed.id.clone(),
+        rep_id: rep.id.clone(),
+        planned_start: now + 3_600_000,
+        planned_end: now + 7_200_000,
+        priority: 3,
+        instructions: String::new(),
+        template_id: String::new(),
+        ad_hoc: false,
+    };
+    let author = fieldsync_core::visit::Author {
+        user_id: "manager-1".into(),
+        device_id: "server".into(),
+    };
+    fieldsync_server::ingest::server_edit(
+        &store,
+        "v-open",
+        |_| {
+            Ok(fieldsync_core::document::VisitDoc::create(
+                "v-open",
+                &plan,
+                automerge::ActorId::random(),
+                &author,
+                now,
+            )?)
+        },
+        &before.index(),
+    )
+    .unwrap();
+    drop(store);
+    let (ok, _, err) = admin(&["import", csv.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "store {} would be removed but has 1 open visit(s) (v-open)",
+            doomed.id
+        )) && err.contains("--allow-removals"),
+        "{err}"
+    );
     // A dry run says what would change (the CSV's one store replaces the others) and
     // changes nothing.
     let stores_before = before.stores.len();
     let summary = format!("stores: 1 added, {stores_before} removed ({stores_before} → 1)");
-    let (ok, out, err) = admin(&["import", "--dry-run", csv.to_str().unwrap()]);
+    let (ok, out, err) = admin(&[
+        "import",
+        "--dry-run",
+        "--allow-removals",
+        csv.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     assert!(
         out.contains(&summary) && out.contains("dry run: nothing imported"),
@@ -1056,7 +1110,7 @@ fn admin_cli_imports_csv_with_errors_by_line_creates_users_and_backs_up() {
     let store = fieldsync_server::SqliteStore::open_dir(&data).unwrap();
     assert_eq!(store.reference().unwrap(), before);
     drop(store);
-    let (ok, out, err) = admin(&["import", csv.to_str().unwrap()]);
+    let (ok, out, err) = admin(&["import", "--allow-removals", csv.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("version 2") && out.contains(&summary), "{out}");
     let store = fieldsync_server::SqliteStore::open_dir(&data).unwrap();
