@@ -979,6 +979,7 @@ async fn large_backlogs_page_and_the_observer_sees_state_progress_and_changes() 
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // StoreError is server_edit's error type
 fn admin_cli_imports_csv_with_errors_by_line_creates_users_and_backs_up() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("server");
@@ -1067,21 +1068,16 @@ fn admin_cli_imports_csv_with_errors_by_line_creates_users_and_backs_up() {
         user_id: "manager-1".into(),
         device_id: "server".into(),
     };
-    fieldsync_server::ingest::server_edit(
-        &store,
+    let doc = fieldsync_core::document::VisitDoc::create(
         "v-open",
-        |_| {
-            Ok(fieldsync_core::document::VisitDoc::create(
-                "v-open",
-                &plan,
-                automerge::ActorId::random(),
-                &author,
-                now,
-            )?)
-        },
-        &before.index(),
+        &plan,
+        automerge::ActorId::random(),
+        &author,
+        now,
     )
     .unwrap();
+    fieldsync_server::ingest::server_edit(&store, "v-open", |_| Ok(doc.clone()), &before.index())
+        .unwrap();
     drop(store);
     let (ok, _, err) = admin(&["import", csv.to_str().unwrap()]);
     assert!(!ok);
