@@ -401,7 +401,10 @@ impl DemoRep {
         }
         let session = session.ok_or("could not sign in")?;
         let client = SyncClient::new(base, &session.token).map_err(|e| e.to_string())?;
-        client.sync(&store, None).await.map_err(|e| e.to_string())?;
+        // A failed sync is retried by the live loop.
+        if let Err(e) = client.sync(&store, None).await {
+            tracing::warn!(user = %u.username, error = %e, "demo first sync failed");
+        }
         // Recording a week is blocking work (a device commit per action).
         let past = {
             let (store, clock) = (store.clone(), clock.clone());
@@ -414,7 +417,10 @@ impl DemoRep {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?
         };
-        client.sync(&store, None).await.map_err(|e| e.to_string())?;
+        // A failed sync is retried by the live loop.
+        if let Err(e) = client.sync(&store, None).await {
+            tracing::warn!(user = %u.username, error = %e, "demo sync of the past week failed");
+        }
         tracing::info!(
             user = %u.username,
             on_time = past.on_time,
