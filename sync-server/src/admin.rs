@@ -53,8 +53,9 @@ pub fn create_user(
 }
 
 /// Reads reference data from a file: `*.json` (whole reference data), or a CSV of stores
-/// or products (recognized by its header) merged into the current data. Every problem is
-/// reported, CSV problems with their line numbers; nothing is returned if any.
+/// or products (recognized by its header) whose rows replace the stores or the products of
+/// the current data. Every problem is reported, CSV problems with their line numbers;
+/// nothing is returned if any.
 pub fn load_import(current: &ReferenceData, path: &Path) -> Result<ReferenceData, Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
