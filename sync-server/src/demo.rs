@@ -355,7 +355,6 @@ pub struct DemoRep {
     username: String,
     store: Arc<DeviceStore>,
     client: SyncClient,
-    clock: Arc<DemoClock>,
     rng: Rng,
     /// How the rep's past visits went (recorded when the demo started).
     pub past: PastVisits,
@@ -434,7 +433,6 @@ impl DemoRep {
             username: u.username.clone(),
             store,
             client,
-            clock,
             rng: Rng::new(1000 + seed),
             past,
         })
@@ -481,14 +479,11 @@ impl DemoRep {
     /// visit to one of the territory's stores (at most [`AD_HOC_PER_DAY`] a day). The
     /// phone's writes run on a blocking thread, not on the server's async workers.
     pub async fn step(&mut self) -> Result<Step, String> {
-        let (store, clock) = (self.store.clone(), self.clock.clone());
+        let store = self.store.clone();
         let mut rng = self.rng.clone();
-        let (step, rng) = tokio::task::spawn_blocking(move || {
-            clock.release();
-            (next_step(&store, &mut rng), rng)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let (step, rng) = tokio::task::spawn_blocking(move || (next_step(&store, &mut rng), rng))
+            .await
+            .map_err(|e| e.to_string())?;
         self.rng = rng;
         step.map_err(|e| e.to_string())
     }
