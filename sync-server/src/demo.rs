@@ -1,13 +1,14 @@
 //! `serve --demo`: seeds realistic data and runs simulated reps and managers that use
 //! `fieldsync-core` for real (device stores in temp dirs, sync over HTTP).
 
-use chrono::Utc;
+use chrono::{DateTime, NaiveDate, Utc};
 use fieldsync_core::clock::Clock;
 use fieldsync_core::document::VisitDoc;
 use fieldsync_core::fixtures::{self, FixtureSize, Rng};
 use fieldsync_core::model::{Millis, Role};
 use fieldsync_core::store::DeviceStore;
 use fieldsync_core::sync::{SyncClient, login};
+use fieldsync_core::tz;
 use fieldsync_core::visit::{
     AnswerValue, Author, GeoPoint, InventoryInput, PositionInput, PromotionInput, VisitPlan,
     VisitStatus,
@@ -84,13 +85,13 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
             password,
         });
     }
-    // Plans: each rep visits three of their territory's stores a day, ±7 days. Today's
-    // windows are open now (from 50 minutes ago), so the simulated reps' live visits fall
-    // in them; the other days' are at 7:00, 10:00 and 13:00 UTC. Each plan was made three
-    // days ahead (or now, for the days after).
+    // Plans: each rep visits three of their territory's stores a day, ±7 days, days as
+    // the stores count them (their time zone). Today's windows are open now (from 50
+    // minutes ago, or from the stores' midnight if that is later), so the simulated reps'
+    // live visits fall in them; the other days' are at 7:00, 10:00 and 13:00 local time.
+    // Each plan was made three days ahead (or now, for the days after).
     let mut rng = Rng::new(7);
     let now = Utc::now().timestamp_millis();
-    let midnight = now - now.rem_euclid(DAY);
     for t in &refs.territories {
         let reps: Vec<_> = refs
             .users
@@ -107,6 +108,8 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
             .filter(|s| s.territory_id == t.id)
             .collect();
         let Some(manager) = manager else { continue };
+        let zone = stores.first().map_or("UTC", |s| s.timezone.as_str());
+        let today = local_day(zone, now);
         let author = Author {
             user_id: manager.id.clone(),
             device_id: "server".into(),
@@ -116,9 +119,11 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
                 for slot in 0..3 {
                     let shop = stores[(ri * 3 + slot + (day + 7) as usize * 2) % stores.len()];
                     let start = if day == 0 {
-                        now - 50 * MINUTE + slot as i64 * 20 * MINUTE
+                        (now - 50 * MINUTE).max(local_time(zone, today, 0))
+                            + slot as i64 * 20 * MINUTE
                     } else {
-                        midnight + day * DAY + (7 + slot as i64 * 3) * HOUR
+                        let date = today + chrono::TimeDelta::days(day);
+                        local_time(zone, date, 7 + slot as u32 * 3)
                     };
                     let planned_at = now.min(start - 3 * DAY);
                     let plan = VisitPlan {
@@ -176,6 +181,20 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
     )
     .map_err(|e| e.to_string())?;
     Ok(users)
+}
+
+/// The calendar day at `at` in time zone `zone`.
+fn local_day(zone: &str, at: Millis) -> NaiveDate {
+    let utc = DateTime::from_timestamp_millis(at).unwrap_or_default();
+    tz::local_date(zone, utc).unwrap_or(utc.date_naive())
+}
+
+/// `hour`:00 on `date` in time zone `zone`, as an instant (with the zone's offset at that
+/// hour; off by the change on a night the clocks change, before 7:00 in the demo's zones).
+fn local_time(zone: &str, date: NaiveDate, hour: u32) -> Millis {
+    let wall = date.and_hms_opt(hour, 0, 0).unwrap_or_default().and_utc();
+    let offset = tz::offset_seconds(zone, wall).unwrap_or(0);
+    wall.timestamp_millis() - i64::from(offset) * 1000
 }
 
 /// Runs the simulated reps (devices syncing over HTTP to `base_url`) and managers (who
@@ -473,11 +492,12 @@ impl DemoRep {
             .map_err(|e| e.to_string())
     }
 
-    /// The next step of today's route: check in to the next planned visit, or record the
-    /// next [`FINDINGS_PER_STEP`] findings of the visit in progress, or, with all
-    /// recorded, check out and complete it. With the route done, now and then an ad-hoc
-    /// visit to one of the territory's stores (at most [`AD_HOC_PER_DAY`] a day). The
-    /// phone's writes run on a blocking thread, not on the server's async workers.
+    /// The next step of today's route: check in to the next planned visit (from
+    /// [`EARLY`] before its window opens), or record the next [`FINDINGS_PER_STEP`]
+    /// findings of the visit in progress, or, with all recorded, check out and complete
+    /// it. With the route done, now and then an ad-hoc visit to one of the territory's
+    /// stores (at most [`AD_HOC_PER_DAY`] a day). The phone's writes run on a blocking
+    /// thread, not on the server's async workers.
     pub async fn step(&mut self) -> Result<Step, String> {
         let store = self.store.clone();
         let mut rng = self.rng.clone();
@@ -506,6 +526,10 @@ fn next_step(store: &DeviceStore, rng: &mut Rng) -> fieldsync_core::Result<Step>
         }
         return Ok(Step::Idle);
     };
+    if entry.status == VisitStatus::Planned && entry.planned_start > store.now() + EARLY {
+        // Not yet: a rep arrives at most a little before the window opens.
+        return Ok(Step::Idle);
+    }
     let shop = idx.store(&entry.store_id)?;
     let here = jitter(
         rng,
@@ -527,13 +551,16 @@ fn next_step(store: &DeviceStore, rng: &mut Rng) -> fieldsync_core::Result<Step>
     Ok(Step::Completed(id, name))
 }
 
+/// How long before its window opens a simulated rep checks in to a visit, at most.
+const EARLY: Millis = 15 * MINUTE;
+
 /// Findings a simulated rep records between two syncs: a visit takes a few minutes.
 pub const FINDINGS_PER_STEP: usize = 3;
 
 /// What [`DemoRep::step`] did (visit id, store name).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
-    /// Nothing left to do today.
+    /// Nothing to do now: the route is done, or its next visit's window opens later.
     Idle,
     AddedAdHoc(String, String),
     CheckedIn(String, String),
@@ -732,4 +759,75 @@ fn record_findings(
         done += 1;
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Millis {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    #[test]
+    fn plans_are_made_in_the_stores_time_zone() {
+        let day = |s: &str| s.parse::<NaiveDate>().unwrap();
+        // Berlin is UTC+1 in winter, UTC+2 in summer.
+        assert_eq!(
+            local_time("Europe/Berlin", day("2026-11-28"), 7),
+            at("2026-11-28T06:00:00Z")
+        );
+        assert_eq!(
+            local_time("Europe/Berlin", day("2026-07-01"), 13),
+            at("2026-07-01T11:00:00Z")
+        );
+        assert_eq!(
+            local_time("Europe/Berlin", day("2026-11-29"), 0),
+            at("2026-11-28T23:00:00Z")
+        );
+        // At 23:30 UTC it is already tomorrow in Berlin.
+        assert_eq!(
+            local_day("Europe/Berlin", at("2026-11-28T23:30:00Z")),
+            day("2026-11-29")
+        );
+        assert_eq!(
+            local_day("UTC", at("2026-11-28T23:30:00Z")),
+            day("2026-11-28")
+        );
+    }
+
+    #[test]
+    fn a_rep_checks_in_only_once_the_window_is_about_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(DemoClock::default());
+        let now = at("2026-11-28T09:00:00Z"); // 10:00 in Berlin
+        clock.show(now);
+        let store =
+            DeviceStore::open_with_clock(dir.path().join("d.db"), "rep-1", "p", clock.clone())
+                .unwrap();
+        let refs =
+            fixtures::reference_data(42, &FixtureSize::default(), "2026-11-28".parse().unwrap());
+        let shop = refs.stores[0].id.clone();
+        store.replace_reference_data(refs).unwrap();
+        let plan = VisitPlan {
+            store_id: shop,
+            rep_id: "rep-1".into(),
+            planned_start: now + EARLY + MINUTE,
+            planned_end: now + 2 * HOUR,
+            priority: 3,
+            instructions: String::new(),
+            template_id: "tt-standard".into(),
+            ad_hoc: false,
+        };
+        let id = store.create_visit(plan).unwrap();
+        let mut rng = Rng::new(1);
+        assert_eq!(next_step(&store, &mut rng).unwrap(), Step::Idle);
+        clock.show(now + 2 * MINUTE);
+        match next_step(&store, &mut rng).unwrap() {
+            Step::CheckedIn(checked, _) => assert_eq!(checked, id),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -9,16 +9,26 @@ mod common;
 use common::Server;
 use fieldsync_server::demo::{DemoRep, DemoUser, PastVisits, Step, seeded_accounts};
 use serde_json::Value;
+use std::sync::LazyLock;
 use std::time::Duration;
 
-/// Rep `rep_id`'s summary over the last eight days (today included), as the dashboard's
-/// overview gives it, and the server's latest change-log sequence number.
-async fn summary(server: &Server, token: &str, rep_id: &str) -> (Value, i64) {
+/// The report range, fixed once: the test may run across midnight.
+static RANGE: LazyLock<(chrono::NaiveDate, chrono::NaiveDate)> = LazyLock::new(|| {
     let today = chrono::Utc::now().date_naive();
-    let from = today - chrono::Days::new(8);
+    (today - chrono::Days::new(8), today + chrono::Days::new(1))
+});
+
+/// Rep `rep_id`'s summary over the last eight days, as the dashboard's overview gives it,
+/// and the server's latest change-log sequence number. Reports count a visit on its
+/// store's local day; the demo's stores are in Berlin and Lyon, where the day starts an
+/// hour or two before it does in UTC (from 22:00 or 23:00 UTC on, a live visit belongs to
+/// tomorrow's UTC date). The range ends a day after today's UTC date so that it holds the
+/// stores' today at any hour; later days hold only visits not yet due.
+async fn summary(server: &Server, token: &str, rep_id: &str) -> (Value, i64) {
+    let (from, to) = *RANGE;
     let resp = common::http()
         .get(server.url(&format!(
-            "/v1/reports/overview?from={from}&to={today}&rep={rep_id}"
+            "/v1/reports/overview?from={from}&to={to}&rep={rep_id}"
         )))
         .bearer_auth(token)
         .send()
@@ -48,6 +58,7 @@ fn ratio(summary: &Value, key: &str) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_reps_sync_a_week_of_history_and_work_today_within_the_windows() {
+    LazyLock::force(&RANGE);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start_with(&data, 0, &["--demo", "--no-simulation"]);
