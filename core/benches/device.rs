@@ -932,6 +932,7 @@ fn one_change_request_body() -> Vec<u8> {
         cursor: Some("12345.0123456789abcdef".into()),
         epoch: Some("0123456789abcdef0123456789abcdef".into()),
         reference_version: 3,
+        reference_epoch: None,
         changes: vec![VisitChanges {
             visit_id: "v-body".into(),
             changes: vec![encode_change(change.raw_bytes())],

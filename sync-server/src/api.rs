@@ -909,7 +909,11 @@ fn sync_blocking(
             resp.resend.push(Resend { visit_id, have });
         }
     }
-    if req.reference_version != refs.version || cursor.is_none() || epoch_changed {
+    // The device's reference data may predate a restore, whose database counts versions
+    // anew: while it reconciles, only data from this epoch is known to be current.
+    let refs_of_this_epoch =
+        !epoch_changed || req.reference_epoch.as_deref() == Some(epoch.as_str());
+    if req.reference_version != refs.version || cursor.is_none() || !refs_of_this_epoch {
         resp.reference_data = Some(scoped_reference(refs, &auth.user));
     }
     Ok(resp)

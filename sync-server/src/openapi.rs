@@ -69,7 +69,7 @@ pub fn document() -> Value {
                 "SyncRequest": obj(&[
                     ("protocol", json!({"const": fieldsync_core::sync::PROTOCOL_VERSION})), ("device_id", s.clone()),
                     ("cursor", json!({"type": ["string", "null"]})), ("epoch", json!({"type": ["string", "null"]})),
-                    ("reference_version", i.clone()),
+                    ("reference_version", i.clone()), ("reference_epoch", json!({"type": ["string", "null"]})),
                     ("changes", json!({"type": "array", "items": {"$ref": "#/components/schemas/VisitChanges"}})),
                     ("heads", json!({"type": ["array", "null"], "items": obj(&[("visit_id", s.clone()), ("heads", strings.clone())], &[])})),
                     ("accept_documents", json!({"type": "boolean"})),

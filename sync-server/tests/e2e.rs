@@ -6,10 +6,13 @@ mod common;
 use common::*;
 use fieldsync_core::fixtures::Rng;
 use fieldsync_core::store::DeviceStore;
+use fieldsync_core::sync::SyncClient;
+use fieldsync_core::sync::client::{HttpTransport, Transport, TransportFuture};
 use fieldsync_core::sync::protocol::*;
 use fieldsync_core::visit::{GeoPoint, InventoryInput, VisitPlan, VisitStatus};
 use fieldsync_server::Store as _;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn pos(store: &DeviceStore, store_id: &str) -> GeoPoint {
@@ -605,6 +608,39 @@ async fn sigkill_during_pushes_loses_nothing_acknowledged_and_duplicates_nothing
     }
 }
 
+/// One round of a recorded sync: what the request said of its epochs, and whether the
+/// answer carried the reference data.
+#[derive(Clone, Debug)]
+struct Round {
+    epoch: Option<String>,
+    reference_epoch: Option<String>,
+    got_reference: bool,
+}
+
+#[derive(Debug, Default)]
+struct Rounds(std::sync::Mutex<Vec<Round>>);
+
+/// The HTTP transport, recording each round.
+#[derive(Debug)]
+struct Recording {
+    inner: HttpTransport,
+    rounds: Arc<Rounds>,
+}
+
+impl Transport for Recording {
+    fn post_sync<'a>(&'a self, req: &'a SyncRequest) -> TransportFuture<'a> {
+        Box::pin(async move {
+            let out = self.inner.post_sync(req).await?;
+            self.rounds.0.lock().unwrap().push(Round {
+                epoch: req.epoch.clone(),
+                reference_epoch: req.reference_epoch.clone(),
+                got_reference: out.0.reference_data.is_some(),
+            });
+            Ok(out)
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restored_from_an_older_backup_gets_lost_changes_back() {
     let tmp = tempfile::tempdir().unwrap();
@@ -654,8 +690,37 @@ async fn a_server_restored_from_an_older_backup_gets_lost_changes_back() {
     );
 
     // The manager syncs first (it holds rep1's changes but may not resend them), then the reps.
-    for d in [&mgr, &a, &b, &mgr] {
+    // Phone a's rounds are recorded: the reconciliation takes several, and only one answer
+    // carries the reference data (the restored database counts versions anew, so the
+    // phone's copy, from before the restore, is sent again, but once).
+    let rounds = Arc::new(Rounds::default());
+    let recorded = SyncClient::with_transport(
+        Arc::new(Recording {
+            inner: HttpTransport::new(&server.base, &a.token, &fast_config()).unwrap(),
+            rounds: rounds.clone(),
+        }),
+        fast_config(),
+    );
+    mgr.client.sync(&mgr.store, None).await.unwrap();
+    recorded.sync(&a.store, None).await.unwrap();
+    for d in [&b, &mgr] {
         d.client.sync(&d.store, None).await.unwrap();
+    }
+    let new_epoch = a.store.sync_state("sync.epoch").unwrap().unwrap();
+    let rounds = rounds.0.lock().unwrap().clone();
+    let with_reference: Vec<usize> = (0..rounds.len())
+        .filter(|&i| rounds[i].got_reference)
+        .collect();
+    assert_eq!(with_reference.len(), 1, "{rounds:?}");
+    let first = with_reference[0];
+    assert!(first + 1 < rounds.len(), "more rounds after it: {rounds:?}");
+    assert_eq!(rounds[first].reference_epoch, None, "{rounds:?}");
+    for r in &rounds[first + 1..] {
+        if r.epoch.as_ref() != Some(&new_epoch) {
+            assert_eq!(r.reference_epoch.as_ref(), Some(&new_epoch), "{rounds:?}");
+        } else {
+            assert_eq!(r.reference_epoch, None, "the same as epoch: {rounds:?}");
+        }
     }
     assert_eq!(
         server_visit(&server, &mgr.token, &va).await.unwrap(),

@@ -532,6 +532,7 @@ fn request(device_id: &str, cursor: Option<String>, epoch: Option<String>) -> Sy
         cursor,
         epoch,
         reference_version: 0,
+        reference_epoch: None,
         changes: Vec::new(),
         heads: None,
         // As the core's client asks: visits entering the scope come as whole documents.

@@ -84,6 +84,7 @@ fn upload(store: &DeviceStore) -> Vec<u8> {
         cursor: Some("1234".into()),
         epoch: Some("0123456789abcdef0123456789abcdef".into()),
         reference_version: 3,
+        reference_epoch: None,
         changes: groups
             .into_iter()
             .map(|(visit_id, changes)| VisitChanges { visit_id, changes })

@@ -44,6 +44,9 @@ pub mod keys {
     pub const CURSOR: &str = "sync.cursor";
     /// The server epoch whose data this device has reconciled with.
     pub const EPOCH: &str = "sync.epoch";
+    /// The server epoch of the answer that brought the reference data held
+    /// ([`super::SyncRequest::reference_epoch`]).
+    pub const REFERENCE_EPOCH: &str = "sync.reference_epoch";
     /// Visits the server asked to purge that still had unacknowledged changes (JSON list).
     pub const PENDING_PURGE: &str = "sync.pending_purge";
     /// Device time of the last successful sync.
@@ -630,12 +633,16 @@ impl SyncClient {
                 None
             };
             let sent_heads = heads.is_some();
+            let epoch = store.sync_state(keys::EPOCH)?;
             let req = SyncRequest {
                 protocol: PROTOCOL_VERSION,
                 device_id: store.identity().device_id.clone(),
                 cursor: store.sync_state(keys::CURSOR)?,
-                epoch: store.sync_state(keys::EPOCH)?,
+                epoch: epoch.clone(),
                 reference_version: store.reference_data().version,
+                reference_epoch: store
+                    .sync_state(keys::REFERENCE_EPOCH)?
+                    .filter(|e| Some(e) != epoch.as_ref()),
                 changes: groups
                     .into_iter()
                     .map(|(visit_id, changes)| VisitChanges { visit_id, changes })
@@ -737,6 +744,8 @@ impl SyncClient {
             }
             if let Some(refs) = resp.reference_data.clone() {
                 store.replace_reference_data(refs)?;
+                // After the data: a crash in between costs one more copy, never a stale one.
+                store.set_sync_state(keys::REFERENCE_EPOCH, &resp.epoch)?;
                 report.reference_updated = true;
             }
             // 2. Acknowledgements and rejections. A document acknowledged whole is so only

@@ -13,6 +13,7 @@
 //!   "cursor": "1842",                 // opaque; null on the first sync
 //!   "epoch": "3f6c…",                 // the server epoch last seen; null on the first sync
 //!   "reference_version": 4,           // version of the reference data the device holds
+//!   "reference_epoch": "91ad…",       // only when that data came from another epoch
 //!   "changes": [ { "visit_id": "v-1", "changes": ["hW9Kgw…", "…"] } ],
 //!   "heads":   [ { "visit_id": "v-1", "heads": ["9b1c…"] } ],   // only after an epoch change
 //!   "accept_documents": true }        // optional feature, see below
@@ -155,6 +156,14 @@ pub struct SyncRequest {
     /// Version of the reference data the device holds (0 for none).
     #[serde(default)]
     pub reference_version: i64,
+    /// The server epoch of the answer that brought that reference data, when it is not
+    /// `epoch`; absent, it is `epoch`. Versions count anew in a restored database, so a
+    /// device whose `epoch` is not the server's (it is reconciling after a restore) gets
+    /// the reference data again unless this names the server's current epoch: the data
+    /// came in the first answer of the reconciliation, and its later rounds need not
+    /// carry it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_epoch: Option<String>,
     /// Unacknowledged local changes, grouped by visit.
     #[serde(default)]
     pub changes: Vec<VisitChanges>,
