@@ -286,8 +286,7 @@ fn open_visits_of_removed_stores(
     }
     let since = chrono::Utc::now().timestamp_millis() - 14 * 86_400_000;
     let mut open: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for v in store.visits_in_range(None, since, i64::MAX)? {
-        let m = v.meta;
+    for m in store.visit_metas_in_range(None, since, i64::MAX)? {
         let open_status = VisitStatus::parse(&m.status).is_ok_and(|s| !s.is_final());
         if removed.contains(m.store_id.as_str()) && open_status {
             open.entry(m.store_id).or_default().push(m.visit_id);

@@ -233,6 +233,25 @@ fn migrate(client: &mut postgres::Client) -> StoreResult<()> {
 }
 
 impl PgStore {
+    /// The rows of the visits planned in `[from, to]` in `territories`, ordered by planned
+    /// start then id: [`visit_meta`]'s columns, and the document when `with_doc`.
+    fn range(
+        &self,
+        territories: Option<&[String]>,
+        from: i64,
+        to: i64,
+        with_doc: bool,
+    ) -> StoreResult<Vec<Row>> {
+        let territories: Option<Vec<&String>> = territories.map(|t| t.iter().collect());
+        let sql = format!(
+            "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status{} FROM visits
+             WHERE planned_start BETWEEN $1 AND $2 AND ($3::text[] IS NULL OR territory_id = ANY($3))
+             ORDER BY planned_start, visit_id",
+            if with_doc { ", doc" } else { "" }
+        );
+        Ok(self.conn()?.query(&sql, &[&from, &to, &territories])?)
+    }
+
     /// Connects to `url` (`postgres://user:password@host:port/db` or key=value form),
     /// applies the migrations and opens the pool.
     pub fn connect(url: &str, opts: &PgOptions) -> StoreResult<Self> {
@@ -975,18 +994,24 @@ impl Store for PgStore {
         from: i64,
         to: i64,
     ) -> StoreResult<Vec<StoredVisit>> {
-        let territories: Option<Vec<&String>> = territories.map(|t| t.iter().collect());
-        self.conn()?
-            .query(
-                "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status, doc FROM visits
-                 WHERE planned_start BETWEEN $1 AND $2 AND ($3::text[] IS NULL OR territory_id = ANY($3))
-                 ORDER BY planned_start, visit_id",
-                &[&from, &to, &territories],
-            )?
-            .into_iter()
-            .map(|r| visit_row(&r))
+        self.range(territories, from, to, true)?
+            .iter()
+            .map(visit_row)
             .map(unpacked)
             .collect()
+    }
+
+    fn visit_metas_in_range(
+        &self,
+        territories: Option<&[String]>,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<VisitMeta>> {
+        Ok(self
+            .range(territories, from, to, false)?
+            .iter()
+            .map(visit_meta)
+            .collect())
     }
 
     fn changes_since(
@@ -1027,16 +1052,22 @@ impl Store for PgStore {
 
 /// A `visits` row selected as `visit_id, store_id, territory_id, rep_id, planned_start,
 /// status, doc` (the document as stored).
+/// A row's first six columns: visit id, store, territory, rep, planned start, status.
+fn visit_meta(r: &Row) -> VisitMeta {
+    VisitMeta {
+        visit_id: r.get(0),
+        store_id: r.get(1),
+        territory_id: r.get(2),
+        rep_id: r.get(3),
+        planned_start: r.get(4),
+        status: r.get(5),
+    }
+}
+
+/// [`visit_meta`], and the document in the seventh column.
 fn visit_row(r: &Row) -> StoredVisit {
     StoredVisit {
-        meta: VisitMeta {
-            visit_id: r.get(0),
-            store_id: r.get(1),
-            territory_id: r.get(2),
-            rep_id: r.get(3),
-            planned_start: r.get(4),
-            status: r.get(5),
-        },
+        meta: visit_meta(r),
         doc: r.get(6),
     }
 }

@@ -262,6 +262,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         from: i64,
         to: i64,
     ) -> StoreResult<Vec<StoredVisit>>;
+    /// [`Store::visits_in_range`] without the documents (what checks over many visits
+    /// need: a tenth of the memory, no document unpacked).
+    fn visit_metas_in_range(
+        &self,
+        territories: Option<&[String]>,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<VisitMeta>>;
     /// What changed after change-log sequence number `since` in `territories` (`None`:
     /// every territory, by the territory recorded with each change): the highest sequence
     /// number there (`since` when nothing changed) and the ids of the visits changed, most
@@ -439,6 +447,44 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 impl SqliteStore {
+    /// The visits planned in `[from, to]` in `territories`, ordered by planned start then
+    /// id, with their stored (packed) documents when `with_doc`.
+    fn range(
+        &self,
+        territories: Option<&[String]>,
+        from: i64,
+        to: i64,
+        with_doc: bool,
+    ) -> StoreResult<Vec<(VisitMeta, Option<Vec<u8>>)>> {
+        let mut sql = format!(
+            "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status{} FROM visits
+             WHERE planned_start BETWEEN ?1 AND ?2",
+            if with_doc { ", doc" } else { "" }
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
+        if let Some(ts) = territories {
+            sql.push_str(&format!(" AND territory_id IN ({})", in_list(ts.len(), 3)));
+            args.extend(ts.iter().map(|t| t.clone().into()));
+        }
+        sql.push_str(" ORDER BY planned_start, visit_id");
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                let meta = VisitMeta {
+                    visit_id: r.get(0)?,
+                    store_id: r.get(1)?,
+                    territory_id: r.get(2)?,
+                    rep_id: r.get(3)?,
+                    planned_start: r.get(4)?,
+                    status: r.get(5)?,
+                };
+                Ok((meta, if with_doc { Some(r.get(6)?) } else { None }))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     /// Opens (creating) the database `fieldsync.db` in `dir`.
     pub fn open_dir(dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -1376,34 +1422,28 @@ impl Store for SqliteStore {
         from: i64,
         to: i64,
     ) -> StoreResult<Vec<StoredVisit>> {
-        let mut sql = String::from(
-            "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status, doc FROM visits
-             WHERE planned_start BETWEEN ?1 AND ?2",
-        );
-        let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
-        if let Some(ts) = territories {
-            sql.push_str(&format!(" AND territory_id IN ({})", in_list(ts.len(), 3)));
-            args.extend(ts.iter().map(|t| t.clone().into()));
-        }
-        sql.push_str(" ORDER BY planned_start, visit_id");
-        let conn = self.lock();
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(args), |r| {
-                Ok(StoredVisit {
-                    meta: VisitMeta {
-                        visit_id: r.get(0)?,
-                        store_id: r.get(1)?,
-                        territory_id: r.get(2)?,
-                        rep_id: r.get(3)?,
-                        planned_start: r.get(4)?,
-                        status: r.get(5)?,
-                    },
-                    doc: r.get(6)?,
+        self.range(territories, from, to, true)?
+            .into_iter()
+            .map(|(meta, doc)| {
+                unpacked(StoredVisit {
+                    meta,
+                    doc: doc.unwrap_or_default(),
                 })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter().map(unpacked).collect()
+            })
+            .collect()
+    }
+
+    fn visit_metas_in_range(
+        &self,
+        territories: Option<&[String]>,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<VisitMeta>> {
+        Ok(self
+            .range(territories, from, to, false)?
+            .into_iter()
+            .map(|(meta, _)| meta)
+            .collect())
     }
 
     fn changes_since(

@@ -633,6 +633,29 @@ fn dashboard_queries_by_range_and_since(b: &dyn Backend) {
         .map(|v| v.meta.visit_id)
         .collect();
     assert_eq!(t1, vec!["v-1"]);
+    // Without the documents: the same visits, the same metadata.
+    for (territories, from, to) in [
+        (None, 0, 10_000),
+        (Some(vec![T1.to_string()]), 1_000, 2_999),
+        (Some(vec![T2.to_string()]), 0, 1_999),
+    ] {
+        let whole: Vec<_> = s
+            .visits_in_range(territories.as_deref(), from, to)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.meta)
+            .collect();
+        let metas = s
+            .visit_metas_in_range(territories.as_deref(), from, to)
+            .unwrap();
+        assert_eq!(metas, whole, "{territories:?} {from}..={to}");
+    }
+    let metas = s.visit_metas_in_range(None, 0, 10_000).unwrap();
+    assert_eq!(metas.len(), 3);
+    assert_eq!(
+        (metas[1].territory_id.as_str(), metas[1].planned_start),
+        (T2, 2_000)
+    );
 }
 
 fn concurrent_pushes_to_one_visit_through_two_instances_lose_nothing(b: &dyn Backend) {
