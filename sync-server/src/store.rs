@@ -262,8 +262,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         from: i64,
         to: i64,
     ) -> StoreResult<Vec<StoredVisit>>;
-    /// [`Store::visits_in_range`] without the documents (what checks over many visits
-    /// need: a tenth of the memory, no document unpacked).
+    /// [`Store::visits_in_range`] without the documents, for checks over many visits: no
+    /// document is read or unpacked.
     fn visit_metas_in_range(
         &self,
         territories: Option<&[String]>,
