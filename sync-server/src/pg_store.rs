@@ -233,25 +233,6 @@ fn migrate(client: &mut postgres::Client) -> StoreResult<()> {
 }
 
 impl PgStore {
-    /// The rows of the visits planned in `[from, to]` in `territories`, ordered by planned
-    /// start then id: [`visit_meta`]'s columns, and the document when `with_doc`.
-    fn range(
-        &self,
-        territories: Option<&[String]>,
-        from: i64,
-        to: i64,
-        with_doc: bool,
-    ) -> StoreResult<Vec<Row>> {
-        let territories: Option<Vec<&String>> = territories.map(|t| t.iter().collect());
-        let sql = format!(
-            "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status{} FROM visits
-             WHERE planned_start BETWEEN $1 AND $2 AND ($3::text[] IS NULL OR territory_id = ANY($3))
-             ORDER BY planned_start, visit_id",
-            if with_doc { ", doc" } else { "" }
-        );
-        Ok(self.conn()?.query(&sql, &[&from, &to, &territories])?)
-    }
-
     /// Connects to `url` (`postgres://user:password@host:port/db` or key=value form),
     /// applies the migrations and opens the pool.
     pub fn connect(url: &str, opts: &PgOptions) -> StoreResult<Self> {
@@ -988,29 +969,25 @@ impl Store for PgStore {
         Ok((row.get(0), row.get(1)))
     }
 
-    fn visits_in_range(
+    fn visit_rows_in_range(
         &self,
         territories: Option<&[String]>,
         from: i64,
         to: i64,
-    ) -> StoreResult<Vec<StoredVisit>> {
-        self.range(territories, from, to, true)?
-            .iter()
-            .map(visit_row)
-            .map(unpacked)
-            .collect()
-    }
-
-    fn visit_metas_in_range(
-        &self,
-        territories: Option<&[String]>,
-        from: i64,
-        to: i64,
-    ) -> StoreResult<Vec<VisitMeta>> {
+        with_docs: bool,
+    ) -> StoreResult<Vec<(VisitMeta, Option<Vec<u8>>)>> {
+        let territories: Option<Vec<&String>> = territories.map(|t| t.iter().collect());
+        let sql = format!(
+            "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status{} FROM visits
+             WHERE planned_start BETWEEN $1 AND $2 AND ($3::text[] IS NULL OR territory_id = ANY($3))
+             ORDER BY planned_start, visit_id",
+            if with_docs { ", doc" } else { "" }
+        );
         Ok(self
-            .range(territories, from, to, false)?
+            .conn()?
+            .query(&sql, &[&from, &to, &territories])?
             .iter()
-            .map(visit_meta)
+            .map(|r| (visit_meta(r), with_docs.then(|| r.get(6))))
             .collect())
     }
 

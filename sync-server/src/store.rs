@@ -254,6 +254,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// (visits, changes) counts.
     fn counts(&self) -> StoreResult<(i64, i64)>;
     /// The visits whose planned start lies in `[from, to]` (ms, both inclusive) in
+    /// `territories` (`None`: every territory), ordered by planned start then id, each with
+    /// its document as stored (packed) when `with_docs`. What [`Store::visits_in_range`]
+    /// and [`Store::visit_metas_in_range`] read.
+    fn visit_rows_in_range(
+        &self,
+        territories: Option<&[String]>,
+        from: i64,
+        to: i64,
+        with_docs: bool,
+    ) -> StoreResult<Vec<(VisitMeta, Option<Vec<u8>>)>>;
+    /// The visits whose planned start lies in `[from, to]` (ms, both inclusive) in
     /// `territories` (`None`: every territory), ordered by planned start then id. Reports
     /// (the manager dashboard) decode the documents and compute with `fieldsync-core`.
     fn visits_in_range(
@@ -261,7 +272,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         territories: Option<&[String]>,
         from: i64,
         to: i64,
-    ) -> StoreResult<Vec<StoredVisit>>;
+    ) -> StoreResult<Vec<StoredVisit>> {
+        self.visit_rows_in_range(territories, from, to, true)?
+            .into_iter()
+            .map(|(meta, doc)| {
+                unpacked(StoredVisit {
+                    meta,
+                    doc: doc.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
     /// [`Store::visits_in_range`] without the documents, for checks over many visits: no
     /// document is read or unpacked.
     fn visit_metas_in_range(
@@ -269,7 +290,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         territories: Option<&[String]>,
         from: i64,
         to: i64,
-    ) -> StoreResult<Vec<VisitMeta>>;
+    ) -> StoreResult<Vec<VisitMeta>> {
+        Ok(self
+            .visit_rows_in_range(territories, from, to, false)?
+            .into_iter()
+            .map(|(meta, _)| meta)
+            .collect())
+    }
     /// What changed after change-log sequence number `since` in `territories` (`None`:
     /// every territory, by the territory recorded with each change): the highest sequence
     /// number there (`since` when nothing changed) and the ids of the visits changed, most
@@ -447,44 +474,6 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 impl SqliteStore {
-    /// The visits planned in `[from, to]` in `territories`, ordered by planned start then
-    /// id, with their stored (packed) documents when `with_doc`.
-    fn range(
-        &self,
-        territories: Option<&[String]>,
-        from: i64,
-        to: i64,
-        with_doc: bool,
-    ) -> StoreResult<Vec<(VisitMeta, Option<Vec<u8>>)>> {
-        let mut sql = format!(
-            "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status{} FROM visits
-             WHERE planned_start BETWEEN ?1 AND ?2",
-            if with_doc { ", doc" } else { "" }
-        );
-        let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
-        if let Some(ts) = territories {
-            sql.push_str(&format!(" AND territory_id IN ({})", in_list(ts.len(), 3)));
-            args.extend(ts.iter().map(|t| t.clone().into()));
-        }
-        sql.push_str(" ORDER BY planned_start, visit_id");
-        let conn = self.lock();
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(args), |r| {
-                let meta = VisitMeta {
-                    visit_id: r.get(0)?,
-                    store_id: r.get(1)?,
-                    territory_id: r.get(2)?,
-                    rep_id: r.get(3)?,
-                    planned_start: r.get(4)?,
-                    status: r.get(5)?,
-                };
-                Ok((meta, if with_doc { Some(r.get(6)?) } else { None }))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
-    }
-
     /// Opens (creating) the database `fieldsync.db` in `dir`.
     pub fn open_dir(dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -1416,34 +1405,40 @@ impl Store for SqliteStore {
         Ok((v, c))
     }
 
-    fn visits_in_range(
+    fn visit_rows_in_range(
         &self,
         territories: Option<&[String]>,
         from: i64,
         to: i64,
-    ) -> StoreResult<Vec<StoredVisit>> {
-        self.range(territories, from, to, true)?
-            .into_iter()
-            .map(|(meta, doc)| {
-                unpacked(StoredVisit {
-                    meta,
-                    doc: doc.unwrap_or_default(),
-                })
-            })
-            .collect()
-    }
-
-    fn visit_metas_in_range(
-        &self,
-        territories: Option<&[String]>,
-        from: i64,
-        to: i64,
-    ) -> StoreResult<Vec<VisitMeta>> {
-        Ok(self
-            .range(territories, from, to, false)?
-            .into_iter()
-            .map(|(meta, _)| meta)
-            .collect())
+        with_docs: bool,
+    ) -> StoreResult<Vec<(VisitMeta, Option<Vec<u8>>)>> {
+        let mut sql = format!(
+            "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status{} FROM visits
+             WHERE planned_start BETWEEN ?1 AND ?2",
+            if with_docs { ", doc" } else { "" }
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
+        if let Some(ts) = territories {
+            sql.push_str(&format!(" AND territory_id IN ({})", in_list(ts.len(), 3)));
+            args.extend(ts.iter().map(|t| t.clone().into()));
+        }
+        sql.push_str(" ORDER BY planned_start, visit_id");
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                let meta = VisitMeta {
+                    visit_id: r.get(0)?,
+                    store_id: r.get(1)?,
+                    territory_id: r.get(2)?,
+                    rep_id: r.get(3)?,
+                    planned_start: r.get(4)?,
+                    status: r.get(5)?,
+                };
+                Ok((meta, if with_docs { Some(r.get(6)?) } else { None }))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     fn changes_since(
