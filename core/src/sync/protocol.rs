@@ -160,7 +160,7 @@ pub struct SyncRequest {
     /// `epoch`; absent, it is `epoch`. Versions count anew in a restored database, so a
     /// device whose `epoch` is not the server's (it is reconciling after a restore) gets
     /// the reference data again unless this names the server's current epoch: the data
-    /// came in the first answer of the reconciliation, and its later rounds need not
+    /// came in an earlier answer of the reconciliation, and its later rounds need not
     /// carry it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_epoch: Option<String>,
