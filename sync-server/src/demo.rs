@@ -189,8 +189,9 @@ fn local_day(zone: &str, at: Millis) -> NaiveDate {
     tz::local_date(zone, utc).unwrap_or(utc.date_naive())
 }
 
-/// `hour`:00 on `date` in time zone `zone`, as an instant (with the zone's offset at that
-/// hour; off by the change on a night the clocks change, before 7:00 in the demo's zones).
+/// `hour`:00 on `date` in time zone `zone`, as an instant. The offset used is the zone's at
+/// `hour`:00 UTC, the local one unless the clocks change between the two instants: never
+/// for the demo's zones, whose clocks change at 01:00 UTC, at the hours it plans.
 fn local_time(zone: &str, date: NaiveDate, hour: u32) -> Millis {
     let wall = date.and_hms_opt(hour, 0, 0).unwrap_or_default().and_utc();
     let offset = tz::offset_seconds(zone, wall).unwrap_or(0);
