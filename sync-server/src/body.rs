@@ -11,7 +11,7 @@ use fieldsync_core::zstd_frames;
 /// Level of the answers: what tower-http's `CompressionLayer` used (Zstandard's default).
 const LEVEL: i32 = 3;
 
-/// `body` compressed at [`LEVEL`]; `None` if Zstandard fails (answer it uncompressed).
+/// `body` compressed at `LEVEL`; `None` if Zstandard fails (answer it uncompressed).
 pub fn compress(body: &[u8]) -> Option<Vec<u8>> {
     zstd_frames::compress(body, LEVEL)
 }

@@ -390,7 +390,7 @@ impl std::fmt::Debug for DemoRep {
 }
 
 /// Ad-hoc visits a simulated rep adds per day once the planned ones are done.
-const AD_HOC_PER_DAY: usize = 6;
+pub const AD_HOC_PER_DAY: usize = 6;
 
 impl DemoRep {
     /// Signs in on a fresh phone (its database in `dir`), takes the rep's route, works
@@ -553,7 +553,7 @@ fn next_step(store: &DeviceStore, rng: &mut Rng) -> fieldsync_core::Result<Step>
 }
 
 /// How long before its window opens a simulated rep checks in to a visit, at most.
-const EARLY: Millis = 15 * MINUTE;
+pub const EARLY: Millis = 15 * MINUTE;
 
 /// Findings a simulated rep records between two syncs: a visit takes a few minutes.
 pub const FINDINGS_PER_STEP: usize = 3;

@@ -24,7 +24,7 @@
 //! **Documents kept in memory.** Loading a stored visit's document is a large part of a
 //! push that brings a few changes to it (a rep whose app syncs after every action). The
 //! documents of the visits written last by such small pushes are kept as Automerge holds
-//! them, each with the saved bytes it was made from ([`RecentDocs`],
+//! them, each with the saved bytes it was made from (`RecentDocs`,
 //! [`KEEP_AFTER_CHANGES`]); a push whose visit is stored with exactly those bytes starts
 //! from the kept document instead of loading them.
 
@@ -49,7 +49,7 @@ use crate::store::{
     LogEntry, Scope, Store, StoreError, StoreResult, StoredVisit, VisitMeta, VisitTxn,
 };
 
-/// How many visits' documents [`RecentDocs`] keeps: about one per rep working at the
+/// How many visits' documents `RecentDocs` keeps: about one per rep working at the
 /// moment. A typical visit's document takes ~30 KB kept (the server's peak RSS grew by
 /// 31 MB with 1,024 of them kept in the 10,000-visit ingest benchmark).
 pub const RECENT_DOCS: usize = 512;
@@ -313,7 +313,7 @@ pub fn ingest_limited(
 /// Ingests one visit pushed as its whole document (`SyncRequest::documents`) from
 /// `writer`: the verdict its changes would get pushed as changes (those of another author
 /// the server lacks are left for that author's device), reached without parsing and
-/// applying each change (see [`decide`]); [`Outcome::whole`] when every change of it is
+/// applying each change (see `decide`); [`Outcome::whole`] when every change of it is
 /// then stored. The bytes (Automerge's, or
 /// packed as `pack_document` packs them) pass [`doc_check::checked_document`] before
 /// Automerge parses them, and their rows count against `budget` as a change's operations

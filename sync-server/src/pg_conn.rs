@@ -4,7 +4,7 @@
 //! a Parse/Describe round trip, then the Bind/Execute one, and the server parses and
 //! plans the text again each time. A sync runs a dozen or more statements, all of them
 //! again on the next sync. Here each connection keeps the statements it prepared (least
-//! recently used out past [`STATEMENT_CACHE`]), so a statement costs one round trip and
+//! recently used out past `STATEMENT_CACHE`), so a statement costs one round trip and
 //! PostgreSQL can reuse its plan. The methods keep the names and shapes of the
 //! `postgres` client's, so the backend reads the same.
 
