@@ -1,11 +1,12 @@
 //! `serve --demo`: seeds realistic data and runs simulated reps and managers that use
 //! `fieldsync-core` for real (device stores in temp dirs, sync over HTTP).
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use fieldsync_core::clock::Clock;
 use fieldsync_core::document::VisitDoc;
 use fieldsync_core::fixtures::{self, FixtureSize, Rng};
 use fieldsync_core::model::{Millis, Role};
+use fieldsync_core::rules;
 use fieldsync_core::store::DeviceStore;
 use fieldsync_core::sync::{SyncClient, login};
 use fieldsync_core::tz;
@@ -108,8 +109,6 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
             .filter(|s| s.territory_id == t.id)
             .collect();
         let Some(manager) = manager else { continue };
-        let zone = stores.first().map_or("UTC", |s| s.timezone.as_str());
-        let today = local_day(zone, now);
         let author = Author {
             user_id: manager.id.clone(),
             device_id: "server".into(),
@@ -118,6 +117,8 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
             for day in -7..=7 {
                 for slot in 0..3 {
                     let shop = stores[(ri * 3 + slot + (day + 7) as usize * 2) % stores.len()];
+                    // The store's day, as the phone's route counts it.
+                    let (zone, today) = (shop.timezone.as_str(), rules::local_day(shop, now));
                     let start = if day == 0 {
                         (now - 50 * MINUTE).max(local_time(zone, today, 0))
                             + slot as i64 * 20 * MINUTE
@@ -181,12 +182,6 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
     )
     .map_err(|e| e.to_string())?;
     Ok(users)
-}
-
-/// The calendar day at `at` in time zone `zone`.
-fn local_day(zone: &str, at: Millis) -> NaiveDate {
-    let utc = DateTime::from_timestamp_millis(at).unwrap_or_default();
-    tz::local_date(zone, utc).unwrap_or(utc.date_naive())
 }
 
 /// `hour`:00 on `date` in time zone `zone`, as an instant. The offset used is the zone's at
@@ -767,7 +762,7 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> Millis {
-        DateTime::parse_from_rfc3339(text)
+        chrono::DateTime::parse_from_rfc3339(text)
             .unwrap()
             .timestamp_millis()
     }
@@ -788,13 +783,17 @@ mod tests {
             local_time("Europe/Berlin", day("2026-11-29"), 0),
             at("2026-11-28T23:00:00Z")
         );
-        // At 23:30 UTC it is already tomorrow in Berlin.
+        // At 23:30 UTC it is already tomorrow in Berlin, the day the plans are made for.
+        let refs = fixtures::reference_data(42, &FixtureSize::default(), day("2026-11-28"));
+        let mut berlin = refs.stores[0].clone();
+        assert_eq!(berlin.timezone, "Europe/Berlin");
         assert_eq!(
-            local_day("Europe/Berlin", at("2026-11-28T23:30:00Z")),
+            rules::local_day(&berlin, at("2026-11-28T23:30:00Z")),
             day("2026-11-29")
         );
+        berlin.timezone = "UTC".into();
         assert_eq!(
-            local_day("UTC", at("2026-11-28T23:30:00Z")),
+            rules::local_day(&berlin, at("2026-11-28T23:30:00Z")),
             day("2026-11-28")
         );
     }

@@ -9,14 +9,10 @@ mod common;
 use common::Server;
 use fieldsync_server::demo::{DemoRep, DemoUser, PastVisits, Step, seeded_accounts};
 use serde_json::Value;
-use std::sync::LazyLock;
 use std::time::Duration;
 
-/// The report range, fixed once: the test may run across midnight.
-static RANGE: LazyLock<(chrono::NaiveDate, chrono::NaiveDate)> = LazyLock::new(|| {
-    let today = chrono::Utc::now().date_naive();
-    (today - chrono::Days::new(8), today + chrono::Days::new(1))
-});
+/// The report range (from, to), fixed once at the start: the test may run across midnight.
+type Range = (chrono::NaiveDate, chrono::NaiveDate);
 
 /// Rep `rep_id`'s summary over the last eight days, as the dashboard's overview gives it,
 /// and the server's latest change-log sequence number. Reports count a visit on its
@@ -24,8 +20,7 @@ static RANGE: LazyLock<(chrono::NaiveDate, chrono::NaiveDate)> = LazyLock::new(|
 /// hour or two before it does in UTC (from 22:00 or 23:00 UTC on, a live visit belongs to
 /// tomorrow's UTC date). The range ends a day after today's UTC date so that it holds the
 /// stores' today at any hour; later days hold only visits not yet due.
-async fn summary(server: &Server, token: &str, rep_id: &str) -> (Value, i64) {
-    let (from, to) = *RANGE;
+async fn summary(server: &Server, token: &str, rep_id: &str, (from, to): Range) -> (Value, i64) {
     let resp = common::http()
         .get(server.url(&format!(
             "/v1/reports/overview?from={from}&to={to}&rep={rep_id}"
@@ -58,7 +53,8 @@ fn ratio(summary: &Value, key: &str) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_reps_sync_a_week_of_history_and_work_today_within_the_windows() {
-    LazyLock::force(&RANGE);
+    let today = chrono::Utc::now().date_naive();
+    let range = (today - chrono::Days::new(8), today + chrono::Days::new(1));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start_with(&data, 0, &["--demo", "--no-simulation"]);
@@ -81,7 +77,7 @@ async fn demo_reps_sync_a_week_of_history_and_work_today_within_the_windows() {
         past.late + past.canceled + past.abandoned + past.missed > 0,
         "a realistic week has some visits not done as planned: {past:?}"
     );
-    let (s, _) = summary(&server, &token, &rep1.user_id).await;
+    let (s, _) = summary(&server, &token, &rep1.user_id, range).await;
     assert_eq!(count(&s, "completed") as usize, past.on_time + past.late);
     assert_eq!(count(&s, "canceled") as usize, past.canceled);
     assert_eq!(count(&s, "abandoned") as usize, past.abandoned);
@@ -121,7 +117,7 @@ async fn demo_reps_sync_a_week_of_history_and_work_today_within_the_windows() {
     // A few findings per step: a visit takes a few minutes of a rep's steps.
     assert!(steps > 20, "{steps}");
     rep.sync().await.unwrap();
-    let (s, seq) = summary(&server, &token, &rep1.user_id).await;
+    let (s, seq) = summary(&server, &token, &rep1.user_id, range).await;
     assert_eq!(
         count(&s, "completed") as usize,
         past.on_time + past.late + 1
@@ -148,6 +144,6 @@ async fn demo_reps_sync_a_week_of_history_and_work_today_within_the_windows() {
         }
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (after, seq_after) = summary(&server, &token, &rep1.user_id).await;
+    let (after, seq_after) = summary(&server, &token, &rep1.user_id, range).await;
     assert_eq!((after, seq_after), (s, seq));
 }
