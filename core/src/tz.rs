@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{OnceLock, PoisonError, RwLock};
 
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, Timelike, Utc};
 use jiff::tz::TimeZone;
 
 /// IANA release of the bundled rules.
@@ -72,6 +72,27 @@ pub fn local_date(name: &str, utc: DateTime<Utc>) -> Option<NaiveDate> {
     Some(utc.naive_utc().checked_add_offset(offset)?.date())
 }
 
+/// The instant at which the clocks of zone `name` show `local` (`None` for an unknown zone,
+/// or a time outside jiff's years -9999..=9999). A wall time the clocks skip (spring
+/// forward) is read with the offset before the change, so it lands after the gap; a wall
+/// time they show twice (fall back) is the earlier of the two instants. This is the
+/// "compatible" reading of RFC 5545 and of JavaScript's Temporal.
+pub fn to_utc(name: &str, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    let tz = zone(name)?;
+    let civil = jiff::civil::DateTime::new(
+        i16::try_from(local.year()).ok()?,
+        i8::try_from(local.month()).ok()?,
+        i8::try_from(local.day()).ok()?,
+        i8::try_from(local.hour()).ok()?,
+        i8::try_from(local.minute()).ok()?,
+        i8::try_from(local.second()).ok()?,
+        0,
+    )
+    .ok()?;
+    let at = tz.to_ambiguous_timestamp(civil).compatible().ok()?;
+    DateTime::from_timestamp(at.as_second(), 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +137,80 @@ mod tests {
             local_date("UTC", utc("2024-06-30T23:59:59Z")),
             NaiveDate::from_ymd_opt(2024, 6, 30)
         );
+    }
+
+    fn wall(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap()
+    }
+
+    #[test]
+    fn wall_times_become_instants_across_clock_changes() {
+        let berlin = "Europe/Berlin";
+        assert_eq!(
+            to_utc(berlin, wall("2026-01-15 08:00")),
+            Some(utc("2026-01-15T07:00:00Z"))
+        );
+        assert_eq!(
+            to_utc(berlin, wall("2026-07-15 08:00")),
+            Some(utc("2026-07-15T06:00:00Z"))
+        );
+        // 29 March 2026: 02:00–03:00 does not exist; 02:30 reads as 02:30 CET = 03:30 CEST.
+        assert_eq!(
+            to_utc(berlin, wall("2026-03-29 02:30")),
+            Some(utc("2026-03-29T01:30:00Z"))
+        );
+        // 25 October 2026: 02:30 happens twice; the first, in CEST.
+        assert_eq!(
+            to_utc(berlin, wall("2026-10-25 02:30")),
+            Some(utc("2026-10-25T00:30:00Z"))
+        );
+        assert_eq!(
+            to_utc("Pacific/Kiritimati", wall("2024-07-01 00:30")),
+            Some(utc("2024-06-30T10:30:00Z"))
+        );
+        assert_eq!(to_utc("Mars/Olympus", wall("2026-01-15 08:00")), None);
+        assert_eq!(to_utc("europe/berlin", wall("2026-01-15 08:00")), None);
+    }
+
+    /// Every half hour of two years in zones with and without daylight saving: the wall time of
+    /// an instant leads back to that instant, or, where the clocks fall back, to the first
+    /// instant that shows it.
+    #[test]
+    fn wall_times_of_instants_lead_back_to_them() {
+        // (zone, wall times shown twice among the samples): each autumn's repeated hour
+        // holds two half-hourly samples (Lord Howe repeats half an hour: one); Kolkata and
+        // São Paulo (since 2019) keep one offset.
+        let zones = [
+            ("Europe/Berlin", 4),
+            ("America/New_York", 4),
+            ("Australia/Lord_Howe", 2),
+            ("Asia/Kolkata", 0),
+            ("Pacific/Chatham", 4),
+            ("America/Sao_Paulo", 0),
+            ("UTC", 0),
+        ];
+        let start = utc("2025-01-01T00:15:00Z");
+        for (z, expected) in zones {
+            let mut folds = 0;
+            for half_hours in 0..2 * 366 * 48 {
+                let t = start + chrono::Duration::minutes(30 * half_hours);
+                let shown = |at: DateTime<Utc>| {
+                    at.naive_utc()
+                        + chrono::Duration::seconds(offset_seconds(z, at).unwrap().into())
+                };
+                let back = to_utc(z, shown(t)).unwrap();
+                assert_eq!(shown(back), shown(t), "{z} {t}");
+                if back != t {
+                    assert!(
+                        back < t && t - back <= chrono::Duration::hours(2),
+                        "{z} {t} {back}"
+                    );
+                    folds += 1;
+                }
+            }
+            // An hour (Lord Howe: half an hour) shown twice in each of the two autumns.
+            assert_eq!(folds, expected, "{z}");
+        }
     }
 
     #[test]

@@ -184,13 +184,13 @@ pub fn seed(store: &dyn Store, data_dir: &Path) -> Result<Vec<DemoUser>, String>
     Ok(users)
 }
 
-/// `hour`:00 on `date` in time zone `zone`, as an instant. The offset used is the zone's at
-/// `hour`:00 UTC, the local one unless the clocks change between the two instants: never
-/// for the demo's zones, whose clocks change at 01:00 UTC, at the hours it plans.
+/// `hour`:00 on `date` in time zone `zone`, as an instant ([`tz::to_utc`]; `hour`:00 UTC
+/// for a zone the demo does not know, which its seed never has).
 fn local_time(zone: &str, date: NaiveDate, hour: u32) -> Millis {
-    let wall = date.and_hms_opt(hour, 0, 0).unwrap_or_default().and_utc();
-    let offset = tz::offset_seconds(zone, wall).unwrap_or(0);
-    wall.timestamp_millis() - i64::from(offset) * 1000
+    let wall = date.and_hms_opt(hour, 0, 0).unwrap_or_default();
+    tz::to_utc(zone, wall)
+        .unwrap_or_else(|| wall.and_utc())
+        .timestamp_millis()
 }
 
 /// Runs the simulated reps (devices syncing over HTTP to `base_url`) and managers (who
