@@ -17,6 +17,7 @@ use crate::error::Error;
 /// assert!(Gtin13::parse("4006381333932").is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
 pub struct Gtin13(String);
 

@@ -15,6 +15,7 @@ pub type Millis = i64;
 
 /// A sales territory; reps and managers are assigned to territories, stores belong to one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Territory {
     pub id: String,
     pub name: String,
@@ -22,6 +23,7 @@ pub struct Territory {
 
 /// What a user may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// A field rep: records visits in their territories.
@@ -57,6 +59,7 @@ impl Role {
 
 /// A person who uses fieldsync.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     pub id: String,
     pub username: String,
@@ -68,6 +71,7 @@ pub struct User {
 
 /// A retail store a rep visits.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Store {
     pub id: String,
     pub name: String,
@@ -94,6 +98,7 @@ fn default_priority() -> u8 {
 /// A group of stores (a chain, a format, a region) that assortments, planograms,
 /// promotions and KPI targets apply to.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoreGroup {
     pub id: String,
     pub name: String,
@@ -101,6 +106,7 @@ pub struct StoreGroup {
 
 /// A product a store may stock.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Product {
     pub id: String,
     pub gtin: Gtin13,
@@ -122,6 +128,7 @@ fn default_true() -> bool {
 
 /// The products every store of the listed groups must stock.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Assortment {
     pub id: String,
     pub store_group_ids: Vec<String>,
@@ -130,6 +137,7 @@ pub struct Assortment {
 
 /// One slot of a planogram.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanogramPosition {
     pub id: String,
     pub shelf: u32,
@@ -141,6 +149,7 @@ pub struct PlanogramPosition {
 
 /// The intended shelf layout for stores of the listed groups.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Planogram {
     pub id: String,
     pub name: String,
@@ -150,6 +159,7 @@ pub struct Planogram {
 
 /// Where a promotion's display stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DisplayLocation {
     FrontEndCap,
@@ -162,6 +172,7 @@ pub enum DisplayLocation {
 
 /// A trade promotion running in stores of the listed groups.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Promotion {
     pub id: String,
     pub name: String,
@@ -182,6 +193,7 @@ impl Promotion {
 
 /// The KPIs fieldsync computes (see [`crate::kpi`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum KpiKind {
     OutOfStockRate,
@@ -198,6 +210,7 @@ pub enum KpiKind {
 /// A target value for a KPI, for a store group (or every store when `store_group_id` is
 /// `None`), valid over a date range.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KpiTarget {
     pub id: String,
     pub kpi: KpiKind,
@@ -210,6 +223,7 @@ pub struct KpiTarget {
 
 /// The kinds of task a visit can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     InventoryCheck,
@@ -243,6 +257,7 @@ impl TaskKind {
 
 /// The type of answer a survey question takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AnswerType {
     Boolean,
@@ -252,6 +267,7 @@ pub enum AnswerType {
 
 /// One question of a survey task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SurveyQuestion {
     pub id: String,
     pub text: String,
@@ -262,6 +278,7 @@ pub struct SurveyQuestion {
 
 /// One task in a template.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskDefinition {
     pub kind: TaskKind,
     /// A required task blocks completing the visit while it is open.
@@ -273,6 +290,7 @@ pub struct TaskDefinition {
 
 /// The set of tasks a visit holds (the industry's action plan template).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskTemplate {
     pub id: String,
     pub name: String,
@@ -288,6 +306,7 @@ impl TaskTemplate {
 
 /// Weights of the perfect-store score's components and the price tolerance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KpiSettings {
     /// An observed price within this fraction of the target counts as compliant (0.05 = ±5 %).
     pub price_tolerance: f64,
@@ -311,6 +330,7 @@ impl Default for KpiSettings {
 
 /// Everything the device needs to know that it does not record itself.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReferenceData {
     /// Increases whenever head office changes anything.
     #[serde(default)]

@@ -96,6 +96,7 @@ pub fn local_day(store: &Store, at: Millis) -> NaiveDate {
 
 /// Progress of one task of a visit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskState {
     pub kind: TaskKind,
     pub required: bool,

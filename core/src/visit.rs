@@ -12,6 +12,7 @@ use crate::model::Millis;
 /// `Planned → InProgress → Completed`; `Planned → Canceled` (with a reason);
 /// `InProgress → Abandoned`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum VisitStatus {
     Planned,
@@ -62,11 +63,14 @@ impl std::fmt::Display for VisitStatus {
 
 /// The manager-owned part of a visit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VisitPlan {
     pub store_id: String,
     /// The rep who makes the visit.
     pub rep_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub planned_start: Millis,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub planned_end: Millis,
     /// 1 (highest) to 5.
     pub priority: u8,
@@ -78,6 +82,7 @@ pub struct VisitPlan {
 
 /// A GPS position.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GeoPoint {
     pub lat: f64,
     pub lng: f64,
@@ -97,7 +102,9 @@ impl GeoPoint {
 
 /// A check-in or check-out: when, where, and whether it was outside the store's geofence.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckPoint {
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub at: Millis,
     pub position: GeoPoint,
     /// Distance from the store's coordinates.
@@ -108,6 +115,7 @@ pub struct CheckPoint {
 
 /// One product's inventory finding. Fields the rep did not record are `None`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InventoryLine {
     pub product_id: String,
     pub shelf_qty: Option<i64>,
@@ -116,6 +124,7 @@ pub struct InventoryLine {
     pub observed_price_cents: Option<i64>,
     pub facings: Option<i64>,
     /// Device time of the latest observation on this line.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub observed_at: Millis,
 }
 
@@ -129,27 +138,32 @@ impl InventoryLine {
 
 /// The finding for one planogram position.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PositionResult {
     pub position_id: String,
     pub present: Option<bool>,
     pub actual_facings: Option<i64>,
     pub correct_position: Option<bool>,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub observed_at: Millis,
 }
 
 /// The finding for one promotion.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PromotionCheck {
     pub promotion_id: String,
     pub display_in_place: Option<bool>,
     pub promo_price_correct: Option<bool>,
     pub materials_present: Option<bool>,
     pub observed_price_cents: Option<i64>,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub observed_at: Millis,
 }
 
 /// A survey answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum AnswerValue {
     Bool(bool),
@@ -159,17 +173,21 @@ pub enum AnswerValue {
 
 /// One survey answer with when it was given.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SurveyAnswer {
     pub question_id: String,
     pub value: AnswerValue,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub observed_at: Millis,
 }
 
 /// One order line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderLine {
     pub product_id: String,
     pub quantity: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub observed_at: Millis,
 }
 
@@ -177,6 +195,7 @@ pub struct OrderLine {
 /// device time wins here (every value stays available through
 /// [`crate::document::VisitDoc::conflicts`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Visit {
     pub id: String,
     pub plan: VisitPlan,
@@ -208,6 +227,7 @@ impl Visit {
 /// What a rep records for one inventory line; `None` leaves a field as it was, so two
 /// reps recording different fields of one line both keep theirs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InventoryInput {
     pub shelf_qty: Option<i64>,
     pub backroom_qty: Option<i64>,
@@ -218,6 +238,7 @@ pub struct InventoryInput {
 
 /// What a rep records for one planogram position.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PositionInput {
     pub present: Option<bool>,
     pub actual_facings: Option<i64>,
@@ -226,6 +247,7 @@ pub struct PositionInput {
 
 /// What a rep records for one promotion.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PromotionInput {
     pub display_in_place: Option<bool>,
     pub promo_price_correct: Option<bool>,
@@ -235,6 +257,7 @@ pub struct PromotionInput {
 
 /// Who made a change: the user and the device they used.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Author {
     pub user_id: String,
     pub device_id: String,
@@ -242,10 +265,12 @@ pub struct Author {
 
 /// One value of a field that was changed concurrently.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConflictValue {
     /// The value as JSON text.
     pub value: String,
     /// Device time of the change that wrote it.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub at: Millis,
     pub author: Option<Author>,
     /// The value projections and KPIs use.
@@ -254,6 +279,7 @@ pub struct ConflictValue {
 
 /// A field with more than one concurrent value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldConflict {
     /// e.g. `inventory/p-cola/shelf`.
     pub path: String,
@@ -262,10 +288,12 @@ pub struct FieldConflict {
 
 /// One field written by one change: the visit's field history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldChange {
     pub path: String,
     /// The value written, as JSON text (`null` for a deletion; notes edits show the text inserted).
     pub value: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub at: Millis,
     pub author: Option<Author>,
     /// Hex hash of the Automerge change.

@@ -438,14 +438,31 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
     resp
 }
 
-async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
-    let store = state.store.clone();
-    let (visits, changes) = blocking(move || Ok(store.counts()?)).await?;
-    Ok(Json(
-        serde_json::json!({"status": "ok", "visits": visits, "changes": changes}),
-    ))
+/// `GET /healthz`: the server answers and reads its database.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+    /// Visits stored.
+    pub visits: i64,
+    /// Changes stored.
+    pub changes: i64,
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Liveness: the server answers and reads its database",
+    responses((status = 200, description = "the server is up", body = Health), (status = 500, description = "the database cannot be read", body = ErrorBody)))]
+async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
+    let store = state.store.clone();
+    let (visits, changes) = blocking(move || Ok(store.counts()?)).await?;
+    Ok(Json(Health {
+        status: "ok",
+        visits,
+        changes,
+    }))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
+    responses((status = 200, description = "text exposition format", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     for (label, gate) in [(GATE_SIGN_IN, &state.passwords), (GATE_SYNC, &state.syncs)] {
         state
@@ -466,6 +483,9 @@ async fn openapi() -> Json<serde_json::Value> {
 
 // ------------------------------------------------------------------ login
 
+#[utoipa::path(post, path = "/v1/auth/login", tag = "sync", summary = "Sign in; returns a device token",
+    request_body = LoginRequest,
+    responses((status = 200, description = "signed in: a new device token", body = LoginResponse), crate::openapi::LoginErrors))]
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -705,6 +725,12 @@ fn sync_answer(resp: &SyncResponse, zstd: bool) -> Result<Response, AppError> {
     Ok(out)
 }
 
+#[utoipa::path(post, path = "/v1/sync", tag = "sync", summary = "One sync round trip (push outbox, pull changes)",
+    description = "The body may be sent with `Content-Encoding: zstd` or `gzip`; the answer is \
+                   compressed with Zstandard or gzip when `Accept-Encoding` allows it.",
+    request_body = SyncRequest,
+    responses((status = 200, description = "acknowledgements, rejections and the changes in scope since the cursor", body = SyncResponse), crate::openapi::SyncErrors),
+    security(("bearer" = [])))]
 async fn sync(
     State(state): State<AppState>,
     Extension(slot): Extension<SyncSlot>,
@@ -922,7 +948,7 @@ fn sync_blocking(
 // ------------------------------------------------------------------ planning
 
 /// `POST /v1/visits` body.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateVisit {
     pub store_id: String,
     pub rep_id: String,
@@ -943,7 +969,7 @@ fn default_priority() -> u8 {
 }
 
 /// `PATCH /v1/visits/{id}` body: fields to change.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PatchVisit {
     pub rep_id: Option<String>,
     pub planned_start: Option<i64>,
@@ -951,12 +977,13 @@ pub struct PatchVisit {
     pub priority: Option<u8>,
     pub instructions: Option<String>,
     /// `canceled` with `cancel_reason` cancels a planned visit.
+    #[schema(value_type = Option<String>, pattern = "^canceled$")]
     pub status: Option<String>,
     pub cancel_reason: Option<String>,
 }
 
 /// A visit as the planning API returns it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VisitOut {
     pub visit_id: String,
     pub visit: Visit,
@@ -987,6 +1014,10 @@ fn check_rep(store: &dyn Store, rep_id: &str, territory: &str) -> Result<(), App
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v1/visits", tag = "planning", summary = "Plan a visit (manager)",
+    request_body = CreateVisit,
+    responses((status = 201, description = "planned", body = VisitOut), crate::openapi::PlanningErrors),
+    security(("bearer" = [])))]
 pub(crate) async fn create_visit(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -1079,6 +1110,10 @@ fn load_in_scope(
     Ok(v)
 }
 
+#[utoipa::path(get, path = "/v1/visits/{id}", tag = "planning", summary = "A visit in the caller's scope",
+    params(("id" = String, Path, description = "visit id")),
+    responses((status = 200, description = "the visit", body = VisitOut), crate::openapi::ReadErrors),
+    security(("bearer" = [])))]
 async fn get_visit(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -1099,6 +1134,11 @@ async fn get_visit(
     .await
 }
 
+#[utoipa::path(patch, path = "/v1/visits/{id}", tag = "planning", summary = "Assign, reschedule or cancel a planned visit (manager)",
+    params(("id" = String, Path, description = "visit id")),
+    request_body = PatchVisit,
+    responses((status = 200, description = "the visit as changed", body = VisitOut), crate::openapi::PlanningErrors),
+    security(("bearer" = [])))]
 pub(crate) async fn patch_visit(
     State(state): State<AppState>,
     auth: AuthUser,

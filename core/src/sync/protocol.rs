@@ -113,6 +113,7 @@ pub fn decode_change(text: &str) -> Result<Vec<u8>, String> {
 
 /// The changes of one visit.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VisitChanges {
     pub visit_id: String,
     /// Base64 of each Automerge change's bytes.
@@ -121,6 +122,7 @@ pub struct VisitChanges {
 
 /// A whole visit document (the `documents` feature, see the module docs).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VisitDocument {
     pub visit_id: String,
     /// Base64 of the document: its saved bytes in a form [`automerge::Automerge::load`]
@@ -135,6 +137,7 @@ pub struct VisitDocument {
 
 /// The heads (hex change hashes) of one visit document.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VisitHeads {
     pub visit_id: String,
     pub heads: Vec<String>,
@@ -142,6 +145,7 @@ pub struct VisitHeads {
 
 /// Device → server.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncRequest {
     /// Must equal [`PROTOCOL_VERSION`].
     pub protocol: u32,
@@ -181,6 +185,7 @@ pub struct SyncRequest {
 
 /// Why the changes of one visit were refused.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rejection {
     pub visit_id: String,
     /// Hashes of the refused changes (those that could be parsed).
@@ -191,6 +196,7 @@ pub struct Rejection {
 
 /// The server lacks changes of a visit: the device must send its changes since `have`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resend {
     pub visit_id: String,
     /// The server's heads for the visit (empty when it has nothing).
@@ -199,6 +205,7 @@ pub struct Resend {
 
 /// Server → device.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncResponse {
     pub protocol: u32,
     /// The server's epoch (changes when the server is restored from a backup).
@@ -234,6 +241,7 @@ pub struct SyncResponse {
 
 /// `POST /v1/auth/login` body.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
@@ -242,6 +250,7 @@ pub struct LoginRequest {
 
 /// The signed-in user.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginUser {
     pub id: String,
     pub username: String,
@@ -251,6 +260,7 @@ pub struct LoginUser {
 
 /// `POST /v1/auth/login` answer: a device token to send as `Authorization: Bearer …`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     pub token: String,
     /// Id of the token, for `admin revoke --token-id`.
@@ -260,6 +270,7 @@ pub struct LoginResponse {
 
 /// The body of every error answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// A stable machine-readable code (`bad_request`, `unauthorized`, `forbidden`, …).
     pub error: String,

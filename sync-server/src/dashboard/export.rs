@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
 use super::Viewer;
+use super::openapi::ReportErrors;
 use super::reports::{FilterQuery, blocking, load_rows, visit_row};
 use crate::api::{AppError, AppState};
 
@@ -40,6 +41,11 @@ fn attachment(name: String, body: Vec<u8>) -> Response {
 }
 
 /// `GET /v1/reports/export/visits.csv`: one row per visit.
+#[utoipa::path(get, path = "/v1/reports/export/visits.csv", tag = "reports",
+    summary = "CSV of the visits of the range and filters",
+    params(FilterQuery),
+    responses((status = 200, description = "CSV with a header row (attachment)", content_type = "text/csv", body = String), ReportErrors),
+    security(("session" = []), ("bearer" = [])))]
 pub async fn visits_csv(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -130,6 +136,11 @@ pub async fn visits_csv(
 }
 
 /// `GET /v1/reports/export/inventory.csv`: one row per inventory line of the visits.
+#[utoipa::path(get, path = "/v1/reports/export/inventory.csv", tag = "reports",
+    summary = "CSV of the inventory lines of those visits",
+    params(FilterQuery),
+    responses((status = 200, description = "CSV with a header row (attachment)", content_type = "text/csv", body = String), ReportErrors),
+    security(("session" = []), ("bearer" = [])))]
 pub async fn inventory_csv(
     State(state): State<AppState>,
     viewer: Viewer,

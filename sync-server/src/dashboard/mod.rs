@@ -549,6 +549,12 @@ async fn asset(Path(file): Path<String>) -> Response {
 
 // ------------------------------------------------------------------ planning with a session
 
+#[utoipa::path(post, path = "/v1/dashboard/visits", tag = "dashboard",
+    summary = "Plan a visit (as POST /v1/visits) with the dashboard session",
+    params(("X-CSRF-Token" = String, Header, description = "the session's CSRF token (the page's `csrf-token` meta tag)")),
+    request_body = crate::api::CreateVisit,
+    responses((status = 201, description = "planned", body = crate::api::VisitOut), openapi::SessionPlanningErrors),
+    security(("session" = [])))]
 async fn plan_visit(
     State(state): State<AppState>,
     session: Session,
@@ -559,6 +565,15 @@ async fn plan_visit(
     crate::api::create_visit(State(state), session.auth_user(), body).await
 }
 
+#[utoipa::path(patch, path = "/v1/dashboard/visits/{id}", tag = "dashboard",
+    summary = "Assign, reschedule or cancel a planned visit (as PATCH /v1/visits/{id}) with the dashboard session",
+    params(
+        ("id" = String, Path, description = "visit id"),
+        ("X-CSRF-Token" = String, Header, description = "the session's CSRF token (the page's `csrf-token` meta tag)"),
+    ),
+    request_body = crate::api::PatchVisit,
+    responses((status = 200, description = "the visit as changed", body = crate::api::VisitOut), openapi::SessionPlanningErrors),
+    security(("session" = [])))]
 async fn replan_visit(
     State(state): State<AppState>,
     session: Session,

@@ -24,14 +24,18 @@ use axum::{Json, Router};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use fieldsync_core::document::VisitDoc;
 use fieldsync_core::kpi::{self, KpiSummary, Ratio, VisitKpis};
-use fieldsync_core::model::{ReferenceData, ReferenceIndex, Role};
+use fieldsync_core::model::{DisplayLocation, ReferenceData, ReferenceIndex, Role};
 use fieldsync_core::rules;
-use fieldsync_core::visit::{InventoryLine, PositionResult, PromotionCheck, Visit, VisitStatus};
+use fieldsync_core::visit::{
+    AnswerValue, InventoryLine, PositionResult, PromotionCheck, Visit, VisitStatus,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
 use super::Viewer;
+use super::openapi::ReportErrors;
 use crate::api::{AppError, AppState};
 
 const DAY_MS: i64 = 86_400_000;
@@ -72,13 +76,23 @@ fn now_ms() -> i64 {
 // ------------------------------------------------------------------ filters
 
 /// The report filters as sent in the query string.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FilterQuery {
+    /// First store-local day, `YYYY-MM-DD` (default: 6 days before `to`).
+    #[param(format = Date)]
     pub from: Option<String>,
+    /// Last store-local day, `YYYY-MM-DD` (default: today, UTC).
+    #[param(format = Date)]
     pub to: Option<String>,
+    /// One territory (must be one of the viewer's).
     pub territory: Option<String>,
+    /// One rep id.
     pub rep: Option<String>,
+    /// One store id.
     pub store: Option<String>,
+    /// One visit status.
+    #[param(value_type = Option<VisitStatus>)]
     pub status: Option<String>,
 }
 
@@ -236,7 +250,8 @@ pub fn load_rows(
 // ------------------------------------------------------------------ output shapes
 
 /// A ratio: numerator, denominator and percentage (`null` without data).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+#[schema(as = Ratio)]
 pub struct RatioOut {
     pub num: u64,
     pub den: u64,
@@ -254,7 +269,8 @@ impl From<Ratio> for RatioOut {
 }
 
 /// The KPIs of a set of visits, from a core [`KpiSummary`].
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+#[schema(as = Kpis)]
 pub struct KpiOut {
     /// Every visit.
     pub visits: u64,
@@ -324,13 +340,13 @@ fn latest_seq(state: &AppState, territories: Option<&[String]>) -> Result<i64, A
 
 // ------------------------------------------------------------------ context
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct IdName {
     id: String,
     name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct RepOut {
     id: String,
     name: String,
@@ -338,7 +354,7 @@ struct RepOut {
     territories: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct StoreOut {
     id: String,
     name: String,
@@ -346,9 +362,20 @@ struct StoreOut {
     address: String,
 }
 
-#[derive(Debug, Serialize)]
+/// The viewer as the reports see them.
+#[derive(Debug, Serialize, ToSchema)]
+struct ViewerOut {
+    id: String,
+    username: String,
+    role: Role,
+    territories: Vec<String>,
+}
+
+/// `GET /v1/reports/context`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ReportContext)]
 struct ContextOut {
-    user: serde_json::Value,
+    user: ViewerOut,
     today: NaiveDate,
     default_from: NaiveDate,
     default_to: NaiveDate,
@@ -362,10 +389,14 @@ struct ContextOut {
     latest_seq: i64,
 }
 
+#[utoipa::path(get, path = "/v1/reports/context", tag = "reports",
+    summary = "The viewer, their territories, reps, stores, templates, KPI targets and the latest change",
+    responses((status = 200, description = "the report", body = ContextOut), ReportErrors),
+    security(("session" = []), ("bearer" = [])))]
 async fn context(
     State(state): State<AppState>,
     viewer: Viewer,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<ContextOut>, AppError> {
     blocking(move || {
         let refs = state.store.reference()?;
         let terrs = viewer.territories();
@@ -382,10 +413,12 @@ async fn context(
             }
         }
         let out = ContextOut {
-            user: serde_json::json!({
-                "id": viewer.user.id, "username": viewer.user.username,
-                "role": viewer.user.role.as_str(), "territories": viewer.user.territories,
-            }),
+            user: ViewerOut {
+                id: viewer.user.id.clone(),
+                username: viewer.user.username.clone(),
+                role: viewer.user.role,
+                territories: viewer.user.territories.clone(),
+            },
             today,
             default_from: today - Duration::days(6),
             default_to: today,
@@ -436,23 +469,21 @@ async fn context(
             targets,
             latest_seq: latest_seq(&state, terrs.as_deref())?,
         };
-        Ok(Json(
-            serde_json::to_value(out).map_err(|e| AppError::internal(e.to_string()))?,
-        ))
+        Ok(Json(out))
     })
     .await
 }
 
 // ------------------------------------------------------------------ overview
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct RepRow {
     rep_id: String,
     name: String,
     summary: KpiOut,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct StoreRow {
     store_id: String,
     name: String,
@@ -461,7 +492,9 @@ struct StoreRow {
     summary: KpiOut,
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /v1/reports/overview`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Overview)]
 struct OverviewOut {
     from: NaiveDate,
     to: NaiveDate,
@@ -472,11 +505,16 @@ struct OverviewOut {
     stores: Vec<StoreRow>,
 }
 
+#[utoipa::path(get, path = "/v1/reports/overview", tag = "reports",
+    summary = "KPIs of a date range and filters, per rep and per store",
+    params(FilterQuery),
+    responses((status = 200, description = "the report", body = OverviewOut), ReportErrors),
+    security(("session" = []), ("bearer" = [])))]
 async fn overview(
     State(state): State<AppState>,
     viewer: Viewer,
     Query(q): Query<FilterQuery>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<OverviewOut>, AppError> {
     let filter = q.resolve()?;
     blocking(move || {
         let terrs = territories_of(&viewer, &filter)?;
@@ -544,26 +582,41 @@ async fn overview(
             reps,
             stores,
         };
-        Ok(Json(
-            serde_json::to_value(out).map_err(|e| AppError::internal(e.to_string()))?,
-        ))
+        Ok(Json(out))
     })
     .await
 }
 
 // ------------------------------------------------------------------ trends
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct DayOut {
     day: NaiveDate,
     summary: KpiOut,
 }
 
+/// `GET /v1/reports/trends`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Trends)]
+struct TrendsOut {
+    from: NaiveDate,
+    to: NaiveDate,
+    as_of: i64,
+    latest_seq: i64,
+    summary: KpiOut,
+    days: Vec<DayOut>,
+}
+
+#[utoipa::path(get, path = "/v1/reports/trends", tag = "reports",
+    summary = "KPIs per store-local day of the range",
+    params(FilterQuery),
+    responses((status = 200, description = "the report", body = TrendsOut), ReportErrors),
+    security(("session" = []), ("bearer" = [])))]
 async fn trends(
     State(state): State<AppState>,
     viewer: Viewer,
     Query(q): Query<FilterQuery>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<TrendsOut>, AppError> {
     let filter = q.resolve()?;
     blocking(move || {
         let terrs = territories_of(&viewer, &filter)?;
@@ -584,10 +637,14 @@ async fn trends(
             });
             d += Duration::days(1);
         }
-        Ok(Json(serde_json::json!({
-            "from": filter.from, "to": filter.to, "as_of": as_of, "latest_seq": seq,
-            "summary": summarize(&rows, as_of, refs), "days": days,
-        })))
+        Ok(Json(TrendsOut {
+            from: filter.from,
+            to: filter.to,
+            as_of,
+            latest_seq: seq,
+            summary: summarize(&rows, as_of, refs),
+            days,
+        }))
     })
     .await
 }
@@ -595,7 +652,7 @@ async fn trends(
 // ------------------------------------------------------------------ visit list
 
 /// One visit as a table row.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct VisitRow {
     pub visit_id: String,
     pub day: NaiveDate,
@@ -664,11 +721,26 @@ pub fn visit_row(
     }
 }
 
+/// `GET /v1/reports/visits`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = VisitList)]
+struct VisitListOut {
+    from: NaiveDate,
+    to: NaiveDate,
+    latest_seq: i64,
+    visits: Vec<VisitRow>,
+}
+
+#[utoipa::path(get, path = "/v1/reports/visits", tag = "reports",
+    summary = "The visits of the range, one row each",
+    params(FilterQuery),
+    responses((status = 200, description = "the report", body = VisitListOut), ReportErrors),
+    security(("session" = []), ("bearer" = [])))]
 async fn visit_list(
     State(state): State<AppState>,
     viewer: Viewer,
     Query(q): Query<FilterQuery>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<VisitListOut>, AppError> {
     let filter = q.resolve()?;
     blocking(move || {
         let terrs = territories_of(&viewer, &filter)?;
@@ -681,9 +753,12 @@ async fn visit_list(
             .iter()
             .map(|r| visit_row(r, refs, &names, as_of))
             .collect();
-        Ok(Json(serde_json::json!({
-            "from": filter.from, "to": filter.to, "latest_seq": seq, "visits": visits,
-        })))
+        Ok(Json(VisitListOut {
+            from: filter.from,
+            to: filter.to,
+            latest_seq: seq,
+            visits,
+        }))
     })
     .await
 }
@@ -744,12 +819,105 @@ impl<'a> Judge<'a> {
 
 // ------------------------------------------------------------------ store drill-down
 
+/// The store of a store report.
+#[derive(Debug, Serialize, ToSchema)]
+struct StoreInfo {
+    id: String,
+    name: String,
+    address: String,
+    territory_id: String,
+    territory_name: Option<String>,
+    lat: f64,
+    lng: f64,
+    geofence_radius_m: f64,
+    timezone: String,
+    /// Names of the store's groups.
+    groups: Vec<String>,
+    priority: u8,
+}
+
+/// A product out of stock in the store's latest audit of it (the visit and day of that
+/// audit), with how often it was audited and found out of stock in the range. Names are
+/// `null` for a product no longer in the reference data.
+#[derive(Debug, Serialize, ToSchema)]
+struct OutOfStockOut {
+    product_id: String,
+    name: Option<String>,
+    gtin: Option<String>,
+    category: Option<String>,
+    visit_id: String,
+    day: NaiveDate,
+    shelf_qty: Option<i64>,
+    backroom_qty: Option<i64>,
+    audits: u64,
+    out_of_stock_audits: u64,
+}
+
+/// A planogram position as last audited in the range.
+#[derive(Debug, Serialize, ToSchema)]
+struct PositionOut {
+    position_id: String,
+    compliant: bool,
+    shelf: Option<u32>,
+    position: Option<u32>,
+    product_id: Option<String>,
+    product_name: Option<String>,
+    expected_facings: Option<u32>,
+    present: Option<bool>,
+    actual_facings: Option<i64>,
+    correct_position: Option<bool>,
+    visit_id: String,
+    day: NaiveDate,
+}
+
+/// A promotion as last checked in the range.
+#[derive(Debug, Serialize, ToSchema)]
+struct PromotionOut {
+    promotion_id: String,
+    compliant: bool,
+    name: Option<String>,
+    display_location: Option<DisplayLocation>,
+    promo_price_cents: Option<i64>,
+    display_in_place: Option<bool>,
+    promo_price_correct: Option<bool>,
+    materials_present: Option<bool>,
+    observed_price_cents: Option<i64>,
+    visit_id: String,
+    day: NaiveDate,
+}
+
+/// `GET /v1/reports/stores/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = StoreReport)]
+struct StoreReportOut {
+    store: StoreInfo,
+    from: NaiveDate,
+    to: NaiveDate,
+    latest_seq: i64,
+    summary: KpiOut,
+    /// The latest 30 visits of the range.
+    visits: Vec<VisitRow>,
+    out_of_stock: Vec<OutOfStockOut>,
+    /// The non-compliant positions only.
+    positions: Vec<PositionOut>,
+    promotions: Vec<PromotionOut>,
+}
+
+#[utoipa::path(get, path = "/v1/reports/stores/{id}", tag = "reports",
+    summary = "One store: KPIs, last visits, out-of-stock products, non-compliant positions, promotions",
+    params(
+        ("id" = String, Path, description = "store id"),
+        ("from" = Option<String>, Query, format = Date, description = "first store-local day (default: 6 days before `to`)"),
+        ("to" = Option<String>, Query, format = Date, description = "last store-local day (default: today, UTC)"),
+    ),
+    responses((status = 200, description = "the report", body = StoreReportOut), ReportErrors),
+    security(("session" = []), ("bearer" = [])))]
 async fn store_detail(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
     Query(mut q): Query<FilterQuery>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<StoreReportOut>, AppError> {
     blocking(move || {
         let refs = state.store.reference()?;
         let store = refs
@@ -775,10 +943,10 @@ async fn store_detail(
         // Latest observation first.
         let mut latest: Vec<&Row> = rows.iter().collect();
         latest.sort_by_key(|r| std::cmp::Reverse(r.visit.plan.planned_start));
-        let mut oos: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut oos: BTreeMap<String, OutOfStockOut> = BTreeMap::new();
         let mut audits: HashMap<String, (u64, u64)> = HashMap::new();
-        let mut positions: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-        let mut promos: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut positions: BTreeMap<String, PositionOut> = BTreeMap::new();
+        let mut promos: BTreeMap<String, PromotionOut> = BTreeMap::new();
         let mut seen_products = std::collections::HashSet::new();
         for r in &latest {
             let mut judge = Judge::new(&r.visit, idx);
@@ -790,58 +958,83 @@ async fn store_detail(
                 a.1 += u64::from(is_oos);
                 if seen_products.insert(line.product_id.clone()) && is_oos {
                     let p = idx.products.get(line.product_id.as_str());
-                    oos.insert(line.product_id.clone(), serde_json::json!({
-                        "product_id": line.product_id,
-                        "name": p.map(|p| p.name.clone()),
-                        "gtin": p.map(|p| p.gtin.to_string()),
-                        "category": p.map(|p| p.category.clone()),
-                        "visit_id": r.visit.id, "day": r.day,
-                        "shelf_qty": line.shelf_qty, "backroom_qty": line.backroom_qty,
-                    }));
+                    oos.insert(
+                        line.product_id.clone(),
+                        OutOfStockOut {
+                            product_id: line.product_id.clone(),
+                            name: p.map(|p| p.name.clone()),
+                            gtin: p.map(|p| p.gtin.to_string()),
+                            category: p.map(|p| p.category.clone()),
+                            visit_id: r.visit.id.clone(),
+                            day: r.day,
+                            shelf_qty: line.shelf_qty,
+                            backroom_qty: line.backroom_qty,
+                            audits: 0,
+                            out_of_stock_audits: 0,
+                        },
+                    );
                 }
             }
             for res in r.visit.planogram.values() {
                 if positions.contains_key(&res.position_id) {
                     continue;
                 }
-                let Some(ok) = judge.position(res) else { continue };
+                let Some(ok) = judge.position(res) else {
+                    continue;
+                };
                 let def = idx
                     .planogram_for(&store)
                     .and_then(|pg| pg.positions.iter().find(|p| p.id == res.position_id));
-                positions.insert(res.position_id.clone(), serde_json::json!({
-                    "position_id": res.position_id, "compliant": ok,
-                    "shelf": def.map(|d| d.shelf), "position": def.map(|d| d.position),
-                    "product_id": def.map(|d| d.product_id.clone()),
-                    "product_name": def.and_then(|d| idx.products.get(d.product_id.as_str())).map(|p| p.name.clone()),
-                    "expected_facings": def.map(|d| d.facings),
-                    "present": res.present, "actual_facings": res.actual_facings,
-                    "correct_position": res.correct_position,
-                    "visit_id": r.visit.id, "day": r.day,
-                }));
+                positions.insert(
+                    res.position_id.clone(),
+                    PositionOut {
+                        position_id: res.position_id.clone(),
+                        compliant: ok,
+                        shelf: def.map(|d| d.shelf),
+                        position: def.map(|d| d.position),
+                        product_id: def.map(|d| d.product_id.clone()),
+                        product_name: def
+                            .and_then(|d| idx.products.get(d.product_id.as_str()))
+                            .map(|p| p.name.clone()),
+                        expected_facings: def.map(|d| d.facings),
+                        present: res.present,
+                        actual_facings: res.actual_facings,
+                        correct_position: res.correct_position,
+                        visit_id: r.visit.id.clone(),
+                        day: r.day,
+                    },
+                );
             }
             for c in r.visit.promotions.values() {
                 if promos.contains_key(&c.promotion_id) {
                     continue;
                 }
-                let Some(ok) = judge.promotion(c) else { continue };
+                let Some(ok) = judge.promotion(c) else {
+                    continue;
+                };
                 let p = idx.promotions.get(c.promotion_id.as_str());
-                promos.insert(c.promotion_id.clone(), serde_json::json!({
-                    "promotion_id": c.promotion_id, "compliant": ok,
-                    "name": p.map(|p| p.name.clone()),
-                    "display_location": p.map(|p| p.display_location),
-                    "promo_price_cents": p.map(|p| p.promo_price_cents),
-                    "display_in_place": c.display_in_place, "promo_price_correct": c.promo_price_correct,
-                    "materials_present": c.materials_present, "observed_price_cents": c.observed_price_cents,
-                    "visit_id": r.visit.id, "day": r.day,
-                }));
+                promos.insert(
+                    c.promotion_id.clone(),
+                    PromotionOut {
+                        promotion_id: c.promotion_id.clone(),
+                        compliant: ok,
+                        name: p.map(|p| p.name.clone()),
+                        display_location: p.map(|p| p.display_location),
+                        promo_price_cents: p.map(|p| p.promo_price_cents),
+                        display_in_place: c.display_in_place,
+                        promo_price_correct: c.promo_price_correct,
+                        materials_present: c.materials_present,
+                        observed_price_cents: c.observed_price_cents,
+                        visit_id: r.visit.id.clone(),
+                        day: r.day,
+                    },
+                );
             }
         }
-        let oos: Vec<serde_json::Value> = oos
+        let oos: Vec<OutOfStockOut> = oos
             .into_iter()
             .map(|(pid, mut v)| {
-                let (n, o) = audits.get(&pid).copied().unwrap_or_default();
-                v["audits"] = n.into();
-                v["out_of_stock_audits"] = o.into();
+                (v.audits, v.out_of_stock_audits) = audits.get(&pid).copied().unwrap_or_default();
                 v
             })
             .collect();
@@ -861,31 +1054,161 @@ async fn store_detail(
             .filter(|g| store.store_group_ids.contains(&g.id))
             .map(|g| g.name.clone())
             .collect();
-        Ok(Json(serde_json::json!({
-            "store": {
-                "id": store.id, "name": store.name, "address": store.address,
-                "territory_id": store.territory_id, "territory_name": territory_name,
-                "lat": store.lat, "lng": store.lng, "geofence_radius_m": store.geofence_radius_m,
-                "timezone": store.timezone, "groups": groups, "priority": store.priority,
+        Ok(Json(StoreReportOut {
+            store: StoreInfo {
+                id: store.id,
+                name: store.name,
+                address: store.address,
+                territory_id: store.territory_id,
+                territory_name,
+                lat: store.lat,
+                lng: store.lng,
+                geofence_radius_m: store.geofence_radius_m,
+                timezone: store.timezone,
+                groups,
+                priority: store.priority,
             },
-            "from": filter.from, "to": filter.to, "latest_seq": seq,
-            "summary": summarize(&rows, as_of, refs),
-            "visits": visits,
-            "out_of_stock": oos,
-            "positions": positions.into_values().filter(|p| p["compliant"] == false).collect::<Vec<_>>(),
-            "promotions": promos.into_values().collect::<Vec<_>>(),
-        })))
+            from: filter.from,
+            to: filter.to,
+            latest_seq: seq,
+            summary: summarize(&rows, as_of, refs),
+            visits,
+            out_of_stock: oos,
+            positions: positions.into_values().filter(|p| !p.compliant).collect(),
+            promotions: promos.into_values().collect(),
+        }))
     })
     .await
 }
 
 // ------------------------------------------------------------------ visit detail
 
+/// The store of a visit report.
+#[derive(Debug, Serialize, ToSchema)]
+struct VisitStoreOut {
+    id: String,
+    name: String,
+    address: String,
+    timezone: String,
+}
+
+/// An inventory line with its product and verdicts (`null`: not judged).
+#[derive(Debug, Serialize, ToSchema)]
+struct InventoryItemOut {
+    line: InventoryLine,
+    name: Option<String>,
+    gtin: Option<String>,
+    category: Option<String>,
+    list_price_cents: Option<i64>,
+    out_of_stock: Option<bool>,
+    price_ok: Option<bool>,
+}
+
+/// A planogram result with its position's definition.
+#[derive(Debug, Serialize, ToSchema)]
+struct PlanogramItemOut {
+    result: PositionResult,
+    compliant: Option<bool>,
+    shelf: Option<u32>,
+    position: Option<u32>,
+    expected_facings: Option<u32>,
+    product_name: Option<String>,
+}
+
+/// A promotion check with its promotion.
+#[derive(Debug, Serialize, ToSchema)]
+struct PromotionItemOut {
+    check: PromotionCheck,
+    compliant: Option<bool>,
+    name: Option<String>,
+    display_location: Option<DisplayLocation>,
+}
+
+/// A survey answer with its question's text.
+#[derive(Debug, Serialize, ToSchema)]
+struct SurveyItemOut {
+    question_id: String,
+    text: Option<String>,
+    value: AnswerValue,
+}
+
+/// An order line with its product's name.
+#[derive(Debug, Serialize, ToSchema)]
+struct OrderItemOut {
+    product_id: String,
+    name: Option<String>,
+    quantity: i64,
+}
+
+/// One field written by one change, with who wrote it.
+#[derive(Debug, Serialize, ToSchema)]
+struct HistoryOut {
+    path: String,
+    /// The value written, as JSON text.
+    value: String,
+    at: i64,
+    change_hash: String,
+    user_id: Option<String>,
+    user_name: Option<String>,
+    device_id: Option<String>,
+    /// The field has concurrent values.
+    conflict: bool,
+}
+
+/// One of a field's concurrent values.
+#[derive(Debug, Serialize, ToSchema)]
+struct ConflictValueOut {
+    /// The value as JSON text.
+    value: String,
+    at: i64,
+    /// The value projections and KPIs use.
+    winner: bool,
+    user_id: Option<String>,
+    user_name: Option<String>,
+    device_id: Option<String>,
+}
+
+/// A field with concurrent values.
+#[derive(Debug, Serialize, ToSchema)]
+struct ConflictOut {
+    path: String,
+    values: Vec<ConflictValueOut>,
+}
+
+/// `GET /v1/reports/visits/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = VisitReport)]
+struct VisitReportOut {
+    visit_id: String,
+    territory_id: String,
+    latest_seq: i64,
+    store: Option<VisitStoreOut>,
+    rep: IdName,
+    template_name: Option<String>,
+    /// The store-local day of the visit.
+    day: Option<NaiveDate>,
+    visit: Visit,
+    summary: KpiOut,
+    tasks: Vec<rules::TaskState>,
+    inventory: Vec<InventoryItemOut>,
+    planogram: Vec<PlanogramItemOut>,
+    promotions: Vec<PromotionItemOut>,
+    survey: Vec<SurveyItemOut>,
+    orders: Vec<OrderItemOut>,
+    history: Vec<HistoryOut>,
+    conflicts: Vec<ConflictOut>,
+}
+
+#[utoipa::path(get, path = "/v1/reports/visits/{id}", tag = "reports",
+    summary = "One visit: tasks, lines, field history (user, device, time) and conflicts",
+    params(("id" = String, Path, description = "visit id")),
+    responses((status = 200, description = "the report", body = VisitReportOut), ReportErrors),
+    security(("session" = []), ("bearer" = [])))]
 async fn visit_detail(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<VisitReportOut>, AppError> {
     blocking(move || {
         let stored = state
             .store
@@ -896,7 +1219,10 @@ async fn visit_detail(
                 "visit {id} is outside your territories"
             )));
         }
-        let seq = latest_seq(&state, Some(std::slice::from_ref(&stored.meta.territory_id)))?;
+        let seq = latest_seq(
+            &state,
+            Some(std::slice::from_ref(&stored.meta.territory_id)),
+        )?;
         let doc = VisitDoc::load(&stored.doc)?;
         let visit = doc.read()?;
         let history = doc.history()?;
@@ -904,49 +1230,63 @@ async fn visit_detail(
         let indexed = state.reference.get(state.store.as_ref())?;
         let (refs, idx) = (indexed.data(), indexed.index());
         let names = user_names(refs);
-        let name_of = |u: &str| names.get(u).map_or_else(|| u.to_string(), |n| (*n).to_string());
+        let name_of = |u: &str| {
+            names
+                .get(u)
+                .map_or_else(|| u.to_string(), |n| (*n).to_string())
+        };
         let as_of = now_ms();
         let k = kpi::visit_kpis(&visit, idx);
         let summary: KpiOut = (&KpiSummary::aggregate([&k], as_of, &refs.settings)).into();
         let store = idx.stores.get(visit.plan.store_id.as_str()).copied();
         let tasks = rules::task_states(&visit, idx).unwrap_or_default();
         let mut judge = Judge::new(&visit, idx);
-        let inventory: Vec<serde_json::Value> = visit
+        let inventory: Vec<InventoryItemOut> = visit
             .inventory
             .values()
             .map(|l| {
-                let (is_oos, price_ok) = judge.inventory(l);
+                let (out_of_stock, price_ok) = judge.inventory(l);
                 let p = idx.products.get(l.product_id.as_str());
-                serde_json::json!({
-                    "line": l, "name": p.map(|p| p.name.clone()), "gtin": p.map(|p| p.gtin.to_string()),
-                    "category": p.map(|p| p.category.clone()), "list_price_cents": p.map(|p| p.list_price_cents),
-                    "out_of_stock": is_oos, "price_ok": price_ok,
-                })
+                InventoryItemOut {
+                    line: l.clone(),
+                    name: p.map(|p| p.name.clone()),
+                    gtin: p.map(|p| p.gtin.to_string()),
+                    category: p.map(|p| p.category.clone()),
+                    list_price_cents: p.map(|p| p.list_price_cents),
+                    out_of_stock,
+                    price_ok,
+                }
             })
             .collect();
         let pg = store.and_then(|s| idx.planogram_for(s));
-        let planogram: Vec<serde_json::Value> = visit
+        let planogram: Vec<PlanogramItemOut> = visit
             .planogram
             .values()
             .map(|r| {
                 let def = pg.and_then(|pg| pg.positions.iter().find(|p| p.id == r.position_id));
-                serde_json::json!({
-                    "result": r, "compliant": judge.position(r),
-                    "shelf": def.map(|d| d.shelf), "position": def.map(|d| d.position),
-                    "expected_facings": def.map(|d| d.facings),
-                    "product_name": def.and_then(|d| idx.products.get(d.product_id.as_str())).map(|p| p.name.clone()),
-                })
+                PlanogramItemOut {
+                    result: r.clone(),
+                    compliant: judge.position(r),
+                    shelf: def.map(|d| d.shelf),
+                    position: def.map(|d| d.position),
+                    expected_facings: def.map(|d| d.facings),
+                    product_name: def
+                        .and_then(|d| idx.products.get(d.product_id.as_str()))
+                        .map(|p| p.name.clone()),
+                }
             })
             .collect();
-        let promotions: Vec<serde_json::Value> = visit
+        let promotions: Vec<PromotionItemOut> = visit
             .promotions
             .values()
             .map(|c| {
                 let p = idx.promotions.get(c.promotion_id.as_str());
-                serde_json::json!({
-                    "check": c, "compliant": judge.promotion(c), "name": p.map(|p| p.name.clone()),
-                    "display_location": p.map(|p| p.display_location),
-                })
+                PromotionItemOut {
+                    check: c.clone(),
+                    compliant: judge.promotion(c),
+                    name: p.map(|p| p.name.clone()),
+                    display_location: p.map(|p| p.display_location),
+                }
             })
             .collect();
         let questions: HashMap<&str, &str> = idx
@@ -960,81 +1300,132 @@ async fn visit_detail(
                     .collect()
             })
             .unwrap_or_default();
-        let survey: Vec<serde_json::Value> = visit
+        let survey: Vec<SurveyItemOut> = visit
             .survey
             .values()
-            .map(|a| serde_json::json!({"question_id": a.question_id, "text": questions.get(a.question_id.as_str()), "value": a.value}))
+            .map(|a| SurveyItemOut {
+                question_id: a.question_id.clone(),
+                text: questions
+                    .get(a.question_id.as_str())
+                    .map(|t| (*t).to_string()),
+                value: a.value.clone(),
+            })
             .collect();
-        let orders: Vec<serde_json::Value> = visit
+        let orders: Vec<OrderItemOut> = visit
             .orders
             .values()
-            .map(|o| serde_json::json!({"product_id": o.product_id, "name": idx.products.get(o.product_id.as_str()).map(|p| p.name.clone()), "quantity": o.quantity}))
+            .map(|o| OrderItemOut {
+                product_id: o.product_id.clone(),
+                name: idx
+                    .products
+                    .get(o.product_id.as_str())
+                    .map(|p| p.name.clone()),
+                quantity: o.quantity,
+            })
             .collect();
         let conflict_paths: std::collections::HashSet<&str> =
             conflicts.iter().map(|c| c.path.as_str()).collect();
-        let history_out: Vec<serde_json::Value> = history
-            .iter()
-            .map(|h| {
-                let (user_id, device_id) = h
-                    .author
-                    .as_ref()
-                    .map_or((None, None), |a| (Some(a.user_id.clone()), Some(a.device_id.clone())));
-                serde_json::json!({
-                    "path": h.path, "value": h.value, "at": h.at, "change_hash": h.change_hash,
-                    "user_id": user_id, "user_name": user_id.as_deref().map(name_of), "device_id": device_id,
-                    "conflict": conflict_paths.contains(h.path.as_str()),
-                })
+        let history_out: Vec<HistoryOut> = history
+            .into_iter()
+            .map(|h| HistoryOut {
+                conflict: conflict_paths.contains(h.path.as_str()),
+                user_name: h.author.as_ref().map(|a| name_of(&a.user_id)),
+                user_id: h.author.as_ref().map(|a| a.user_id.clone()),
+                device_id: h.author.map(|a| a.device_id),
+                path: h.path,
+                value: h.value,
+                at: h.at,
+                change_hash: h.change_hash,
             })
             .collect();
-        let conflicts_out: Vec<serde_json::Value> = conflicts
+        let conflicts_out: Vec<ConflictOut> = conflicts
             .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "path": c.path,
-                    "values": c.values.iter().map(|v| serde_json::json!({
-                        "value": v.value, "at": v.at, "winner": v.winner,
-                        "user_id": v.author.as_ref().map(|a| a.user_id.clone()),
-                        "user_name": v.author.as_ref().map(|a| name_of(&a.user_id)),
-                        "device_id": v.author.as_ref().map(|a| a.device_id.clone()),
-                    })).collect::<Vec<_>>(),
-                })
+            .map(|c| ConflictOut {
+                path: c.path.clone(),
+                values: c
+                    .values
+                    .iter()
+                    .map(|v| ConflictValueOut {
+                        value: v.value.clone(),
+                        at: v.at,
+                        winner: v.winner,
+                        user_id: v.author.as_ref().map(|a| a.user_id.clone()),
+                        user_name: v.author.as_ref().map(|a| name_of(&a.user_id)),
+                        device_id: v.author.as_ref().map(|a| a.device_id.clone()),
+                    })
+                    .collect(),
             })
             .collect();
         let template_name = idx
             .templates
             .get(visit.plan.template_id.as_str())
             .map(|t| t.name.clone());
-        Ok(Json(serde_json::json!({
-            "visit_id": id, "territory_id": stored.meta.territory_id, "latest_seq": seq,
-            "store": store.map(|s| serde_json::json!({"id": s.id, "name": s.name, "address": s.address, "timezone": s.timezone})),
-            "rep": {"id": visit.plan.rep_id, "name": name_of(&visit.plan.rep_id)},
-            "template_name": template_name,
-            "day": k.local_day,
-            "visit": visit, "summary": summary, "tasks": tasks,
-            "inventory": inventory, "planogram": planogram, "promotions": promotions,
-            "survey": survey, "orders": orders,
-            "history": history_out, "conflicts": conflicts_out,
-        })))
+        Ok(Json(VisitReportOut {
+            visit_id: id,
+            territory_id: stored.meta.territory_id,
+            latest_seq: seq,
+            store: store.map(|s| VisitStoreOut {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                address: s.address.clone(),
+                timezone: s.timezone.clone(),
+            }),
+            rep: IdName {
+                id: visit.plan.rep_id.clone(),
+                name: name_of(&visit.plan.rep_id),
+            },
+            template_name,
+            day: k.local_day,
+            visit,
+            summary,
+            tasks,
+            inventory,
+            planogram,
+            promotions,
+            survey,
+            orders,
+            history: history_out,
+            conflicts: conflicts_out,
+        }))
     })
     .await
 }
 
 // ------------------------------------------------------------------ changes
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ChangesQuery {
+    /// A `latest_seq` seen before.
     #[serde(default)]
     since: i64,
-    /// Describe the changed visits (store, rep, status); else ids only.
+    /// Describe up to 20 changed visits (store, rep, status); else ids only.
     #[serde(default)]
     describe: bool,
 }
 
+/// `GET /v1/reports/changes`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Changes)]
+struct ChangesOut {
+    since: i64,
+    latest_seq: i64,
+    /// Ids of the visits changed after `since` (at most 50).
+    changed: Vec<String>,
+    /// Rows of up to 20 of them, with `describe`.
+    visits: Vec<VisitRow>,
+}
+
+#[utoipa::path(get, path = "/v1/reports/changes", tag = "reports",
+    summary = "The latest change sequence number and the visits changed after `since` (poll this)",
+    params(ChangesQuery),
+    responses((status = 200, description = "the report", body = ChangesOut), ReportErrors),
+    security(("session" = []), ("bearer" = [])))]
 async fn changes(
     State(state): State<AppState>,
     viewer: Viewer,
     Query(q): Query<ChangesQuery>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<ChangesOut>, AppError> {
     blocking(move || {
         let terrs = viewer.territories();
         let (latest, ids) = state
@@ -1068,9 +1459,12 @@ async fn changes(
                 described.push(visit_row(&row, refs, &names, now_ms()));
             }
         }
-        Ok(Json(serde_json::json!({
-            "since": q.since, "latest_seq": latest, "changed": ids, "visits": described,
-        })))
+        Ok(Json(ChangesOut {
+            since: q.since,
+            latest_seq: latest,
+            changed: ids,
+            visits: described,
+        }))
     })
     .await
 }
