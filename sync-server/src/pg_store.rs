@@ -41,10 +41,13 @@ use crate::pg_conn::{Manager, PgConn, Tx};
 
 use crate::store::{
     LogEntry, NewUser, PullPage, PullQuery, Scope, Store, StoreError, StoreResult, StoredVisit,
-    TokenRecord, UserRecord, VisitMeta, VisitTxn, unpacked,
+    TokenRecord, UserRecord, VisitMeta, VisitTxn, pack_reference, reference_history_cutoff,
+    unpack_reference, unpacked,
 };
 
-/// The numbered migrations, in order.
+/// The numbered migrations, in order. The runner is ours, like the SQLite backend's
+/// (`store::MIGRATIONS`): one scheme for both backends, under an advisory lock so that
+/// instances starting together migrate once.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         1,
@@ -75,6 +78,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         6,
         "device_synced",
         include_str!("../migrations/postgres/0006_device_synced.sql"),
+    ),
+    (
+        7,
+        "reference_history",
+        include_str!("../migrations/postgres/0007_reference_history.sql"),
     ),
 ];
 
@@ -251,7 +259,18 @@ impl PgStore {
             url: url.to_string(),
             refs: RwLock::new(Arc::new(ReferenceData::default())),
         };
-        store.refresh_reference()?;
+        let refs = store.refresh_reference()?;
+        if refs.version > 0 {
+            // The data of a database from before the history: in effect since then.
+            store.retrying(|c| {
+                c.execute(
+                    "INSERT INTO reference_history (version, imported_at, data)
+                     VALUES ($1, 0, $2) ON CONFLICT (version) DO NOTHING",
+                    &[&refs.version, &pack_reference(&refs)?],
+                )?;
+                Ok(())
+            })?;
+        }
         Ok(store)
     }
 
@@ -833,11 +852,46 @@ impl Store for PgStore {
                  ON CONFLICT (id) DO UPDATE SET version = excluded.version, data = excluded.data",
                 &[&data.version, &serde_json::to_string(&data)?],
             )?;
+            let now = chrono::Utc::now().timestamp_millis();
+            tx.execute(
+                "INSERT INTO reference_history (version, imported_at, data) VALUES ($1, $2, $3)
+                 ON CONFLICT (version) DO UPDATE
+                 SET imported_at = excluded.imported_at, data = excluded.data",
+                &[&data.version, &now, &pack_reference(&data)?],
+            )?;
+            tx.execute(
+                "DELETE FROM reference_history WHERE version <
+                   (SELECT MAX(version) FROM reference_history WHERE imported_at <= $1)",
+                &[&reference_history_cutoff(now)],
+            )?;
             tx.commit()?;
             Ok(data.version)
         })?;
         self.refresh_reference()?;
         Ok(json_version)
+    }
+
+    fn reference_versions(&self) -> StoreResult<Vec<(i64, i64)>> {
+        self.retrying(|c| {
+            Ok(c.query(
+                "SELECT version, imported_at FROM reference_history ORDER BY version",
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })
+    }
+
+    fn reference_version(&self, version: i64) -> StoreResult<Option<ReferenceData>> {
+        let bytes: Option<Vec<u8>> = self.retrying(|c| {
+            Ok(c.query_opt(
+                "SELECT data FROM reference_history WHERE version = $1",
+                &[&version],
+            )?
+            .map(|r| r.get(0)))
+        })?;
+        bytes.as_deref().map(unpack_reference).transpose()
     }
 
     fn with_visit(

@@ -6,9 +6,17 @@
 //! million for all the rest of the check (docs/BENCHMARKS.md, item 24). [`ReferenceCache`]
 //! builds it once per version of the data a store holds, and every sync request of that
 //! version shares it.
+//!
+//! Reports judge each visit against the reference data in effect when it was worked
+//! ([`ReferenceCache::as_of`]): a product delisted today still counts in last month's
+//! out-of-stock rate and keeps its name there, and a price changed today does not make last
+//! month's shelf prices wrong. The versions come from the store's history
+//! ([`Store::reference_versions`]); the few older ones in use are kept indexed here too.
 
-use fieldsync_core::model::{ReferenceData, ReferenceIndex};
-use std::sync::{Arc, Mutex};
+use fieldsync_core::model::{Millis, ReferenceData, ReferenceIndex};
+use fieldsync_core::visit::Visit;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::store::{Store, StoreResult};
 
@@ -52,6 +60,59 @@ impl std::fmt::Debug for IndexedReference {
 #[derive(Debug, Default)]
 pub struct ReferenceCache {
     current: Mutex<Option<Arc<IndexedReference>>>,
+    /// Older versions used by reports lately, most recent use first.
+    older: Mutex<VecDeque<Arc<IndexedReference>>>,
+}
+
+/// Older versions kept indexed (a report over a year spans a handful of imports).
+const OLDER_KEPT: usize = 8;
+
+/// When a visit was worked, for the reference data it was judged with: its check-in, or its
+/// planned start when it was never checked in.
+pub fn worked_at(visit: &Visit) -> Millis {
+    visit.check_in.map_or(visit.plan.planned_start, |c| c.at)
+}
+
+/// The reference data in effect at given times, for one report ([`ReferenceCache::as_of`]).
+#[derive(Debug)]
+pub struct AsOf<'a> {
+    cache: &'a ReferenceCache,
+    store: &'a dyn Store,
+    current: Arc<IndexedReference>,
+    /// (version, imported at), oldest first.
+    versions: Vec<(i64, i64)>,
+}
+
+impl AsOf<'_> {
+    /// The reference data in effect now.
+    pub fn current(&self) -> &Arc<IndexedReference> {
+        &self.current
+    }
+
+    /// The reference data in effect at `at`: the last version imported at or before it (the
+    /// oldest kept for an earlier time), or the current data when that version is it or is
+    /// no longer kept.
+    pub fn at(&self, at: Millis) -> StoreResult<Arc<IndexedReference>> {
+        let version = self
+            .versions
+            .iter()
+            .rev()
+            .find(|(_, from)| *from <= at)
+            .or(self.versions.first())
+            .map(|v| v.0);
+        match version {
+            Some(v) if v != self.current.data().version => self
+                .cache
+                .older(self.store, v)
+                .map(|old| old.unwrap_or_else(|| self.current.clone())),
+            _ => Ok(self.current.clone()),
+        }
+    }
+
+    /// The reference data `visit` was worked with ([`worked_at`]).
+    pub fn of(&self, visit: &Visit) -> StoreResult<Arc<IndexedReference>> {
+        self.at(worked_at(visit))
+    }
 }
 
 impl ReferenceCache {
@@ -77,10 +138,46 @@ impl ReferenceCache {
         Ok(fresh)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<IndexedReference>>> {
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The reference data at any time a report asks for ([`AsOf::at`]).
+    pub fn as_of<'a>(&'a self, store: &'a dyn Store) -> StoreResult<AsOf<'a>> {
+        Ok(AsOf {
+            cache: self,
+            store,
+            current: self.get(store)?,
+            versions: store.reference_versions()?,
+        })
+    }
+
+    /// An older version, indexed (`None`: the store no longer keeps it).
+    fn older(&self, store: &dyn Store, version: i64) -> StoreResult<Option<Arc<IndexedReference>>> {
+        let lru = |older: &mut VecDeque<Arc<IndexedReference>>| {
+            let at = older.iter().position(|o| o.data().version == version)?;
+            let hit = older.remove(at)?;
+            older.push_front(hit.clone());
+            Some(hit)
+        };
+        if let Some(hit) = lru(&mut self.lock_older()) {
+            return Ok(Some(hit));
+        }
+        let Some(data) = store.reference_version(version)? else {
+            return Ok(None);
+        };
+        let fresh = Arc::new(IndexedReference::of(Arc::new(data)));
+        let mut older = self.lock_older();
+        if let Some(hit) = lru(&mut older) {
+            return Ok(Some(hit));
+        }
+        older.push_front(fresh.clone());
+        older.truncate(OLDER_KEPT);
+        Ok(Some(fresh))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<IndexedReference>>> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_older(&self) -> MutexGuard<'_, VecDeque<Arc<IndexedReference>>> {
+        self.older.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -115,5 +212,36 @@ mod tests {
         // The index handed out before stays whole for whoever still holds it.
         assert!(first.index().store("s-new").is_err());
         assert_eq!(first.index().stores.len() + 1, after.index().stores.len());
+    }
+
+    #[test]
+    fn a_time_gets_the_version_imported_last_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_dir(dir.path()).unwrap();
+        let today = chrono::Utc::now().date_naive();
+        let mut refs = fixtures::reference_data(3, &FixtureSize::default(), today);
+        for i in 0..3 {
+            refs.stores[0].name = format!("name {i}");
+            store.import_reference(refs.clone()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let kept = store.reference_versions().unwrap();
+        assert_eq!(kept.len(), 3);
+        let cache = ReferenceCache::default();
+        let as_of = cache.as_of(&store).unwrap();
+        let name = |at: Millis| as_of.at(at).unwrap().data().stores[0].name.clone();
+        assert_eq!(name(kept[1].1), "name 1");
+        assert_eq!(name(kept[2].1 - 1), "name 1");
+        assert_eq!(name(kept[0].1 + 1), "name 0");
+        // Before the oldest kept version: the oldest.
+        assert_eq!(name(0), "name 0");
+        // The latest version is the current data itself.
+        let later = as_of.at(kept[2].1 + 3_600_000).unwrap();
+        assert!(Arc::ptr_eq(&later, as_of.current()));
+        // An older version is indexed once and shared.
+        assert!(Arc::ptr_eq(
+            &as_of.at(kept[1].1).unwrap(),
+            &as_of.at(kept[1].1 + 1).unwrap()
+        ));
     }
 }

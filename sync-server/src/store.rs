@@ -226,8 +226,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn revoke_user(&self, username: &str, now: i64) -> StoreResult<usize>;
     fn revoke_token(&self, token_id: &str, now: i64) -> StoreResult<bool>;
     fn reference(&self) -> StoreResult<Arc<ReferenceData>>;
-    /// Replaces the reference data (already validated); returns the new version.
+    /// Replaces the reference data (already validated); returns the new version. The data
+    /// is also kept as that version's history ([`Store::reference_versions`]), and the
+    /// versions no longer in effect within [`REFERENCE_HISTORY_DAYS`] are deleted.
     fn import_reference(&self, data: ReferenceData) -> StoreResult<i64>;
+    /// The versions of the reference data kept for reports, oldest first: (version, when it
+    /// was imported in milliseconds since the Unix epoch; 0 for the version in effect
+    /// before history was kept).
+    fn reference_versions(&self) -> StoreResult<Vec<(i64, i64)>>;
+    /// The reference data of a kept version (`None`: not kept).
+    fn reference_version(&self, version: i64) -> StoreResult<Option<ReferenceData>>;
     /// Runs `f` in one write transaction for the visit; committed when `f` returns Ok.
     /// `f` must use only the [`VisitTxn`] it is given: calling other `Store` methods from
     /// inside would wait for the transaction it runs in.
@@ -309,8 +317,34 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<(i64, Vec<String>)>;
 }
 
+/// How far back the reference data of imports is kept: a version stays while it was in
+/// effect at some time in this many days before the latest import. Reports cover at most
+/// `dashboard::reports::MAX_RANGE_DAYS` (366) days back from today.
+pub const REFERENCE_HISTORY_DAYS: i64 = 400;
+
+/// Reference data as stored in the history: JSON in one Zstandard frame.
+pub(crate) fn pack_reference(data: &ReferenceData) -> StoreResult<Vec<u8>> {
+    let json = serde_json::to_vec(data)?;
+    zstd::bulk::compress(&json, 3)
+        .map_err(|e| StoreError::Conflict(format!("cannot compress reference data: {e}")))
+}
+
+/// The reference data of a history row.
+pub(crate) fn unpack_reference(bytes: &[u8]) -> StoreResult<ReferenceData> {
+    let json = zstd::stream::decode_all(bytes)
+        .map_err(|e| StoreError::Conflict(format!("stored reference data is damaged: {e}")))?;
+    Ok(serde_json::from_slice(&json)?)
+}
+
+/// The oldest import time whose version must stay, for an import at `now`.
+pub(crate) fn reference_history_cutoff(now: i64) -> i64 {
+    now - REFERENCE_HISTORY_DAYS * 86_400_000
+}
+
 /// The numbered migrations of the SQLite schema, in order (`PRAGMA user_version` is the
-/// last one applied).
+/// last one applied). The runner is ours: the migration libraries for rusqlite
+/// (`rusqlite_migration` 2.6, `refinery` 0.10) pin rusqlite 0.40 / ≤ 0.41, and a second
+/// rusqlite would link a second SQLite (`links = "sqlite3"`).
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (
@@ -332,6 +366,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../migrations/sqlite/0006_device_synced.sql"),
+    ),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_reference_history.sql"),
     ),
 ];
 
@@ -497,10 +535,18 @@ impl SqliteStore {
         let refs: Option<String> = conn
             .query_row("SELECT data FROM reference WHERE id = 1", [], |r| r.get(0))
             .optional()?;
-        let refs = match refs {
+        let refs: ReferenceData = match refs {
             Some(j) => serde_json::from_str(&j)?,
             None => ReferenceData::default(),
         };
+        if refs.version > 0 {
+            // The data of a database from before the history: in effect since then.
+            conn.execute(
+                "INSERT OR IGNORE INTO reference_history (version, imported_at, data)
+                 VALUES (?1, 0, ?2)",
+                params![refs.version, pack_reference(&refs)?],
+            )?;
+        }
         let shared = path
             .to_str()
             .is_none_or(|p| !p.is_empty() && p != ":memory:" && !p.starts_with("file::memory:"));
@@ -1216,6 +1262,17 @@ impl Store for SqliteStore {
              ON CONFLICT(id) DO UPDATE SET version = excluded.version, data = excluded.data",
             params![data.version, serde_json::to_string(&data)?],
         )?;
+        let now = chrono::Utc::now().timestamp_millis();
+        tx.execute(
+            "INSERT OR REPLACE INTO reference_history (version, imported_at, data)
+             VALUES (?1, ?2, ?3)",
+            params![data.version, now, pack_reference(&data)?],
+        )?;
+        tx.execute(
+            "DELETE FROM reference_history WHERE version <
+               (SELECT MAX(version) FROM reference_history WHERE imported_at <= ?1)",
+            [reference_history_cutoff(now)],
+        )?;
         tx.commit()?;
         let v = data.version;
         *self
@@ -1223,6 +1280,27 @@ impl Store for SqliteStore {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(data);
         Ok(v)
+    }
+
+    fn reference_versions(&self) -> StoreResult<Vec<(i64, i64)>> {
+        let conn = self.read();
+        let mut st = conn.prepare_cached(
+            "SELECT version, imported_at FROM reference_history ORDER BY version",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn reference_version(&self, version: i64) -> StoreResult<Option<ReferenceData>> {
+        let bytes: Option<Vec<u8>> = self
+            .read()
+            .query_row(
+                "SELECT data FROM reference_history WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        bytes.as_deref().map(unpack_reference).transpose()
     }
 
     fn with_visit(
@@ -1479,6 +1557,67 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use rusqlite::StatementStatus;
+
+    fn fixture_refs() -> ReferenceData {
+        fieldsync_core::fixtures::reference_data(
+            5,
+            &fieldsync_core::fixtures::FixtureSize::default(),
+            chrono::Utc::now().date_naive(),
+        )
+    }
+
+    /// An import deletes the versions no longer in effect within REFERENCE_HISTORY_DAYS:
+    /// the one in effect at the cutoff stays, the ones before it go.
+    #[test]
+    fn old_reference_versions_are_deleted_once_out_of_reach() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_dir(dir.path()).unwrap();
+        let r = fixture_refs();
+        let versions: Vec<i64> = (0..4)
+            .map(|_| s.import_reference(r.clone()).unwrap())
+            .collect();
+        // Imported 500, 450, 350 and 10 days ago: at the cutoff (400 days ago) the second
+        // was in effect.
+        let now = chrono::Utc::now().timestamp_millis();
+        for (v, days) in versions.iter().zip([500, 450, 350, 10]) {
+            s.lock()
+                .execute(
+                    "UPDATE reference_history SET imported_at = ?2 WHERE version = ?1",
+                    params![v, now - days * 86_400_000],
+                )
+                .unwrap();
+        }
+        let v5 = s.import_reference(r).unwrap();
+        let kept: Vec<i64> = s
+            .reference_versions()
+            .unwrap()
+            .iter()
+            .map(|k| k.0)
+            .collect();
+        assert_eq!(kept, vec![versions[1], versions[2], versions[3], v5]);
+        assert!(s.reference_version(versions[0]).unwrap().is_none());
+        assert!(s.reference_version(versions[1]).unwrap().is_some());
+    }
+
+    /// A database from before the history gets its current reference data as the version
+    /// in effect since then (imported at 0), once.
+    #[test]
+    fn the_reference_data_of_an_older_database_becomes_its_first_kept_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = {
+            let s = SqliteStore::open_dir(dir.path()).unwrap();
+            let v = s.import_reference(fixture_refs()).unwrap();
+            s.lock()
+                .execute("DELETE FROM reference_history", [])
+                .unwrap();
+            v
+        };
+        for _ in 0..2 {
+            let s = SqliteStore::open_dir(dir.path()).unwrap();
+            assert_eq!(s.reference_versions().unwrap(), vec![(v, 0)]);
+            assert_eq!(s.reference_version(v).unwrap().unwrap().version, v);
+        }
+    }
 
     /// How often one cached `LIMIT ?1` statement was prepared again over three runs
     /// with different limits.

@@ -423,6 +423,20 @@ fn reference_data_versions_survive_reopening(b: &dyn Backend) {
     let got = s.reference().unwrap();
     assert_eq!(got.version, v2);
     assert_eq!(got.stores.len(), r.stores.len());
+    // Every import is kept for reports, with when it was imported.
+    let now = chrono::Utc::now().timestamp_millis();
+    let kept = s.reference_versions().unwrap();
+    assert_eq!(kept.iter().map(|k| k.0).collect::<Vec<_>>(), vec![v1, v2]);
+    assert!(kept[0].1 <= kept[1].1, "{kept:?}");
+    assert!(
+        kept.iter().all(|k| (now - 60_000..=now).contains(&k.1)),
+        "{kept:?}"
+    );
+    let old = s.reference_version(v1).unwrap().expect("version 1 kept");
+    assert_eq!(old.version, v1);
+    assert_eq!(old.products, r.products);
+    assert_eq!(old.stores, r.stores);
+    assert!(s.reference_version(v2 + 100).unwrap().is_none());
     let other = b.open();
     assert_eq!(other.reference().unwrap().version, v2);
     // An import through one instance is seen by another already open.
@@ -433,6 +447,14 @@ fn reference_data_versions_survive_reopening(b: &dyn Backend) {
     } else {
         assert_eq!(s.reference().unwrap().version, v3);
     }
+    assert_eq!(
+        s.reference_versions()
+            .unwrap()
+            .iter()
+            .map(|k| k.0)
+            .collect::<Vec<_>>(),
+        vec![v1, v2, v3]
+    );
 }
 
 fn a_visit_write_commits_whole_or_not_at_all(b: &dyn Backend) {

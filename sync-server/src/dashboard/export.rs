@@ -92,7 +92,7 @@ pub async fn visits_csv(
         ])
         .map_err(csv_err)?;
         for r in &rows {
-            let v = visit_row(r, refs, &names, as_of);
+            let v = visit_row(r, &names, as_of);
             let vc = if v.visit_compliance.den == 0 {
                 String::new()
             } else {
@@ -149,8 +149,7 @@ pub async fn inventory_csv(
     let filter = q.resolve()?;
     let name = format!("inventory-{}-{}.csv", filter.from, filter.to);
     let body = blocking(move || {
-        let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
-        let idx = indexed.index();
+        let (_, rows) = load_rows(&state, &viewer, &filter)?;
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record([
             "visit_id",
@@ -172,7 +171,7 @@ pub async fn inventory_csv(
         .map_err(csv_err)?;
         for r in &rows {
             for l in r.visit.inventory.values() {
-                let p = idx.products.get(l.product_id.as_str());
+                let p = r.refs.index().products.get(l.product_id.as_str());
                 w.write_record([
                     r.visit.id.clone(),
                     r.day.to_string(),

@@ -179,6 +179,9 @@ fn utc_day(ms: i64) -> NaiveDate {
 #[derive(Clone, Debug)]
 pub struct Row {
     pub visit: Visit,
+    /// The reference data in effect when the visit was worked
+    /// ([`crate::reference::AsOf::of`]): its KPIs, product and store names come from it.
+    pub refs: Arc<IndexedReference>,
     pub kpis: VisitKpis,
     /// The store's local day of the planned start.
     pub day: NaiveDate,
@@ -197,15 +200,15 @@ pub fn territories_of(viewer: &Viewer, filter: &Filter) -> Result<Option<Vec<Str
     }
 }
 
-/// The visits of a report (sorted by planned start), with the reference data (indexed).
+/// The visits of a report (sorted by planned start), each judged with the reference data in
+/// effect when it was worked, and the current reference data (indexed).
 pub fn load_rows(
     state: &AppState,
     viewer: &Viewer,
     filter: &Filter,
 ) -> Result<(Arc<IndexedReference>, Vec<Row>), AppError> {
     let territories = territories_of(viewer, filter)?;
-    let indexed = state.reference.get(state.store.as_ref())?;
-    let idx = indexed.index();
+    let as_of = state.reference.as_of(state.store.as_ref())?;
     // Local days differ from UTC days by less than a day: fetch a margin, then filter.
     let from_ms = day_start_ms(filter.from) - 2 * DAY_MS;
     let to_ms = day_start_ms(filter.to) + 3 * DAY_MS;
@@ -221,7 +224,8 @@ pub fn load_rows(
                 continue;
             }
         };
-        let kpis = kpi::visit_kpis(&visit, idx);
+        let refs = as_of.of(&visit)?;
+        let kpis = kpi::visit_kpis(&visit, refs.index());
         let day = kpis
             .local_day
             .unwrap_or_else(|| utc_day(visit.plan.planned_start));
@@ -239,12 +243,13 @@ pub fn load_rows(
         }
         rows.push(Row {
             visit,
+            refs,
             kpis,
             day,
             territory_id: sv.meta.territory_id,
         });
     }
-    Ok((indexed, rows))
+    Ok((as_of.current().clone(), rows))
 }
 
 // ------------------------------------------------------------------ output shapes
@@ -679,14 +684,11 @@ pub struct VisitRow {
     pub perfect_store_score: Option<f64>,
 }
 
-pub fn visit_row(
-    r: &Row,
-    refs: &ReferenceData,
-    names: &HashMap<&str, &str>,
-    as_of: i64,
-) -> VisitRow {
+pub fn visit_row(r: &Row, names: &HashMap<&str, &str>, as_of: i64) -> VisitRow {
     let v = &r.visit;
-    let store_name = refs
+    let store_name = r
+        .refs
+        .data()
         .stores
         .iter()
         .find(|s| s.id == v.plan.store_id)
@@ -749,10 +751,7 @@ async fn visit_list(
         let refs = indexed.data();
         let names = user_names(refs);
         let as_of = now_ms();
-        let visits: Vec<VisitRow> = rows
-            .iter()
-            .map(|r| visit_row(r, refs, &names, as_of))
-            .collect();
+        let visits: Vec<VisitRow> = rows.iter().map(|r| visit_row(r, &names, as_of)).collect();
         Ok(Json(VisitListOut {
             from: filter.from,
             to: filter.to,
@@ -937,7 +936,7 @@ async fn store_detail(
         let filter = q.resolve()?;
         let seq = latest_seq(&state, Some(std::slice::from_ref(&store.territory_id)))?;
         let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
-        let (refs, idx) = (indexed.data(), indexed.index());
+        let refs = indexed.data();
         let names = user_names(refs);
         let as_of = now_ms();
         // Latest observation first.
@@ -949,6 +948,8 @@ async fn store_detail(
         let mut promos: BTreeMap<String, PromotionOut> = BTreeMap::new();
         let mut seen_products = std::collections::HashSet::new();
         for r in &latest {
+            let idx = r.refs.index();
+            let shop = idx.stores.get(store.id.as_str()).copied().unwrap_or(&store);
             let mut judge = Judge::new(&r.visit, idx);
             for line in r.visit.inventory.values() {
                 let (is_oos, _) = judge.inventory(line);
@@ -983,7 +984,7 @@ async fn store_detail(
                     continue;
                 };
                 let def = idx
-                    .planogram_for(&store)
+                    .planogram_for(shop)
                     .and_then(|pg| pg.positions.iter().find(|p| p.id == res.position_id));
                 positions.insert(
                     res.position_id.clone(),
@@ -1041,7 +1042,7 @@ async fn store_detail(
         let visits: Vec<VisitRow> = latest
             .iter()
             .take(30)
-            .map(|r| visit_row(r, refs, &names, as_of))
+            .map(|r| visit_row(r, &names, as_of))
             .collect();
         let territory_name = refs
             .territories
@@ -1227,7 +1228,8 @@ async fn visit_detail(
         let visit = doc.read()?;
         let history = doc.history()?;
         let conflicts = doc.conflicts()?;
-        let indexed = state.reference.get(state.store.as_ref())?;
+        // The reference data the visit was worked with: its KPIs and names.
+        let indexed = state.reference.as_of(state.store.as_ref())?.of(&visit)?;
         let (refs, idx) = (indexed.data(), indexed.index());
         let names = user_names(refs);
         let name_of = |u: &str| {
@@ -1433,9 +1435,8 @@ async fn changes(
             .changes_since(terrs.as_deref(), q.since.max(0), 50)?;
         let mut described = Vec::new();
         if q.describe {
-            let indexed = state.reference.get(state.store.as_ref())?;
-            let (refs, idx) = (indexed.data(), indexed.index());
-            let names = user_names(refs);
+            let as_of = state.reference.as_of(state.store.as_ref())?;
+            let names = user_names(as_of.current().data());
             for id in ids.iter().take(20) {
                 let Some(sv) = state.store.visit(id)? else {
                     continue;
@@ -1446,17 +1447,19 @@ async fn changes(
                 let Ok(visit) = VisitDoc::load(&sv.doc).and_then(|d| d.read()) else {
                     continue;
                 };
-                let kpis = kpi::visit_kpis(&visit, idx);
+                let refs = as_of.of(&visit)?;
+                let kpis = kpi::visit_kpis(&visit, refs.index());
                 let day = kpis
                     .local_day
                     .unwrap_or_else(|| utc_day(visit.plan.planned_start));
                 let row = Row {
                     visit,
+                    refs,
                     kpis,
                     day,
                     territory_id: sv.meta.territory_id,
                 };
-                described.push(visit_row(&row, refs, &names, now_ms()));
+                described.push(visit_row(&row, &names, now_ms()));
             }
         }
         Ok(Json(ChangesOut {

@@ -1,0 +1,190 @@
+//! Reports judge a visit against the reference data in effect when it was worked: an
+//! import that delists a product and changes a price afterwards leaves last visits' KPIs,
+//! names and findings as they were, while visits worked after it use the new data.
+
+mod common;
+
+use common::{HOUR, Server, device, http, now, plan_visit, seeded_server, stores_of, user_id};
+use fieldsync_core::visit::{GeoPoint, InventoryInput};
+use fieldsync_server::{SqliteStore, Store};
+use serde_json::Value;
+
+async fn get(server: &Server, token: &str, path: &str) -> Value {
+    let resp = http()
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
+fn ratio(v: &Value) -> (u64, u64) {
+    (v["num"].as_u64().unwrap(), v["den"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
+    let (tmp, data, r, mut server) = seeded_server();
+    let mgr = fieldsync_core::sync::login(
+        &server.base,
+        "manager1",
+        &common::password("manager1"),
+        "mgr",
+    )
+    .await
+    .unwrap()
+    .token;
+    let rep1 = user_id(&r, "rep1");
+    let shop_id = stores_of(&r, "t-1")[0].clone();
+    let shop = r.stores.iter().find(|s| s.id == shop_id).unwrap().clone();
+    let at = GeoPoint {
+        lat: shop.lat,
+        lng: shop.lng,
+    };
+    let v = plan_visit(&server, &mgr, &shop_id, &rep1, now() - HOUR / 2).await;
+    let phone = device(&server, tmp.path(), "rep1", "phone").await;
+    phone.client.sync(&phone.store, None).await.unwrap();
+    let assortment: Vec<String> = {
+        let refs = phone.store.reference_data();
+        let idx = refs.index();
+        idx.assortment_for(idx.store(&shop_id).unwrap())
+            .into_iter()
+            .take(4)
+            .map(str::to_string)
+            .collect()
+    };
+    let price = |id: &str| {
+        r.products
+            .iter()
+            .find(|p| p.id == id)
+            .unwrap()
+            .list_price_cents
+    };
+    phone.store.check_in(&v, at).unwrap();
+    // The first product is out of stock; the others are on the shelf at their list price.
+    for (i, p) in assortment.iter().enumerate() {
+        let input = InventoryInput {
+            shelf_qty: Some(if i == 0 { 0 } else { 5 }),
+            out_of_stock: Some(i == 0),
+            observed_price_cents: (i > 0).then(|| price(p)),
+            ..Default::default()
+        };
+        phone.store.record_inventory(&v, p, &input).unwrap();
+    }
+    phone.client.sync(&phone.store, None).await.unwrap();
+
+    let day = chrono::Utc::now().date_naive();
+    let range = format!(
+        "from={}&to={}",
+        day - chrono::Days::new(1),
+        day + chrono::Days::new(1)
+    );
+    let overview = format!("/v1/reports/overview?{range}&rep={rep1}");
+    let before = get(&server, &mgr, &overview).await;
+    assert_eq!(
+        ratio(&before["summary"]["out_of_stock"]),
+        (1, 4),
+        "{before}"
+    );
+    assert_eq!(
+        ratio(&before["summary"]["price_compliance"]),
+        (3, 3),
+        "{before}"
+    );
+    let detail_before = get(&server, &mgr, &format!("/v1/reports/visits/{v}")).await;
+
+    // Head office delists the out-of-stock product and raises the second one's price.
+    server.stop();
+    let (gone, raised) = (assortment[0].clone(), assortment[1].clone());
+    let mut next = r.clone();
+    next.products.retain(|p| p.id != gone);
+    for a in &mut next.assortments {
+        a.product_ids.retain(|p| *p != gone);
+    }
+    for pg in &mut next.planograms {
+        pg.positions.retain(|p| p.product_id != gone);
+    }
+    for promo in &mut next.promotions {
+        promo.product_ids.retain(|p| *p != gone);
+    }
+    next.promotions.retain(|p| !p.product_ids.is_empty());
+    for p in &mut next.products {
+        if p.id == raised {
+            p.list_price_cents += 50;
+        }
+    }
+    next.validate().expect("the new reference data is valid");
+    {
+        let store = SqliteStore::open_dir(&data).unwrap();
+        store.import_reference(next).unwrap();
+        assert_eq!(store.reference_versions().unwrap().len(), 2);
+    }
+    let server = Server::start(&data, 0);
+
+    // The visit worked before the import: the same KPIs, the delisted product named.
+    let after = get(&server, &mgr, &overview).await;
+    assert_eq!(after["summary"], before["summary"]);
+    let detail = get(&server, &mgr, &format!("/v1/reports/visits/{v}")).await;
+    assert_eq!(detail["summary"], detail_before["summary"]);
+    assert_eq!(detail["inventory"], detail_before["inventory"]);
+    let line = detail["inventory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["line"]["product_id"] == gone.as_str())
+        .unwrap();
+    let gone_name = &r.products.iter().find(|p| p.id == gone).unwrap().name;
+    assert_eq!(line["name"], gone_name.as_str());
+    assert_eq!(line["out_of_stock"], true);
+    let store_report = get(
+        &server,
+        &mgr,
+        &format!("/v1/reports/stores/{shop_id}?{range}"),
+    )
+    .await;
+    let oos: Vec<&Value> = store_report["out_of_stock"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(oos.len(), 1, "{store_report}");
+    assert_eq!(oos[0]["name"], gone_name.as_str());
+    let csv = http()
+        .get(server.url(&format!("/v1/reports/export/inventory.csv?{range}")))
+        .bearer_auth(&mgr)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.contains(gone_name.as_str()), "{csv}");
+
+    // A visit worked after the import is judged with the new data: the old price is wrong now.
+    let w = plan_visit(&server, &mgr, &shop_id, &rep1, now() - HOUR / 4).await;
+    let phone = device(&server, tmp.path(), "rep1", "phone-2").await;
+    phone.client.sync(&phone.store, None).await.unwrap();
+    phone.store.check_in(&w, at).unwrap();
+    let input = InventoryInput {
+        shelf_qty: Some(5),
+        out_of_stock: Some(false),
+        observed_price_cents: Some(price(&raised)),
+        ..Default::default()
+    };
+    phone.store.record_inventory(&w, &raised, &input).unwrap();
+    phone.client.sync(&phone.store, None).await.unwrap();
+    let later = get(&server, &mgr, &format!("/v1/reports/visits/{w}")).await;
+    assert_eq!(
+        ratio(&later["summary"]["price_compliance"]),
+        (0, 1),
+        "{later}"
+    );
+    let both = get(&server, &mgr, &overview).await;
+    assert_eq!(
+        ratio(&both["summary"]["price_compliance"]),
+        (3, 4),
+        "{both}"
+    );
+}
