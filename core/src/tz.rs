@@ -145,29 +145,25 @@ mod tests {
 
     #[test]
     fn wall_times_become_instants_across_clock_changes() {
-        let berlin = "Europe/Berlin";
-        assert_eq!(
-            to_utc(berlin, wall("2026-01-15 08:00")),
-            Some(utc("2026-01-15T07:00:00Z"))
-        );
-        assert_eq!(
-            to_utc(berlin, wall("2026-07-15 08:00")),
-            Some(utc("2026-07-15T06:00:00Z"))
-        );
-        // 29 March 2026: 02:00–03:00 does not exist; 02:30 reads as 02:30 CET = 03:30 CEST.
-        assert_eq!(
-            to_utc(berlin, wall("2026-03-29 02:30")),
-            Some(utc("2026-03-29T01:30:00Z"))
-        );
-        // 25 October 2026: 02:30 happens twice; the first, in CEST.
-        assert_eq!(
-            to_utc(berlin, wall("2026-10-25 02:30")),
-            Some(utc("2026-10-25T00:30:00Z"))
-        );
-        assert_eq!(
-            to_utc("Pacific/Kiritimati", wall("2024-07-01 00:30")),
-            Some(utc("2024-06-30T10:30:00Z"))
-        );
+        for (zone, shown, instant) in [
+            ("Europe/Berlin", "2026-01-15 08:00", "2026-01-15T07:00:00Z"),
+            ("Europe/Berlin", "2026-07-15 08:00", "2026-07-15T06:00:00Z"),
+            // 29 March 2026: 02:00–03:00 does not exist; 02:30 reads as 02:30 CET = 03:30 CEST.
+            ("Europe/Berlin", "2026-03-29 02:30", "2026-03-29T01:30:00Z"),
+            // 25 October 2026: 02:30 happens twice; the first, in CEST.
+            ("Europe/Berlin", "2026-10-25 02:30", "2026-10-25T00:30:00Z"),
+            (
+                "Pacific/Kiritimati",
+                "2024-07-01 00:30",
+                "2024-06-30T10:30:00Z",
+            ),
+        ] {
+            assert_eq!(
+                to_utc(zone, wall(shown)),
+                Some(utc(instant)),
+                "{zone} {shown}"
+            );
+        }
         assert_eq!(to_utc("Mars/Olympus", wall("2026-01-15 08:00")), None);
         assert_eq!(to_utc("europe/berlin", wall("2026-01-15 08:00")), None);
     }

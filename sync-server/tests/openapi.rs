@@ -32,40 +32,52 @@ fn closed(doc: &Value) -> Value {
     d
 }
 
-struct Checker {
+struct Checker<'a> {
+    server: &'a Server,
     doc: Value,
     checked: Vec<String>,
 }
 
-impl Checker {
-    /// Validates `body` against the schema the document gives `method path` for `status`
-    /// (JSON answers only); fails when that status is not documented.
-    fn check(&mut self, method: &str, path: &str, status: u16, body: &Value) {
-        let op = &self.doc["paths"][path][method];
-        assert!(op.is_object(), "{method} {path} is not documented");
-        let resp = &op["responses"][status.to_string()];
+impl Checker<'_> {
+    /// Sends `method url` (the document's route `route`) and expects `status`; checks the
+    /// request body and the answer against the schemas the document gives them, and fails
+    /// when the document does not list that status. Returns the answer.
+    async fn expect(
+        &mut self,
+        method: &str,
+        route: &str,
+        url: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        status: u16,
+    ) -> Value {
+        let op = self.doc["paths"][route][method].clone();
+        assert!(op.is_object(), "{method} {route} is not documented");
+        let mut r = http().request(method.to_uppercase().parse().unwrap(), self.server.url(url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+            self.validate(schema, b, &format!("{method} {route} request"));
+            r = r.json(b);
+        }
+        let resp = r.send().await.unwrap();
+        let text = resp.text().await.unwrap();
+        let answer: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"));
+        let documented = &op["responses"][status.to_string()];
         assert!(
-            resp.is_object(),
-            "{method} {path} answered {status}, which the document does not list: {body}"
+            documented.is_object(),
+            "{method} {route} answered {status}, which the document does not list: {answer}"
         );
-        let schema = resp["content"]["application/json"]["schema"].clone();
-        assert!(
-            schema.is_object(),
-            "{method} {path} {status}: no JSON schema"
-        );
-        self.validate(&schema, body, &format!("{method} {path} {status}"));
-    }
-
-    /// Validates `body` against the request body schema of `method path`.
-    fn check_request(&mut self, method: &str, path: &str, body: &Value) {
-        let schema = self.doc["paths"][path][method]["requestBody"]["content"]["application/json"]
-            ["schema"]
-            .clone();
-        assert!(schema.is_object(), "{method} {path}: no request schema");
-        self.validate(&schema, body, &format!("{method} {path} request"));
+        let schema = &documented["content"]["application/json"]["schema"];
+        self.validate(schema, &answer, &format!("{method} {route} {status}"));
+        answer
     }
 
     fn validate(&mut self, schema: &Value, body: &Value, what: &str) {
+        assert!(schema.is_object(), "{what}: no JSON schema");
         let mut root = schema.clone();
         root["components"] = self.doc["components"].clone();
         let v = jsonschema::options()
@@ -81,27 +93,6 @@ impl Checker {
     }
 }
 
-async fn call(
-    server: &Server,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let mut r = http().request(method, server.url(path));
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        r = r.json(b);
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
-    (status, v)
-}
-
 fn pos(r: &fieldsync_core::model::ReferenceData, store: &str) -> GeoPoint {
     let s = r.stores.iter().find(|s| s.id == store).unwrap();
     GeoPoint {
@@ -113,74 +104,70 @@ fn pos(r: &fieldsync_core::model::ReferenceData, store: &str) -> GeoPoint {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_matches_the_schema_the_document_gives_it() {
     let (tmp, _data, r, server) = seeded_server();
-    let (status, doc) = call(
-        &server,
-        reqwest::Method::GET,
-        "/v1/openapi.json",
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
+    let doc: Value = http()
+        .get(server.url("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let mut c = Checker {
+        server: &server,
         doc: closed(&doc),
         checked: Vec::new(),
     };
-    use reqwest::Method as M;
 
     // Sign-in, right and wrong.
-    let login =
-        json!({"username": "manager1", "password": common::password("manager1"), "device_id": "t"});
-    c.check_request("post", "/v1/auth/login", &login);
-    let (status, ok) = call(&server, M::POST, "/v1/auth/login", None, Some(&login)).await;
-    c.check("post", "/v1/auth/login", status, &ok);
+    let login = "/v1/auth/login";
+    let creds = |user: &str, password: &str, device: &str| json!({"username": user, "password": password, "device_id": device});
+    let ok = c
+        .expect(
+            "post",
+            login,
+            login,
+            None,
+            Some(&creds("manager1", &common::password("manager1"), "t")),
+            200,
+        )
+        .await;
     let token = ok["token"].as_str().unwrap().to_string();
-    let wrong = json!({"username": "manager1", "password": "nope", "device_id": "t"});
-    let (status, err) = call(&server, M::POST, "/v1/auth/login", None, Some(&wrong)).await;
-    assert_eq!(status, 401);
-    c.check("post", "/v1/auth/login", status, &err);
+    let tok = Some(token.as_str());
+    c.expect(
+        "post",
+        login,
+        login,
+        None,
+        Some(&creds("manager1", "nope", "t")),
+        401,
+    )
+    .await;
 
-    // Planning: create, read, reschedule; a visit of another territory's store is refused.
+    // Planning: create, read, reschedule; an unknown visit.
     let rep1 = user_id(&r, "rep1");
     let t1 = stores_of(&r, "t-1");
     let start = now() + HOUR;
     let plan = json!({"store_id": t1[0], "rep_id": rep1, "planned_start": start,
         "planned_end": start + HOUR, "template_id": "tt-standard", "instructions": "Check the cola display"});
-    c.check_request("post", "/v1/visits", &plan);
-    let (status, made) = call(&server, M::POST, "/v1/visits", Some(&token), Some(&plan)).await;
-    c.check("post", "/v1/visits", status, &made);
-    let planned = made["visit_id"].as_str().unwrap().to_string();
-    let (status, got) = call(
-        &server,
-        M::GET,
-        &format!("/v1/visits/{planned}"),
-        Some(&token),
-        None,
-    )
-    .await;
-    c.check("get", "/v1/visits/{id}", status, &got);
+    let made = c
+        .expect("post", "/v1/visits", "/v1/visits", tok, Some(&plan), 201)
+        .await;
+    let one = format!("/v1/visits/{}", made["visit_id"].as_str().unwrap());
+    c.expect("get", "/v1/visits/{id}", &one, tok, None, 200)
+        .await;
     let patch = json!({"planned_start": start + HOUR, "planned_end": start + 2 * HOUR});
-    c.check_request("patch", "/v1/visits/{id}", &patch);
-    let (status, moved) = call(
-        &server,
-        M::PATCH,
-        &format!("/v1/visits/{planned}"),
-        Some(&token),
-        Some(&patch),
-    )
-    .await;
-    c.check("patch", "/v1/visits/{id}", status, &moved);
-    let (status, err) = call(
-        &server,
-        M::GET,
+    c.expect("patch", "/v1/visits/{id}", &one, tok, Some(&patch), 200)
+        .await;
+    c.expect(
+        "get",
+        "/v1/visits/{id}",
         "/v1/visits/no-such-visit",
-        Some(&token),
+        tok,
         None,
+        404,
     )
     .await;
-    assert_eq!(status, 404);
-    c.check("get", "/v1/visits/{id}", status, &err);
 
     // A visit worked on two phones of the same rep: findings of every kind, and one
     // inventory line counted differently on each phone while both were offline.
@@ -196,17 +183,12 @@ async fn every_answer_matches_the_schema_the_document_gives_it() {
     let products = idx.assortment_for(shop);
     for (i, p) in products.iter().take(4).enumerate() {
         let qty = i as i64;
-        a.store
-            .record_inventory(
-                &v,
-                p,
-                &InventoryInput {
-                    shelf_qty: Some(qty),
-                    out_of_stock: Some(qty == 0),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let input = InventoryInput {
+            shelf_qty: Some(qty),
+            out_of_stock: Some(qty == 0),
+            ..Default::default()
+        };
+        a.store.record_inventory(&v, p, &input).unwrap();
     }
     let positions = &idx
         .planogram_for(shop)
@@ -246,48 +228,50 @@ async fn every_answer_matches_the_schema_the_document_gives_it() {
     }
     a.store.set_order_line(&v, products[0], 12).unwrap();
     b.store.check_in(&v, pos(&r, &t1[0])).unwrap();
+    let other_count = InventoryInput {
+        shelf_qty: Some(40),
+        ..Default::default()
+    };
     b.store
-        .record_inventory(
-            &v,
-            products[1],
-            &InventoryInput {
-                shelf_qty: Some(40),
-                ..Default::default()
-            },
-        )
+        .record_inventory(&v, products[1], &other_count)
         .unwrap();
     a.client.sync(&a.store, None).await.unwrap();
     b.client.sync(&b.store, None).await.unwrap();
     a.client.sync(&a.store, None).await.unwrap();
 
     // A raw sync of a fresh device of the rep: the whole scope and the reference data.
-    let rep_login =
-        json!({"username": "rep1", "password": common::password("rep1"), "device_id": "raw"});
-    let (_, rep_ok) = call(&server, M::POST, "/v1/auth/login", None, Some(&rep_login)).await;
-    let rep_token = rep_ok["token"].as_str().unwrap().to_string();
+    let rep_ok = c
+        .expect(
+            "post",
+            login,
+            login,
+            None,
+            Some(&creds("rep1", &common::password("rep1"), "raw")),
+            200,
+        )
+        .await;
+    let rep_token = Some(rep_ok["token"].as_str().unwrap());
+    let sync = "/v1/sync";
     let first = json!({"protocol": fieldsync_core::sync::PROTOCOL_VERSION, "device_id": "raw"});
-    c.check_request("post", "/v1/sync", &first);
-    let (status, answer) = call(&server, M::POST, "/v1/sync", Some(&rep_token), Some(&first)).await;
+    let answer = c
+        .expect("post", sync, sync, rep_token, Some(&first), 200)
+        .await;
     assert!(
         answer["reference_data"].is_object() && !answer["changes"].as_array().unwrap().is_empty(),
         "{answer}"
     );
-    c.check("post", "/v1/sync", status, &answer);
-    let bad = json!({"protocol": 99, "device_id": "raw"});
-    let (status, err) = call(&server, M::POST, "/v1/sync", Some(&rep_token), Some(&bad)).await;
-    assert_eq!(status, 400);
-    c.check("post", "/v1/sync", status, &err);
-    let (status, err) = call(&server, M::POST, "/v1/sync", None, Some(&first)).await;
-    assert_eq!(status, 401);
-    c.check("post", "/v1/sync", status, &err);
+    let other_version = json!({"protocol": 99, "device_id": "raw"});
+    c.expect("post", sync, sync, rep_token, Some(&other_version), 400)
+        .await;
+    c.expect("post", sync, sync, None, Some(&first), 401).await;
 
-    // Every JSON report.
+    // Every JSON report, each with something in every list.
     let range = format!(
         "from={}&to={}",
         day - chrono::Days::new(1),
         day + chrono::Days::new(1)
     );
-    let reports = [
+    for (route, url) in [
         ("/v1/reports/context", "/v1/reports/context".to_string()),
         (
             "/v1/reports/overview",
@@ -295,69 +279,69 @@ async fn every_answer_matches_the_schema_the_document_gives_it() {
         ),
         ("/v1/reports/trends", format!("/v1/reports/trends?{range}")),
         ("/v1/reports/visits", format!("/v1/reports/visits?{range}")),
-        ("/v1/reports/visits/{id}", format!("/v1/reports/visits/{v}")),
-        (
-            "/v1/reports/stores/{id}",
-            format!("/v1/reports/stores/{}?{range}", t1[0]),
-        ),
         (
             "/v1/reports/changes",
             "/v1/reports/changes?since=0&describe=true".to_string(),
         ),
-    ];
-    for (path, url) in &reports {
-        let (status, body) = call(&server, M::GET, url, Some(&token), None).await;
-        assert_eq!(status, 200, "{url}: {body}");
-        c.check("get", path, status, &body);
-        if *path == "/v1/reports/visits/{id}" {
-            for key in [
-                "inventory",
-                "planogram",
-                "promotions",
-                "survey",
-                "orders",
-                "history",
-                "conflicts",
-                "tasks",
-            ] {
-                assert!(
-                    !body[key].as_array().unwrap().is_empty(),
-                    "the visit report has {key}: {body:#}"
-                );
-            }
-        }
-        if *path == "/v1/reports/stores/{id}" {
-            for key in ["visits", "out_of_stock", "positions", "promotions"] {
-                assert!(
-                    !body[key].as_array().unwrap().is_empty(),
-                    "the store report has {key}: {body:#}"
-                );
-            }
-        }
+    ] {
+        c.expect("get", route, &url, tok, None, 200).await;
     }
-    let (status, err) = call(
-        &server,
-        M::GET,
+    let visit = c
+        .expect(
+            "get",
+            "/v1/reports/visits/{id}",
+            &format!("/v1/reports/visits/{v}"),
+            tok,
+            None,
+            200,
+        )
+        .await;
+    for key in [
+        "inventory",
+        "planogram",
+        "promotions",
+        "survey",
+        "orders",
+        "history",
+        "conflicts",
+        "tasks",
+    ] {
+        assert!(
+            !visit[key].as_array().unwrap().is_empty(),
+            "the visit report has {key}: {visit:#}"
+        );
+    }
+    let store_url = format!("/v1/reports/stores/{}?{range}", t1[0]);
+    let store = c
+        .expect("get", "/v1/reports/stores/{id}", &store_url, tok, None, 200)
+        .await;
+    for key in ["visits", "out_of_stock", "positions", "promotions"] {
+        assert!(
+            !store[key].as_array().unwrap().is_empty(),
+            "the store report has {key}: {store:#}"
+        );
+    }
+    c.expect(
+        "get",
+        "/v1/reports/overview",
         "/v1/reports/overview?from=2026-13-01",
-        Some(&token),
+        tok,
         None,
+        400,
     )
     .await;
-    assert_eq!(status, 400);
-    c.check("get", "/v1/reports/overview", status, &err);
-    let (status, err) = call(
-        &server,
-        M::GET,
+    c.expect(
+        "get",
         "/v1/reports/context",
-        Some(&rep_token),
+        "/v1/reports/context",
+        rep_token,
         None,
+        403,
     )
     .await;
-    assert_eq!(status, 403);
-    c.check("get", "/v1/reports/context", status, &err);
 
-    let (status, health) = call(&server, M::GET, "/healthz", None, None).await;
-    c.check("get", "/healthz", status, &health);
+    c.expect("get", "/healthz", "/healthz", None, None, 200)
+        .await;
     eprintln!(
         "{} answers and requests validated: {:#?}",
         c.checked.len(),
