@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::Viewer;
 use super::openapi::ReportErrors;
-use super::reports::{FilterQuery, blocking, load_rows, visit_row};
+use super::reports::{FilterQuery, blocking, load_rows, viewer_today, visit_row};
 use crate::api::{AppError, AppState};
 
 fn time(ms: Option<i64>) -> String {
@@ -51,9 +51,9 @@ pub async fn visits_csv(
     viewer: Viewer,
     Query(q): Query<FilterQuery>,
 ) -> Result<Response, AppError> {
-    let filter = q.resolve()?;
-    let name = format!("visits-{}-{}.csv", filter.from, filter.to);
-    let body = blocking(move || {
+    let (name, body) = blocking(move || {
+        let filter = q.resolve(viewer_today(&state, &viewer)?)?;
+        let name = format!("visits-{}-{}.csv", filter.from, filter.to);
         let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
         let refs = indexed.data();
         let names = refs
@@ -129,7 +129,7 @@ pub async fn visits_csv(
             ])
             .map_err(csv_err)?;
         }
-        w.into_inner().map_err(csv_err)
+        Ok((name, w.into_inner().map_err(csv_err)?))
     })
     .await?;
     Ok(attachment(name, body))
@@ -146,9 +146,9 @@ pub async fn inventory_csv(
     viewer: Viewer,
     Query(q): Query<FilterQuery>,
 ) -> Result<Response, AppError> {
-    let filter = q.resolve()?;
-    let name = format!("inventory-{}-{}.csv", filter.from, filter.to);
-    let body = blocking(move || {
+    let (name, body) = blocking(move || {
+        let filter = q.resolve(viewer_today(&state, &viewer)?)?;
+        let name = format!("inventory-{}-{}.csv", filter.from, filter.to);
         let (_, rows) = load_rows(&state, &viewer, &filter)?;
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record([
@@ -192,7 +192,7 @@ pub async fn inventory_csv(
                 .map_err(csv_err)?;
             }
         }
-        w.into_inner().map_err(csv_err)
+        Ok((name, w.into_inner().map_err(csv_err)?))
     })
     .await?;
     Ok(attachment(name, body))

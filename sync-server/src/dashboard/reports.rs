@@ -14,7 +14,8 @@
 //! | `GET /v1/reports/changes?since=N` | the latest change sequence number and the visits changed after `N` (cheap; polled) |
 //!
 //! Filters (query): `from`, `to` (store-local days `YYYY-MM-DD`, inclusive; default the
-//! last 7 days), `territory`, `rep`, `store`, `status`. A visit belongs to the store's local
+//! last 7 days up to today where the viewer's stores are, [`viewer_today`]), `territory`,
+//! `rep`, `store`, `status`. A visit belongs to the store's local
 //! day of its planned start ([`fieldsync_core::kpi::store_local_day`]).
 
 use crate::reference::IndexedReference;
@@ -82,7 +83,7 @@ pub struct FilterQuery {
     /// First store-local day, `YYYY-MM-DD` (default: 6 days before `to`).
     #[param(format = Date)]
     pub from: Option<String>,
-    /// Last store-local day, `YYYY-MM-DD` (default: today, UTC).
+    /// Last store-local day, `YYYY-MM-DD` (default: today where the viewer's stores are).
     #[param(format = Date)]
     pub to: Option<String>,
     /// One territory (must be one of the viewer's).
@@ -128,8 +129,8 @@ const STATUSES: [VisitStatus; 5] = [
 ];
 
 impl FilterQuery {
-    pub fn resolve(&self) -> Result<Filter, AppError> {
-        let today = Utc::now().date_naive();
+    /// The filters checked, with `today` for the default range.
+    pub fn resolve(&self, today: NaiveDate) -> Result<Filter, AppError> {
         let to = match nonempty(&self.to) {
             Some(t) => parse_day(&t, "to")?,
             None => today,
@@ -164,6 +165,28 @@ impl FilterQuery {
             status,
         })
     }
+}
+
+/// Today for a report's default range: the latest local date among the time zones of the
+/// stores the viewer covers (reports count a visit on its store's local day, so the range
+/// holds every store's today), or the UTC date when they cover none.
+pub fn viewer_today(state: &AppState, viewer: &Viewer) -> Result<NaiveDate, AppError> {
+    let refs = state.reference.get(state.store.as_ref())?;
+    Ok(today_for(refs.data(), |t| viewer.covers(t), Utc::now()))
+}
+
+fn today_for(refs: &ReferenceData, covers: impl Fn(&str) -> bool, now: DateTime<Utc>) -> NaiveDate {
+    let zones: std::collections::HashSet<&str> = refs
+        .stores
+        .iter()
+        .filter(|s| covers(&s.territory_id))
+        .map(|s| s.timezone.as_str())
+        .collect();
+    zones
+        .into_iter()
+        .filter_map(|z| fieldsync_core::tz::local_date(z, now))
+        .max()
+        .unwrap_or_else(|| now.date_naive())
 }
 
 fn day_start_ms(d: NaiveDate) -> i64 {
@@ -405,8 +428,8 @@ async fn context(
     blocking(move || {
         let refs = state.store.reference()?;
         let terrs = viewer.territories();
-        let today = Utc::now().date_naive();
         let covers = |t: &str| viewer.covers(t);
+        let today = today_for(&refs, covers, Utc::now());
         let mut targets = BTreeMap::new();
         for t in &refs.kpi_targets {
             if t.store_group_id.is_none()
@@ -520,8 +543,8 @@ async fn overview(
     viewer: Viewer,
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<OverviewOut>, AppError> {
-    let filter = q.resolve()?;
     blocking(move || {
+        let filter = q.resolve(viewer_today(&state, &viewer)?)?;
         let terrs = territories_of(&viewer, &filter)?;
         let seq = latest_seq(&state, terrs.as_deref())?;
         let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
@@ -622,8 +645,8 @@ async fn trends(
     viewer: Viewer,
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<TrendsOut>, AppError> {
-    let filter = q.resolve()?;
     blocking(move || {
+        let filter = q.resolve(viewer_today(&state, &viewer)?)?;
         let terrs = territories_of(&viewer, &filter)?;
         let seq = latest_seq(&state, terrs.as_deref())?;
         let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
@@ -743,8 +766,8 @@ async fn visit_list(
     viewer: Viewer,
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<VisitListOut>, AppError> {
-    let filter = q.resolve()?;
     blocking(move || {
+        let filter = q.resolve(viewer_today(&state, &viewer)?)?;
         let terrs = territories_of(&viewer, &filter)?;
         let seq = latest_seq(&state, terrs.as_deref())?;
         let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
@@ -907,7 +930,7 @@ struct StoreReportOut {
     params(
         ("id" = String, Path, description = "store id"),
         ("from" = Option<String>, Query, format = Date, description = "first store-local day (default: 6 days before `to`)"),
-        ("to" = Option<String>, Query, format = Date, description = "last store-local day (default: today, UTC)"),
+        ("to" = Option<String>, Query, format = Date, description = "last store-local day (default: today where the viewer's stores are)"),
     ),
     responses((status = 200, description = "the report", body = StoreReportOut), ReportErrors),
     security(("session" = []), ("bearer" = [])))]
@@ -933,7 +956,7 @@ async fn store_detail(
         q.store = Some(id.clone());
         q.territory = Some(store.territory_id.clone());
         q.rep = None;
-        let filter = q.resolve()?;
+        let filter = q.resolve(viewer_today(&state, &viewer)?)?;
         let seq = latest_seq(&state, Some(std::slice::from_ref(&store.territory_id)))?;
         let (indexed, rows) = load_rows(&state, &viewer, &filter)?;
         let refs = indexed.data();
@@ -1470,4 +1493,42 @@ async fn changes(
         }))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fieldsync_core::fixtures::{self, FixtureSize};
+
+    #[test]
+    fn today_is_the_latest_local_date_among_the_viewers_stores() {
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let mut refs = fixtures::reference_data(5, &FixtureSize::default(), day("2026-06-30"));
+        for s in &mut refs.stores {
+            s.timezone = "Europe/Berlin".into();
+        }
+        refs.stores[0].timezone = "Pacific/Kiritimati".into();
+        let far = refs.stores[0].territory_id.clone();
+        let everyone = |_: &str| true;
+        // 22:30 UTC is already 1 July in Berlin.
+        assert_eq!(
+            today_for(&refs, everyone, at("2026-06-30T22:30:00Z")),
+            day("2026-07-01")
+        );
+        // 12:00 UTC is 1 July only in Kiritimati (UTC+14), for a viewer who covers it.
+        assert_eq!(
+            today_for(&refs, everyone, at("2026-06-30T12:00:00Z")),
+            day("2026-07-01")
+        );
+        assert_eq!(
+            today_for(&refs, |t| t != far, at("2026-06-30T12:00:00Z")),
+            day("2026-06-30")
+        );
+        // No store: the UTC date.
+        assert_eq!(
+            today_for(&refs, |_| false, at("2026-06-30T23:30:00Z")),
+            day("2026-06-30")
+        );
+    }
 }
