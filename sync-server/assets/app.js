@@ -497,6 +497,7 @@
         fact('Check-in', {}, v.check_in ? [fmtTime(v.check_in.at), ` · ${Math.round(v.check_in.distance_m)} m from the store`, v.check_in.outside_geofence ? h('span', { class: 'badge no' }, ' outside geofence') : ''] : '—'),
         fact('Check-out', {}, v.check_out ? [fmtTime(v.check_out.at), ` · ${Math.round(v.check_out.distance_m)} m from the store`] : '—'),
         fact('Template · priority', {}, `${d.template_name || v.plan.template_id} · P${v.plan.priority}`),
+        fact('Judged with', { id: 'visit-reference' }, `reference data v${d.reference_version}, in effect when the visit was worked`),
         v.plan.instructions ? fact('Instructions', {}, v.plan.instructions) : null);
       const conflicts = d.conflicts.length ? h('section', { class: 'panel conflicts', 'aria-labelledby': 'conf-h', id: 'conflicts' },
         h('h2', { id: 'conf-h' }, `⚠ ${d.conflicts.length} conflicting field${d.conflicts.length === 1 ? '' : 's'}`),

@@ -128,6 +128,10 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     assert_eq!(after["summary"], before["summary"]);
     let detail = get(&server, &mgr, &format!("/v1/reports/visits/{v}")).await;
     assert_eq!(detail["summary"], detail_before["summary"]);
+    assert_eq!(
+        detail["reference_version"],
+        detail_before["reference_version"]
+    );
     assert_eq!(detail["inventory"], detail_before["inventory"]);
     let line = detail["inventory"]
         .as_array()
@@ -176,6 +180,10 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     phone.store.record_inventory(&w, &raised, &input).unwrap();
     phone.client.sync(&phone.store, None).await.unwrap();
     let later = get(&server, &mgr, &format!("/v1/reports/visits/{w}")).await;
+    assert!(
+        later["reference_version"].as_i64().unwrap()
+            > detail["reference_version"].as_i64().unwrap()
+    );
     assert_eq!(
         ratio(&later["summary"]["price_compliance"]),
         (0, 1),

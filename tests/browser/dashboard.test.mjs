@@ -386,6 +386,7 @@ test('visit detail shows the field history with the right users and devices, con
   await ready();
   assert.equal(await page.locator('#conflicts').count(), 0);
   assert.equal((await page.locator('#visit-rep').textContent()).trim(), refs.users.find((u) => u.username === plain.rep).display_name);
+  assert.match(await page.locator('#visit-reference').textContent(), new RegExp(`reference data v${refs.version}\\b`), 'the catalogue version the KPIs use');
   await shot('visit-plain');
 });
 

@@ -1211,6 +1211,9 @@ struct VisitReportOut {
     template_name: Option<String>,
     /// The store-local day of the visit.
     day: Option<NaiveDate>,
+    /// The version of the reference data the visit is judged with: the one in effect when
+    /// it was worked (its check-in, else its planned start).
+    reference_version: i64,
     visit: Visit,
     summary: KpiOut,
     tasks: Vec<rules::TaskState>,
@@ -1401,6 +1404,7 @@ async fn visit_detail(
             },
             template_name,
             day: k.local_day,
+            reference_version: refs.version,
             visit,
             summary,
             tasks,
