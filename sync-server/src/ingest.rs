@@ -43,8 +43,9 @@ use fieldsync_core::visit::Author;
 use std::cell::{RefCell, RefMut};
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
+use crate::reference::IndexedReference;
 use crate::store::{
     LogEntry, Scope, Store, StoreError, StoreResult, StoredVisit, VisitMeta, VisitTxn,
 };
@@ -111,7 +112,7 @@ impl RecentDocs {
 }
 
 /// Who is writing.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Writer {
     pub user_id: String,
     pub role: Role,
@@ -120,6 +121,10 @@ pub struct Writer {
     /// The device's read scope at the time of the request; `None` when unknown (it is
     /// then recorded as holding every visit it pushes to, see [`LogEntry::hold`]).
     pub scope: Option<Scope>,
+    /// The reference data the device held when it made the request (its
+    /// `reference_version`), when that is not the current data: what its rep recorded
+    /// against. `None`: the current data, or a version no longer kept.
+    pub device_reference: Option<Arc<IndexedReference>>,
 }
 
 impl Writer {
@@ -958,7 +963,10 @@ fn decide(
             ));
         }
     }
-    let problems = rules::visit_problems(&visit, refs);
+    let mut problems = rules::visit_problems(&visit, refs);
+    if !problems.is_empty() {
+        problems = blamed(problems, &visit, stored.as_ref(), w, refs)?;
+    }
     if !problems.is_empty() {
         return Ok(reject(
             visit_id,
@@ -1198,6 +1206,32 @@ fn not_theirs_when_made(
         }
     }
     None
+}
+
+/// Of the problems a visit has under the current reference data (`problems`), those a push
+/// is to blame for. Not one the stored visit already had: it was accepted under the data of
+/// its time (a line for a product delisted since), and a refusal would only cost the rep
+/// their later work on the visit. And only one that is a problem under the reference data
+/// the device held too ([`Writer::device_reference`]): a line recorded offline for a product
+/// the phone still listed is the rep's work, not an error. Reading the stored visit again
+/// happens only here, on this rare path.
+fn blamed(
+    mut problems: Vec<String>,
+    visit: &fieldsync_core::visit::Visit,
+    stored: Option<&StoredVisit>,
+    w: &Writer,
+    refs: &ReferenceIndex<'_>,
+) -> StoreResult<Vec<String>> {
+    if let Some(s) = stored {
+        let before = VisitDoc::load(&s.doc)?.read()?;
+        let had = rules::visit_problems(&before, refs);
+        problems.retain(|p| !had.contains(p));
+    }
+    if let Some(theirs) = &w.device_reference {
+        let under_theirs = rules::visit_problems(visit, theirs.index());
+        problems.retain(|p| under_theirs.contains(p));
+    }
+    Ok(problems)
 }
 
 /// Applies a server-side edit (manager planning) to a visit as `author` with the given

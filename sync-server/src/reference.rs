@@ -148,6 +148,20 @@ impl ReferenceCache {
         })
     }
 
+    /// Version `version` of the store's reference data, indexed: the current data, or a
+    /// kept older version (`None`: not kept).
+    pub fn version(
+        &self,
+        store: &dyn Store,
+        version: i64,
+    ) -> StoreResult<Option<Arc<IndexedReference>>> {
+        let current = self.get(store)?;
+        if current.data().version == version {
+            return Ok(Some(current));
+        }
+        self.older(store, version)
+    }
+
     /// An older version, indexed (`None`: the store no longer keeps it).
     fn older(&self, store: &dyn Store, version: i64) -> StoreResult<Option<Arc<IndexedReference>>> {
         let lru = |older: &mut VecDeque<Arc<IndexedReference>>| {

@@ -1,0 +1,136 @@
+//! An import that delists a product never costs a rep their work: a visit that already has
+//! a line for the product can still be worked on and checked out, and a line recorded
+//! offline on a phone that still had the product is accepted. A product no catalogue of
+//! the server listed is still refused.
+
+mod common;
+
+use common::{HOUR, Server, device, now, plan_visit, seeded_server, stores_of, user_id};
+use fieldsync_core::model::ReferenceData;
+use fieldsync_core::visit::{GeoPoint, InventoryInput};
+use fieldsync_server::{SqliteStore, Store};
+
+/// `r` without product `gone` anywhere.
+fn delisted(r: &ReferenceData, gone: &str) -> ReferenceData {
+    let mut next = r.clone();
+    next.products.retain(|p| p.id != gone);
+    for a in &mut next.assortments {
+        a.product_ids.retain(|p| p != gone);
+    }
+    for pg in &mut next.planograms {
+        pg.positions.retain(|p| p.product_id != gone);
+    }
+    for promo in &mut next.promotions {
+        promo.product_ids.retain(|p| p != gone);
+    }
+    next.promotions.retain(|p| !p.product_ids.is_empty());
+    next.validate().expect("valid reference data");
+    next
+}
+
+fn line(qty: i64) -> InventoryInput {
+    InventoryInput {
+        shelf_qty: Some(qty),
+        out_of_stock: Some(qty == 0),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delisted_product_never_costs_a_rep_their_work() {
+    let (tmp, data, r, mut server) = seeded_server();
+    let mgr = fieldsync_core::sync::login(
+        &server.base,
+        "manager1",
+        &common::password("manager1"),
+        "mgr",
+    )
+    .await
+    .unwrap()
+    .token;
+    let rep1 = user_id(&r, "rep1");
+    let shop_id = stores_of(&r, "t-1")[0].clone();
+    let shop = r.stores.iter().find(|s| s.id == shop_id).unwrap();
+    let at = GeoPoint {
+        lat: shop.lat,
+        lng: shop.lng,
+    };
+    // Visit `a` gets a line for the product before the import; visit `b` gets one offline
+    // on a second phone, after the import, before that phone syncs.
+    let a = plan_visit(&server, &mgr, &shop_id, &rep1, now() - HOUR / 2).await;
+    let b = plan_visit(&server, &mgr, &shop_id, &rep1, now() - HOUR / 4).await;
+    let one = device(&server, tmp.path(), "rep1", "phone-1").await;
+    let two = device(&server, tmp.path(), "rep1", "phone-2").await;
+    one.client.sync(&one.store, None).await.unwrap();
+    two.client.sync(&two.store, None).await.unwrap();
+    let gone = {
+        let refs = one.store.reference_data();
+        let idx = refs.index();
+        idx.assortment_for(idx.store(&shop_id).unwrap())[0].to_string()
+    };
+    one.store.check_in(&a, at).unwrap();
+    one.store.record_inventory(&a, &gone, &line(0)).unwrap();
+    let report = one.client.sync(&one.store, None).await.unwrap();
+    assert!(report.rejections.is_empty(), "{:?}", report.rejections);
+
+    let port = server.port;
+    server.stop();
+    {
+        let store = SqliteStore::open_dir(&data).unwrap();
+        store.import_reference(delisted(&r, &gone)).unwrap();
+    }
+    // On the same port: the phones keep their server address.
+    let server = Server::start(&data, port);
+
+    // Phone 1 gets the new catalogue, then finishes visit `a`.
+    one.client.sync(&one.store, None).await.unwrap();
+    assert!(
+        one.store
+            .reference_data()
+            .products
+            .iter()
+            .all(|p| p.id != gone)
+    );
+    one.store.set_notes(&a, "cooler empty").unwrap();
+    one.store.check_out(&a, at).unwrap();
+    let report = one.client.sync(&one.store, None).await.unwrap();
+    assert!(report.rejections.is_empty(), "{:?}", report.rejections);
+    assert!(one.store.quarantined().unwrap().is_empty());
+    let on_server = common::server_visit(&server, &mgr, &a).await.unwrap();
+    assert!(on_server.check_out.is_some(), "{on_server:?}");
+    assert_eq!(on_server.notes, "cooler empty");
+    assert!(on_server.inventory.contains_key(&gone));
+
+    // Phone 2 still has the old catalogue: its offline line for the product is kept.
+    two.store.check_in(&b, at).unwrap();
+    two.store.record_inventory(&b, &gone, &line(3)).unwrap();
+    let report = two.client.sync(&two.store, None).await.unwrap();
+    assert!(report.rejections.is_empty(), "{:?}", report.rejections);
+    assert!(two.store.quarantined().unwrap().is_empty());
+    let on_server = common::server_visit(&server, &mgr, &b).await.unwrap();
+    assert_eq!(on_server.inventory[&gone].shelf_qty, Some(3));
+
+    // What no catalogue of this server ever listed is still refused: phone 2, now on the
+    // current catalogue, is given a product of its own (the delisted one's GTIN, a new id).
+    two.client.sync(&two.store, None).await.unwrap();
+    let mut own = (*two.store.reference_data()).clone();
+    let mut fake = r.products.iter().find(|p| p.id == gone).unwrap().clone();
+    fake.id = "p-fake".into();
+    own.products.push(fake);
+    for a in &mut own.assortments {
+        a.product_ids.push("p-fake".into());
+    }
+    two.store.replace_reference_data(own).unwrap();
+    two.store.record_inventory(&b, "p-fake", &line(1)).unwrap();
+    let report = two.client.sync(&two.store, None).await.unwrap();
+    assert_eq!(report.rejections.len(), 1, "{report:?}");
+    assert!(
+        report.rejections[0]
+            .reason
+            .contains("inventory line for unknown product \"p-fake\""),
+        "{:?}",
+        report.rejections
+    );
+    let on_server = common::server_visit(&server, &mgr, &b).await.unwrap();
+    assert!(!on_server.inventory.contains_key("p-fake"));
+}
