@@ -323,14 +323,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 pub const REFERENCE_HISTORY_DAYS: i64 = 400;
 
 /// Reference data as stored in the history: JSON in one Zstandard frame.
-pub(crate) fn pack_reference(data: &ReferenceData) -> StoreResult<Vec<u8>> {
+pub fn pack_reference(data: &ReferenceData) -> StoreResult<Vec<u8>> {
     let json = serde_json::to_vec(data)?;
     zstd::bulk::compress(&json, 3)
         .map_err(|e| StoreError::Conflict(format!("cannot compress reference data: {e}")))
 }
 
 /// The reference data of a history row.
-pub(crate) fn unpack_reference(bytes: &[u8]) -> StoreResult<ReferenceData> {
+pub fn unpack_reference(bytes: &[u8]) -> StoreResult<ReferenceData> {
     let json = zstd::stream::decode_all(bytes)
         .map_err(|e| StoreError::Conflict(format!("stored reference data is damaged: {e}")))?;
     Ok(serde_json::from_slice(&json)?)
