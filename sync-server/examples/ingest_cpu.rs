@@ -99,7 +99,7 @@ fn main() {
         territories: territories.to_vec(),
         device_id: a.device_id.clone(),
         scope: None,
-        device_reference: None,
+        ever_listed: None,
     };
     let rep_writer = writer(&author, Role::Rep, &rep.territory_ids);
     let planner_writer = writer(&planner, Role::Manager, &manager.territory_ids);

@@ -265,7 +265,7 @@ impl AuthUser {
             territories: self.user.territories.clone(),
             device_id: self.device_id.clone(),
             scope: None,
-            device_reference: None,
+            ever_listed: None,
         }
     }
     fn covers(&self, territory: &str) -> bool {
@@ -822,24 +822,15 @@ fn sync_blocking(
     let (refs, idx) = (indexed.data(), indexed.index());
     let now = chrono::Utc::now().timestamp_millis();
     let scope = scope_of(&auth.user, &state.config, now);
-    // The reference data the device recorded against, when older than the current: a
-    // version of this database (the epoch it came with is the current one) still kept.
-    let device_reference = match req.reference_epoch.as_ref().or(req.epoch.as_ref()) {
-        Some(e)
-            if *e == epoch
-                && req.reference_version > 0
-                && req.reference_version != refs.version
-                && !(req.changes.is_empty() && req.documents.is_empty()) =>
-        {
-            state
-                .reference
-                .version(store.as_ref(), req.reference_version)?
-        }
-        _ => None,
+    // What older versions of the reference data listed, for a push made against one.
+    let ever_listed = if req.changes.is_empty() && req.documents.is_empty() {
+        None
+    } else {
+        state.reference.ever_listed(store.as_ref())?
     };
     let writer = Writer {
         scope: Some(scope.clone()),
-        device_reference,
+        ever_listed,
         ..auth.writer()
     };
     let mut resp = SyncResponse {

@@ -121,10 +121,10 @@ pub struct Writer {
     /// The device's read scope at the time of the request; `None` when unknown (it is
     /// then recorded as holding every visit it pushes to, see [`LogEntry::hold`]).
     pub scope: Option<Scope>,
-    /// The reference data the device held when it made the request (its
-    /// `reference_version`), when that is not the current data: what its rep recorded
-    /// against. `None`: the current data, or a version no longer kept.
-    pub device_reference: Option<Arc<IndexedReference>>,
+    /// Everything the kept versions of the reference data list
+    /// ([`crate::reference::ReferenceCache::ever_listed`]): what a rep may have recorded
+    /// against on a phone that had not synced since. `None`: only the current data.
+    pub ever_listed: Option<Arc<IndexedReference>>,
 }
 
 impl Writer {
@@ -1211,10 +1211,10 @@ fn not_theirs_when_made(
 /// Of the problems a visit has under the current reference data (`problems`), those a push
 /// is to blame for. Not one the stored visit already had: it was accepted under the data of
 /// its time (a line for a product delisted since), and a refusal would only cost the rep
-/// their later work on the visit. And only one that is a problem under the reference data
-/// the device held too ([`Writer::device_reference`]): a line recorded offline for a product
-/// the phone still listed is the rep's work, not an error. Reading the stored visit again
-/// happens only here, on this rare path.
+/// their later work on the visit. And only one that is a problem under every kept version
+/// of the reference data too ([`Writer::ever_listed`]): a line recorded offline for a
+/// product the phone still listed, or resent after a restore, is the rep's work, not an
+/// error. Reading the stored visit again happens only here, on this rare path.
 fn blamed(
     mut problems: Vec<String>,
     visit: &fieldsync_core::visit::Visit,
@@ -1227,9 +1227,9 @@ fn blamed(
         let had = rules::visit_problems(&before, refs);
         problems.retain(|p| !had.contains(p));
     }
-    if let Some(theirs) = &w.device_reference {
-        let under_theirs = rules::visit_problems(visit, theirs.index());
-        problems.retain(|p| under_theirs.contains(p));
+    if let Some(ever) = &w.ever_listed {
+        let under_any = rules::visit_problems(visit, ever.index());
+        problems.retain(|p| under_any.contains(p));
     }
     Ok(problems)
 }

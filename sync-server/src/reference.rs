@@ -62,6 +62,44 @@ pub struct ReferenceCache {
     current: Mutex<Option<Arc<IndexedReference>>>,
     /// Older versions used by reports lately, most recent use first.
     older: Mutex<VecDeque<Arc<IndexedReference>>>,
+    /// Everything the kept versions list ([`ReferenceCache::ever_listed`]), with the
+    /// versions it was built from.
+    ever: Mutex<Option<EverListed>>,
+}
+
+/// The kept versions (version, imported at) and everything they list, merged and indexed.
+type EverListed = (Vec<(i64, i64)>, Arc<IndexedReference>);
+
+/// The newest versions [`ReferenceCache::ever_listed`] merges.
+pub const EVER_LISTED_VERSIONS: usize = 64;
+
+/// The reference data of `versions` merged, newest first: every store, product, promotion,
+/// template, planogram (with every position any of them had) and group any of them lists,
+/// each as the newest version that lists it has it.
+pub fn merged(versions: &[ReferenceData]) -> ReferenceData {
+    fn add<T: Clone>(into: &mut Vec<T>, from: &[T], id: impl Fn(&T) -> &str) {
+        for x in from {
+            if !into.iter().any(|y| id(y) == id(x)) {
+                into.push(x.clone());
+            }
+        }
+    }
+    let mut out = versions.first().cloned().unwrap_or_default();
+    for v in versions.iter().skip(1) {
+        add(&mut out.territories, &v.territories, |x| &x.id);
+        add(&mut out.stores, &v.stores, |x| &x.id);
+        add(&mut out.store_groups, &v.store_groups, |x| &x.id);
+        add(&mut out.products, &v.products, |x| &x.id);
+        add(&mut out.promotions, &v.promotions, |x| &x.id);
+        add(&mut out.task_templates, &v.task_templates, |x| &x.id);
+        add(&mut out.planograms, &v.planograms, |x| &x.id);
+        for pg in &v.planograms {
+            if let Some(mine) = out.planograms.iter_mut().find(|p| p.id == pg.id) {
+                add(&mut mine.positions, &pg.positions, |x| &x.id);
+            }
+        }
+    }
+    out
 }
 
 /// Older versions kept indexed (a report over a year spans a handful of imports).
@@ -148,18 +186,29 @@ impl ReferenceCache {
         })
     }
 
-    /// Version `version` of the store's reference data, indexed: the current data, or a
-    /// kept older version (`None`: not kept).
-    pub fn version(
-        &self,
-        store: &dyn Store,
-        version: i64,
-    ) -> StoreResult<Option<Arc<IndexedReference>>> {
-        let current = self.get(store)?;
-        if current.data().version == version {
-            return Ok(Some(current));
+    /// Everything the newest [`EVER_LISTED_VERSIONS`] kept versions of the reference data
+    /// list, merged ([`merged`]), indexed; `None` when only the current version is kept.
+    /// Built again when the kept versions change (an import).
+    pub fn ever_listed(&self, store: &dyn Store) -> StoreResult<Option<Arc<IndexedReference>>> {
+        let kept = store.reference_versions()?;
+        if kept.len() < 2 {
+            return Ok(None);
         }
-        self.older(store, version)
+        let lock = || self.ever.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((from, built)) = lock().as_ref()
+            && *from == kept
+        {
+            return Ok(Some(built.clone()));
+        }
+        let mut versions = Vec::new();
+        for (v, _) in kept.iter().rev().take(EVER_LISTED_VERSIONS) {
+            if let Some(data) = store.reference_version(*v)? {
+                versions.push(data);
+            }
+        }
+        let built = Arc::new(IndexedReference::of(Arc::new(merged(&versions))));
+        *lock() = Some((kept, built.clone()));
+        Ok(Some(built))
     }
 
     /// An older version, indexed (`None`: the store no longer keeps it).
@@ -226,6 +275,26 @@ mod tests {
         // The index handed out before stays whole for whoever still holds it.
         assert!(first.index().store("s-new").is_err());
         assert_eq!(first.index().stores.len() + 1, after.index().stores.len());
+    }
+
+    #[test]
+    fn merged_versions_list_everything_any_of_them_lists_as_the_newest_has_it() {
+        let today = chrono::Utc::now().date_naive();
+        let old = fixtures::reference_data(3, &FixtureSize::default(), today);
+        let mut new = old.clone();
+        let gone = new.products.remove(0);
+        new.products[0].list_price_cents += 7;
+        let position = new.planograms[0].positions.remove(0);
+        let all = merged(&[new.clone(), old.clone()]);
+        assert_eq!(all.products.len(), old.products.len());
+        assert!(all.products.contains(&gone));
+        assert_eq!(
+            all.products[0], new.products[0],
+            "the newest version's fields"
+        );
+        assert!(all.planograms[0].positions.contains(&position));
+        assert_eq!(all.stores, new.stores);
+        assert_eq!(merged(&[new.clone()]), new);
     }
 
     #[test]

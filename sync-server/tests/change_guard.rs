@@ -241,7 +241,7 @@ async fn a_request_budget_leaves_the_visits_it_cannot_take_for_later() {
         territories: vec!["t-1".into()],
         device_id: "phone".into(),
         scope: None,
-        device_reference: None,
+        ever_listed: None,
     };
     let mut groups = Vec::new();
     let mut work = Vec::new();

@@ -30,7 +30,7 @@ fn push(store: &SqliteStore, id: &str, changes: &[Change]) -> fieldsync_server::
         territories: vec!["t-1".into()],
         device_id: "dev-1".into(),
         scope: None,
-        device_reference: None,
+        ever_listed: None,
     };
     let group = VisitChanges {
         visit_id: id.into(),

@@ -458,7 +458,7 @@ fn plan_visits(store: &dyn Store, r: &ReferenceData, corpus: &[(String, Vec<Visi
         territories: manager.territory_ids.clone(),
         device_id: PLANNER.1.into(),
         scope: None,
-        device_reference: None,
+        ever_listed: None,
     };
     let plans: Vec<VisitChanges> = corpus
         .iter()

@@ -21,7 +21,9 @@
 //! (default 200) from `FIELDSYNC_SIM_SEED_START` (default 0); `FIELDSYNC_SIM_SEED=n`
 //! replays one seed with a trace of every step. A failing seed prints its replay command.
 //! `FIELDSYNC_SIM_STEPS` sets the steps per seed (default 80); managers also reassign
-//! visits between reps unless `FIELDSYNC_SIM_REASSIGN=0`; `FIELDSYNC_SIM_HASHES=1` adds
+//! visits between reps unless `FIELDSYNC_SIM_REASSIGN=0`, and head office delists
+//! products (an import of the reference data without one) unless `FIELDSYNC_SIM_DELIST=0`,
+//! after which no change may be refused for reference data the server does not know; `FIELDSYNC_SIM_HASHES=1` adds
 //! the hashes of every change pushed, acknowledged and received to a replay's trace.
 //! The seed fixes everything a run does: the schedule of actions and faults, the actors,
 //! the clocks and the visit ids (a [`ManualClock`] with seeded ids), so a seed replays
@@ -117,6 +119,11 @@ struct Stats {
     restores: u64,
     backups: u64,
     device_crashes: u64,
+    /// Imports of reference data that delisted a product.
+    delistings: u64,
+    /// Changes refused for a product, promotion, position or store the server does not
+    /// know: each is a rep's work lost to a delisting. Must stay 0.
+    refused_unknown: u64,
     actions: u64,
     user_errors: u64,
     /// A digest of the whole trace and of the server's documents at the end (visit ids
@@ -382,6 +389,11 @@ impl SimNet {
             let mut stats = lock(&w.stats);
             stats.acks += acks.len() as u64;
             stats.rejections += resp.rejections.len() as u64;
+            stats.refused_unknown += resp
+                .rejections
+                .iter()
+                .filter(|r| r.reason.contains("unknown"))
+                .count() as u64;
         }
         lock(&w.acked).extend(acks.iter().map(|h| (h.clone(), self.device.clone())));
         w.log(format!(
@@ -482,6 +494,9 @@ struct Sim {
     visits: Vec<String>,
     backups: Vec<PathBuf>,
     dir: tempfile::TempDir,
+    /// Head office's imports, from a stream of their own: the schedule of everything else
+    /// is the one the seed gave before imports were simulated.
+    imports: Rng,
 }
 
 fn is_user_error(e: &fieldsync_core::Error) -> bool {
@@ -584,6 +599,7 @@ impl Sim {
             visits: Vec::new(),
             backups: Vec::new(),
             dir,
+            imports: Rng::new(seed ^ 0x0DE1_1575_0000),
         }
     }
 
@@ -903,6 +919,37 @@ impl Sim {
             96..=97 => self.restore(),
             _ => self.world.deliver_held().await,
         }
+        if delistings() && self.imports.below(100) < 3 {
+            self.delist();
+        }
+    }
+
+    /// Head office imports the reference data without one product (from the products, the
+    /// assortments, the planograms and the promotions), while phones may still list it.
+    fn delist(&mut self) {
+        let store = lock(&self.world.server).store.clone();
+        let mut refs = (*store.reference().unwrap()).clone();
+        if refs.products.len() <= 4 {
+            return;
+        }
+        let gone = self.imports.pick(&refs.products).id.clone();
+        refs.products.retain(|p| p.id != gone);
+        for a in &mut refs.assortments {
+            a.product_ids.retain(|p| *p != gone);
+        }
+        for pg in &mut refs.planograms {
+            pg.positions.retain(|p| p.product_id != gone);
+        }
+        for promo in &mut refs.promotions {
+            promo.product_ids.retain(|p| *p != gone);
+        }
+        refs.promotions.retain(|p| !p.product_ids.is_empty());
+        refs.validate().unwrap();
+        let version = store.import_reference(refs).unwrap();
+        lock(&self.world.stats).delistings += 1;
+        self.log(format!(
+            "  head office delists {gone} (reference data v{version})"
+        ));
     }
 
     /// Faults off: every device syncs until a whole pass changes nothing.
@@ -1213,6 +1260,10 @@ fn run_seed(seed: u64, verbose: bool) -> Stats {
         sim.heal().await;
         sim.check();
         let mut stats = lock(&sim.world.stats).clone();
+        assert_eq!(
+            stats.refused_unknown, 0,
+            "seed {seed}: a rep's work was refused for reference data the server no longer has"
+        );
         stats.digest = lock(&sim.world.digest).finish();
         stats
     })
@@ -1223,6 +1274,11 @@ fn run_seed(seed: u64, verbose: bool) -> Stats {
 /// a duplicated or delayed request cancelling the answer the phone confirmed, so a visit
 /// leaving its scope was never purged (bug 13).
 const REGRESSION_SEEDS: &[u64] = &[203, 4382, 6231, 7122, 9967];
+
+/// Head office delists products during a run, unless `FIELDSYNC_SIM_DELIST=0`.
+fn delistings() -> bool {
+    std::env::var("FIELDSYNC_SIM_DELIST").map_or(true, |v| v != "0")
+}
 
 /// Managers also reassign visits between reps, unless `FIELDSYNC_SIM_REASSIGN=0`.
 fn reassignments() -> bool {
@@ -1322,6 +1378,7 @@ fn simulated_devices_and_server_converge_under_faults() {
                 total.server_restarts += s.server_restarts;
                 total.restores += s.restores;
                 total.device_crashes += s.device_crashes;
+                total.delistings += s.delistings;
                 total.actions += s.actions;
                 total.user_errors += s.user_errors;
                 for (k, v) in s.faults {
@@ -1340,7 +1397,7 @@ fn simulated_devices_and_server_converge_under_faults() {
         }
     }
     eprintln!(
-        "simulation: {} seeds in {:.1}s: {} requests, {} acks, {} rejections, {} actions ({} refused as user errors), {} device crashes, {} server restarts, {} restores; faults {:?}",
+        "simulation: {} seeds in {:.1}s: {} requests, {} acks, {} rejections, {} actions ({} refused as user errors), {} device crashes, {} server restarts, {} restores, {} delistings; faults {:?}",
         seeds.len(),
         began.elapsed().as_secs_f64(),
         total.requests,
@@ -1351,6 +1408,7 @@ fn simulated_devices_and_server_converge_under_faults() {
         total.device_crashes,
         total.server_restarts,
         total.restores,
+        total.delistings,
         total.faults
     );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");

@@ -45,7 +45,7 @@ fn writer(user: &str, role: Role, device: &str) -> Writer {
         territories: vec!["t-1".into()],
         device_id: device.into(),
         scope: None,
-        device_reference: None,
+        ever_listed: None,
     }
 }
 
