@@ -360,6 +360,22 @@ pub struct ReferenceData {
 }
 
 impl ReferenceData {
+    /// Delists product `id` everywhere: from the products, the assortments, the planograms
+    /// (its positions) and the promotions (a promotion of no other product goes).
+    pub fn delist_product(&mut self, id: &str) {
+        self.products.retain(|p| p.id != id);
+        for a in &mut self.assortments {
+            a.product_ids.retain(|p| p != id);
+        }
+        for pg in &mut self.planograms {
+            pg.positions.retain(|p| p.product_id != id);
+        }
+        for promo in &mut self.promotions {
+            promo.product_ids.retain(|p| p != id);
+        }
+        self.promotions.retain(|p| !p.product_ids.is_empty());
+    }
+
     /// Checks that the data hangs together: ids unique, references resolve, coordinates,
     /// radii, time zones, prices and dates make sense. Returns every problem found.
     pub fn validate(&self) -> Result<(), Error> {

@@ -13,17 +13,7 @@ use fieldsync_server::{SqliteStore, Store};
 /// `r` without product `gone` anywhere.
 fn delisted(r: &ReferenceData, gone: &str) -> ReferenceData {
     let mut next = r.clone();
-    next.products.retain(|p| p.id != gone);
-    for a in &mut next.assortments {
-        a.product_ids.retain(|p| p != gone);
-    }
-    for pg in &mut next.planograms {
-        pg.positions.retain(|p| p.product_id != gone);
-    }
-    for promo in &mut next.promotions {
-        promo.product_ids.retain(|p| p != gone);
-    }
-    next.promotions.retain(|p| !p.product_ids.is_empty());
+    next.delist_product(gone);
     next.validate().expect("valid reference data");
     next
 }
@@ -39,15 +29,7 @@ fn line(qty: i64) -> InventoryInput {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delisted_product_never_costs_a_rep_their_work() {
     let (tmp, data, r, mut server) = seeded_server();
-    let mgr = fieldsync_core::sync::login(
-        &server.base,
-        "manager1",
-        &common::password("manager1"),
-        "mgr",
-    )
-    .await
-    .unwrap()
-    .token;
+    let mgr = common::token(&server, "manager1").await;
     let rep1 = user_id(&r, "rep1");
     let shop_id = stores_of(&r, "t-1")[0].clone();
     let shop = r.stores.iter().find(|s| s.id == shop_id).unwrap();

@@ -27,15 +27,7 @@ fn ratio(v: &Value) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     let (tmp, data, r, mut server) = seeded_server();
-    let mgr = fieldsync_core::sync::login(
-        &server.base,
-        "manager1",
-        &common::password("manager1"),
-        "mgr",
-    )
-    .await
-    .unwrap()
-    .token;
+    let mgr = common::token(&server, "manager1").await;
     let rep1 = user_id(&r, "rep1");
     let shop_id = stores_of(&r, "t-1")[0].clone();
     let shop = r.stores.iter().find(|s| s.id == shop_id).unwrap().clone();
@@ -99,17 +91,7 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     server.stop();
     let (gone, raised) = (assortment[0].clone(), assortment[1].clone());
     let mut next = r.clone();
-    next.products.retain(|p| p.id != gone);
-    for a in &mut next.assortments {
-        a.product_ids.retain(|p| *p != gone);
-    }
-    for pg in &mut next.planograms {
-        pg.positions.retain(|p| p.product_id != gone);
-    }
-    for promo in &mut next.promotions {
-        promo.product_ids.retain(|p| *p != gone);
-    }
-    next.promotions.retain(|p| !p.product_ids.is_empty());
+    next.delist_product(&gone);
     for p in &mut next.products {
         if p.id == raised {
             p.list_price_cents += 50;

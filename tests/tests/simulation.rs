@@ -933,17 +933,7 @@ impl Sim {
             return;
         }
         let gone = self.imports.pick(&refs.products).id.clone();
-        refs.products.retain(|p| p.id != gone);
-        for a in &mut refs.assortments {
-            a.product_ids.retain(|p| *p != gone);
-        }
-        for pg in &mut refs.planograms {
-            pg.positions.retain(|p| p.product_id != gone);
-        }
-        for promo in &mut refs.promotions {
-            promo.product_ids.retain(|p| *p != gone);
-        }
-        refs.promotions.retain(|p| !p.product_ids.is_empty());
+        refs.delist_product(&gone);
         refs.validate().unwrap();
         let version = store.import_reference(refs).unwrap();
         lock(&self.world.stats).delistings += 1;

@@ -197,6 +197,19 @@ pub async fn device(server: &Server, dir: &Path, username: &str, device_id: &str
     }
 }
 
+/// A device token of `username` (fixture password), signed in as device `<username>-token`.
+pub async fn token(server: &Server, username: &str) -> String {
+    login(
+        &server.base,
+        username,
+        &password(username),
+        &format!("{username}-token"),
+    )
+    .await
+    .expect("login")
+    .token
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
