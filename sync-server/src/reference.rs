@@ -62,13 +62,14 @@ pub struct ReferenceCache {
     current: Mutex<Option<Arc<IndexedReference>>>,
     /// Older versions used by reports lately, most recent use first.
     older: Mutex<VecDeque<Arc<IndexedReference>>>,
-    /// Everything the kept versions list ([`ReferenceCache::ever_listed`]), with the
-    /// versions it was built from.
+    /// Everything the kept versions list ([`ReferenceCache::ever_listed`]), with the current
+    /// data it was built for.
     ever: Mutex<Option<EverListed>>,
 }
 
-/// The kept versions (version, imported at) and everything they list, merged and indexed.
-type EverListed = (Vec<(i64, i64)>, Arc<IndexedReference>);
+/// The current data it was built for, and everything the kept versions list (merged and
+/// indexed; `None`: only the current version is kept).
+type EverListed = (Arc<ReferenceData>, Option<Arc<IndexedReference>>);
 
 /// The newest versions [`ReferenceCache::ever_listed`] merges.
 pub const EVER_LISTED_VERSIONS: usize = 64;
@@ -188,27 +189,30 @@ impl ReferenceCache {
 
     /// Everything the newest [`EVER_LISTED_VERSIONS`] kept versions of the reference data
     /// list, merged ([`merged`]), indexed; `None` when only the current version is kept.
-    /// Built again when the kept versions change (an import).
+    /// Built once per current data (the kept versions change only with an import, which
+    /// makes new current data), so a push costs no query once it is built.
     pub fn ever_listed(&self, store: &dyn Store) -> StoreResult<Option<Arc<IndexedReference>>> {
-        let kept = store.reference_versions()?;
-        if kept.len() < 2 {
-            return Ok(None);
-        }
+        let current = self.get(store)?;
         let lock = || self.ever.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((from, built)) = lock().as_ref()
-            && *from == kept
+        if let Some((of, built)) = lock().as_ref()
+            && Arc::ptr_eq(of, current.data())
         {
-            return Ok(Some(built.clone()));
+            return Ok(built.clone());
         }
-        let mut versions = Vec::new();
-        for (v, _) in kept.iter().rev().take(EVER_LISTED_VERSIONS) {
-            if let Some(data) = store.reference_version(*v)? {
-                versions.push(data);
+        let kept = store.reference_versions()?;
+        let built = if kept.len() < 2 {
+            None
+        } else {
+            let mut versions = Vec::new();
+            for (v, _) in kept.iter().rev().take(EVER_LISTED_VERSIONS) {
+                if let Some(data) = store.reference_version(*v)? {
+                    versions.push(data);
+                }
             }
-        }
-        let built = Arc::new(IndexedReference::of(Arc::new(merged(&versions))));
-        *lock() = Some((kept, built.clone()));
-        Ok(Some(built))
+            Some(Arc::new(IndexedReference::of(Arc::new(merged(&versions)))))
+        };
+        *lock() = Some((current.data().clone(), built.clone()));
+        Ok(built)
     }
 
     /// An older version, indexed (`None`: the store no longer keeps it).
