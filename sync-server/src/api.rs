@@ -479,7 +479,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn openapi() -> Json<serde_json::Value> {
-    Json(crate::openapi::document())
+    Json(crate::openapi::document().clone())
 }
 
 // ------------------------------------------------------------------ login
@@ -826,7 +826,7 @@ fn sync_blocking(
     let ever_listed = if req.changes.is_empty() && req.documents.is_empty() {
         None
     } else {
-        state.reference.ever_listed(store.as_ref())?
+        state.reference.ever_listed(store.as_ref(), &indexed)?
     };
     let writer = Writer {
         scope: Some(scope.clone()),

@@ -53,11 +53,14 @@ use crate::dashboard;
 #[derive(Debug)]
 pub struct ApiDoc;
 
-/// The document as JSON.
-pub fn document() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(
-        |e| serde_json::json!({"error": "internal", "message": format!("OpenAPI document: {e}")}),
-    )
+/// The document as JSON, built once (it depends on nothing but the code).
+pub fn document() -> &'static serde_json::Value {
+    static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+        serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| {
+            serde_json::json!({"error": "internal", "message": format!("OpenAPI document: {e}")})
+        })
+    });
+    &DOC
 }
 
 /// Adds the two ways to authenticate: a device token and the dashboard's session cookie.

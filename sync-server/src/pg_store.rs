@@ -260,7 +260,8 @@ impl PgStore {
             refs: RwLock::new(Arc::new(ReferenceData::default())),
         };
         let refs = store.refresh_reference()?;
-        if refs.version > 0 {
+        let kept = store.reference_versions()?;
+        if refs.version > 0 && !kept.iter().any(|k| k.0 == refs.version) {
             // The data of a database from before the history: in effect since then.
             store.retrying(|c| {
                 c.execute(

@@ -189,10 +189,14 @@ impl ReferenceCache {
 
     /// Everything the newest [`EVER_LISTED_VERSIONS`] kept versions of the reference data
     /// list, merged ([`merged`]), indexed; `None` when only the current version is kept.
-    /// Built once per current data (the kept versions change only with an import, which
-    /// makes new current data), so a push costs no query once it is built.
-    pub fn ever_listed(&self, store: &dyn Store) -> StoreResult<Option<Arc<IndexedReference>>> {
-        let current = self.get(store)?;
+    /// `current` is the store's current data as [`ReferenceCache::get`] gave it. Built once
+    /// per current data (the kept versions change only with an import, which makes new
+    /// current data), so a push asks the store nothing once it is built.
+    pub fn ever_listed(
+        &self,
+        store: &dyn Store,
+        current: &Arc<IndexedReference>,
+    ) -> StoreResult<Option<Arc<IndexedReference>>> {
         let lock = || self.ever.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((of, built)) = lock().as_ref()
             && Arc::ptr_eq(of, current.data())
@@ -203,9 +207,12 @@ impl ReferenceCache {
         let built = if kept.len() < 2 {
             None
         } else {
-            let mut versions = Vec::new();
-            for (v, _) in kept.iter().rev().take(EVER_LISTED_VERSIONS) {
-                if let Some(data) = store.reference_version(*v)? {
+            let newest = current.data().as_ref().clone();
+            let mut versions = vec![newest];
+            let older = kept.iter().rev().map(|k| k.0);
+            let older = older.filter(|v| *v != current.data().version);
+            for v in older.take(EVER_LISTED_VERSIONS - 1) {
+                if let Some(data) = store.reference_version(v)? {
                     versions.push(data);
                 }
             }

@@ -539,11 +539,17 @@ impl SqliteStore {
             Some(j) => serde_json::from_str(&j)?,
             None => ReferenceData::default(),
         };
-        if refs.version > 0 {
+        let kept: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM reference_history WHERE version = ?1",
+                [refs.version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if refs.version > 0 && kept.is_none() {
             // The data of a database from before the history: in effect since then.
             conn.execute(
-                "INSERT OR IGNORE INTO reference_history (version, imported_at, data)
-                 VALUES (?1, 0, ?2)",
+                "INSERT INTO reference_history (version, imported_at, data) VALUES (?1, 0, ?2)",
                 params![refs.version, pack_reference(&refs)?],
             )?;
         }

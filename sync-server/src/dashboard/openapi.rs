@@ -1,23 +1,8 @@
 //! The dashboard's part of the OpenAPI document ([`crate::openapi::ApiDoc`]): its error
-//! answers, and the list of its JSON and CSV routes that a test finds documented.
+//! answers. (Every API route in the source is documented: `tests/authz_matrix.rs`.)
 
 use std::collections::BTreeMap;
 use utoipa::openapi::{RefOr, Response};
-
-/// Every JSON/CSV route of the dashboard: (path, method). A test checks each is documented.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("/v1/reports/context", "get"),
-    ("/v1/reports/overview", "get"),
-    ("/v1/reports/trends", "get"),
-    ("/v1/reports/visits", "get"),
-    ("/v1/reports/visits/{id}", "get"),
-    ("/v1/reports/stores/{id}", "get"),
-    ("/v1/reports/changes", "get"),
-    ("/v1/reports/export/visits.csv", "get"),
-    ("/v1/reports/export/inventory.csv", "get"),
-    ("/v1/dashboard/visits", "post"),
-    ("/v1/dashboard/visits/{id}", "patch"),
-];
 
 /// The error answers of the report routes.
 #[derive(Debug)]
