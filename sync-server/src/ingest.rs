@@ -930,12 +930,24 @@ fn decide(
             format!("the changes belong to visit {}, not {visit_id}", visit.id),
         ));
     }
-    let Ok(store) = refs.store(&visit.plan.store_id) else {
-        return Ok(reject(
-            visit_id,
-            hashes,
-            format!("unknown store {:?}", visit.plan.store_id),
-        ));
+    // A store the current data no longer lists (closed by an import with
+    // `--allow-removals`) but a kept version does: the visit is judged by what the kept
+    // versions list, so a rep's work at the store before it closed is not refused.
+    let (refs, store) = match refs.store(&visit.plan.store_id) {
+        Ok(store) => (refs, store),
+        Err(_) => {
+            let ever = w.ever_listed.as_deref().map(IndexedReference::index);
+            match ever.and_then(|e| Some((e, e.store(&visit.plan.store_id).ok()?))) {
+                Some(found) => found,
+                None => {
+                    return Ok(reject(
+                        visit_id,
+                        hashes,
+                        format!("unknown store {:?}", visit.plan.store_id),
+                    ));
+                }
+            }
+        }
     };
     if !w.covers(&store.territory_id) {
         return Ok(reject(

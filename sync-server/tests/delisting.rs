@@ -116,3 +116,80 @@ async fn a_delisted_product_never_costs_a_rep_their_work() {
     let on_server = common::server_visit(&server, &mgr, &b).await.unwrap();
     assert!(!on_server.inventory.contains_key("p-fake"));
 }
+
+/// `r` without store `gone` (what `admin import --allow-removals` applies).
+fn closed(r: &ReferenceData, gone: &str) -> ReferenceData {
+    let mut next = r.clone();
+    next.stores.retain(|s| s.id != gone);
+    next.validate().expect("valid reference data");
+    next
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_never_costs_a_rep_their_work() {
+    let (tmp, data, r, mut server) = seeded_server();
+    let mgr = common::token(&server, "manager1").await;
+    let rep1 = user_id(&r, "rep1");
+    let shop_id = stores_of(&r, "t-1")[1].clone();
+    let shop = r.stores.iter().find(|s| s.id == shop_id).unwrap();
+    let at = GeoPoint {
+        lat: shop.lat,
+        lng: shop.lng,
+    };
+    // Visit `c` is checked in and synced before the store closes; the rest of its work,
+    // and all of ad-hoc visit `d`, is done offline before the phone hears of the closing.
+    let c = plan_visit(&server, &mgr, &shop_id, &rep1, now() - HOUR / 2).await;
+    let one = device(&server, tmp.path(), "rep1", "phone-1").await;
+    one.client.sync(&one.store, None).await.unwrap();
+    one.store.check_in(&c, at).unwrap();
+    let report = one.client.sync(&one.store, None).await.unwrap();
+    assert!(report.rejections.is_empty(), "{:?}", report.rejections);
+
+    let port = server.port;
+    server.stop();
+    {
+        let store = SqliteStore::open_dir(&data).unwrap();
+        store.import_reference(closed(&r, &shop_id)).unwrap();
+    }
+    let server = Server::start(&data, port);
+
+    let product = {
+        let refs = one.store.reference_data();
+        let idx = refs.index();
+        idx.assortment_for(idx.store(&shop_id).unwrap())[0].to_string()
+    };
+    one.store.record_inventory(&c, &product, &line(0)).unwrap();
+    one.store.set_notes(&c, "store closing down").unwrap();
+    one.store.check_out(&c, at).unwrap();
+    let d = one.store.create_ad_hoc_visit(&shop_id, "tt-quick").unwrap();
+    one.store.check_in(&d, at).unwrap();
+    one.store.record_inventory(&d, &product, &line(2)).unwrap();
+    let report = one.client.sync(&one.store, None).await.unwrap();
+    assert!(report.rejections.is_empty(), "{:?}", report.rejections);
+    assert!(one.store.quarantined().unwrap().is_empty());
+    assert_eq!(one.store.outbox_len().unwrap(), 0);
+    let on_server = common::server_visit(&server, &mgr, &c).await.unwrap();
+    assert!(on_server.check_out.is_some(), "{on_server:?}");
+    assert_eq!(on_server.notes, "store closing down");
+    let on_server = common::server_visit(&server, &mgr, &d).await.unwrap();
+    assert_eq!(on_server.inventory[&product].shelf_qty, Some(2));
+
+    // A store no catalogue of this server ever listed is still refused.
+    let mut own = (*one.store.reference_data()).clone();
+    let mut fake = shop.clone();
+    fake.id = "s-fake".into();
+    own.stores.push(fake);
+    one.store.replace_reference_data(own).unwrap();
+    let e = one.store.create_ad_hoc_visit("s-fake", "tt-quick").unwrap();
+    let report = one.client.sync(&one.store, None).await.unwrap();
+    assert_eq!(report.rejections.len(), 1, "{report:?}");
+    assert_eq!(report.rejections[0].visit_id, e);
+    assert!(
+        report.rejections[0]
+            .reason
+            .contains("unknown store \"s-fake\""),
+        "{:?}",
+        report.rejections
+    );
+    assert_eq!(common::server_visit(&server, &mgr, &e).await, Err(404));
+}
