@@ -56,11 +56,69 @@ pub struct ApiDoc;
 /// The document as JSON, built once (it depends on nothing but the code).
 pub fn document() -> &'static serde_json::Value {
     static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
-        serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| {
             serde_json::json!({"error": "internal", "message": format!("OpenAPI document: {e}")})
-        })
+        });
+        plain_descriptions(&mut doc);
+        doc
     });
     &DOC
+}
+
+/// Every `description` in `v` with rustdoc's links made plain text ([`plain_links`]): the
+/// descriptions come from doc comments written for Rust readers.
+fn plain_descriptions(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                match x {
+                    serde_json::Value::String(s) if k == "description" => *s = plain_links(s),
+                    _ => plain_descriptions(x),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(plain_descriptions),
+        _ => {}
+    }
+}
+
+/// `text` with each rustdoc link `` [`a::b::Name`] `` written `` `Name` `` (the item's own
+/// name: module paths mean nothing to an API's reader) and `[text](target)` written `text`
+/// unless the target is a web address.
+fn plain_links(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(']') else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let label = &after[..close];
+        let tail = &after[close + 1..];
+        if let Some(target) = tail.strip_prefix('(').and_then(|t| t.split_once(')')) {
+            if target.0.starts_with("http") {
+                out.push_str(&rest[open..open + 1 + close + 1 + target.0.len() + 2]);
+            } else {
+                out.push_str(label);
+            }
+            rest = target.1;
+            continue;
+        }
+        match label.strip_prefix('`').and_then(|l| l.strip_suffix('`')) {
+            Some(code) => {
+                let name = code.rsplit("::").next().unwrap_or(code);
+                out.push('`');
+                out.push_str(name);
+                out.push('`');
+            }
+            None => out.push_str(&rest[open..open + 1 + close + 1]),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Adds the two ways to authenticate: a device token and the dashboard's session cookie.
@@ -212,5 +270,34 @@ impl IntoResponses for ReadErrors {
             (403, "the visit is outside the caller's scope"),
             (404, "no such visit"),
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_links;
+
+    #[test]
+    fn rustdoc_links_become_plain_text() {
+        assert_eq!(
+            plain_links("see [`crate::kpi`] and [`KpiSummary`]."),
+            "see `kpi` and `KpiSummary`."
+        );
+        assert_eq!(
+            plain_links("as [the loader](automerge::Automerge::load) reads"),
+            "as the loader reads"
+        );
+        let kept = "[RFC 3339](https://www.rfc-editor.org/rfc/rfc3339) [1, 2] [open";
+        assert_eq!(plain_links(kept), kept);
+        assert_eq!(plain_links("[`a::b`]: x"), "`b`: x");
+    }
+
+    #[test]
+    fn the_served_document_has_no_rustdoc_links() {
+        let text = super::document().to_string();
+        assert!(
+            !text.contains("[`"),
+            "a rustdoc link is left in the document"
+        );
     }
 }
