@@ -22,7 +22,8 @@
 //! replays one seed with a trace of every step. A failing seed prints its replay command.
 //! `FIELDSYNC_SIM_STEPS` sets the steps per seed (default 80); managers also reassign
 //! visits between reps unless `FIELDSYNC_SIM_REASSIGN=0`, and head office delists
-//! products (an import of the reference data without one) unless `FIELDSYNC_SIM_DELIST=0`,
+//! products and closes stores (imports of the reference data without one) unless
+//! `FIELDSYNC_SIM_DELIST=0`,
 //! after which no change may be refused for reference data the server does not know; `FIELDSYNC_SIM_HASHES=1` adds
 //! the hashes of every change pushed, acknowledged and received to a replay's trace.
 //! The seed fixes everything a run does: the schedule of actions and faults, the actors,
@@ -121,6 +122,9 @@ struct Stats {
     device_crashes: u64,
     /// Imports of reference data that delisted a product.
     delistings: u64,
+    /// Imports of reference data that closed a store (as `admin import --allow-removals`
+    /// does), while phones may hold open visits there.
+    closings: u64,
     /// Changes refused for a product, promotion, position or store the server does not
     /// know: each is a rep's work lost to a delisting. Must stay 0.
     refused_unknown: u64,
@@ -703,7 +707,10 @@ impl Sim {
             (Role::Rep, _) if visit.is_some() => {
                 let v = visit.clone().unwrap();
                 let cur = current.clone().unwrap();
-                let shop = idx.store(&cur.plan.store_id).unwrap();
+                let Ok(shop) = idx.store(&cur.plan.store_id) else {
+                    // The store was closed: the phone no longer routes there.
+                    return;
+                };
                 let pos = GeoPoint {
                     lat: shop.lat,
                     lng: shop.lng,
@@ -813,7 +820,9 @@ impl Sim {
                     }
                     1 if reassign => {
                         // Reassign to another rep of the territory.
-                        let shop = idx.store(&cur.plan.store_id).unwrap();
+                        let Ok(shop) = idx.store(&cur.plan.store_id) else {
+                            return; // the store was closed
+                        };
                         let reps: Vec<_> = refs
                             .users
                             .iter()
@@ -925,10 +934,33 @@ impl Sim {
     }
 
     /// Head office imports the reference data without one product (from the products, the
-    /// assortments, the planograms and the promotions), while phones may still list it.
+    /// assortments, the planograms and the promotions), while phones may still list it;
+    /// one import in four closes a store instead.
     fn delist(&mut self) {
         let store = lock(&self.world.server).store.clone();
         let mut refs = (*store.reference().unwrap()).clone();
+        if self.imports.below(4) == 0 {
+            // A store of a territory that keeps another.
+            let open = |t: &str| refs.stores.iter().filter(|s| s.territory_id == t).count();
+            let closable: Vec<_> = refs
+                .stores
+                .iter()
+                .filter(|s| open(&s.territory_id) > 1)
+                .map(|s| s.id.clone())
+                .collect();
+            if closable.is_empty() {
+                return;
+            }
+            let gone = self.imports.pick(&closable).clone();
+            refs.stores.retain(|s| s.id != gone);
+            refs.validate().unwrap();
+            let version = store.import_reference(refs).unwrap();
+            lock(&self.world.stats).closings += 1;
+            self.log(format!(
+                "  head office closes store {gone} (reference data v{version})"
+            ));
+            return;
+        }
         if refs.products.len() <= 4 {
             return;
         }
@@ -1369,6 +1401,7 @@ fn simulated_devices_and_server_converge_under_faults() {
                 total.restores += s.restores;
                 total.device_crashes += s.device_crashes;
                 total.delistings += s.delistings;
+                total.closings += s.closings;
                 total.actions += s.actions;
                 total.user_errors += s.user_errors;
                 for (k, v) in s.faults {
@@ -1387,7 +1420,7 @@ fn simulated_devices_and_server_converge_under_faults() {
         }
     }
     eprintln!(
-        "simulation: {} seeds in {:.1}s: {} requests, {} acks, {} rejections, {} actions ({} refused as user errors), {} device crashes, {} server restarts, {} restores, {} delistings; faults {:?}",
+        "simulation: {} seeds in {:.1}s: {} requests, {} acks, {} rejections, {} actions ({} refused as user errors), {} device crashes, {} server restarts, {} restores, {} delistings, {} store closings; faults {:?}",
         seeds.len(),
         began.elapsed().as_secs_f64(),
         total.requests,
@@ -1399,6 +1432,7 @@ fn simulated_devices_and_server_converge_under_faults() {
         total.server_restarts,
         total.restores,
         total.delistings,
+        total.closings,
         total.faults
     );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
