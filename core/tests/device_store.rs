@@ -426,3 +426,72 @@ fn concurrent_calls_from_several_threads() {
     }
     assert_eq!(s.outbox_len().unwrap(), products.len() as u64 + 2);
 }
+
+/// A store closed by head office stays on the phone while a visit held there is open, so
+/// the rep can finish it; it goes with the first update after, and is never kept when it
+/// no longer fits the new data.
+#[test]
+fn a_closed_store_stays_while_a_visit_there_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let s = open(dir.path(), "rep", "rep-1", clock.clone());
+    let r = s.reference_data();
+    let (open_at, idle) = (r.stores[0].clone(), r.stores[1].clone());
+    let v = s
+        .create_visit(plan(&open_at.id, "rep-1", NOW + 3_600_000))
+        .unwrap();
+    let without = |data: &fieldsync_core::model::ReferenceData| {
+        let mut next = data.clone();
+        next.stores.retain(|x| x != &open_at && x.id != idle.id);
+        next.version += 1;
+        next
+    };
+    let ids = s.receive_reference_data(without(&r)).unwrap();
+    assert_eq!(ids, vec![open_at.id.clone()]);
+    let held = s.reference_data();
+    assert!(held.stores.contains(&open_at));
+    assert!(
+        !held.stores.iter().any(|x| x.id == idle.id),
+        "no open visit there"
+    );
+    assert_eq!(held.version, r.version + 1);
+
+    // Kept while the visit is open, across a restart and a further update.
+    assert!(s.release_closed_stores().unwrap().is_empty());
+    drop(s);
+    let s = open(dir.path(), "rep", "rep-1", clock.clone());
+    assert!(s.release_closed_stores().unwrap().is_empty());
+    let next = without(&held);
+    assert_eq!(
+        s.receive_reference_data(next.clone()).unwrap(),
+        vec![open_at.id.clone()]
+    );
+    // The rep works the visit to its end at the closed store; then the store goes.
+    let at = store_position(&r, &open_at.id);
+    s.check_in(&v, at).unwrap();
+    s.check_out(&v, at).unwrap();
+    s.abandon(&v, "store closed").unwrap();
+    assert_eq!(s.release_closed_stores().unwrap(), vec![open_at.id.clone()]);
+    assert_eq!(*s.reference_data(), next, "the server's data, exactly");
+    assert!(s.release_closed_stores().unwrap().is_empty());
+
+    // A kept store whose territory is gone too is not kept (the data would not hold).
+    let s2 = open(dir.path(), "rep2", "rep-1", clock);
+    s2.create_visit(plan(&open_at.id, "rep-1", NOW + 3_600_000))
+        .unwrap();
+    let mut gone = without(&r);
+    gone.territories.retain(|t| t.id != open_at.territory_id);
+    gone.stores
+        .retain(|x| x.territory_id != open_at.territory_id);
+    gone.users
+        .iter_mut()
+        .for_each(|u| u.territory_ids.retain(|t| t != &open_at.territory_id));
+    gone.validate().expect("valid without the territory");
+    assert!(s2.receive_reference_data(gone).unwrap().is_empty());
+    assert!(
+        !s2.reference_data()
+            .stores
+            .iter()
+            .any(|x| x.id == open_at.id)
+    );
+}

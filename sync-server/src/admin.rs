@@ -237,7 +237,7 @@ pub struct Imported {
 /// `dry_run`). A JSON file replaces all reference data; a stores or products CSV replaces
 /// the stores or the products with its rows. Removing a store that still has open visits
 /// (planned or in progress, from two weeks back on) is refused unless `allow_removals`:
-/// those visits would vanish from the reps' routes.
+/// reps would be sent to a closed store.
 pub fn import(
     store: &dyn Store,
     path: &Path,

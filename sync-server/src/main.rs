@@ -134,7 +134,7 @@ enum AdminCommand {
         #[arg(long)]
         dry_run: bool,
         /// Remove stores even when they still have open (planned or in-progress) visits,
-        /// which then vanish from the reps' routes.
+        /// which stay on the phones that hold them until done there.
         #[arg(long)]
         allow_removals: bool,
     },

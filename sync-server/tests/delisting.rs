@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::{HOUR, Server, device, now, plan_visit, seeded_server, stores_of, user_id};
+use common::{HOUR, device, now, plan_visit, seeded_server, stores_of, user_id};
 use fieldsync_core::model::ReferenceData;
-use fieldsync_core::visit::{GeoPoint, InventoryInput};
-use fieldsync_server::{SqliteStore, Store};
+use fieldsync_core::visit::InventoryInput;
 
 /// `r` without product `gone` anywhere.
 fn delisted(r: &ReferenceData, gone: &str) -> ReferenceData {
@@ -28,15 +27,11 @@ fn line(qty: i64) -> InventoryInput {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delisted_product_never_costs_a_rep_their_work() {
-    let (tmp, data, r, mut server) = seeded_server();
+    let (tmp, _, r, mut server) = seeded_server();
     let mgr = common::token(&server, "manager1").await;
     let rep1 = user_id(&r, "rep1");
-    let shop_id = stores_of(&r, "t-1")[0].clone();
-    let shop = r.stores.iter().find(|s| s.id == shop_id).unwrap();
-    let at = GeoPoint {
-        lat: shop.lat,
-        lng: shop.lng,
-    };
+    let (shop, at) = common::shop(&r, "t-1", 0);
+    let shop_id = shop.id;
     // Visit `a` gets a line for the product before the import; visit `b` gets one offline
     // on a second phone, after the import, before that phone syncs.
     let a = plan_visit(&server, &mgr, &shop_id, &rep1, now() - HOUR / 2).await;
@@ -55,14 +50,7 @@ async fn a_delisted_product_never_costs_a_rep_their_work() {
     let report = one.client.sync(&one.store, None).await.unwrap();
     assert!(report.rejections.is_empty(), "{:?}", report.rejections);
 
-    let port = server.port;
-    server.stop();
-    {
-        let store = SqliteStore::open_dir(&data).unwrap();
-        store.import_reference(delisted(&r, &gone)).unwrap();
-    }
-    // On the same port: the phones keep their server address.
-    let server = Server::start(&data, port);
+    let server = common::import_while_stopped(&mut server, delisted(&r, &gone));
 
     // Phone 1 gets the new catalogue, then finishes visit `a`.
     one.client.sync(&one.store, None).await.unwrap();
@@ -127,15 +115,11 @@ fn closed(r: &ReferenceData, gone: &str) -> ReferenceData {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_store_never_costs_a_rep_their_work() {
-    let (tmp, data, r, mut server) = seeded_server();
+    let (tmp, _, r, mut server) = seeded_server();
     let mgr = common::token(&server, "manager1").await;
     let rep1 = user_id(&r, "rep1");
-    let shop_id = stores_of(&r, "t-1")[1].clone();
-    let shop = r.stores.iter().find(|s| s.id == shop_id).unwrap();
-    let at = GeoPoint {
-        lat: shop.lat,
-        lng: shop.lng,
-    };
+    let (shop, at) = common::shop(&r, "t-1", 1);
+    let shop_id = shop.id.clone();
     // Visit `c` is checked in and synced before the store closes; the rest of its work,
     // and all of ad-hoc visit `d`, is done offline before the phone hears of the closing.
     let c = plan_visit(&server, &mgr, &shop_id, &rep1, now() - HOUR / 2).await;
@@ -145,13 +129,7 @@ async fn a_closed_store_never_costs_a_rep_their_work() {
     let report = one.client.sync(&one.store, None).await.unwrap();
     assert!(report.rejections.is_empty(), "{:?}", report.rejections);
 
-    let port = server.port;
-    server.stop();
-    {
-        let store = SqliteStore::open_dir(&data).unwrap();
-        store.import_reference(closed(&r, &shop_id)).unwrap();
-    }
-    let server = Server::start(&data, port);
+    let server = common::import_while_stopped(&mut server, closed(&r, &shop_id));
 
     let product = {
         let refs = one.store.reference_data();
@@ -173,6 +151,27 @@ async fn a_closed_store_never_costs_a_rep_their_work() {
     assert_eq!(on_server.notes, "store closing down");
     let on_server = common::server_visit(&server, &mgr, &d).await.unwrap();
     assert_eq!(on_server.inventory[&product].shelf_qty, Some(2));
+
+    // That sync brought the catalogue without the store, but the phone keeps the store
+    // while its visits there are open: the rep can still check out of `d`.
+    assert!(report.reference_updated);
+    let held = one.store.reference_data();
+    assert!(held.stores.iter().any(|s| s.id == shop_id));
+    assert_eq!(held.stores.len(), stores_of(&r, "t-1").len());
+    one.store.check_out(&d, at).unwrap();
+    let report = one.client.sync(&one.store, None).await.unwrap();
+    assert!(report.rejections.is_empty(), "{:?}", report.rejections);
+    let on_server = common::server_visit(&server, &mgr, &d).await.unwrap();
+    assert!(on_server.check_out.is_some(), "{on_server:?}");
+    // Once its visits there are done, the phone drops the store at its next sync.
+    one.store.abandon(&c, "store closed").unwrap();
+    one.store.abandon(&d, "store closed").unwrap();
+    let report = one.client.sync(&one.store, None).await.unwrap();
+    assert!(report.rejections.is_empty(), "{:?}", report.rejections);
+    assert!(report.reference_updated);
+    let held = one.store.reference_data();
+    assert!(!held.stores.iter().any(|s| s.id == shop_id));
+    assert_eq!(held.stores.len(), stores_of(&r, "t-1").len() - 1);
 
     // A store no catalogue of this server ever listed is still refused.
     let mut own = (*one.store.reference_data()).clone();

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{HOUR, Server, device, http, now, plan_visit, seeded_server, stores_of, user_id};
-use fieldsync_core::visit::{GeoPoint, InventoryInput};
+use common::{HOUR, Server, device, http, now, plan_visit, seeded_server, user_id};
+use fieldsync_core::visit::InventoryInput;
 use fieldsync_server::{SqliteStore, Store};
 use serde_json::Value;
 
@@ -29,12 +29,8 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     let (tmp, data, r, mut server) = seeded_server();
     let mgr = common::token(&server, "manager1").await;
     let rep1 = user_id(&r, "rep1");
-    let shop_id = stores_of(&r, "t-1")[0].clone();
-    let shop = r.stores.iter().find(|s| s.id == shop_id).unwrap().clone();
-    let at = GeoPoint {
-        lat: shop.lat,
-        lng: shop.lng,
-    };
+    let (shop, at) = common::shop(&r, "t-1", 0);
+    let shop_id = shop.id.clone();
     let v = plan_visit(&server, &mgr, &shop_id, &rep1, now() - HOUR / 2).await;
     let phone = device(&server, tmp.path(), "rep1", "phone").await;
     phone.client.sync(&phone.store, None).await.unwrap();

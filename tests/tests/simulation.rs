@@ -1131,7 +1131,6 @@ impl Sim {
             }
         }
         let server_refs = server.reference().unwrap();
-        let sidx = server_refs.index();
         for d in &mut self.devices {
             let name = d.name.clone();
             let (role, user_id, territories) = (d.role, d.user_id.clone(), d.territories.clone());
@@ -1226,8 +1225,32 @@ impl Sim {
                 store.projection_rows().unwrap(),
                 "{name}: projections differ from a rebuild"
             );
+            // The device has the server's current reference data, and beyond it only
+            // closed stores where it holds an open visit.
+            let mine = store.reference_data();
+            assert_eq!(
+                mine.version, server_refs.version,
+                "{name}: stale reference data"
+            );
+            for extra in mine
+                .stores
+                .iter()
+                .filter(|s| !server_refs.stores.contains(s))
+            {
+                let open_there = held.iter().any(|id| {
+                    let v = store.visit(id).unwrap();
+                    v.plan.store_id == extra.id && !v.status.is_final()
+                });
+                assert!(
+                    open_there,
+                    "{name} keeps store {} without an open visit there",
+                    extra.id
+                );
+            }
             // KPIs on the device equal KPIs from the server's documents (visits whose
-            // refused changes the device keeps aside differ by design).
+            // refused changes the device keeps aside differ by design), both under the
+            // device's reference data (it keeps a closed store while it holds an open
+            // visit there).
             let (from, to) = (i64::MIN / 4, i64::MAX / 4);
             let ids: Vec<String> = store
                 .visit_ids_between(from, to)
@@ -1242,7 +1265,11 @@ impl Sim {
                 kpi::summarize(mine.iter(), &store.reference_data().index(), store.now())
             };
             let server_visits: Vec<_> = ids.iter().map(|id| docs[id].read().unwrap()).collect();
-            let server_kpis = kpi::summarize(server_visits.iter(), &sidx, store.now());
+            let server_kpis = kpi::summarize(
+                server_visits.iter(),
+                &store.reference_data().index(),
+                store.now(),
+            );
             assert_eq!(
                 device_kpis, server_kpis,
                 "{name}: KPIs differ from the server's"

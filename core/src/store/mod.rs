@@ -25,6 +25,10 @@ use crate::model::{Millis, ReferenceData, ReferenceIndex};
 use crate::rules::{self, Action, TaskState};
 use crate::visit::*;
 
+/// The `sync_state` key of the closed stores kept in the reference data held (a JSON list,
+/// see [`DeviceStore::receive_reference_data`]).
+const KEPT_STORES: &str = "reference.kept_stores";
+
 pub use projection::dump as dump_projections;
 
 /// After this many appended changes a document is rewritten as one compacted snapshot.
@@ -216,6 +220,12 @@ impl DeviceStore {
     /// Replaces all reference data (validated first; nothing changes if it is invalid).
     pub fn replace_reference_data(&self, data: ReferenceData) -> Result<()> {
         data.validate()?;
+        self.write_reference(data, &[])
+    }
+
+    /// Writes `data` (valid) as the reference data held, and `kept` as the closed stores in
+    /// it ([`Self::receive_reference_data`]), in one transaction.
+    fn write_reference(&self, data: ReferenceData, kept: &[String]) -> Result<()> {
         let mut inner = self.lock();
         let tx = inner
             .conn
@@ -251,9 +261,86 @@ impl DeviceStore {
             )?;
             put("version", "version", data.version.to_string())?;
         }
+        if kept.is_empty() {
+            tx.execute("DELETE FROM sync_state WHERE key = ?1", [KEPT_STORES])?;
+        } else {
+            tx.execute(
+                "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![KEPT_STORES, serde_json::to_string(kept)?],
+            )?;
+        }
         tx.commit()?;
         inner.refs = Arc::new(data);
         Ok(())
+    }
+
+    /// Ids of the stores with a visit held here that is still open (planned or in
+    /// progress).
+    fn stores_of_open_visits(&self) -> Result<BTreeSet<String>> {
+        let inner = self.lock();
+        let mut stmt = inner.conn.prepare_cached(
+            "SELECT DISTINCT store_id FROM visits WHERE status IN ('planned', 'in_progress')",
+        )?;
+        let open = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(open)
+    }
+
+    /// Takes the reference data the server sent: `data`, plus each store the data held here
+    /// lists and `data` no longer does while a visit held here is still open there (planned
+    /// or in progress). A store closed by head office while a rep works in it must still
+    /// let the rep record, check out and finish (the server accepts that work: it checks a
+    /// push against every kept version of its data). [`Self::release_closed_stores`] drops
+    /// such a store once its visits are done. When the kept stores do not fit `data` (their
+    /// territory is gone too) `data` is taken alone. Returns the ids of the stores kept.
+    pub fn receive_reference_data(&self, data: ReferenceData) -> Result<Vec<String>> {
+        data.validate()?;
+        let open = self.stores_of_open_visits()?;
+        let listed: BTreeSet<&str> = data.stores.iter().map(|s| s.id.as_str()).collect();
+        let groups: BTreeSet<&str> = data.store_groups.iter().map(|g| g.id.as_str()).collect();
+        let kept: Vec<crate::model::Store> = self
+            .reference_data()
+            .stores
+            .iter()
+            .filter(|s| open.contains(&s.id) && !listed.contains(s.id.as_str()))
+            .map(|s| {
+                let mut s = s.clone();
+                s.store_group_ids.retain(|g| groups.contains(g.as_str()));
+                s
+            })
+            .collect();
+        if !kept.is_empty() {
+            let ids: Vec<String> = kept.iter().map(|s| s.id.clone()).collect();
+            let mut with = data.clone();
+            with.stores.extend(kept);
+            if with.validate().is_ok() {
+                self.write_reference(with, &ids)?;
+                return Ok(ids);
+            }
+        }
+        self.write_reference(data, &[])?;
+        Ok(Vec::new())
+    }
+
+    /// Drops the closed stores [`Self::receive_reference_data`] kept where no visit held
+    /// here is open any more (done, or gone from the device). Returns their ids. The sync
+    /// client calls it after every sync; without kept stores it costs one read.
+    pub fn release_closed_stores(&self) -> Result<Vec<String>> {
+        let Some(json) = self.sync_state(KEPT_STORES)? else {
+            return Ok(Vec::new());
+        };
+        let kept: Vec<String> =
+            serde_json::from_str(&json).map_err(|e| Error::Corrupt(format!("kept stores: {e}")))?;
+        let open = self.stores_of_open_visits()?;
+        let (still, done): (Vec<String>, Vec<String>) =
+            kept.into_iter().partition(|id| open.contains(id));
+        if !done.is_empty() {
+            let mut data = (*self.reference_data()).clone();
+            data.stores.retain(|s| !done.contains(&s.id));
+            self.write_reference(data, &still)?;
+        }
+        Ok(done)
     }
 
     /// The reference data held on the device.

@@ -743,9 +743,13 @@ impl SyncClient {
                 }
             }
             if let Some(refs) = resp.reference_data.clone() {
-                store.replace_reference_data(refs)?;
+                store.receive_reference_data(refs)?;
                 // After the data: a crash in between costs one more copy, never a stale one.
                 store.set_sync_state(keys::REFERENCE_EPOCH, &resp.epoch)?;
+                report.reference_updated = true;
+            }
+            // A closed store kept for a visit that is done now goes.
+            if !store.release_closed_stores()?.is_empty() {
                 report.reference_updated = true;
             }
             // 2. Acknowledgements and rejections. A document acknowledged whole is so only

@@ -4,10 +4,10 @@
 //! sync client.
 
 use fieldsync_core::fixtures::{self, FixtureSize};
-use fieldsync_core::model::{ReferenceData, Role};
+use fieldsync_core::model::{ReferenceData, Role, Store as Shop};
 use fieldsync_core::store::DeviceStore;
 use fieldsync_core::sync::{SyncClient, SyncConfig, login};
-use fieldsync_core::visit::Visit;
+use fieldsync_core::visit::{GeoPoint, Visit};
 use fieldsync_server::{SqliteStore, Store};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -289,6 +289,29 @@ pub fn stores_of(r: &ReferenceData, territory: &str) -> Vec<String> {
         .filter(|s| s.territory_id == territory)
         .map(|s| s.id.clone())
         .collect()
+}
+
+/// The `i`-th store of `territory` and its position (where a rep checks in).
+pub fn shop(r: &ReferenceData, territory: &str, i: usize) -> (Shop, GeoPoint) {
+    let id = &stores_of(r, territory)[i];
+    let s = r.stores.iter().find(|s| &s.id == id).unwrap().clone();
+    let at = GeoPoint {
+        lat: s.lat,
+        lng: s.lng,
+    };
+    (s, at)
+}
+
+/// Stops `server`, imports `next` into its database as `admin import` would (with
+/// `--allow-removals`), and starts it again on the same port (phones keep their server
+/// address).
+pub fn import_while_stopped(server: &mut Server, next: ReferenceData) -> Server {
+    server.stop();
+    {
+        let store = SqliteStore::open_dir(&server.data_dir).unwrap();
+        store.import_reference(next).unwrap();
+    }
+    Server::start(&server.data_dir, server.port)
 }
 
 pub fn user_id(r: &ReferenceData, username: &str) -> String {
