@@ -148,9 +148,22 @@ impl AsOf<'_> {
         }
     }
 
-    /// The reference data `visit` was worked with ([`worked_at`]).
+    /// The reference data `visit` was worked with ([`worked_at`]). A visit worked at a
+    /// store that data no longer lists (closed by an import while a phone held an open
+    /// visit there) is judged with everything the kept versions list
+    /// ([`ReferenceCache::ever_listed`]), so it keeps its store, its local day and its
+    /// store's KPIs.
     pub fn of(&self, visit: &Visit) -> StoreResult<Arc<IndexedReference>> {
-        self.at(worked_at(visit))
+        let refs = self.at(worked_at(visit))?;
+        let lists =
+            |r: &IndexedReference| r.index().stores.contains_key(visit.plan.store_id.as_str());
+        if lists(&refs) {
+            return Ok(refs);
+        }
+        Ok(match self.cache.ever_listed(self.store, &self.current)? {
+            Some(ever) if lists(&ever) => ever,
+            _ => refs,
+        })
     }
 }
 

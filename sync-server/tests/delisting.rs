@@ -163,6 +163,19 @@ async fn a_closed_store_never_costs_a_rep_their_work() {
     assert!(report.rejections.is_empty(), "{:?}", report.rejections);
     let on_server = common::server_visit(&server, &mgr, &d).await.unwrap();
     assert!(on_server.check_out.is_some(), "{on_server:?}");
+    // The dashboard reports the visit worked after the closing at its store, by name.
+    let report = common::get_json(&server, &mgr, &format!("/v1/reports/visits/{d}")).await;
+    assert_eq!(report["store"]["name"], shop.name.as_str(), "{report}");
+    assert!(report["day"].is_string(), "the store's local day: {report}");
+    let list = common::get_json(&server, &mgr, "/v1/reports/visits").await;
+    let row = list["visits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["visit_id"] == d.as_str())
+        .unwrap_or_else(|| panic!("visit {d} listed: {list}"));
+    assert_eq!(row["store_name"], shop.name.as_str());
+
     // Once its visits there are done, the phone drops the store at its next sync.
     one.store.abandon(&c, "store closed").unwrap();
     one.store.abandon(&d, "store closed").unwrap();

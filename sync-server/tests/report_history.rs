@@ -9,17 +9,6 @@ use fieldsync_core::visit::InventoryInput;
 use fieldsync_server::{SqliteStore, Store};
 use serde_json::Value;
 
-async fn get(server: &Server, token: &str, path: &str) -> Value {
-    let resp = http()
-        .get(server.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{path}");
-    resp.json().await.unwrap()
-}
-
 fn ratio(v: &Value) -> (u64, u64) {
     (v["num"].as_u64().unwrap(), v["den"].as_u64().unwrap())
 }
@@ -70,7 +59,7 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
         day + chrono::Days::new(1)
     );
     let overview = format!("/v1/reports/overview?{range}&rep={rep1}");
-    let before = get(&server, &mgr, &overview).await;
+    let before = common::get_json(&server, &mgr, &overview).await;
     assert_eq!(
         ratio(&before["summary"]["out_of_stock"]),
         (1, 4),
@@ -81,7 +70,7 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
         (3, 3),
         "{before}"
     );
-    let detail_before = get(&server, &mgr, &format!("/v1/reports/visits/{v}")).await;
+    let detail_before = common::get_json(&server, &mgr, &format!("/v1/reports/visits/{v}")).await;
 
     // Head office delists the out-of-stock product and raises the second one's price.
     server.stop();
@@ -102,9 +91,9 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     let server = Server::start(&data, 0);
 
     // The visit worked before the import: the same KPIs, the delisted product named.
-    let after = get(&server, &mgr, &overview).await;
+    let after = common::get_json(&server, &mgr, &overview).await;
     assert_eq!(after["summary"], before["summary"]);
-    let detail = get(&server, &mgr, &format!("/v1/reports/visits/{v}")).await;
+    let detail = common::get_json(&server, &mgr, &format!("/v1/reports/visits/{v}")).await;
     assert_eq!(detail["summary"], detail_before["summary"]);
     assert_eq!(
         detail["reference_version"],
@@ -120,7 +109,7 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     let gone_name = &r.products.iter().find(|p| p.id == gone).unwrap().name;
     assert_eq!(line["name"], gone_name.as_str());
     assert_eq!(line["out_of_stock"], true);
-    let store_report = get(
+    let store_report = common::get_json(
         &server,
         &mgr,
         &format!("/v1/reports/stores/{shop_id}?{range}"),
@@ -157,7 +146,7 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     };
     phone.store.record_inventory(&w, &raised, &input).unwrap();
     phone.client.sync(&phone.store, None).await.unwrap();
-    let later = get(&server, &mgr, &format!("/v1/reports/visits/{w}")).await;
+    let later = common::get_json(&server, &mgr, &format!("/v1/reports/visits/{w}")).await;
     assert!(
         later["reference_version"].as_i64().unwrap()
             > detail["reference_version"].as_i64().unwrap()
@@ -167,7 +156,7 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
         (0, 1),
         "{later}"
     );
-    let both = get(&server, &mgr, &overview).await;
+    let both = common::get_json(&server, &mgr, &overview).await;
     assert_eq!(
         ratio(&both["summary"]["price_compliance"]),
         (3, 4),

@@ -711,10 +711,9 @@ pub fn visit_row(r: &Row, names: &HashMap<&str, &str>, as_of: i64) -> VisitRow {
     let v = &r.visit;
     let store_name = r
         .refs
-        .data()
+        .index()
         .stores
-        .iter()
-        .find(|s| s.id == v.plan.store_id)
+        .get(v.plan.store_id.as_str())
         .map_or_else(|| v.plan.store_id.clone(), |s| s.name.clone());
     VisitRow {
         visit_id: v.id.clone(),

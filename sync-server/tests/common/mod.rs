@@ -268,6 +268,18 @@ pub async fn metrics(server: &Server) -> String {
 }
 
 /// (visits, changes) on the server.
+/// `GET path` with a device token; asserts it is answered 200 and returns the JSON.
+pub async fn get_json(server: &Server, token: &str, path: &str) -> serde_json::Value {
+    let resp = http()
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
 pub async fn counts(server: &Server) -> (i64, i64) {
     let v: serde_json::Value = http()
         .get(server.url("/healthz"))
