@@ -478,8 +478,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-async fn openapi() -> Json<serde_json::Value> {
-    Json(crate::openapi::document().clone())
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
 }
 
 // ------------------------------------------------------------------ login

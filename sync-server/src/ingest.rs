@@ -933,21 +933,17 @@ fn decide(
     // A store the current data no longer lists (closed by an import with
     // `--allow-removals`) but a kept version does: the visit is judged by what the kept
     // versions list, so a rep's work at the store before it closed is not refused.
-    let (refs, store) = match refs.store(&visit.plan.store_id) {
-        Ok(store) => (refs, store),
-        Err(_) => {
-            let ever = w.ever_listed.as_deref().map(IndexedReference::index);
-            match ever.and_then(|e| Some((e, e.store(&visit.plan.store_id).ok()?))) {
-                Some(found) => found,
-                None => {
-                    return Ok(reject(
-                        visit_id,
-                        hashes,
-                        format!("unknown store {:?}", visit.plan.store_id),
-                    ));
-                }
-            }
-        }
+    let ever = w.ever_listed.as_deref().map(IndexedReference::index);
+    let judge = [Some(refs), ever].into_iter().flatten();
+    let found = judge
+        .filter_map(|r| Some((r, r.store(&visit.plan.store_id).ok()?)))
+        .next();
+    let Some((refs, store)) = found else {
+        return Ok(reject(
+            visit_id,
+            hashes,
+            format!("unknown store {:?}", visit.plan.store_id),
+        ));
     };
     if !w.covers(&store.territory_id) {
         return Ok(reject(

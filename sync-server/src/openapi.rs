@@ -53,16 +53,17 @@ use crate::dashboard;
 #[derive(Debug)]
 pub struct ApiDoc;
 
-/// The document as JSON, built once (it depends on nothing but the code).
-pub fn document() -> &'static serde_json::Value {
-    static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+/// The document as JSON text, built once (it depends on nothing but the code) and served
+/// as it is.
+pub fn document() -> axum::body::Bytes {
+    static DOC: std::sync::LazyLock<axum::body::Bytes> = std::sync::LazyLock::new(|| {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| {
             serde_json::json!({"error": "internal", "message": format!("OpenAPI document: {e}")})
         });
         plain_descriptions(&mut doc);
-        doc
+        doc.to_string().into()
     });
-    &DOC
+    DOC.clone()
 }
 
 /// Every `description` in `v` with rustdoc's links made plain text ([`plain_links`]): the
@@ -97,13 +98,14 @@ fn plain_links(text: &str) -> String {
         };
         let label = &after[..close];
         let tail = &after[close + 1..];
-        if let Some(target) = tail.strip_prefix('(').and_then(|t| t.split_once(')')) {
-            if target.0.starts_with("http") {
-                out.push_str(&rest[open..open + 1 + close + 1 + target.0.len() + 2]);
+        if let Some((target, after_link)) = tail.strip_prefix('(').and_then(|t| t.split_once(')')) {
+            let whole = &rest[open..rest.len() - after_link.len()];
+            out.push_str(if target.starts_with("http") {
+                whole
             } else {
-                out.push_str(label);
-            }
-            rest = target.1;
+                label
+            });
+            rest = after_link;
             continue;
         }
         match label.strip_prefix('`').and_then(|l| l.strip_suffix('`')) {
@@ -294,7 +296,7 @@ mod tests {
 
     #[test]
     fn the_served_document_has_no_rustdoc_links() {
-        let text = super::document().to_string();
+        let text = String::from_utf8(super::document().to_vec()).unwrap();
         assert!(
             !text.contains("[`"),
             "a rustdoc link is left in the document"

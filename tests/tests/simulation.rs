@@ -126,7 +126,7 @@ struct Stats {
     /// does), while phones may hold open visits there.
     closings: u64,
     /// Changes refused for a product, promotion, position or store the server does not
-    /// know: each is a rep's work lost to a delisting. Must stay 0.
+    /// know: each is a rep's work lost to a delisting or a closing. Must stay 0.
     refused_unknown: u64,
     actions: u64,
     user_errors: u64,
@@ -708,7 +708,7 @@ impl Sim {
                 let v = visit.clone().unwrap();
                 let cur = current.clone().unwrap();
                 let Ok(shop) = idx.store(&cur.plan.store_id) else {
-                    // The store was closed: the phone no longer routes there.
+                    // A closed store the phone dropped once its visits there were done.
                     return;
                 };
                 let pos = GeoPoint {
@@ -929,38 +929,45 @@ impl Sim {
             _ => self.world.deliver_held().await,
         }
         if delistings() && self.imports.below(100) < 3 {
-            self.delist();
+            if self.imports.below(4) == 0 {
+                self.close_store();
+            } else {
+                self.delist();
+            }
         }
     }
 
+    /// Head office imports the reference data without one store of a territory that keeps
+    /// another (as `admin import --allow-removals` does), while phones may hold open visits
+    /// there.
+    fn close_store(&mut self) {
+        let store = lock(&self.world.server).store.clone();
+        let mut refs = (*store.reference().unwrap()).clone();
+        let open = |t: &str| refs.stores.iter().filter(|s| s.territory_id == t).count();
+        let closable: Vec<_> = refs
+            .stores
+            .iter()
+            .filter(|s| open(&s.territory_id) > 1)
+            .map(|s| s.id.clone())
+            .collect();
+        if closable.is_empty() {
+            return;
+        }
+        let gone = self.imports.pick(&closable).clone();
+        refs.stores.retain(|s| s.id != gone);
+        refs.validate().unwrap();
+        let version = store.import_reference(refs).unwrap();
+        lock(&self.world.stats).closings += 1;
+        self.log(format!(
+            "  head office closes store {gone} (reference data v{version})"
+        ));
+    }
+
     /// Head office imports the reference data without one product (from the products, the
-    /// assortments, the planograms and the promotions), while phones may still list it;
-    /// one import in four closes a store instead.
+    /// assortments, the planograms and the promotions), while phones may still list it.
     fn delist(&mut self) {
         let store = lock(&self.world.server).store.clone();
         let mut refs = (*store.reference().unwrap()).clone();
-        if self.imports.below(4) == 0 {
-            // A store of a territory that keeps another.
-            let open = |t: &str| refs.stores.iter().filter(|s| s.territory_id == t).count();
-            let closable: Vec<_> = refs
-                .stores
-                .iter()
-                .filter(|s| open(&s.territory_id) > 1)
-                .map(|s| s.id.clone())
-                .collect();
-            if closable.is_empty() {
-                return;
-            }
-            let gone = self.imports.pick(&closable).clone();
-            refs.stores.retain(|s| s.id != gone);
-            refs.validate().unwrap();
-            let version = store.import_reference(refs).unwrap();
-            lock(&self.world.stats).closings += 1;
-            self.log(format!(
-                "  head office closes store {gone} (reference data v{version})"
-            ));
-            return;
-        }
         if refs.products.len() <= 4 {
             return;
         }

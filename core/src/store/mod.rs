@@ -296,14 +296,20 @@ impl DeviceStore {
     /// territory is gone too) `data` is taken alone. Returns the ids of the stores kept.
     pub fn receive_reference_data(&self, data: ReferenceData) -> Result<Vec<String>> {
         data.validate()?;
-        let open = self.stores_of_open_visits()?;
+        let held = self.reference_data();
         let listed: BTreeSet<&str> = data.stores.iter().map(|s| s.id.as_str()).collect();
-        let groups: BTreeSet<&str> = data.store_groups.iter().map(|g| g.id.as_str()).collect();
-        let kept: Vec<crate::model::Store> = self
-            .reference_data()
+        let gone = held
             .stores
             .iter()
-            .filter(|s| open.contains(&s.id) && !listed.contains(s.id.as_str()))
+            .filter(|s| !listed.contains(s.id.as_str()));
+        // Only an update that closes stores looks for open visits.
+        let open = match gone.clone().next() {
+            Some(_) => self.stores_of_open_visits()?,
+            None => BTreeSet::new(),
+        };
+        let groups: BTreeSet<&str> = data.store_groups.iter().map(|g| g.id.as_str()).collect();
+        let kept: Vec<crate::model::Store> = gone
+            .filter(|s| open.contains(&s.id))
             .map(|s| {
                 let mut s = s.clone();
                 s.store_group_ids.retain(|g| groups.contains(g.as_str()));

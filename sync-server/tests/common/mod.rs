@@ -267,7 +267,6 @@ pub async fn metrics(server: &Server) -> String {
         .unwrap()
 }
 
-/// (visits, changes) on the server.
 /// `GET path` with a device token; asserts it is answered 200 and returns the JSON.
 pub async fn get_json(server: &Server, token: &str, path: &str) -> serde_json::Value {
     let resp = http()
@@ -280,6 +279,7 @@ pub async fn get_json(server: &Server, token: &str, path: &str) -> serde_json::V
     resp.json().await.unwrap()
 }
 
+/// (visits, changes) on the server.
 pub async fn counts(server: &Server) -> (i64, i64) {
     let v: serde_json::Value = http()
         .get(server.url("/healthz"))
