@@ -9,6 +9,7 @@ use fieldsync_core::clock::ManualClock;
 use fieldsync_core::model::TaskKind;
 use fieldsync_core::store::DeviceStore;
 use fieldsync_core::visit::*;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 type Heads = Vec<(String, Vec<String>)>;
@@ -455,12 +456,52 @@ fn a_closed_store_stays_while_a_visit_there_is_open() {
         "no open visit there"
     );
     assert_eq!(held.version, r.version + 1);
+    // The rep is told: on the route and in the visit.
+    let closed_on_route = |s: &DeviceStore| {
+        let day = fieldsync_core::rules::local_day(&open_at, NOW + 3_600_000);
+        let route = s.route_for_day(day).unwrap();
+        let e = route
+            .iter()
+            .find(|e| e.visit_id == v)
+            .expect("on the route");
+        assert_eq!(s.visit_detail(&v).unwrap().store_closed, e.store_closed);
+        e.store_closed
+    };
+    assert!(closed_on_route(&s));
+    assert_eq!(s.closed_stores(), BTreeSet::from([open_at.id.clone()]));
+    // The closed store takes no new visit, nor a visit moved there.
+    let refused = s
+        .create_visit(plan(&open_at.id, "rep-1", NOW + 7_200_000))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("closed by head office"), "{refused}");
+    let other = held.stores.iter().find(|x| x.id != open_at.id).unwrap();
+    let w = s
+        .create_visit(plan(&other.id, "rep-1", NOW + 7_200_000))
+        .unwrap();
+    let moved = plan(&open_at.id, "rep-1", NOW + 7_200_000);
+    let refused = s.update_plan(&w, &moved).unwrap_err().to_string();
+    assert!(refused.contains("closed by head office"), "{refused}");
+    assert_eq!(s.visit(&w).unwrap().plan.store_id, other.id, "unchanged");
 
     // Kept while the visit is open, across a restart and a further update.
     assert!(s.release_closed_stores().unwrap().is_empty());
     drop(s);
-    let s = open(dir.path(), "rep", "rep-1", clock.clone());
+    // (Reopened as it is: `open` would replace the reference data.)
+    let s =
+        DeviceStore::open_with_clock(dir.path().join("rep.db"), "rep-1", "dev-rep", clock.clone())
+            .unwrap();
+    let store_ids = |d: &fieldsync_core::model::ReferenceData| {
+        let ids: BTreeSet<String> = d.stores.iter().map(|x| x.id.clone()).collect();
+        (d.version, ids)
+    };
+    assert_eq!(
+        store_ids(&s.reference_data()),
+        store_ids(&held),
+        "kept across a restart"
+    );
     assert!(s.release_closed_stores().unwrap().is_empty());
+    assert!(closed_on_route(&s), "still flagged after a restart");
     let next = without(&held);
     assert_eq!(
         s.receive_reference_data(next.clone()).unwrap(),
@@ -473,6 +514,7 @@ fn a_closed_store_stays_while_a_visit_there_is_open() {
     s.abandon(&v, "store closed").unwrap();
     assert_eq!(s.release_closed_stores().unwrap(), vec![open_at.id.clone()]);
     assert_eq!(*s.reference_data(), next, "the server's data, exactly");
+    assert!(s.closed_stores().is_empty());
     assert!(s.release_closed_stores().unwrap().is_empty());
 
     // A kept store whose territory is gone too is not kept (the data would not hold).

@@ -82,13 +82,15 @@ impl FieldStore {
         self.inner.reference_data().version
     }
 
-    /// Every store in the reference data, in reference data order.
+    /// Every store in the reference data, in reference data order (a store head office
+    /// closed is listed, `closed`, while a visit there is open).
     pub fn stores(&self) -> Vec<StoreInfo> {
+        let closed = self.inner.closed_stores();
         self.inner
             .reference_data()
             .stores
             .iter()
-            .map(StoreInfo::from)
+            .map(|s| StoreInfo::of(s, closed.contains(&s.id)))
             .collect()
     }
 

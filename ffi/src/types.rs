@@ -173,6 +173,9 @@ pub struct RouteEntry {
     pub priority: u8,
     /// Created on the spot rather than planned.
     pub ad_hoc: bool,
+    /// Head office closed the store while this visit was open: the rep can still finish
+    /// and check out; the store takes no new visits.
+    pub store_closed: bool,
 }
 
 impl From<core_store::RouteEntry> for RouteEntry {
@@ -186,6 +189,7 @@ impl From<core_store::RouteEntry> for RouteEntry {
             status: e.status.into(),
             priority: e.priority,
             ad_hoc: e.ad_hoc,
+            store_closed: e.store_closed,
         }
     }
 }
@@ -643,6 +647,8 @@ pub struct VisitDetail {
     pub visit: Visit,
     /// The store's name.
     pub store_name: String,
+    /// The store was closed by head office (see `RouteEntry.store_closed`).
+    pub store_closed: bool,
     /// Every task of the visit's template with its progress.
     pub tasks: Vec<TaskState>,
     /// Fields changed concurrently.
@@ -654,6 +660,7 @@ impl From<core_store::VisitDetail> for VisitDetail {
         Self {
             visit: d.visit.into(),
             store_name: d.store_name,
+            store_closed: d.store_closed,
             tasks: d.tasks.into_iter().map(Into::into).collect(),
             conflicts: d.conflicts.into_iter().map(Into::into).collect(),
         }
@@ -940,10 +947,14 @@ pub struct StoreInfo {
     pub timezone: String,
     /// 1 (highest) to 5.
     pub priority: u8,
+    /// Closed by head office: listed only while a visit there is open; it takes no new
+    /// visits.
+    pub closed: bool,
 }
 
-impl From<&fieldsync_core::model::Store> for StoreInfo {
-    fn from(s: &fieldsync_core::model::Store) -> Self {
+impl StoreInfo {
+    /// `s`, closed or not.
+    pub(crate) fn of(s: &fieldsync_core::model::Store, closed: bool) -> Self {
         Self {
             id: s.id.clone(),
             name: s.name.clone(),
@@ -954,6 +965,7 @@ impl From<&fieldsync_core::model::Store> for StoreInfo {
             geofence_radius_m: s.geofence_radius_m,
             timezone: s.timezone.clone(),
             priority: s.priority,
+            closed,
         }
     }
 }

@@ -1,6 +1,8 @@
 """Sign-in and sync through a real fieldsync-server on 127.0.0.1: two devices converge."""
 
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import socket
@@ -16,20 +18,22 @@ PASSWORD = "correct-horse-1"
 SERVER_BIN = os.environ.get("FIELDSYNC_SERVER_BIN") or shutil.which("fieldsync-server")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if not SERVER_BIN:
-        pytest.skip("set FIELDSYNC_SERVER_BIN (scripts/test-bindings.sh does)")
-    data = tmp_path_factory.mktemp("server")
+def admin(data, *args):
+    subprocess.run([SERVER_BIN, "admin", "--data-dir", str(data), *args], check=True, capture_output=True)
+
+
+def new_server_data(data):
+    """A data directory with the demo reference data, rep1 and manager1."""
     refs = data / "refs.json"
     refs.write_text(fs.demo_reference_data_json(7, today_iso()))
+    admin(data, "import", str(refs))
+    admin(data, "create-user", "--username", "rep1", "--role", "rep", "--territories", "t-1", "--password", PASSWORD)
+    admin(data, "create-user", "--username", "manager1", "--role", "manager", "--territories", "t-1", "--password", PASSWORD)
 
-    def admin(*args):
-        subprocess.run([SERVER_BIN, "admin", "--data-dir", str(data), *args], check=True, capture_output=True)
 
-    admin("import", str(refs))
-    admin("create-user", "--username", "rep1", "--role", "rep", "--territories", "t-1", "--password", PASSWORD)
-    admin("create-user", "--username", "manager1", "--role", "manager", "--territories", "t-1", "--password", PASSWORD)
+@contextlib.contextmanager
+def serving(data):
+    """The server on `data`, on a free port of 127.0.0.1; yields its URL."""
     proc = subprocess.Popen(
         [SERVER_BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
         stdout=subprocess.PIPE,
@@ -43,6 +47,20 @@ def server(tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def needs_server():
+    if not SERVER_BIN:
+        pytest.fail("set FIELDSYNC_SERVER_BIN (scripts/test-bindings.sh does)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    needs_server()
+    data = tmp_path_factory.mktemp("server")
+    new_server_data(data)
+    with serving(data) as url:
+        yield url
 
 
 def device(tmp_path, session, device_id):
@@ -162,3 +180,53 @@ def test_a_sync_can_be_cancelled(server, tmp_path):
         asyncio.run(scenario())
     finally:
         silent.close()
+
+
+def test_a_store_closed_by_head_office_stays_while_the_rep_works_there(tmp_path):
+    needs_server()
+    data = tmp_path / "server"
+    data.mkdir()
+    new_server_data(data)
+
+    async def scenario():
+        with serving(data) as url:
+            rep = await fs.login(url, "rep1", PASSWORD, "phone-3")
+            phone = device(tmp_path, rep, "phone-3")
+            await phone.sync(url, rep.token)
+            shop = next(s for s in phone.stores() if s.territory_id == "t-1")
+            assert not shop.closed
+            visit_id = phone.create_ad_hoc_visit(shop.id, "tt-quick")
+            phone.check_in(visit_id, fs.GeoPoint(lat=shop.lat, lng=shop.lng))
+            report = await phone.sync(url, rep.token)
+            assert report.rejections == []
+
+        # Head office closes the store while the rep is in it.
+        refs = json.loads((data / "refs.json").read_text())
+        refs["stores"] = [s for s in refs["stores"] if s["id"] != shop.id]
+        closing = data / "closing.json"
+        closing.write_text(json.dumps(refs))
+        admin(data, "import", str(closing), "--allow-removals")
+
+        with serving(data) as url:
+            report = await phone.sync(url, rep.token)
+            assert report.reference_updated
+            # The phone keeps the store while the visit is open, and says it is closed.
+            [entry] = [e for e in phone.today_route() if e.visit_id == visit_id]
+            assert entry.store_closed
+            assert phone.visit_detail(visit_id).store_closed
+            [kept] = [s for s in phone.stores() if s.id == shop.id]
+            assert kept.closed
+            assert not any(s.closed for s in phone.stores() if s.id != shop.id)
+            with pytest.raises(fs.FieldsyncError.Validation) as refused:
+                phone.create_ad_hoc_visit(shop.id, "tt-quick")
+            assert "closed by head office" in refused.value.reason
+
+            # The rep finishes the visit; the server takes it; then the store goes.
+            phone.check_out(visit_id, fs.GeoPoint(lat=shop.lat, lng=shop.lng))
+            phone.complete(visit_id)
+            report = await phone.sync(url, rep.token)
+            assert report.rejections == [] and phone.outbox_len() == 0
+            assert phone.visit(visit_id).status == fs.VisitStatus.COMPLETED
+            assert all(s.id != shop.id for s in phone.stores())
+
+    asyncio.run(scenario())

@@ -515,8 +515,15 @@ fn next_step(store: &DeviceStore, rng: &mut Rng) -> fieldsync_core::Result<Step>
         .find(|e| matches!(e.status, VisitStatus::Planned | VisitStatus::InProgress));
     let Some(entry) = next else {
         let ad_hoc = route.iter().filter(|e| e.ad_hoc).count();
-        if ad_hoc < AD_HOC_PER_DAY && rng.chance(0.15) && !refs.stores.is_empty() {
-            let shop = rng.pick(&refs.stores);
+        // (Not at a store head office closed: it takes no new visits.)
+        let closed = store.closed_stores();
+        let open: Vec<_> = refs
+            .stores
+            .iter()
+            .filter(|s| !closed.contains(&s.id))
+            .collect();
+        if ad_hoc < AD_HOC_PER_DAY && rng.chance(0.15) && !open.is_empty() {
+            let shop = rng.pick(&open);
             let id = store.create_ad_hoc_visit(&shop.id, "tt-standard")?;
             return Ok(Step::AddedAdHoc(id, shop.name.clone()));
         }

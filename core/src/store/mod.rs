@@ -55,6 +55,9 @@ pub struct RouteEntry {
     pub status: VisitStatus,
     pub priority: u8,
     pub ad_hoc: bool,
+    /// Head office closed the store while this visit was open: the rep may finish and
+    /// check out, the store takes no new visits ([`DeviceStore::receive_reference_data`]).
+    pub store_closed: bool,
 }
 
 /// A local change waiting for the server's acknowledgement.
@@ -119,6 +122,8 @@ pub struct VisitChecklist {
 pub struct VisitDetail {
     pub visit: Visit,
     pub store_name: String,
+    /// The store was closed by head office (see [`RouteEntry::store_closed`]).
+    pub store_closed: bool,
     pub tasks: Vec<TaskState>,
     pub conflicts: Vec<FieldConflict>,
 }
@@ -136,6 +141,9 @@ struct Inner {
     conn: Connection,
     actor: ActorId,
     refs: Arc<ReferenceData>,
+    /// The closed stores `refs` holds while visits there are open (kept in sync_state
+    /// under [`KEPT_STORES`], read at open).
+    closed: BTreeSet<String>,
     docs: HashMap<String, VisitDoc>,
     /// The resolved visit of a cached document, while it is current.
     resolved: HashMap<String, Visit>,
@@ -162,11 +170,13 @@ impl DeviceStore {
         let rebuild = schema::migrate(&mut conn, schema::LATEST_VERSION)?;
         let actor = load_or_create_actor(&conn, user_id, device_id)?;
         let refs = Arc::new(load_reference(&conn)?);
+        let closed = load_kept_stores(&conn)?;
         let store = Self {
             inner: Mutex::new(Inner {
                 conn,
                 actor,
                 refs,
+                closed,
                 docs: HashMap::new(),
                 resolved: HashMap::new(),
             }),
@@ -271,6 +281,24 @@ impl DeviceStore {
         }
         tx.commit()?;
         inner.refs = Arc::new(data);
+        inner.closed = kept.iter().cloned().collect();
+        Ok(())
+    }
+
+    /// The stores head office closed that the reference data held here still lists because
+    /// a visit there is open ([`Self::receive_reference_data`]).
+    pub fn closed_stores(&self) -> BTreeSet<String> {
+        self.lock().closed.clone()
+    }
+
+    /// Refuses a new visit (or a visit moved) to a store head office closed.
+    fn refuse_closed(closed: &BTreeSet<String>, store_id: &str) -> Result<()> {
+        if closed.contains(store_id) {
+            return Err(Error::invalid(format!(
+                "store {store_id} was closed by head office: it takes no new visits \
+                 (open visits there can still be finished)"
+            )));
+        }
         Ok(())
     }
 
@@ -331,13 +359,12 @@ impl DeviceStore {
 
     /// Drops the closed stores [`Self::receive_reference_data`] kept where no visit held
     /// here is open any more (done, or gone from the device). Returns their ids. The sync
-    /// client calls it after every sync; without kept stores it costs one read.
+    /// client calls it after every sync; without kept stores it reads nothing.
     pub fn release_closed_stores(&self) -> Result<Vec<String>> {
-        let Some(json) = self.sync_state(KEPT_STORES)? else {
+        let kept = self.closed_stores();
+        if kept.is_empty() {
             return Ok(Vec::new());
-        };
-        let kept: Vec<String> =
-            serde_json::from_str(&json).map_err(|e| Error::Corrupt(format!("kept stores: {e}")))?;
+        }
         let open = self.stores_of_open_visits()?;
         let (still, done): (Vec<String>, Vec<String>) =
             kept.into_iter().partition(|id| open.contains(id));
@@ -399,6 +426,7 @@ impl DeviceStore {
             out.push(RouteEntry {
                 visit_id,
                 store_name: store.name.clone(),
+                store_closed: inner.closed.contains(&store_id),
                 store_id,
                 planned_start,
                 planned_end,
@@ -481,9 +509,11 @@ impl DeviceStore {
             .map(|s| s.name.clone())
             .unwrap_or_default();
         let tasks = rules::task_states(&visit, &idx).unwrap_or_default();
+        let store_closed = self.lock().closed.contains(&visit.plan.store_id);
         Ok(VisitDetail {
             visit,
             store_name,
+            store_closed,
             tasks,
             conflicts,
         })
@@ -601,6 +631,7 @@ impl DeviceStore {
         let refs = self.reference_data();
         let idx = refs.index();
         idx.store(&plan.store_id)?;
+        Self::refuse_closed(&self.lock().closed, &plan.store_id)?;
         if !plan.template_id.is_empty() && !idx.templates.contains_key(plan.template_id.as_str()) {
             return Err(Error::not_found("task template", &plan.template_id));
         }
@@ -839,9 +870,13 @@ impl DeviceStore {
 
     /// Changes a planned visit's plan (a manager's action on the device).
     pub fn update_plan(&self, visit_id: &str, plan: &VisitPlan) -> Result<()> {
+        let closed = self.closed_stores();
         self.act(visit_id, |visit, refs, w| {
             rules::transition(visit.status, Action::Reschedule)?;
             refs.store(&plan.store_id)?;
+            if plan.store_id != visit.plan.store_id {
+                Self::refuse_closed(&closed, &plan.store_id)?;
+            }
             if plan.planned_end < plan.planned_start {
                 return Err(Error::invalid(
                     "the planned end is before the planned start",
@@ -1828,6 +1863,23 @@ fn load_or_create_actor(conn: &Connection, user_id: &str, device_id: &str) -> Re
         params![actor.to_hex_string(), user_id, device_id],
     )?;
     Ok(actor)
+}
+
+/// The closed stores kept in the reference data ([`KEPT_STORES`]).
+fn load_kept_stores(conn: &Connection) -> Result<BTreeSet<String>> {
+    let json: Option<String> = conn
+        .query_row(
+            "SELECT value FROM sync_state WHERE key = ?1",
+            [KEPT_STORES],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match json {
+        Some(json) => {
+            serde_json::from_str(&json).map_err(|e| Error::Corrupt(format!("kept stores: {e}")))
+        }
+        None => Ok(BTreeSet::new()),
+    }
 }
 
 fn load_reference(conn: &Connection) -> Result<ReferenceData> {

@@ -1081,7 +1081,8 @@ public protocol FieldStoreProtocol: AnyObject, Sendable {
     func storeFindings(storeId: String) throws  -> StoreFindings
     
     /**
-     * Every store in the reference data, in reference data order.
+     * Every store in the reference data, in reference data order (a store head office
+     * closed is listed, `closed`, while a visit there is open).
      */
     func stores()  -> [StoreInfo]
     
@@ -1576,7 +1577,8 @@ open func storeFindings(storeId: String)throws  -> StoreFindings  {
 }
     
     /**
-     * Every store in the reference data, in reference data order.
+     * Every store in the reference data, in reference data order (a store head office
+     * closed is listed, `closed`, while a visit there is open).
      */
 open func stores() -> [StoreInfo]  {
     return try!  FfiConverterSequenceTypeStoreInfo.lift(try! rustCall() {
@@ -3763,6 +3765,11 @@ public struct RouteEntry: Equatable, Hashable {
      * Created on the spot rather than planned.
      */
     public var adHoc: Bool
+    /**
+     * Head office closed the store while this visit was open: the rep can still finish
+     * and check out; the store takes no new visits.
+     */
+    public var storeClosed: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3790,7 +3797,11 @@ public struct RouteEntry: Equatable, Hashable {
          */priority: UInt8, 
         /**
          * Created on the spot rather than planned.
-         */adHoc: Bool) {
+         */adHoc: Bool, 
+        /**
+         * Head office closed the store while this visit was open: the rep can still finish
+         * and check out; the store takes no new visits.
+         */storeClosed: Bool) {
         self.visitId = visitId
         self.storeId = storeId
         self.storeName = storeName
@@ -3799,6 +3810,7 @@ public struct RouteEntry: Equatable, Hashable {
         self.status = status
         self.priority = priority
         self.adHoc = adHoc
+        self.storeClosed = storeClosed
     }
 
     
@@ -3824,7 +3836,8 @@ public struct FfiConverterTypeRouteEntry: FfiConverterRustBuffer {
                 plannedEnd: FfiConverterInt64.read(from: &buf), 
                 status: FfiConverterTypeVisitStatus.read(from: &buf), 
                 priority: FfiConverterUInt8.read(from: &buf), 
-                adHoc: FfiConverterBool.read(from: &buf)
+                adHoc: FfiConverterBool.read(from: &buf), 
+                storeClosed: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -3837,6 +3850,7 @@ public struct FfiConverterTypeRouteEntry: FfiConverterRustBuffer {
         FfiConverterTypeVisitStatus.write(value.status, into: &buf)
         FfiConverterUInt8.write(value.priority, into: &buf)
         FfiConverterBool.write(value.adHoc, into: &buf)
+        FfiConverterBool.write(value.storeClosed, into: &buf)
     }
 }
 
@@ -4114,6 +4128,11 @@ public struct StoreInfo: Equatable, Hashable {
      * 1 (highest) to 5.
      */
     public var priority: UInt8
+    /**
+     * Closed by head office: listed only while a visit there is open; it takes no new
+     * visits.
+     */
+    public var closed: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -4144,7 +4163,11 @@ public struct StoreInfo: Equatable, Hashable {
          */timezone: String, 
         /**
          * 1 (highest) to 5.
-         */priority: UInt8) {
+         */priority: UInt8, 
+        /**
+         * Closed by head office: listed only while a visit there is open; it takes no new
+         * visits.
+         */closed: Bool) {
         self.id = id
         self.name = name
         self.territoryId = territoryId
@@ -4154,6 +4177,7 @@ public struct StoreInfo: Equatable, Hashable {
         self.geofenceRadiusM = geofenceRadiusM
         self.timezone = timezone
         self.priority = priority
+        self.closed = closed
     }
 
     
@@ -4180,7 +4204,8 @@ public struct FfiConverterTypeStoreInfo: FfiConverterRustBuffer {
                 lng: FfiConverterDouble.read(from: &buf), 
                 geofenceRadiusM: FfiConverterDouble.read(from: &buf), 
                 timezone: FfiConverterString.read(from: &buf), 
-                priority: FfiConverterUInt8.read(from: &buf)
+                priority: FfiConverterUInt8.read(from: &buf), 
+                closed: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -4194,6 +4219,7 @@ public struct FfiConverterTypeStoreInfo: FfiConverterRustBuffer {
         FfiConverterDouble.write(value.geofenceRadiusM, into: &buf)
         FfiConverterString.write(value.timezone, into: &buf)
         FfiConverterUInt8.write(value.priority, into: &buf)
+        FfiConverterBool.write(value.closed, into: &buf)
     }
 }
 
@@ -5002,6 +5028,10 @@ public struct VisitDetail: Equatable, Hashable {
      */
     public var storeName: String
     /**
+     * The store was closed by head office (see `RouteEntry.store_closed`).
+     */
+    public var storeClosed: Bool
+    /**
      * Every task of the visit's template with its progress.
      */
     public var tasks: [TaskState]
@@ -5020,6 +5050,9 @@ public struct VisitDetail: Equatable, Hashable {
          * The store's name.
          */storeName: String, 
         /**
+         * The store was closed by head office (see `RouteEntry.store_closed`).
+         */storeClosed: Bool, 
+        /**
          * Every task of the visit's template with its progress.
          */tasks: [TaskState], 
         /**
@@ -5027,6 +5060,7 @@ public struct VisitDetail: Equatable, Hashable {
          */conflicts: [FieldConflict]) {
         self.visit = visit
         self.storeName = storeName
+        self.storeClosed = storeClosed
         self.tasks = tasks
         self.conflicts = conflicts
     }
@@ -5049,6 +5083,7 @@ public struct FfiConverterTypeVisitDetail: FfiConverterRustBuffer {
             try VisitDetail(
                 visit: FfiConverterTypeVisit.read(from: &buf), 
                 storeName: FfiConverterString.read(from: &buf), 
+                storeClosed: FfiConverterBool.read(from: &buf), 
                 tasks: FfiConverterSequenceTypeTaskState.read(from: &buf), 
                 conflicts: FfiConverterSequenceTypeFieldConflict.read(from: &buf)
         )
@@ -5057,6 +5092,7 @@ public struct FfiConverterTypeVisitDetail: FfiConverterRustBuffer {
     public static func write(_ value: VisitDetail, into buf: inout [UInt8]) {
         FfiConverterTypeVisit.write(value.visit, into: &buf)
         FfiConverterString.write(value.storeName, into: &buf)
+        FfiConverterBool.write(value.storeClosed, into: &buf)
         FfiConverterSequenceTypeTaskState.write(value.tasks, into: &buf)
         FfiConverterSequenceTypeFieldConflict.write(value.conflicts, into: &buf)
     }
@@ -6880,7 +6916,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_fieldsync_ffi_checksum_method_fieldstore_store_findings() != 14488) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_fieldsync_ffi_checksum_method_fieldstore_stores() != 44475) {
+    if (uniffi_fieldsync_ffi_checksum_method_fieldstore_stores() != 53976) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_fieldsync_ffi_checksum_method_fieldstore_submit_order() != 51359) {

@@ -18,7 +18,7 @@ struct RouteView: View {
                 NavigationLink(value: Destination.visit(e.visitId)) {
                     VStack(alignment: .leading, spacing: 2) {
                         Text(e.storeName).font(.headline)
-                        Text("\(time(e.plannedStart))–\(time(e.plannedEnd)) · priority \(e.priority)\(e.adHoc ? " · ad hoc" : "")")
+                        Text("\(time(e.plannedStart))–\(time(e.plannedEnd)) · priority \(e.priority)\(e.adHoc ? " · ad hoc" : "")\(e.storeClosed ? " · store closed" : "")")
                             .font(.subheadline)
                         Text(e.status.label).font(.caption).foregroundStyle(.secondary)
                     }

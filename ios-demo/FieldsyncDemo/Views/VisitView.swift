@@ -43,6 +43,9 @@ struct VisitView: View {
                     Text(tasks.map { "\(taskNames[$0.kind] ?? "") \($0.done)/\($0.total)\($0.required && !$0.complete ? "*" : "")" }.joined(separator: " · "))
                         .font(.caption)
                 }
+                if model.detail?.storeClosed == true {
+                    Label("Head office closed this store. Finish this visit and check out; the store takes no new visits.", systemImage: "xmark.octagon").foregroundStyle(.orange)
+                }
                 if let w = model.geofenceWarning {
                     Label(w, systemImage: "location.slash").foregroundStyle(.orange)
                 }

@@ -195,6 +195,8 @@ data class VisitState(
     val busy: Boolean = false,
     val visitId: String = "",
     val storeName: String = "",
+    /** Head office closed the store while this visit was open: finish and check out. */
+    val storeClosed: Boolean = false,
     val instructions: String = "",
     val status: VisitStatus? = null,
     val checkIn: CheckPoint? = null,
@@ -262,6 +264,7 @@ class VisitViewModel(
             s.copy(
                 loading = false,
                 storeName = d.storeName,
+                storeClosed = d.storeClosed,
                 instructions = v.plan.instructions,
                 status = v.status,
                 checkIn = v.checkIn,

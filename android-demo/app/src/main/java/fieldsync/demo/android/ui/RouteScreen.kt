@@ -49,7 +49,7 @@ fun RouteScreen(vm: RouteViewModel, onVisit: (String) -> Unit, onStore: (String)
                     Row(Modifier.padding(12.dp), verticalAlignment = Alignment.CenterVertically) {
                         Column(Modifier.weight(1f)) {
                             Text(e.storeName, style = MaterialTheme.typography.titleMedium)
-                            Text("${time(e.plannedStart)}–${time(e.plannedEnd)} · priority ${e.priority}" + if (e.adHoc) " · ad hoc" else "")
+                            Text("${time(e.plannedStart)}–${time(e.plannedEnd)} · priority ${e.priority}" + (if (e.adHoc) " · ad hoc" else "") + (if (e.storeClosed) " · store closed" else ""))
                             AssistChip(onClick = { onVisit(e.visitId) }, label = { Text(e.status.label()) })
                         }
                         IconButton(onClick = { onStore(e.storeId) }) { Icon(Icons.Filled.Store, contentDescription = "Store details") }
