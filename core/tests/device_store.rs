@@ -432,7 +432,7 @@ fn concurrent_calls_from_several_threads() {
 /// the rep can finish it; it goes with the first update after, and is never kept when it
 /// no longer fits the new data.
 #[test]
-fn a_closed_store_stays_while_a_visit_there_is_open() {
+fn a_closed_store_stays_while_a_visit_there_is_held() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(NOW));
     let s = open(dir.path(), "rep", "rep-1", clock.clone());
@@ -512,6 +512,21 @@ fn a_closed_store_stays_while_a_visit_there_is_open() {
     s.check_in(&v, at).unwrap();
     s.check_out(&v, at).unwrap();
     s.abandon(&v, "store closed").unwrap();
+    // Done, the visit still shows its store (route, detail) while the device holds it.
+    assert!(s.release_closed_stores().unwrap().is_empty());
+    assert!(closed_on_route(&s));
+    assert_eq!(s.visit_detail(&v).unwrap().store_name, open_at.name);
+    // Retention purges it (once the server has every change): then the store goes.
+    assert!(!s.purge_visit(&v).unwrap(), "not before the server has it");
+    assert!(s.release_closed_stores().unwrap().is_empty());
+    let pending: Vec<String> = s
+        .outbox(1000)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.hash)
+        .collect();
+    s.acknowledge(&pending).unwrap();
+    assert!(s.purge_visit(&v).unwrap());
     assert_eq!(s.release_closed_stores().unwrap(), vec![open_at.id.clone()]);
     assert_eq!(*s.reference_data(), next, "the server's data, exactly");
     assert!(s.closed_stores().is_empty());

@@ -173,8 +173,8 @@ pub struct RouteEntry {
     pub priority: u8,
     /// Created on the spot rather than planned.
     pub ad_hoc: bool,
-    /// Head office closed the store while this visit was open: the rep can still finish
-    /// and check out; the store takes no new visits.
+    /// Head office closed the store after this visit was planned: the rep can still
+    /// finish and check out; the store takes no new visits.
     pub store_closed: bool,
 }
 
@@ -947,8 +947,8 @@ pub struct StoreInfo {
     pub timezone: String,
     /// 1 (highest) to 5.
     pub priority: u8,
-    /// Closed by head office: listed only while a visit there is open; it takes no new
-    /// visits.
+    /// Closed by head office: listed only while this device holds a visit there; it takes
+    /// no new visits.
     pub closed: bool,
 }
 

@@ -221,12 +221,14 @@ def test_a_store_closed_by_head_office_stays_while_the_rep_works_there(tmp_path)
                 phone.create_ad_hoc_visit(shop.id, "tt-quick")
             assert "closed by head office" in refused.value.reason
 
-            # The rep finishes the visit; the server takes it; then the store goes.
+            # The rep finishes the visit and the server takes it. Done, the visit keeps its
+            # store on the route while the phone holds it (retention drops both later).
             phone.check_out(visit_id, fs.GeoPoint(lat=shop.lat, lng=shop.lng))
             phone.complete(visit_id)
             report = await phone.sync(url, rep.token)
             assert report.rejections == [] and phone.outbox_len() == 0
             assert phone.visit(visit_id).status == fs.VisitStatus.COMPLETED
-            assert all(s.id != shop.id for s in phone.stores())
+            [entry] = [e for e in phone.today_route() if e.visit_id == visit_id]
+            assert entry.store_closed and entry.store_name == shop.name
 
     asyncio.run(scenario())

@@ -231,6 +231,9 @@ pub struct Imported {
     pub version: Option<i64>,
     /// What changes, one line per kind of data (see [`reference_changes`]).
     pub changes: Vec<String>,
+    /// One line per store removed (with `allow_removals`) while it has open visits: the
+    /// visits for managers to follow up.
+    pub closed_with_open_visits: Vec<String>,
 }
 
 /// Imports a file: validated whole first, then applied in one transaction (unless
@@ -246,13 +249,44 @@ pub fn import(
 ) -> Result<Imported, Vec<String>> {
     let current = store.reference().map_err(|e| vec![e.to_string()])?;
     let data = load_import(&current, path)?;
-    if !allow_removals {
-        let open = open_visits_of_removed_stores(store, &current, &data)
-            .map_err(|e| vec![e.to_string()])?;
-        if !open.is_empty() {
-            return Err(open);
-        }
+    let open =
+        open_visits_of_removed_stores(store, &current, &data).map_err(|e| vec![e.to_string()])?;
+    let listed = |(store_id, visits): &(String, Vec<String>)| {
+        let shown: Vec<&str> = visits.iter().take(3).map(String::as_str).collect();
+        let more = if visits.len() > shown.len() {
+            ", …"
+        } else {
+            ""
+        };
+        (
+            store_id.clone(),
+            format!(
+                "{} open visit(s) ({}{more})",
+                visits.len(),
+                shown.join(", ")
+            ),
+        )
+    };
+    if !allow_removals && !open.is_empty() {
+        return Err(open
+            .iter()
+            .map(listed)
+            .map(|(store_id, visits)| {
+                format!(
+                    "store {store_id} would be removed but has {visits}: reassign or cancel them first, or import with --allow-removals"
+                )
+            })
+            .collect());
     }
+    let closed_with_open_visits = open
+        .iter()
+        .map(listed)
+        .map(|(store_id, visits)| {
+            format!(
+                "store {store_id} is removed with {visits}: the phones holding them keep the store, flagged closed, so the reps can finish them"
+            )
+        })
+        .collect();
     let changes = reference_changes(&current, &data);
     let version = if dry_run {
         None
@@ -263,17 +297,21 @@ pub fn import(
                 .map_err(|e| vec![e.to_string()])?,
         )
     };
-    Ok(Imported { version, changes })
+    Ok(Imported {
+        version,
+        changes,
+        closed_with_open_visits,
+    })
 }
 
-/// One line per store that `after` removes from `before` while it has open visits (planned
-/// or in progress, planned from two weeks back on: what the reps' phones hold and the
-/// planning page shows).
+/// Each store that `after` removes from `before` while it has open visits (planned or in
+/// progress, planned from two weeks back on: what the reps' phones hold and the planning
+/// page shows), with those visits.
 fn open_visits_of_removed_stores(
     store: &dyn Store,
     before: &ReferenceData,
     after: &ReferenceData,
-) -> StoreResult<Vec<String>> {
+) -> StoreResult<Vec<(String, Vec<String>)>> {
     let kept: HashSet<&str> = after.stores.iter().map(|s| s.id.as_str()).collect();
     let removed: HashSet<&str> = before
         .stores
@@ -292,18 +330,7 @@ fn open_visits_of_removed_stores(
             open.entry(m.store_id).or_default().push(m.visit_id);
         }
     }
-    Ok(open
-        .into_iter()
-        .map(|(store_id, visits)| {
-            let shown: Vec<&str> = visits.iter().take(3).map(String::as_str).collect();
-            format!(
-                "store {store_id} would be removed but has {} open visit(s) ({}{}): reassign or cancel them first, or import with --allow-removals",
-                visits.len(),
-                shown.join(", "),
-                if visits.len() > shown.len() { ", …" } else { "" }
-            )
-        })
-        .collect())
+    Ok(open.into_iter().collect())
 }
 
 /// What replacing `before` with `after` changes, one line per kind of reference data that

@@ -133,8 +133,8 @@ enum AdminCommand {
         /// Validate and print what would change, without importing.
         #[arg(long)]
         dry_run: bool,
-        /// Remove stores even when they still have open (planned or in-progress) visits,
-        /// which stay on the phones that hold them until done there.
+        /// Remove stores even when they still have open (planned or in-progress) visits: a
+        /// phone keeps such a store, flagged closed, while it holds a visit there.
         #[arg(long)]
         allow_removals: bool,
     },
@@ -337,6 +337,9 @@ fn admin_command(backend: &Backend, command: AdminCommand) -> Result<(), String>
                 }
                 if done.changes.is_empty() {
                     println!("  nothing changes");
+                }
+                for c in &done.closed_with_open_visits {
+                    println!("  note: {c}");
                 }
                 match done.version {
                     Some(v) => {

@@ -8,6 +8,7 @@ mod common;
 use common::{HOUR, device, now, plan_visit, seeded_server, stores_of, user_id};
 use fieldsync_core::model::ReferenceData;
 use fieldsync_core::visit::InventoryInput;
+use std::collections::BTreeSet;
 
 /// `r` without product `gone` anywhere.
 fn delisted(r: &ReferenceData, gone: &str) -> ReferenceData {
@@ -176,12 +177,18 @@ async fn a_closed_store_never_costs_a_rep_their_work() {
         .unwrap_or_else(|| panic!("visit {d} listed: {list}"));
     assert_eq!(row["store_name"], shop.name.as_str());
 
-    // Once its visits there are done, the phone drops the store at its next sync.
+    // Done, the visits keep their store on the phone (route, visit, KPIs) while it holds
+    // them; once retention purges them, the phone drops the store at its next sync.
     one.store.abandon(&c, "store closed").unwrap();
     one.store.abandon(&d, "store closed").unwrap();
     let report = one.client.sync(&one.store, None).await.unwrap();
     assert!(report.rejections.is_empty(), "{:?}", report.rejections);
+    assert_eq!(one.store.closed_stores(), BTreeSet::from([shop_id.clone()]));
+    // (As the server's purge does when the visits leave the rep's window.)
+    assert!(one.store.purge_visit(&c).unwrap() && one.store.purge_visit(&d).unwrap());
+    let report = one.client.sync(&one.store, None).await.unwrap();
     assert!(report.reference_updated);
+    assert!(one.store.closed_stores().is_empty());
     let held = one.store.reference_data();
     assert!(!held.stores.iter().any(|s| s.id == shop_id));
     assert_eq!(held.stores.len(), stores_of(&r, "t-1").len() - 1);

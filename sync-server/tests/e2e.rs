@@ -1174,6 +1174,12 @@ fn admin_cli_imports_csv_with_errors_by_line_creates_users_and_backs_up() {
     let (ok, out, err) = admin(&["import", "--allow-removals", csv.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("version 2") && out.contains(&summary), "{out}");
+    // The operator is told which open visits the closing leaves to follow up.
+    let note = format!(
+        "store {} is removed with 1 open visit(s) (v-open)",
+        doomed.id
+    );
+    assert!(out.contains(&note), "{out}");
     let store = fieldsync_server::SqliteStore::open_dir(&data).unwrap();
     let after = store.reference().unwrap();
     assert_eq!(after.stores.len(), 1);

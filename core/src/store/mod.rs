@@ -55,7 +55,7 @@ pub struct RouteEntry {
     pub status: VisitStatus,
     pub priority: u8,
     pub ad_hoc: bool,
-    /// Head office closed the store while this visit was open: the rep may finish and
+    /// Head office closed the store after this visit was planned: the rep may finish and
     /// check out, the store takes no new visits ([`DeviceStore::receive_reference_data`]).
     pub store_closed: bool,
 }
@@ -286,7 +286,7 @@ impl DeviceStore {
     }
 
     /// The stores head office closed that the reference data held here still lists because
-    /// a visit there is open ([`Self::receive_reference_data`]).
+    /// a visit there is held here ([`Self::receive_reference_data`]).
     pub fn closed_stores(&self) -> BTreeSet<String> {
         self.lock().closed.clone()
     }
@@ -296,32 +296,33 @@ impl DeviceStore {
         if closed.contains(store_id) {
             return Err(Error::invalid(format!(
                 "store {store_id} was closed by head office: it takes no new visits \
-                 (open visits there can still be finished)"
+                 (the visits there already can still be finished)"
             )));
         }
         Ok(())
     }
 
-    /// Ids of the stores with a visit held here that is still open (planned or in
-    /// progress).
-    fn stores_of_open_visits(&self) -> Result<BTreeSet<String>> {
+    /// Ids of the stores with a visit held here.
+    fn stores_of_held_visits(&self) -> Result<BTreeSet<String>> {
         let inner = self.lock();
-        let mut stmt = inner.conn.prepare_cached(
-            "SELECT DISTINCT store_id FROM visits WHERE status IN ('planned', 'in_progress')",
-        )?;
-        let open = stmt
+        let mut stmt = inner
+            .conn
+            .prepare_cached("SELECT DISTINCT store_id FROM visits")?;
+        let held = stmt
             .query_map([], |r| r.get::<_, String>(0))?
             .collect::<rusqlite::Result<_>>()?;
-        Ok(open)
+        Ok(held)
     }
 
     /// Takes the reference data the server sent: `data`, plus each store the data held here
-    /// lists and `data` no longer does while a visit held here is still open there (planned
-    /// or in progress). A store closed by head office while a rep works in it must still
-    /// let the rep record, check out and finish (the server accepts that work: it checks a
-    /// push against every kept version of its data). [`Self::release_closed_stores`] drops
-    /// such a store once its visits are done. When the kept stores do not fit `data` (their
-    /// territory is gone too) `data` is taken alone. Returns the ids of the stores kept.
+    /// lists and `data` no longer does while a visit there is held here. A store closed by
+    /// head office while a rep works in it must still let the rep record, check out and
+    /// finish (the server accepts that work: it checks a push against every kept version of
+    /// its data), and the rep's visits there, done or not, keep their store on the route, in
+    /// the visit and in the KPIs. [`Self::release_closed_stores`] drops such a store once
+    /// the device holds no visit there (retention purged them). When the kept stores do not
+    /// fit `data` (their territory is gone too) `data` is taken alone. Returns the ids of
+    /// the stores kept.
     pub fn receive_reference_data(&self, data: ReferenceData) -> Result<Vec<String>> {
         data.validate()?;
         let held = self.reference_data();
@@ -330,14 +331,14 @@ impl DeviceStore {
             .stores
             .iter()
             .filter(|s| !listed.contains(s.id.as_str()));
-        // Only an update that closes stores looks for open visits.
-        let open = match gone.clone().next() {
-            Some(_) => self.stores_of_open_visits()?,
+        // Only an update that closes stores looks at the visits.
+        let visited = match gone.clone().next() {
+            Some(_) => self.stores_of_held_visits()?,
             None => BTreeSet::new(),
         };
         let groups: BTreeSet<&str> = data.store_groups.iter().map(|g| g.id.as_str()).collect();
         let kept: Vec<crate::model::Store> = gone
-            .filter(|s| open.contains(&s.id))
+            .filter(|s| visited.contains(&s.id))
             .map(|s| {
                 let mut s = s.clone();
                 s.store_group_ids.retain(|g| groups.contains(g.as_str()));
@@ -357,17 +358,17 @@ impl DeviceStore {
         Ok(Vec::new())
     }
 
-    /// Drops the closed stores [`Self::receive_reference_data`] kept where no visit held
-    /// here is open any more (done, or gone from the device). Returns their ids. The sync
+    /// Drops the closed stores [`Self::receive_reference_data`] kept where the device holds
+    /// no visit any more (purged as they left the rep's window). Returns their ids. The sync
     /// client calls it after every sync; without kept stores it reads nothing.
     pub fn release_closed_stores(&self) -> Result<Vec<String>> {
         let kept = self.closed_stores();
         if kept.is_empty() {
             return Ok(Vec::new());
         }
-        let open = self.stores_of_open_visits()?;
+        let visited = self.stores_of_held_visits()?;
         let (still, done): (Vec<String>, Vec<String>) =
-            kept.into_iter().partition(|id| open.contains(id));
+            kept.into_iter().partition(|id| visited.contains(id));
         if !done.is_empty() {
             let mut data = (*self.reference_data()).clone();
             data.stores.retain(|s| !done.contains(&s.id));

@@ -748,10 +748,6 @@ impl SyncClient {
                 store.set_sync_state(keys::REFERENCE_EPOCH, &resp.epoch)?;
                 report.reference_updated = true;
             }
-            // A closed store kept for a visit that is done now goes.
-            if !store.release_closed_stores()?.is_empty() {
-                report.reference_updated = true;
-            }
             // 2. Acknowledgements and rejections. A document acknowledged whole is so only
             // with the heads it was pushed with.
             let mut acks = resp.acks.clone();
@@ -827,6 +823,10 @@ impl SyncClient {
                 if pending != before {
                     store.set_sync_state(keys::PENDING_PURGE, &serde_json::to_string(&pending)?)?;
                 }
+            }
+            // A closed store kept for visits held here goes with the last of them.
+            if !store.release_closed_stores()?.is_empty() {
+                report.reference_updated = true;
             }
             if !changed.is_empty()
                 && let Some(o) = observer

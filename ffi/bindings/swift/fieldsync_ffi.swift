@@ -3766,8 +3766,8 @@ public struct RouteEntry: Equatable, Hashable {
      */
     public var adHoc: Bool
     /**
-     * Head office closed the store while this visit was open: the rep can still finish
-     * and check out; the store takes no new visits.
+     * Head office closed the store after this visit was planned: the rep can still
+     * finish and check out; the store takes no new visits.
      */
     public var storeClosed: Bool
 
@@ -3799,8 +3799,8 @@ public struct RouteEntry: Equatable, Hashable {
          * Created on the spot rather than planned.
          */adHoc: Bool, 
         /**
-         * Head office closed the store while this visit was open: the rep can still finish
-         * and check out; the store takes no new visits.
+         * Head office closed the store after this visit was planned: the rep can still
+         * finish and check out; the store takes no new visits.
          */storeClosed: Bool) {
         self.visitId = visitId
         self.storeId = storeId
@@ -4129,8 +4129,8 @@ public struct StoreInfo: Equatable, Hashable {
      */
     public var priority: UInt8
     /**
-     * Closed by head office: listed only while a visit there is open; it takes no new
-     * visits.
+     * Closed by head office: listed only while this device holds a visit there; it takes
+     * no new visits.
      */
     public var closed: Bool
 
@@ -4165,8 +4165,8 @@ public struct StoreInfo: Equatable, Hashable {
          * 1 (highest) to 5.
          */priority: UInt8, 
         /**
-         * Closed by head office: listed only while a visit there is open; it takes no new
-         * visits.
+         * Closed by head office: listed only while this device holds a visit there; it takes
+         * no new visits.
          */closed: Bool) {
         self.id = id
         self.name = name

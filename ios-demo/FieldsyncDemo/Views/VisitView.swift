@@ -44,7 +44,7 @@ struct VisitView: View {
                         .font(.caption)
                 }
                 if model.detail?.storeClosed == true {
-                    Label("Head office closed this store. Finish this visit and check out; the store takes no new visits.", systemImage: "xmark.octagon").foregroundStyle(.orange)
+                    Label("Head office closed this store: it takes no new visits, and a visit already planned here can still be finished.", systemImage: "xmark.octagon").foregroundStyle(.orange)
                 }
                 if let w = model.geofenceWarning {
                     Label(w, systemImage: "location.slash").foregroundStyle(.orange)

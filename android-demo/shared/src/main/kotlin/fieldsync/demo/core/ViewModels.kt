@@ -195,7 +195,7 @@ data class VisitState(
     val busy: Boolean = false,
     val visitId: String = "",
     val storeName: String = "",
-    /** Head office closed the store while this visit was open: finish and check out. */
+    /** Head office closed the store after this visit was planned (it can still be finished). */
     val storeClosed: Boolean = false,
     val instructions: String = "",
     val status: VisitStatus? = null,

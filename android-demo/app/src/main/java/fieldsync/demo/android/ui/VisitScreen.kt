@@ -129,7 +129,7 @@ private fun Header(s: VisitState, vm: VisitViewModel, onBack: () -> Unit) {
         if (s.loading || s.busy) LinearProgressIndicator(Modifier.fillMaxWidth())
         if (s.instructions.isNotBlank()) Text("Manager: ${s.instructions}", style = MaterialTheme.typography.bodyMedium)
         if (s.conflicts > 0) Text("${s.conflicts} field(s) were changed on two devices at once; the latest value is shown.", style = MaterialTheme.typography.bodySmall)
-        if (s.storeClosed) Warning("Head office closed this store. Finish this visit and check out; the store takes no new visits.")
+        if (s.storeClosed) Warning("Head office closed this store: it takes no new visits, and a visit already planned here can still be finished.")
         s.geofenceWarning?.let { Warning(it) }
         s.error?.let { e ->
             Card(colors = CardDefaults.cardColors(containerColor = MaterialTheme.colorScheme.errorContainer)) {
