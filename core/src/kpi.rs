@@ -715,6 +715,12 @@ impl KpiSummary {
     }
 }
 
+/// When a visit was worked, for the reference data it is judged with: its check-in, or its
+/// planned start when it was never checked in.
+pub fn worked_at(visit: &Visit) -> Millis {
+    visit.check_in.map_or(visit.plan.planned_start, |c| c.at)
+}
+
 /// Computes the KPIs of every visit and aggregates them ([`KpiSummary::aggregate`]):
 /// visit compliance judged at `as_of`, perfect-store score with the reference data's
 /// settings.

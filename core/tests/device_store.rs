@@ -447,7 +447,7 @@ fn a_closed_store_stays_while_a_visit_there_is_held() {
         next.version += 1;
         next
     };
-    let ids = s.receive_reference_data(without(&r)).unwrap();
+    let ids = s.receive_reference_data(without(&r), None).unwrap();
     assert_eq!(ids, vec![open_at.id.clone()]);
     let held = s.reference_data();
     assert!(held.stores.contains(&open_at));
@@ -504,7 +504,7 @@ fn a_closed_store_stays_while_a_visit_there_is_held() {
     assert!(closed_on_route(&s), "still flagged after a restart");
     let next = without(&held);
     assert_eq!(
-        s.receive_reference_data(next.clone()).unwrap(),
+        s.receive_reference_data(next.clone(), None).unwrap(),
         vec![open_at.id.clone()]
     );
     // The rep works the visit to its end at the closed store; then the store goes.
@@ -544,11 +544,92 @@ fn a_closed_store_stays_while_a_visit_there_is_held() {
         .iter_mut()
         .for_each(|u| u.territory_ids.retain(|t| t != &open_at.territory_id));
     gone.validate().expect("valid without the territory");
-    assert!(s2.receive_reference_data(gone).unwrap().is_empty());
+    assert!(s2.receive_reference_data(gone, None).unwrap().is_empty());
     assert!(
         !s2.reference_data()
             .stores
             .iter()
             .any(|x| x.id == open_at.id)
     );
+}
+
+/// A past visit keeps the KPIs of the reference data in effect when it was worked, as the
+/// dashboard judges it: a planogram changed by a later import does not rewrite them.
+#[test]
+fn past_visits_are_judged_with_the_reference_data_of_their_time() {
+    use fieldsync_core::kpi;
+    use fieldsync_core::visit::PositionInput;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let s = open(dir.path(), "rep", "rep-1", clock.clone());
+    let r = s.reference_data();
+    let shop = r.stores[0].clone();
+    let at = store_position(&r, &shop.id);
+    // Worked an hour from now, to the planogram as it is.
+    clock.set(NOW + 3_600_000);
+    let v = s
+        .create_visit(plan(&shop.id, "rep-1", NOW + 3_600_000))
+        .unwrap();
+    s.check_in(&v, at).unwrap();
+    let pos = s.visit_checklist(&v).unwrap().positions[0].clone();
+    let input = PositionInput {
+        present: Some(true),
+        actual_facings: Some(i64::from(pos.facings)),
+        correct_position: Some(true),
+    };
+    s.record_position(&v, &pos.id, &input).unwrap();
+    let worked = s.visit_kpis(&v).unwrap();
+
+    // Head office asks for more facings of that position; the phone hears of it later.
+    let mut next = (*r).clone();
+    next.version += 1;
+    for pg in &mut next.planograms {
+        for p in pg.positions.iter_mut().filter(|p| p.id == pos.id) {
+            p.facings += 3;
+        }
+    }
+    clock.set(NOW + 3 * 3_600_000);
+    s.receive_reference_data(next.clone(), Some(NOW + 2 * 3_600_000))
+        .unwrap();
+    let visit = s.visit(&v).unwrap();
+    let under_next = kpi::visit_kpis(&visit, &next.index());
+    assert_ne!(under_next, worked, "the new planogram judges it otherwise");
+    assert_eq!(s.visit_kpis(&v).unwrap(), worked, "judged as when worked");
+    assert_eq!(s.reference_for(&visit).unwrap().version, r.version);
+
+    // A visit worked after the import is judged with the new data; a summary with each.
+    let w = s
+        .create_visit(plan(&shop.id, "rep-1", NOW + 3 * 3_600_000))
+        .unwrap();
+    s.check_in(&w, at).unwrap();
+    s.record_position(&w, &pos.id, &input).unwrap();
+    let later = s.visit(&w).unwrap();
+    assert_eq!(s.reference_for(&later).unwrap().version, next.version);
+    assert_eq!(
+        s.visit_kpis(&w).unwrap(),
+        kpi::visit_kpis(&later, &next.index())
+    );
+    let expected = kpi::KpiSummary::aggregate(
+        &[worked.clone(), kpi::visit_kpis(&later, &next.index())],
+        s.now(),
+        &next.settings,
+    );
+    assert_eq!(
+        s.kpi_summary(NOW - 86_400_000, NOW + 86_400_000).unwrap(),
+        expected
+    );
+
+    // Kept across a restart (reopened as it is).
+    drop(s);
+    let s =
+        DeviceStore::open_with_clock(dir.path().join("rep.db"), "rep-1", "dev-rep", clock.clone())
+            .unwrap();
+    assert_eq!(s.visit_kpis(&v).unwrap(), worked, "after a restart");
+
+    // A version replaced more than a month ago is no longer kept: the oldest kept stands in.
+    let mut third = next.clone();
+    third.version += 1;
+    clock.set(NOW + 40 * 86_400_000);
+    s.receive_reference_data(third, None).unwrap();
+    assert_eq!(s.reference_for(&visit).unwrap().version, next.version);
 }

@@ -952,6 +952,12 @@ fn sync_blocking(
         !epoch_changed || req.reference_epoch.as_deref() == Some(epoch.as_str());
     if req.reference_version != refs.version || cursor.is_none() || !refs_of_this_epoch {
         resp.reference_data = Some(scoped_reference(refs, &auth.user));
+        // When it took effect: the device judges visits worked before with older data.
+        resp.reference_since = store
+            .reference_versions()?
+            .into_iter()
+            .find(|(v, _)| *v == refs.version)
+            .map(|(_, imported_at)| imported_at);
     }
     Ok(resp)
 }

@@ -118,11 +118,7 @@ pub fn merged(versions: &[ReferenceData]) -> ReferenceData {
 /// Older versions kept indexed (a report over a year spans a handful of imports).
 const OLDER_KEPT: usize = 8;
 
-/// When a visit was worked, for the reference data it was judged with: its check-in, or its
-/// planned start when it was never checked in.
-pub fn worked_at(visit: &Visit) -> Millis {
-    visit.check_in.map_or(visit.plan.planned_start, |c| c.at)
-}
+pub use fieldsync_core::kpi::worked_at;
 
 /// The reference data in effect at given times, for one report ([`ReferenceCache::as_of`]).
 #[derive(Debug)]

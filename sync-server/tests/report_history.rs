@@ -5,6 +5,7 @@
 mod common;
 
 use common::{HOUR, Server, device, http, now, plan_visit, seeded_server, user_id};
+use fieldsync_core::sync::SyncClient;
 use fieldsync_core::visit::InventoryInput;
 use fieldsync_server::{SqliteStore, Store};
 use serde_json::Value;
@@ -71,6 +72,7 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
         "{before}"
     );
     let detail_before = common::get_json(&server, &mgr, &format!("/v1/reports/visits/{v}")).await;
+    let phone_before = phone.store.visit_kpis(&v).unwrap();
 
     // Head office delists the out-of-stock product and raises the second one's price.
     server.stop();
@@ -133,8 +135,22 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
         .unwrap();
     assert!(csv.contains(gone_name.as_str()), "{csv}");
 
+    // The phone that worked the visit gets the new data (the server restarted on another
+    // port) and keeps judging the visit as the dashboard does.
+    let client =
+        SyncClient::with_config(&server.base, &phone.token, common::fast_config()).unwrap();
+    assert!(
+        client
+            .sync(&phone.store, None)
+            .await
+            .unwrap()
+            .reference_updated
+    );
+    assert_eq!(phone.store.visit_kpis(&v).unwrap(), phone_before);
+
     // A visit worked after the import is judged with the new data: the old price is wrong now.
     let w = plan_visit(&server, &mgr, &shop_id, &rep1, now() - HOUR / 4).await;
+    let first_phone = phone;
     let phone = device(&server, tmp.path(), "rep1", "phone-2").await;
     phone.client.sync(&phone.store, None).await.unwrap();
     phone.store.check_in(&w, at).unwrap();
@@ -162,4 +178,78 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
         (3, 4),
         "{both}"
     );
+    // The first phone, holding both visits, sums them as the dashboard does: each with the
+    // data of its time.
+    client.sync(&first_phone.store, None).await.unwrap();
+    let mine = first_phone
+        .store
+        .kpi_summary_of(&[
+            first_phone.store.visit(&v).unwrap(),
+            first_phone.store.visit(&w).unwrap(),
+        ])
+        .unwrap();
+    let pair = |r: &fieldsync_core::kpi::Ratio| (r.numerator, r.denominator);
+    assert_eq!(pair(&mine.audit.price_compliance), (3, 4));
+    assert_eq!(
+        pair(&mine.audit.out_of_stock),
+        ratio(&both["summary"]["out_of_stock"])
+    );
+
+    // Head office raises the price again while the phone is offline, and the rep works a
+    // visit before the phone hears of it: the phone judges it with the data in effect since
+    // the import (the server says when), as the dashboard does, not since it heard.
+    let x = plan_visit(&server, &mgr, &shop_id, &rep1, now()).await;
+    client.sync(&first_phone.store, None).await.unwrap();
+    let mut server = server;
+    server.stop();
+    let mut third = (*first_phone.store.reference_data()).clone();
+    let known_price = price_now(&third, &raised);
+    for p in &mut third.products {
+        if p.id == raised {
+            p.list_price_cents *= 2;
+        }
+    }
+    {
+        let store = SqliteStore::open_dir(&data).unwrap();
+        let mut all = store.reference().unwrap().as_ref().clone();
+        all.products = third.products.clone();
+        store.import_reference(all).unwrap();
+    }
+    let server = Server::start(&data, 0);
+    first_phone.store.check_in(&x, at).unwrap();
+    let input = InventoryInput {
+        shelf_qty: Some(5),
+        out_of_stock: Some(false),
+        observed_price_cents: Some(known_price),
+        ..Default::default()
+    };
+    first_phone
+        .store
+        .record_inventory(&x, &raised, &input)
+        .unwrap();
+    let client =
+        SyncClient::with_config(&server.base, &first_phone.token, common::fast_config()).unwrap();
+    assert!(
+        client
+            .sync(&first_phone.store, None)
+            .await
+            .unwrap()
+            .reference_updated
+    );
+    let on_dashboard = common::get_json(&server, &mgr, &format!("/v1/reports/visits/{x}")).await;
+    assert_eq!(
+        ratio(&on_dashboard["summary"]["price_compliance"]),
+        (0, 1),
+        "{on_dashboard}"
+    );
+    let on_phone = first_phone.store.visit_kpis(&x).unwrap();
+    assert_eq!(pair(&on_phone.audit.price_compliance), (0, 1));
+}
+
+fn price_now(r: &fieldsync_core::model::ReferenceData, id: &str) -> i64 {
+    r.products
+        .iter()
+        .find(|p| p.id == id)
+        .unwrap()
+        .list_price_cents
 }

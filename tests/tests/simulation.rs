@@ -37,7 +37,6 @@ use axum::http::{Request, StatusCode};
 use fieldsync_core::clock::ManualClock;
 use fieldsync_core::document::VisitDoc;
 use fieldsync_core::fixtures::{self, FixtureSize, Rng};
-use fieldsync_core::kpi;
 use fieldsync_core::model::Role;
 use fieldsync_core::store::DeviceStore;
 use fieldsync_core::sync::client::{
@@ -1256,8 +1255,8 @@ impl Sim {
             }
             // KPIs on the device equal KPIs from the server's documents (visits whose
             // refused changes the device keeps aside differ by design), both under the
-            // device's reference data (it keeps a closed store while it holds a visit
-            // there).
+            // device's reference data in effect when each visit was worked (it keeps a
+            // closed store while it holds a visit there).
             let (from, to) = (i64::MIN / 4, i64::MAX / 4);
             let ids: Vec<String> = store
                 .visit_ids_between(from, to)
@@ -1269,14 +1268,10 @@ impl Sim {
                 store.kpi_summary(from, to).unwrap()
             } else {
                 let mine: Vec<_> = ids.iter().map(|id| store.visit(id).unwrap()).collect();
-                kpi::summarize(mine.iter(), &store.reference_data().index(), store.now())
+                store.kpi_summary_of(&mine).unwrap()
             };
             let server_visits: Vec<_> = ids.iter().map(|id| docs[id].read().unwrap()).collect();
-            let server_kpis = kpi::summarize(
-                server_visits.iter(),
-                &store.reference_data().index(),
-                store.now(),
-            );
+            let server_kpis = store.kpi_summary_of(&server_visits).unwrap();
             assert_eq!(
                 device_kpis, server_kpis,
                 "{name}: KPIs differ from the server's"

@@ -28,6 +28,13 @@ use crate::visit::*;
 /// The `sync_state` key of the closed stores kept in the reference data held (a JSON list,
 /// see [`DeviceStore::receive_reference_data`]).
 const KEPT_STORES: &str = "reference.kept_stores";
+/// sync_state key: when the reference data held took effect (ms; see [`DeviceStore::reference_for`]).
+const REFERENCE_SINCE: &str = "reference.since";
+/// Replaced reference data versions are kept this long after they were replaced (the rep's
+/// window reaches two weeks back; visits wait longer only while unsynced)...
+const REFERENCE_KEPT_MS: Millis = 31 * 86_400_000;
+/// ...and at most this many.
+const REFERENCE_KEPT_VERSIONS: i64 = 32;
 
 pub use projection::dump as dump_projections;
 
@@ -141,9 +148,13 @@ struct Inner {
     conn: Connection,
     actor: ActorId,
     refs: Arc<ReferenceData>,
-    /// The closed stores `refs` holds while visits there are open (kept in sync_state
+    /// The closed stores `refs` holds while visits there are held (kept in sync_state
     /// under [`KEPT_STORES`], read at open).
     closed: BTreeSet<String>,
+    /// When `refs` took effect ([`REFERENCE_SINCE`]; 0 when unknown).
+    refs_since: Millis,
+    /// Replaced versions read back from `reference_history`, by row id.
+    older_refs: HashMap<i64, Arc<ReferenceData>>,
     docs: HashMap<String, VisitDoc>,
     /// The resolved visit of a cached document, while it is current.
     resolved: HashMap<String, Visit>,
@@ -171,12 +182,23 @@ impl DeviceStore {
         let actor = load_or_create_actor(&conn, user_id, device_id)?;
         let refs = Arc::new(load_reference(&conn)?);
         let closed = load_kept_stores(&conn)?;
+        let refs_since = conn
+            .query_row(
+                "SELECT value FROM sync_state WHERE key = ?1",
+                [REFERENCE_SINCE],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let store = Self {
             inner: Mutex::new(Inner {
                 conn,
                 actor,
                 refs,
                 closed,
+                refs_since,
+                older_refs: HashMap::new(),
                 docs: HashMap::new(),
                 resolved: HashMap::new(),
             }),
@@ -230,16 +252,49 @@ impl DeviceStore {
     /// Replaces all reference data (validated first; nothing changes if it is invalid).
     pub fn replace_reference_data(&self, data: ReferenceData) -> Result<()> {
         data.validate()?;
-        self.write_reference(data, &[])
+        self.write_reference(data, &[], None)
     }
 
     /// Writes `data` (valid) as the reference data held, and `kept` as the closed stores in
-    /// it ([`Self::receive_reference_data`]), in one transaction.
-    fn write_reference(&self, data: ReferenceData, kept: &[String]) -> Result<()> {
+    /// it ([`Self::receive_reference_data`]), in one transaction. Data of another version
+    /// takes effect `since` (now when `None`), and the data it replaces is kept for past
+    /// visits ([`Self::reference_for`]).
+    fn write_reference(
+        &self,
+        data: ReferenceData,
+        kept: &[String],
+        since: Option<Millis>,
+    ) -> Result<()> {
+        let now = self.now();
         let mut inner = self.lock();
+        let (old, old_since) = (inner.refs.clone(), inner.refs_since);
+        let new_version = old.version != data.version;
+        let since = if new_version {
+            since.unwrap_or(now)
+        } else {
+            old_since
+        };
         let tx = inner
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if new_version && old.version != 0 {
+            let json = serde_json::to_vec(&*old)?;
+            let packed = zstd::bulk::compress(&json, 3)
+                .map_err(|e| Error::Corrupt(format!("packing reference data: {e}")))?;
+            tx.execute(
+                "INSERT INTO reference_history (since, until, version, data) VALUES (?1, ?2, ?3, ?4)",
+                params![old_since, since, old.version, packed],
+            )?;
+            tx.execute(
+                "DELETE FROM reference_history WHERE until < ?1 OR rowid NOT IN
+                 (SELECT rowid FROM reference_history ORDER BY since DESC, rowid DESC LIMIT ?2)",
+                params![now - REFERENCE_KEPT_MS, REFERENCE_KEPT_VERSIONS],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![REFERENCE_SINCE, since.to_string()],
+        )?;
         tx.execute("DELETE FROM reference", [])?;
         {
             let mut stmt =
@@ -282,7 +337,61 @@ impl DeviceStore {
         tx.commit()?;
         inner.refs = Arc::new(data);
         inner.closed = kept.iter().cloned().collect();
+        inner.refs_since = since;
+        if new_version {
+            inner.older_refs.clear();
+        }
         Ok(())
+    }
+
+    /// The reference data `visit` is judged with ([`kpi::worked_at`]), as the dashboard
+    /// judges it: the data in effect when it was worked, as far as this device held it (a
+    /// version imported and replaced between two syncs never reached it; the one before
+    /// stands in), or the oldest kept for an earlier time. The current data when the
+    /// visit was worked since it took effect, when no older version is kept, or when the
+    /// older one lacks the visit's store.
+    pub fn reference_for(&self, visit: &Visit) -> Result<Arc<ReferenceData>> {
+        let at = kpi::worked_at(visit);
+        let mut inner = self.lock();
+        let current = inner.refs.clone();
+        if at >= inner.refs_since {
+            return Ok(current);
+        }
+        let row: Option<(i64, Vec<u8>)> =
+            {
+                let mut stmt = inner.conn.prepare_cached(
+                    "SELECT rowid, data FROM reference_history WHERE since <= ?1
+                 ORDER BY since DESC, rowid DESC LIMIT 1",
+                )?;
+                match stmt.query_row([at], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
+                Some(row) => Some(row),
+                None => inner
+                    .conn
+                    .prepare_cached(
+                        "SELECT rowid, data FROM reference_history ORDER BY since, rowid LIMIT 1",
+                    )?
+                    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?,
+            }
+            };
+        let Some((rowid, packed)) = row else {
+            return Ok(current);
+        };
+        let older = match inner.older_refs.get(&rowid) {
+            Some(d) => d.clone(),
+            None => {
+                let json = zstd::stream::decode_all(packed.as_slice())
+                    .map_err(|e| Error::Corrupt(format!("kept reference data: {e}")))?;
+                let d: Arc<ReferenceData> = Arc::new(serde_json::from_slice(&json)?);
+                inner.older_refs.insert(rowid, d.clone());
+                d
+            }
+        };
+        let has_store = |d: &ReferenceData| d.stores.iter().any(|s| s.id == visit.plan.store_id);
+        if !has_store(&older) && has_store(&current) {
+            return Ok(current);
+        }
+        Ok(older)
     }
 
     /// The stores head office closed that the reference data held here still lists because
@@ -321,9 +430,14 @@ impl DeviceStore {
     /// its data), and the rep's visits there, done or not, keep their store on the route, in
     /// the visit and in the KPIs. [`Self::release_closed_stores`] drops such a store once
     /// the device holds no visit there (retention purged them). When the kept stores do not
-    /// fit `data` (their territory is gone too) `data` is taken alone. Returns the ids of
-    /// the stores kept.
-    pub fn receive_reference_data(&self, data: ReferenceData) -> Result<Vec<String>> {
+    /// fit `data` (their territory is gone too) `data` is taken alone. Data of a new
+    /// version takes effect `since` (the server's import time; now when `None`). Returns
+    /// the ids of the stores kept.
+    pub fn receive_reference_data(
+        &self,
+        data: ReferenceData,
+        since: Option<Millis>,
+    ) -> Result<Vec<String>> {
         data.validate()?;
         let held = self.reference_data();
         let listed: BTreeSet<&str> = data.stores.iter().map(|s| s.id.as_str()).collect();
@@ -350,11 +464,11 @@ impl DeviceStore {
             let mut with = data.clone();
             with.stores.extend(kept);
             if with.validate().is_ok() {
-                self.write_reference(with, &ids)?;
+                self.write_reference(with, &ids, since)?;
                 return Ok(ids);
             }
         }
-        self.write_reference(data, &[])?;
+        self.write_reference(data, &[], since)?;
         Ok(Vec::new())
     }
 
@@ -372,7 +486,7 @@ impl DeviceStore {
         if !done.is_empty() {
             let mut data = (*self.reference_data()).clone();
             data.stores.retain(|s| !done.contains(&s.id));
-            self.write_reference(data, &still)?;
+            self.write_reference(data, &still, None)?;
         }
         Ok(done)
     }
@@ -566,20 +680,47 @@ impl DeviceStore {
     }
 
     /// The KPIs of one visit.
+    /// A visit's KPIs, judged with the reference data in effect when it was worked
+    /// ([`Self::reference_for`]).
     pub fn visit_kpis(&self, visit_id: &str) -> Result<kpi::VisitKpis> {
-        let refs = self.reference_data();
         let visit = self.visit(visit_id)?;
+        let refs = self.reference_for(&visit)?;
         Ok(kpi::visit_kpis(&visit, &refs.index()))
     }
 
     /// KPIs over every visit planned between two instants.
     pub fn kpi_summary(&self, from: Millis, to: Millis) -> Result<kpi::KpiSummary> {
-        let refs = self.reference_data();
         let mut visits = Vec::new();
         for id in self.visit_ids_between(from, to)? {
             visits.push(self.visit(&id)?);
         }
-        Ok(kpi::summarize(visits.iter(), &refs.index(), self.now()))
+        self.kpi_summary_of(&visits)
+    }
+
+    /// KPIs over `visits`: each judged with the reference data in effect when it was worked
+    /// ([`Self::reference_for`]), scored with the current data's settings, visit compliance
+    /// judged now.
+    pub fn kpi_summary_of(&self, visits: &[Visit]) -> Result<kpi::KpiSummary> {
+        // Visits grouped by the data they are judged with: one index per version.
+        let mut groups: Vec<(Arc<ReferenceData>, Vec<&Visit>)> = Vec::new();
+        for v in visits {
+            let refs = self.reference_for(v)?;
+            match groups.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &refs)) {
+                Some((_, vs)) => vs.push(v),
+                None => groups.push((refs, vec![v])),
+            }
+        }
+        let kpis: Vec<kpi::VisitKpis> = groups
+            .iter()
+            .flat_map(|(refs, vs)| {
+                let idx = refs.index();
+                vs.iter()
+                    .map(|v| kpi::visit_kpis(v, &idx))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let settings = self.reference_data().settings.clone();
+        Ok(kpi::KpiSummary::aggregate(&kpis, self.now(), &settings))
     }
 
     /// The findings of the store's most recent visit that recorded any.

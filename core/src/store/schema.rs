@@ -26,6 +26,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0005_projection_keys.sql"),
         rebuild_projections: true,
     },
+    Migration {
+        sql: include_str!("../../migrations/0006_reference_history.sql"),
+        rebuild_projections: false,
+    },
 ];
 
 /// The schema version this build writes.

@@ -231,6 +231,10 @@ pub struct SyncResponse {
     /// The device's reference data (filtered to its scope), when it changed.
     #[serde(default)]
     pub reference_data: Option<ReferenceData>,
+    /// With `reference_data`: when it took effect on the server (its import, ms since the
+    /// epoch). The device judges visits worked before that with the data it held then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_since: Option<i64>,
     /// Visits that left the device's scope; remove them once their outbox is empty.
     #[serde(default)]
     pub purge: Vec<String>,
