@@ -182,13 +182,7 @@ impl DeviceStore {
         let actor = load_or_create_actor(&conn, user_id, device_id)?;
         let refs = Arc::new(load_reference(&conn)?);
         let closed = load_kept_stores(&conn)?;
-        let refs_since = conn
-            .query_row(
-                "SELECT value FROM sync_state WHERE key = ?1",
-                [REFERENCE_SINCE],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
+        let refs_since = state_value(&conn, REFERENCE_SINCE)?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let store = Self {
@@ -291,10 +285,7 @@ impl DeviceStore {
                 params![now - REFERENCE_KEPT_MS, REFERENCE_KEPT_VERSIONS],
             )?;
         }
-        tx.execute(
-            "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![REFERENCE_SINCE, since.to_string()],
-        )?;
+        set_state_value(&tx, REFERENCE_SINCE, &since.to_string())?;
         tx.execute("DELETE FROM reference", [])?;
         {
             let mut stmt =
@@ -329,10 +320,7 @@ impl DeviceStore {
         if kept.is_empty() {
             tx.execute("DELETE FROM sync_state WHERE key = ?1", [KEPT_STORES])?;
         } else {
-            tx.execute(
-                "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![KEPT_STORES, serde_json::to_string(kept)?],
-            )?;
+            set_state_value(&tx, KEPT_STORES, &serde_json::to_string(kept)?)?;
         }
         tx.commit()?;
         inner.refs = Arc::new(data);
@@ -1556,23 +1544,12 @@ impl DeviceStore {
 
     /// Reads a sync-state value.
     pub fn sync_state(&self, key: &str) -> Result<Option<String>> {
-        let inner = self.lock();
-        Ok(inner
-            .conn
-            .query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()?)
+        state_value(&self.lock().conn, key)
     }
 
     /// Writes a sync-state value.
     pub fn set_sync_state(&self, key: &str, value: &str) -> Result<()> {
-        let inner = self.lock();
-        inner.conn.execute(
-            "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
+        set_state_value(&self.lock().conn, key, value)
     }
 
     /// Keeps a visit's rejected changes aside with the server's reason.
@@ -2009,19 +1986,30 @@ fn load_or_create_actor(conn: &Connection, user_id: &str, device_id: &str) -> Re
 
 /// The closed stores kept in the reference data ([`KEPT_STORES`]).
 fn load_kept_stores(conn: &Connection) -> Result<BTreeSet<String>> {
-    let json: Option<String> = conn
-        .query_row(
-            "SELECT value FROM sync_state WHERE key = ?1",
-            [KEPT_STORES],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match json {
+    match state_value(conn, KEPT_STORES)? {
         Some(json) => {
             serde_json::from_str(&json).map_err(|e| Error::Corrupt(format!("kept stores: {e}")))
         }
         None => Ok(BTreeSet::new()),
     }
+}
+
+/// A sync_state value.
+fn state_value(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+/// Sets a sync_state value.
+fn set_state_value(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
 }
 
 fn load_reference(conn: &Connection) -> Result<ReferenceData> {
