@@ -1001,6 +1001,29 @@ fn criterion_benches(c: &mut Criterion, cfg: &Config, route_db: &Path) {
             });
         },
     );
+    // The KPI summary of the rep's last two weeks (the phone's window), with the current
+    // reference data only, and after an import a week ago (the visits before it judged with
+    // the version kept, `DeviceStore::reference_for`).
+    let window = (NOW - 14 * DAY_MS, NOW);
+    let s = open_store(db, Arc::new(ManualClock::new(NOW)));
+    let current_only = s.kpi_summary(window.0, window.1).unwrap();
+    g.bench_function("kpi_summary_two_weeks", |b| {
+        b.iter(|| s.kpi_summary(window.0, window.1).unwrap());
+    });
+    drop(s);
+    let copy = dir.path().join("route_history.db");
+    std::fs::copy(db, &copy).unwrap();
+    let s = open_store(&copy, Arc::new(ManualClock::new(NOW)));
+    let mut next = (*s.reference_data()).clone();
+    next.version += 1;
+    s.receive_reference_data(next, Some(NOW - 7 * DAY_MS))
+        .unwrap();
+    // The same data under another version: the same KPIs, from two versions.
+    assert_eq!(s.kpi_summary(window.0, window.1).unwrap(), current_only);
+    g.bench_function("kpi_summary_two_weeks_across_an_import", |b| {
+        b.iter(|| s.kpi_summary(window.0, window.1).unwrap());
+    });
+    drop(s);
     g.finish();
 }
 
@@ -1020,6 +1043,8 @@ fn main() {
             "sync_body_zstd_kept_context",
             "sync_body_zstd_new_context",
             "visit_doc_read_typical",
+            "kpi_summary_two_weeks",
+            "kpi_summary_two_weeks_across_an_import",
         ] {
             println!("device/{name}: benchmark");
         }
