@@ -571,7 +571,8 @@ fn past_visits_are_judged_with_the_reference_data_of_their_time() {
         .create_visit(plan(&shop.id, "rep-1", NOW + 3_600_000))
         .unwrap();
     s.check_in(&v, at).unwrap();
-    let pos = s.visit_checklist(&v).unwrap().positions[0].clone();
+    let positions = s.visit_checklist(&v).unwrap().positions;
+    let (pos, dropped) = (positions[0].clone(), positions[1].clone());
     let input = PositionInput {
         present: Some(true),
         actual_facings: Some(i64::from(pos.facings)),
@@ -580,13 +581,15 @@ fn past_visits_are_judged_with_the_reference_data_of_their_time() {
     s.record_position(&v, &pos.id, &input).unwrap();
     let worked = s.visit_kpis(&v).unwrap();
 
-    // Head office asks for more facings of that position; the phone hears of it later.
+    // Head office asks for more facings of that position and drops another; the phone
+    // hears of it later.
     let mut next = (*r).clone();
     next.version += 1;
     for pg in &mut next.planograms {
         for p in pg.positions.iter_mut().filter(|p| p.id == pos.id) {
             p.facings += 3;
         }
+        pg.positions.retain(|p| p.id != dropped.id);
     }
     clock.set(NOW + 3 * 3_600_000);
     s.receive_reference_data(next.clone(), Some(NOW + 2 * 3_600_000))
@@ -625,6 +628,15 @@ fn past_visits_are_judged_with_the_reference_data_of_their_time() {
         DeviceStore::open_with_clock(dir.path().join("rep.db"), "rep-1", "dev-rep", clock.clone())
             .unwrap();
     assert_eq!(s.visit_kpis(&v).unwrap(), worked, "after a restart");
+
+    // The visit checked in before the import goes on with the planogram of its check-in
+    // (what it is judged by); the one after works with the new one.
+    let of = |id: &str| s.visit_checklist(id).unwrap().positions;
+    assert_eq!(of(&v), positions);
+    assert!(of(&w).iter().all(|p| p.id != dropped.id));
+    assert_eq!(of(&w)[0].facings, pos.facings + 3);
+    s.record_position(&v, &dropped.id, &input).unwrap();
+    assert!(s.record_position(&w, &dropped.id, &input).is_err());
 
     // A version replaced more than a month ago is no longer kept: the oldest kept stands in.
     let mut third = next.clone();

@@ -339,47 +339,16 @@ impl DeviceStore {
     /// visit was worked since it took effect, when no older version is kept, or when the
     /// older one lacks the visit's store.
     pub fn reference_for(&self, visit: &Visit) -> Result<Arc<ReferenceData>> {
-        let at = kpi::worked_at(visit);
-        let mut inner = self.lock();
-        let current = inner.refs.clone();
-        if at >= inner.refs_since {
-            return Ok(current);
-        }
-        let row: Option<(i64, Vec<u8>)> =
-            {
-                let mut stmt = inner.conn.prepare_cached(
-                    "SELECT rowid, data FROM reference_history WHERE since <= ?1
-                 ORDER BY since DESC, rowid DESC LIMIT 1",
-                )?;
-                match stmt.query_row([at], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
-                Some(row) => Some(row),
-                None => inner
-                    .conn
-                    .prepare_cached(
-                        "SELECT rowid, data FROM reference_history ORDER BY since, rowid LIMIT 1",
-                    )?
-                    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?,
-            }
-            };
-        let Some((rowid, packed)) = row else {
-            return Ok(current);
-        };
-        let older = match inner.older_refs.get(&rowid) {
-            Some(d) => d.clone(),
-            None => {
-                let json = zstd::stream::decode_all(packed.as_slice())
-                    .map_err(|e| Error::Corrupt(format!("kept reference data: {e}")))?;
-                let d: Arc<ReferenceData> = Arc::new(serde_json::from_slice(&json)?);
-                inner.older_refs.insert(rowid, d.clone());
-                d
-            }
-        };
-        let has_store = |d: &ReferenceData| d.stores.iter().any(|s| s.id == visit.plan.store_id);
-        if !has_store(&older) && has_store(&current) {
-            return Ok(current);
-        }
-        Ok(older)
+        reference_for(&mut self.lock(), visit)
+    }
+
+    /// The reference data the rep works `visit` with: once it is checked in, the data it is
+    /// judged with ([`Self::reference_for`]; an import during the visit does not change
+    /// what it asks for under the rep's hands, nor what the dashboard judges it by), else
+    /// the current data. The checklist, the task progress and the checks of each action
+    /// use it.
+    pub fn working_reference(&self, visit: &Visit) -> Result<Arc<ReferenceData>> {
+        working_reference(&mut self.lock(), visit)
     }
 
     /// The stores head office closed that the reference data held here still lists because
@@ -603,9 +572,9 @@ impl DeviceStore {
 
     /// A visit with its store name, task progress and conflicts.
     pub fn visit_detail(&self, visit_id: &str) -> Result<VisitDetail> {
-        let refs = self.reference_data();
-        let idx = refs.index();
         let (visit, conflicts) = self.with_doc(visit_id, |d| Ok((d.read()?, d.conflicts()?)))?;
+        let refs = self.working_reference(&visit)?;
+        let idx = refs.index();
         let store_name = idx
             .stores
             .get(visit.plan.store_id.as_str())
@@ -625,7 +594,7 @@ impl DeviceStore {
     /// What the visit asks the rep to check (see [`VisitChecklist`]).
     pub fn visit_checklist(&self, visit_id: &str) -> Result<VisitChecklist> {
         let visit = self.visit(visit_id)?;
-        let refs = self.reference_data();
+        let refs = self.working_reference(&visit)?;
         let idx = refs.index();
         let store = idx.store(&visit.plan.store_id)?;
         let day = rules::local_day(store, visit.plan.planned_start);
@@ -1030,13 +999,19 @@ impl DeviceStore {
         let now = self.now();
         let author = self.author();
         let mut inner = self.lock();
-        let refs = inner.refs.clone();
-        let idx = refs.index();
         let mut doc = take_doc(&mut inner, visit_id)?;
         let visit = match inner.resolved.remove(visit_id) {
             Some(v) => v,
             None => doc.read()?,
         };
+        let refs = match working_reference(&mut inner, &visit) {
+            Ok(r) => r,
+            Err(e) => {
+                cache_resolved(&mut inner, visit_id.into(), doc, visit);
+                return Err(e);
+            }
+        };
+        let idx = refs.index();
         let result = doc.edit(&author, now, |w| f(&visit, &idx, w));
         let change = match &result {
             Ok((_, Some(h))) => doc.automerge().get_change_by_hash(h),
@@ -1991,6 +1966,60 @@ fn load_kept_stores(conn: &Connection) -> Result<BTreeSet<String>> {
             serde_json::from_str(&json).map_err(|e| Error::Corrupt(format!("kept stores: {e}")))
         }
         None => Ok(BTreeSet::new()),
+    }
+}
+
+/// [`DeviceStore::reference_for`], with the store locked.
+fn reference_for(inner: &mut Inner, visit: &Visit) -> Result<Arc<ReferenceData>> {
+    let at = kpi::worked_at(visit);
+    let current = inner.refs.clone();
+    if at >= inner.refs_since {
+        return Ok(current);
+    }
+    let row: Option<(i64, Vec<u8>)> = {
+        let mut latest = inner.conn.prepare_cached(
+            "SELECT rowid, data FROM reference_history WHERE since <= ?1
+             ORDER BY since DESC, rowid DESC LIMIT 1",
+        )?;
+        match latest
+            .query_row([at], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+        {
+            Some(row) => Some(row),
+            None => inner
+                .conn
+                .prepare_cached(
+                    "SELECT rowid, data FROM reference_history ORDER BY since, rowid LIMIT 1",
+                )?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?,
+        }
+    };
+    let Some((rowid, packed)) = row else {
+        return Ok(current);
+    };
+    let older = match inner.older_refs.get(&rowid) {
+        Some(d) => d.clone(),
+        None => {
+            let json = zstd::stream::decode_all(packed.as_slice())
+                .map_err(|e| Error::Corrupt(format!("kept reference data: {e}")))?;
+            let d: Arc<ReferenceData> = Arc::new(serde_json::from_slice(&json)?);
+            inner.older_refs.insert(rowid, d.clone());
+            d
+        }
+    };
+    let has_store = |d: &ReferenceData| d.stores.iter().any(|s| s.id == visit.plan.store_id);
+    if !has_store(&older) && has_store(&current) {
+        return Ok(current);
+    }
+    Ok(older)
+}
+
+/// [`DeviceStore::working_reference`], with the store locked.
+fn working_reference(inner: &mut Inner, visit: &Visit) -> Result<Arc<ReferenceData>> {
+    match visit.check_in {
+        Some(_) => reference_for(inner, visit),
+        None => Ok(inner.refs.clone()),
     }
 }
 
