@@ -454,10 +454,15 @@
     ]);
   }
 
+  // A visit's store, marked when head office closed it (its visits stay reported).
+  function storeCell(v) {
+    return [v.store_name, v.store_closed ? h('span', { class: 'badge no', title: 'closed by head office' }, ' closed') : null];
+  }
+
   function visitTable(id, visits) {
     return sortableTable({ id, rows: visits, empty: 'No visits in this range.', columns: [
       { key: 'planned_start', label: 'Planned', value: (v) => v.planned_start, render: (v) => visitLink(v.visit_id, fmtTime(v.planned_start)) },
-      { key: 'store_name', label: 'Store' },
+      { key: 'store_name', label: 'Store', render: storeCell },
       { key: 'rep_name', label: 'Rep' },
       { key: 'status', label: 'Status', render: (v) => badge(v.status) },
       { key: 'check_in_at', label: 'Checked in', value: (v) => v.check_in_at || 0, render: (v) => [fmtTime(v.check_in_at), v.outside_geofence ? h('span', { class: 'badge no', title: 'outside the geofence' }, ' geofence') : null] },
@@ -682,7 +687,7 @@
       h('section', { class: 'panel', 'aria-labelledby': 'upcoming-h' }, h('h2', { id: 'upcoming-h' }, `Visits ${fmtDay(d.from)} – ${fmtDay(d.to)}`),
         sortableTable({ id: 'planning-table', rows: d.visits, empty: 'No visits planned.', columns: [
           { key: 'planned_start', label: 'When', value: (v) => v.planned_start, render: (v) => visitLink(v.visit_id, fmtTime(v.planned_start)) },
-          { key: 'store_name', label: 'Store' },
+          { key: 'store_name', label: 'Store', render: storeCell },
           { key: 'rep_name', label: 'Rep' },
           { key: 'status', label: 'Status', render: (v) => badge(v.status) },
           { key: 'priority', label: 'Priority', num: true, render: (v) => `P${v.priority}` },

@@ -156,6 +156,11 @@ impl AsOf<'_> {
         }
     }
 
+    /// Whether the current data no longer lists store `store_id` (closed by an import).
+    pub fn closed(&self, store_id: &str) -> bool {
+        !self.current.index().stores.contains_key(store_id)
+    }
+
     /// The reference data `visit` was worked with ([`worked_at`]). A visit worked at a
     /// store that data no longer lists (closed by an import while a phone held an open
     /// visit there) is judged with everything the kept versions list

@@ -168,6 +168,8 @@ async fn a_closed_store_never_costs_a_rep_their_work() {
     let report = common::get_json(&server, &mgr, &format!("/v1/reports/visits/{d}")).await;
     assert_eq!(report["store"]["name"], shop.name.as_str(), "{report}");
     assert!(report["day"].is_string(), "the store's local day: {report}");
+    let (open_shop, _) = common::shop(&r, "t-1", 2);
+    plan_visit(&server, &mgr, &open_shop.id, &rep1, now()).await;
     let list = common::get_json(&server, &mgr, "/v1/reports/visits").await;
     let row = list["visits"]
         .as_array()
@@ -176,6 +178,14 @@ async fn a_closed_store_never_costs_a_rep_their_work() {
         .find(|v| v["visit_id"] == d.as_str())
         .unwrap_or_else(|| panic!("visit {d} listed: {list}"));
     assert_eq!(row["store_name"], shop.name.as_str());
+    assert_eq!(row["store_closed"], true, "marked closed: {row}");
+    let other = list["visits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["store_id"] != shop_id.as_str())
+        .expect("a visit at an open store");
+    assert_eq!(other["store_closed"], false, "{other}");
 
     // Done, the visits keep their store on the phone (route, visit, KPIs) while it holds
     // them; once retention purges them, the phone drops the store at its next sync.

@@ -209,6 +209,8 @@ pub struct Row {
     /// The store's local day of the planned start.
     pub day: NaiveDate,
     pub territory_id: String,
+    /// The current reference data no longer lists the store (closed by an import).
+    pub store_closed: bool,
 }
 
 /// The territories a report covers: the filter's (when the viewer covers it) or all the
@@ -265,6 +267,7 @@ pub fn load_rows(
             continue;
         }
         rows.push(Row {
+            store_closed: as_of.closed(&visit.plan.store_id),
             visit,
             refs,
             kpis,
@@ -687,6 +690,8 @@ pub struct VisitRow {
     pub territory_id: String,
     pub store_id: String,
     pub store_name: String,
+    /// Head office closed the store (the current reference data no longer lists it).
+    pub store_closed: bool,
     pub rep_id: String,
     pub rep_name: String,
     pub status: VisitStatus,
@@ -721,6 +726,7 @@ pub fn visit_row(r: &Row, names: &HashMap<&str, &str>, as_of: i64) -> VisitRow {
         territory_id: r.territory_id.clone(),
         store_id: v.plan.store_id.clone(),
         store_name,
+        store_closed: r.store_closed,
         rep_id: v.plan.rep_id.clone(),
         rep_name: names
             .get(v.plan.rep_id.as_str())
@@ -1479,6 +1485,7 @@ async fn changes(
                     .local_day
                     .unwrap_or_else(|| utc_day(visit.plan.planned_start));
                 let row = Row {
+                    store_closed: as_of.closed(&visit.plan.store_id),
                     visit,
                     refs,
                     kpis,
