@@ -251,39 +251,23 @@ pub fn import(
     let data = load_import(&current, path)?;
     let open =
         open_visits_of_removed_stores(store, &current, &data).map_err(|e| vec![e.to_string()])?;
-    let listed = |(store_id, visits): &(String, Vec<String>)| {
-        let shown: Vec<&str> = visits.iter().take(3).map(String::as_str).collect();
-        let more = if visits.len() > shown.len() {
-            ", …"
-        } else {
-            ""
-        };
-        (
-            store_id.clone(),
-            format!(
-                "{} open visit(s) ({}{more})",
-                visits.len(),
-                shown.join(", ")
-            ),
-        )
-    };
     if !allow_removals && !open.is_empty() {
         return Err(open
             .iter()
-            .map(listed)
             .map(|(store_id, visits)| {
                 format!(
-                    "store {store_id} would be removed but has {visits}: reassign or cancel them first, or import with --allow-removals"
+                    "store {store_id} would be removed but has {}: reassign or cancel them first, or import with --allow-removals",
+                    open_visits_text(visits)
                 )
             })
             .collect());
     }
     let closed_with_open_visits = open
         .iter()
-        .map(listed)
         .map(|(store_id, visits)| {
             format!(
-                "store {store_id} is removed with {visits}: the phones holding them keep the store, flagged closed, so the reps can finish them"
+                "store {store_id} is removed with {}: the phones holding them keep the store, flagged closed, so the reps can finish them",
+                open_visits_text(visits)
             )
         })
         .collect();
@@ -302,6 +286,21 @@ pub fn import(
         changes,
         closed_with_open_visits,
     })
+}
+
+/// "2 open visit(s) (v-1, v-2)": the count and the first three.
+fn open_visits_text(visits: &[String]) -> String {
+    let shown: Vec<&str> = visits.iter().take(3).map(String::as_str).collect();
+    let more = if visits.len() > shown.len() {
+        ", …"
+    } else {
+        ""
+    };
+    format!(
+        "{} open visit(s) ({}{more})",
+        visits.len(),
+        shown.join(", ")
+    )
 }
 
 /// Each store that `after` removes from `before` while it has open visits (planned or in

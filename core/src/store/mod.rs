@@ -636,7 +636,6 @@ impl DeviceStore {
         self.with_doc(visit_id, VisitDoc::conflicts)
     }
 
-    /// The KPIs of one visit.
     /// A visit's KPIs, judged with the reference data in effect when it was worked
     /// ([`Self::reference_for`]).
     pub fn visit_kpis(&self, visit_id: &str) -> Result<kpi::VisitKpis> {
@@ -667,15 +666,11 @@ impl DeviceStore {
                 None => groups.push((refs, vec![v])),
             }
         }
-        let kpis: Vec<kpi::VisitKpis> = groups
-            .iter()
-            .flat_map(|(refs, vs)| {
-                let idx = refs.index();
-                vs.iter()
-                    .map(|v| kpi::visit_kpis(v, &idx))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let mut kpis = Vec::with_capacity(visits.len());
+        for (refs, vs) in &groups {
+            let idx = refs.index();
+            kpis.extend(vs.iter().map(|v| kpi::visit_kpis(v, &idx)));
+        }
         let settings = self.reference_data().settings.clone();
         Ok(kpi::KpiSummary::aggregate(&kpis, self.now(), &settings))
     }
