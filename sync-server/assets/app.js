@@ -591,7 +591,7 @@
           d.orders.length ? h('ul', {}, d.orders.map((o) => h('li', {}, `${o.quantity} × ${o.name || o.product_id}`))) : h('p', { class: 'muted' }, v.order_submitted ? 'Order submitted without lines (no order).' : 'No order.')),
         h('section', { class: 'panel', 'aria-labelledby': 'notes-h' }, h('h2', { id: 'notes-h' }, 'Notes'), v.notes ? h('p', {}, v.notes) : h('p', { class: 'muted' }, 'No notes.')));
       return [
-        pageHead(`${d.store ? d.store.name : v.plan.store_id} · ${d.day ? fmtDay(d.day) : ''}`, `Visit ${d.visit_id}`,
+        pageHead(`${d.store ? d.store.name : v.plan.store_id}${d.store && d.store.closed ? ' (closed by head office)' : ''} · ${d.day ? fmtDay(d.day) : ''}`, `Visit ${d.visit_id}`,
           [h('a', { href: '/' }, 'Overview'), ' › ', d.store ? storeLink(d.store.id, d.store.name) : 'Store', ' › Visit']),
         h('section', { class: 'panel', 'aria-label': 'Visit facts' }, facts),
         conflicts,

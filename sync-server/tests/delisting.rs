@@ -167,6 +167,7 @@ async fn a_closed_store_never_costs_a_rep_their_work() {
     // The dashboard reports the visit worked after the closing at its store, by name.
     let report = common::get_json(&server, &mgr, &format!("/v1/reports/visits/{d}")).await;
     assert_eq!(report["store"]["name"], shop.name.as_str(), "{report}");
+    assert_eq!(report["store"]["closed"], true, "{report}");
     assert!(report["day"].is_string(), "the store's local day: {report}");
     let (open_shop, _) = common::shop(&r, "t-1", 2);
     plan_visit(&server, &mgr, &open_shop.id, &rep1, now()).await;

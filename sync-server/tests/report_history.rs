@@ -97,6 +97,7 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     assert_eq!(after["summary"], before["summary"]);
     let detail = common::get_json(&server, &mgr, &format!("/v1/reports/visits/{v}")).await;
     assert_eq!(detail["summary"], detail_before["summary"]);
+    assert_eq!(detail["store"]["closed"], false, "an open store: {detail}");
     assert_eq!(
         detail["reference_version"],
         detail_before["reference_version"]

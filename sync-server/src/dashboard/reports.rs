@@ -1119,6 +1119,8 @@ struct VisitStoreOut {
     name: String,
     address: String,
     timezone: String,
+    /// Head office closed the store (the current reference data no longer lists it).
+    closed: bool,
 }
 
 /// An inventory line with its product and verdicts (`null`: not judged).
@@ -1260,7 +1262,9 @@ async fn visit_detail(
         let history = doc.history()?;
         let conflicts = doc.conflicts()?;
         // The reference data the visit was worked with: its KPIs and names.
-        let indexed = state.reference.as_of(state.store.as_ref())?.of(&visit)?;
+        let as_of = state.reference.as_of(state.store.as_ref())?;
+        let indexed = as_of.of(&visit)?;
+        let closed = as_of.closed(&visit.plan.store_id);
         let (refs, idx) = (indexed.data(), indexed.index());
         let names = user_names(refs);
         let name_of = |u: &str| {
@@ -1402,6 +1406,7 @@ async fn visit_detail(
                 name: s.name.clone(),
                 address: s.address.clone(),
                 timezone: s.timezone.clone(),
+                closed,
             }),
             rep: IdName {
                 id: visit.plan.rep_id.clone(),
