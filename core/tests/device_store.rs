@@ -642,6 +642,14 @@ fn past_visits_are_judged_with_the_reference_data_of_their_time() {
     let mut third = next.clone();
     third.version += 1;
     clock.set(NOW + 40 * 86_400_000);
-    s.receive_reference_data(third, None).unwrap();
+    s.receive_reference_data(third.clone(), None).unwrap();
     assert_eq!(s.reference_for(&visit).unwrap().version, next.version);
+    // And at most 32 are kept: after 33 more imports, `next` and `third` are gone.
+    let mut later = third.clone();
+    for _ in 0..33 {
+        later.version += 1;
+        clock.advance(60_000);
+        s.receive_reference_data(later.clone(), None).unwrap();
+    }
+    assert_eq!(s.reference_for(&visit).unwrap().version, third.version + 1);
 }

@@ -118,7 +118,7 @@ pub fn merged(versions: &[ReferenceData]) -> ReferenceData {
 /// Older versions kept indexed (a report over a year spans a handful of imports).
 const OLDER_KEPT: usize = 8;
 
-pub use fieldsync_core::kpi::worked_at;
+use fieldsync_core::kpi::worked_at;
 
 /// The reference data in effect at given times, for one report ([`ReferenceCache::as_of`]).
 #[derive(Debug)]
@@ -293,12 +293,19 @@ mod tests {
     use crate::SqliteStore;
     use fieldsync_core::fixtures::{self, FixtureSize};
 
-    #[test]
-    fn the_index_is_kept_while_the_data_stays_and_built_again_after_an_import() {
+    /// An empty store in a scratch directory (kept while the first value lives), and the
+    /// fixture reference data to import into it.
+    fn fixture_store() -> (tempfile::TempDir, SqliteStore, ReferenceData) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open_dir(dir.path()).unwrap();
         let today = chrono::Utc::now().date_naive();
-        let mut refs = fixtures::reference_data(3, &FixtureSize::default(), today);
+        let refs = fixtures::reference_data(3, &FixtureSize::default(), today);
+        (dir, store, refs)
+    }
+
+    #[test]
+    fn the_index_is_kept_while_the_data_stays_and_built_again_after_an_import() {
+        let (_dir, store, mut refs) = fixture_store();
         store.import_reference(refs.clone()).unwrap();
         let cache = ReferenceCache::default();
         let first = cache.get(&store).unwrap();
@@ -322,10 +329,7 @@ mod tests {
 
     #[test]
     fn pushes_arriving_together_after_an_import_share_one_merge() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open_dir(dir.path()).unwrap();
-        let today = chrono::Utc::now().date_naive();
-        let mut refs = fixtures::reference_data(3, &FixtureSize::default(), today);
+        let (_dir, store, mut refs) = fixture_store();
         let all = refs.products.len();
         for _ in 0..3 {
             store.import_reference(refs.clone()).unwrap();
@@ -375,10 +379,7 @@ mod tests {
 
     #[test]
     fn a_time_gets_the_version_imported_last_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open_dir(dir.path()).unwrap();
-        let today = chrono::Utc::now().date_naive();
-        let mut refs = fixtures::reference_data(3, &FixtureSize::default(), today);
+        let (_dir, store, mut refs) = fixture_store();
         for i in 0..3 {
             refs.stores[0].name = format!("name {i}");
             store.import_reference(refs.clone()).unwrap();

@@ -33,13 +33,7 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
             .map(str::to_string)
             .collect()
     };
-    let price = |id: &str| {
-        r.products
-            .iter()
-            .find(|p| p.id == id)
-            .unwrap()
-            .list_price_cents
-    };
+    let price = |id: &str| list_price(&r, id);
     phone.store.check_in(&v, at).unwrap();
     // The first product is out of stock; the others are on the shelf at their list price.
     for (i, p) in assortment.iter().enumerate() {
@@ -155,12 +149,7 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     let phone = device(&server, tmp.path(), "rep1", "phone-2").await;
     phone.client.sync(&phone.store, None).await.unwrap();
     phone.store.check_in(&w, at).unwrap();
-    let input = InventoryInput {
-        shelf_qty: Some(5),
-        out_of_stock: Some(false),
-        observed_price_cents: Some(price(&raised)),
-        ..Default::default()
-    };
+    let input = on_shelf_at(price(&raised));
     phone.store.record_inventory(&w, &raised, &input).unwrap();
     phone.client.sync(&phone.store, None).await.unwrap();
     let later = common::get_json(&server, &mgr, &format!("/v1/reports/visits/{w}")).await;
@@ -204,7 +193,7 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     let mut server = server;
     server.stop();
     let mut third = (*first_phone.store.reference_data()).clone();
-    let known_price = price_now(&third, &raised);
+    let known_price = list_price(&third, &raised);
     for p in &mut third.products {
         if p.id == raised {
             p.list_price_cents *= 2;
@@ -218,12 +207,7 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     }
     let server = Server::start(&data, 0);
     first_phone.store.check_in(&x, at).unwrap();
-    let input = InventoryInput {
-        shelf_qty: Some(5),
-        out_of_stock: Some(false),
-        observed_price_cents: Some(known_price),
-        ..Default::default()
-    };
+    let input = on_shelf_at(known_price);
     first_phone
         .store
         .record_inventory(&x, &raised, &input)
@@ -247,7 +231,18 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     assert_eq!(pair(&on_phone.audit.price_compliance), (0, 1));
 }
 
-fn price_now(r: &fieldsync_core::model::ReferenceData, id: &str) -> i64 {
+/// Five on the shelf, at `price` (cents).
+fn on_shelf_at(price: i64) -> InventoryInput {
+    InventoryInput {
+        shelf_qty: Some(5),
+        out_of_stock: Some(false),
+        observed_price_cents: Some(price),
+        ..Default::default()
+    }
+}
+
+/// Product `id`'s list price in `r`.
+fn list_price(r: &fieldsync_core::model::ReferenceData, id: &str) -> i64 {
     r.products
         .iter()
         .find(|p| p.id == id)
