@@ -1016,7 +1016,7 @@ fn criterion_benches(c: &mut Criterion, cfg: &Config, route_db: &Path) {
     let s = open_store(&copy, Arc::new(ManualClock::new(NOW)));
     let mut next = (*s.reference_data()).clone();
     next.version += 1;
-    s.receive_reference_data(next, Some(NOW - 7 * DAY_MS))
+    s.receive_reference_data(next, Some(NOW - 7 * DAY_MS), &[])
         .unwrap();
     // The same data under another version: the same KPIs, from two versions.
     assert_eq!(s.kpi_summary(window.0, window.1).unwrap(), current_only);

@@ -447,7 +447,7 @@ fn a_closed_store_stays_while_a_visit_there_is_held() {
         next.version += 1;
         next
     };
-    let ids = s.receive_reference_data(without(&r), None).unwrap();
+    let ids = s.receive_reference_data(without(&r), None, &[]).unwrap();
     assert_eq!(ids, vec![open_at.id.clone()]);
     let held = s.reference_data();
     assert!(held.stores.contains(&open_at));
@@ -504,7 +504,7 @@ fn a_closed_store_stays_while_a_visit_there_is_held() {
     assert!(closed_on_route(&s), "still flagged after a restart");
     let next = without(&held);
     assert_eq!(
-        s.receive_reference_data(next.clone(), None).unwrap(),
+        s.receive_reference_data(next.clone(), None, &[]).unwrap(),
         vec![open_at.id.clone()]
     );
     // The rep works the visit to its end at the closed store; then the store goes.
@@ -544,7 +544,11 @@ fn a_closed_store_stays_while_a_visit_there_is_held() {
         .iter_mut()
         .for_each(|u| u.territory_ids.retain(|t| t != &open_at.territory_id));
     gone.validate().expect("valid without the territory");
-    assert!(s2.receive_reference_data(gone, None).unwrap().is_empty());
+    assert!(
+        s2.receive_reference_data(gone, None, &[])
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         !s2.reference_data()
             .stores
@@ -592,7 +596,7 @@ fn past_visits_are_judged_with_the_reference_data_of_their_time() {
         pg.positions.retain(|p| p.id != dropped.id);
     }
     clock.set(NOW + 3 * 3_600_000);
-    s.receive_reference_data(next.clone(), Some(NOW + 2 * 3_600_000))
+    s.receive_reference_data(next.clone(), Some(NOW + 2 * 3_600_000), &[])
         .unwrap();
     let visit = s.visit(&v).unwrap();
     let under_next = kpi::visit_kpis(&visit, &next.index());
@@ -642,14 +646,95 @@ fn past_visits_are_judged_with_the_reference_data_of_their_time() {
     let mut third = next.clone();
     third.version += 1;
     clock.set(NOW + 40 * 86_400_000);
-    s.receive_reference_data(third.clone(), None).unwrap();
+    s.receive_reference_data(third.clone(), None, &[]).unwrap();
     assert_eq!(s.reference_for(&visit).unwrap().version, next.version);
     // And at most 32 are kept: after 33 more imports, `next` and `third` are gone.
     let mut later = third.clone();
     for _ in 0..33 {
         later.version += 1;
         clock.advance(60_000);
-        s.receive_reference_data(later.clone(), None).unwrap();
+        s.receive_reference_data(later.clone(), None, &[]).unwrap();
     }
     assert_eq!(s.reference_for(&visit).unwrap().version, third.version + 1);
+}
+
+/// A phone set up after imports (a replacement phone) holds no older data of its own: the
+/// versions the server sends with the current one judge the visits worked in their time,
+/// across a restart. Versions out of order, or repeating the current one, change nothing.
+#[test]
+fn a_new_phone_keeps_the_earlier_versions_the_server_sent() {
+    use fieldsync_core::sync::protocol::ReferenceVersion;
+    const HOUR: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW + 4 * HOUR));
+    let path = dir.path().join("new.db");
+    let s = DeviceStore::open_with_clock(&path, "rep-1", "dev-new", clock.clone()).unwrap();
+    let named = |version: i64, name: &str| {
+        let mut d = refs();
+        d.version = version;
+        d.stores[0].name = name.into();
+        d
+    };
+    let earlier = vec![
+        ReferenceVersion {
+            since: NOW,
+            data: named(2, "first"),
+        },
+        ReferenceVersion {
+            since: NOW + HOUR,
+            data: named(3, "second"),
+        },
+    ];
+    let current = named(4, "current");
+
+    // Bad input first: nothing is taken.
+    let swapped = vec![earlier[1].clone(), earlier[0].clone()];
+    let err = s
+        .receive_reference_data(current.clone(), Some(NOW + 2 * HOUR), &swapped)
+        .unwrap_err();
+    assert!(err.to_string().contains("out of order"), "{err}");
+    let late = &earlier[..1];
+    assert!(
+        s.receive_reference_data(current.clone(), Some(NOW), late)
+            .is_err()
+    );
+    let repeated = vec![ReferenceVersion {
+        since: NOW,
+        data: named(4, "current"),
+    }];
+    let err = s
+        .receive_reference_data(current.clone(), Some(NOW + 2 * HOUR), &repeated)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("repeats the current version"),
+        "{err}"
+    );
+    assert_eq!(s.reference_data().version, 0);
+
+    s.receive_reference_data(current.clone(), Some(NOW + 2 * HOUR), &earlier)
+        .unwrap();
+    let shop = current.stores[0].id.clone();
+    let at = |start: i64| s.create_visit(plan(&shop, "rep-1", start)).unwrap();
+    let visits = [
+        (at(NOW - HOUR), "first"), // before the oldest: the oldest stands in
+        (at(NOW + HOUR / 2), "first"),
+        (at(NOW + HOUR + 1), "second"),
+        (at(NOW + 3 * HOUR), "current"),
+    ];
+    let check = |s: &DeviceStore| {
+        for (v, name) in &visits {
+            let visit = s.visit(v).unwrap();
+            assert_eq!(s.reference_for(&visit).unwrap().stores[0].name, *name);
+        }
+    };
+    check(&s);
+    drop(s);
+    let s = DeviceStore::open_with_clock(&path, "rep-1", "dev-new", clock).unwrap();
+    check(&s);
+
+    // The next version: the current one joins the kept ones, each still in its place.
+    let next = named(5, "next");
+    s.receive_reference_data(next, Some(NOW + 5 * HOUR), &[])
+        .unwrap();
+    check(&s);
 }

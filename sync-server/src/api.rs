@@ -905,6 +905,7 @@ fn sync_blocking(
             .map(|h| (h.visit_id.clone(), h.heads.clone()))
             .collect::<BTreeMap<_, _>>()
     });
+    let window = scope.window;
     let q = PullQuery {
         device_id: auth.device_id.clone(),
         scope,
@@ -951,15 +952,52 @@ fn sync_blocking(
     let refs_of_this_epoch =
         !epoch_changed || req.reference_epoch.as_deref() == Some(epoch.as_str());
     if req.reference_version != refs.version || cursor.is_none() || !refs_of_this_epoch {
-        resp.reference_data = Some(scoped_reference(refs, &auth.user));
-        // When it took effect: the device judges visits worked before with older data.
-        resp.reference_since = store
-            .reference_versions()?
-            .into_iter()
-            .find(|(v, _)| *v == refs.version)
-            .map(|(_, imported_at)| imported_at);
+        let data = scoped_reference(refs, &auth.user);
+        // When it took effect, and the versions in effect within the device's window that
+        // it lacks: the device judges visits worked before with the data of their time.
+        let as_of = state.reference.as_of(store.as_ref())?;
+        let held = if refs_of_this_epoch {
+            req.reference_version
+        } else {
+            0
+        };
+        let from = window.map_or(now - fieldsync_core::store::REFERENCE_KEPT_MS, |w| w.0);
+        let earlier = as_of.earlier(held, from)?;
+        let earlier = earlier.iter().map(|(since, r)| ReferenceVersion {
+            since: *since,
+            data: scoped_reference(r.data(), &auth.user),
+        });
+        (resp.earlier_reference, resp.reference_since) =
+            distinct_versions(earlier, &data, as_of.current_since());
+        resp.reference_data = Some(data);
     }
     Ok(resp)
+}
+
+/// The `earlier` versions (oldest first) of the reference data with `current` in effect
+/// from `since`, without a version whose (scoped) content equals the one before it: that
+/// one stays in effect longer instead (nightly imports of unchanged data send one copy).
+/// Returns the versions and when `current` took effect.
+fn distinct_versions(
+    earlier: impl Iterator<Item = ReferenceVersion>,
+    current: &ReferenceData,
+    since: Option<i64>,
+) -> (Vec<ReferenceVersion>, Option<i64>) {
+    let same = |a: &ReferenceData, b: &ReferenceData| {
+        let mut a = a.clone();
+        a.version = b.version;
+        a == *b
+    };
+    let mut out: Vec<ReferenceVersion> = Vec::new();
+    for e in earlier {
+        if !out.last().is_some_and(|l| same(&l.data, &e.data)) {
+            out.push(e);
+        }
+    }
+    match out.pop_if(|l| same(&l.data, current)) {
+        Some(l) => (out, Some(l.since)),
+        None => (out, since),
+    }
 }
 
 // ------------------------------------------------------------------ planning
@@ -1261,6 +1299,37 @@ pub(crate) async fn patch_visit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn earlier_versions_of_unchanged_data_are_sent_once() {
+        let today = chrono::Utc::now().date_naive();
+        let base = fieldsync_core::fixtures::reference_data(
+            3,
+            &fieldsync_core::fixtures::FixtureSize::default(),
+            today,
+        );
+        // Nightly imports: versions 1 and 2 equal, 3 renames a store, 4 (current) equals 3.
+        let at = |version: i64, name: &str| {
+            let mut d = base.clone();
+            d.version = version;
+            d.stores[0].name = name.into();
+            ReferenceVersion {
+                since: version * 1000,
+                data: d,
+            }
+        };
+        let earlier = vec![at(1, "a"), at(2, "a"), at(3, "b")];
+        let current = at(4, "b").data;
+        let (sent, since) = distinct_versions(earlier.clone().into_iter(), &current, Some(4000));
+        assert_eq!(sent, vec![at(1, "a")]);
+        // The current data took effect with the version equal to it.
+        assert_eq!(since, Some(3000));
+        // Every version differs: all sent, the current data's own time.
+        let current = at(4, "c").data;
+        let (sent, since) = distinct_versions(earlier.into_iter(), &current, Some(4000));
+        assert_eq!(sent, vec![at(1, "a"), at(3, "b")]);
+        assert_eq!(since, Some(4000));
+    }
 
     fn user(role: Role, territories: &[&str]) -> UserRecord {
         UserRecord {

@@ -115,6 +115,10 @@ pub fn merged(versions: &[ReferenceData]) -> ReferenceData {
     out
 }
 
+/// The most earlier versions of the reference data one sync answer carries
+/// ([`AsOf::earlier`]); a device judges visits before the oldest of them with it.
+pub const EARLIER_SENT: usize = 16;
+
 /// Older versions kept indexed (a report over a year spans a handful of imports).
 const OLDER_KEPT: usize = 8;
 
@@ -154,6 +158,42 @@ impl AsOf<'_> {
                 .map(|old| old.unwrap_or_else(|| self.current.clone())),
             _ => Ok(self.current.clone()),
         }
+    }
+
+    /// When the current data took effect (its import), as far as the store keeps it.
+    pub fn current_since(&self) -> Option<Millis> {
+        let current = self.current.data().version;
+        self.versions.iter().find(|v| v.0 == current).map(|v| v.1)
+    }
+
+    /// The kept versions before the current one and after version `after` that were in
+    /// effect at some time from `from` on, oldest first, each with when it took effect (at
+    /// most the newest [`EARLIER_SENT`]): what a device holding version `after` lacks to
+    /// judge its visits since `from` as reports do ([`AsOf::at`]).
+    pub fn earlier(
+        &self,
+        after: i64,
+        from: Millis,
+    ) -> StoreResult<Vec<(Millis, Arc<IndexedReference>)>> {
+        let current = self.current.data().version;
+        // Each version was in effect until the next one's import.
+        let ends = self
+            .versions
+            .iter()
+            .skip(1)
+            .map(|v| v.1)
+            .chain([Millis::MAX]);
+        let wanted: Vec<(i64, Millis)> = (self.versions.iter().zip(ends))
+            .filter(|((v, _), end)| *v > after && *v < current && *end > from)
+            .map(|(v, _)| *v)
+            .collect();
+        let mut out = Vec::new();
+        for (v, since) in wanted.into_iter().rev().take(EARLIER_SENT).rev() {
+            if let Some(data) = self.cache.older(self.store, v)? {
+                out.push((since, data));
+            }
+        }
+        Ok(out)
     }
 
     /// Whether the current data no longer lists store `store_id` (closed by an import).
@@ -403,5 +443,53 @@ mod tests {
             &as_of.at(kept[1].1).unwrap(),
             &as_of.at(kept[1].1 + 1).unwrap()
         ));
+        assert_eq!(as_of.current_since(), Some(kept[2].1));
+    }
+
+    #[test]
+    fn a_device_gets_the_versions_after_its_own_in_effect_within_its_window() {
+        let (_dir, store, mut refs) = fixture_store();
+        for i in 0..4 {
+            refs.stores[0].name = format!("name {i}");
+            store.import_reference(refs.clone()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let kept = store.reference_versions().unwrap();
+        let cache = ReferenceCache::default();
+        let as_of = cache.as_of(&store).unwrap();
+        let earlier = |after: i64, from: Millis| {
+            let e = as_of.earlier(after, from).unwrap();
+            let names = e
+                .iter()
+                .map(|(since, r)| (*since, r.data().stores[0].name.clone()));
+            names.collect::<Vec<_>>()
+        };
+        let all: Vec<(Millis, String)> = (0..3).map(|i| (kept[i].1, format!("name {i}"))).collect();
+        // A fresh device: every version before the current one.
+        assert_eq!(earlier(0, 0), all);
+        // A device holding the second version: the third only.
+        assert_eq!(earlier(kept[1].0, 0), all[2..]);
+        // A window that starts after the first version was replaced: not the first.
+        assert_eq!(earlier(0, kept[1].1 + 1), all[1..]);
+        assert_eq!(earlier(0, kept[3].1), vec![]);
+        // A device holding the current data: nothing.
+        assert_eq!(earlier(kept[3].0, 0), vec![]);
+    }
+
+    #[test]
+    fn at_most_the_newest_earlier_versions_are_sent() {
+        let (_dir, store, mut refs) = fixture_store();
+        for i in 0..EARLIER_SENT + 3 {
+            refs.stores[0].name = format!("name {i}");
+            store.import_reference(refs.clone()).unwrap();
+        }
+        let kept = store.reference_versions().unwrap();
+        let cache = ReferenceCache::default();
+        let as_of = cache.as_of(&store).unwrap();
+        let sent = as_of.earlier(0, 0).unwrap();
+        assert_eq!(sent.len(), EARLIER_SENT);
+        let newest = &sent[EARLIER_SENT - 1].1;
+        assert_eq!(newest.data().version, kept[kept.len() - 2].0);
+        assert_eq!(sent[0].1.data().version, kept[2].0);
     }
 }

@@ -229,6 +229,38 @@ async fn an_import_does_not_rewrite_the_kpis_of_visits_worked_before_it() {
     );
     let on_phone = first_phone.store.visit_kpis(&x).unwrap();
     assert_eq!(pair(&on_phone.audit.price_compliance), (0, 1));
+
+    // A phone set up after all three imports (a replacement phone) gets the versions in
+    // effect within the rep's window with the current data, and judges each visit as the
+    // dashboard does, not with today's data: the first visit still counts the delisted
+    // product out of stock and the first price as compliant.
+    let fresh = device(&server, tmp.path(), "rep1", "phone-3").await;
+    fresh.client.sync(&fresh.store, None).await.unwrap();
+    assert_eq!(fresh.store.visit_kpis(&v).unwrap(), phone_before);
+    assert_eq!(
+        fresh.store.visit_kpis(&w).unwrap(),
+        first_phone.store.visit_kpis(&w).unwrap()
+    );
+    let visits = |s: &fieldsync_core::store::DeviceStore| {
+        [&v, &w, &x].map(|id| s.visit(id).unwrap()).to_vec()
+    };
+    let all = fresh.store.kpi_summary_of(&visits(&fresh.store)).unwrap();
+    let held = (first_phone.store)
+        .kpi_summary_of(&visits(&first_phone.store))
+        .unwrap();
+    assert_eq!(all.audit, held.audit);
+    assert_eq!(all.perfect_store_score, held.perfect_store_score);
+    let three = common::get_json(&server, &mgr, &overview).await;
+    assert_eq!(
+        pair(&all.audit.price_compliance),
+        ratio(&three["summary"]["price_compliance"]),
+        "{three}"
+    );
+    assert_eq!(
+        pair(&all.audit.out_of_stock),
+        ratio(&three["summary"]["out_of_stock"]),
+        "{three}"
+    );
 }
 
 /// Five on the shelf, at `price` (cents).

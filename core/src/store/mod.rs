@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::kpi;
 use crate::model::{Millis, ReferenceData, ReferenceIndex};
 use crate::rules::{self, Action, TaskState};
+use crate::sync::protocol::ReferenceVersion;
 use crate::visit::*;
 
 /// The `sync_state` key of the closed stores kept in the reference data held (a JSON list,
@@ -32,9 +33,9 @@ const KEPT_STORES: &str = "reference.kept_stores";
 const REFERENCE_SINCE: &str = "reference.since";
 /// Replaced reference data versions are kept this long after they were replaced (the rep's
 /// window reaches two weeks back; visits wait longer only while unsynced)...
-const REFERENCE_KEPT_MS: Millis = 31 * 86_400_000;
+pub const REFERENCE_KEPT_MS: Millis = 31 * 86_400_000;
 /// ...and at most this many.
-const REFERENCE_KEPT_VERSIONS: i64 = 32;
+pub const REFERENCE_KEPT_VERSIONS: i64 = 32;
 
 pub use projection::dump as dump_projections;
 
@@ -246,18 +247,20 @@ impl DeviceStore {
     /// Replaces all reference data (validated first; nothing changes if it is invalid).
     pub fn replace_reference_data(&self, data: ReferenceData) -> Result<()> {
         data.validate()?;
-        self.write_reference(data, &[], None)
+        self.write_reference(data, &[], None, &[])
     }
 
     /// Writes `data` (valid) as the reference data held, and `kept` as the closed stores in
     /// it ([`Self::receive_reference_data`]), in one transaction. Data of another version
     /// takes effect `since` (now when `None`), and the data it replaces is kept for past
-    /// visits ([`Self::reference_for`]).
+    /// visits ([`Self::reference_for`]), as is each of the `earlier` versions (valid,
+    /// oldest first, in effect between the two).
     fn write_reference(
         &self,
         data: ReferenceData,
         kept: &[String],
         since: Option<Millis>,
+        earlier: &[ReferenceVersion],
     ) -> Result<()> {
         let now = self.now();
         let mut inner = self.lock();
@@ -271,14 +274,24 @@ impl DeviceStore {
         let tx = inner
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if new_version && old.version != 0 {
-            let json = serde_json::to_vec(&*old)?;
-            let packed = zstd::bulk::compress(&json, 3)
-                .map_err(|e| Error::Corrupt(format!("packing reference data: {e}")))?;
-            tx.execute(
-                "INSERT INTO reference_history (since, until, version, data) VALUES (?1, ?2, ?3, ?4)",
-                params![old_since, since, old.version, packed],
+        if new_version {
+            // Each version held until the next one took effect.
+            let held = (old.version != 0).then_some((old_since, &*old));
+            let earlier = earlier.iter().map(|e| (e.since, &e.data));
+            let versions: Vec<(Millis, &ReferenceData)> = held.into_iter().chain(earlier).collect();
+            let ends = versions.iter().skip(1).map(|v| v.0).chain([since]);
+            let mut insert = tx.prepare(
+                "INSERT INTO reference_history (since, until, version, data)
+                 SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS
+                   (SELECT 1 FROM reference_history WHERE since = ?1 AND version = ?3)",
             )?;
+            for ((from, version), until) in versions.iter().zip(ends) {
+                let json = serde_json::to_vec(version)?;
+                let packed = zstd::bulk::compress(&json, 3)
+                    .map_err(|e| Error::Corrupt(format!("packing reference data: {e}")))?;
+                insert.execute(params![from, until, version.version, packed])?;
+            }
+            drop(insert);
             tx.execute(
                 "DELETE FROM reference_history WHERE until < ?1 OR rowid NOT IN
                  (SELECT rowid FROM reference_history ORDER BY since DESC, rowid DESC LIMIT ?2)",
@@ -333,9 +346,9 @@ impl DeviceStore {
     }
 
     /// The reference data `visit` is judged with ([`kpi::worked_at`]), as the dashboard
-    /// judges it: the data in effect when it was worked, as far as this device held it (a
-    /// version imported and replaced between two syncs never reached it; the one before
-    /// stands in), or the oldest kept for an earlier time. The current data when the
+    /// judges it: the data in effect when it was worked, as far as this device holds it
+    /// (the versions it held, and the earlier ones the server sent with new data), or the
+    /// oldest kept for an earlier time. The current data when the
     /// visit was worked since it took effect, when no older version is kept, or when the
     /// older one lacks the visit's store.
     pub fn reference_for(&self, visit: &Visit) -> Result<Arc<ReferenceData>> {
@@ -388,14 +401,20 @@ impl DeviceStore {
     /// the visit and in the KPIs. [`Self::release_closed_stores`] drops such a store once
     /// the device holds no visit there (retention purged them). When the kept stores do not
     /// fit `data` (their territory is gone too) `data` is taken alone. Data of a new
-    /// version takes effect `since` (the server's import time; now when `None`). Returns
-    /// the ids of the stores kept.
+    /// version takes effect `since` (the server's import time; now when `None`). The
+    /// `earlier` versions the server sent with it (those in effect between the version
+    /// held here and `data`, oldest first) are kept for the visits worked in their time
+    /// ([`Self::reference_for`]): a phone set up after an import judges last week's visits
+    /// as the dashboard does. Nothing changes when any of them is invalid or out of order.
+    /// Returns the ids of the stores kept.
     pub fn receive_reference_data(
         &self,
         data: ReferenceData,
         since: Option<Millis>,
+        earlier: &[ReferenceVersion],
     ) -> Result<Vec<String>> {
         data.validate()?;
+        check_earlier(earlier, data.version, since)?;
         let held = self.reference_data();
         let listed: BTreeSet<&str> = data.stores.iter().map(|s| s.id.as_str()).collect();
         let gone = held
@@ -421,11 +440,11 @@ impl DeviceStore {
             let mut with = data.clone();
             with.stores.extend(kept);
             if with.validate().is_ok() {
-                self.write_reference(with, &ids, since)?;
+                self.write_reference(with, &ids, since, earlier)?;
                 return Ok(ids);
             }
         }
-        self.write_reference(data, &[], since)?;
+        self.write_reference(data, &[], since, earlier)?;
         Ok(Vec::new())
     }
 
@@ -443,7 +462,7 @@ impl DeviceStore {
         if !done.is_empty() {
             let mut data = (*self.reference_data()).clone();
             data.stores.retain(|s| !done.contains(&s.id));
-            self.write_reference(data, &still, None)?;
+            self.write_reference(data, &still, None, &[])?;
         }
         Ok(done)
     }
@@ -2008,6 +2027,34 @@ fn reference_for(inner: &mut Inner, visit: &Visit) -> Result<Arc<ReferenceData>>
         return Ok(current);
     }
     Ok(older)
+}
+
+/// Checks the earlier versions sent with version `current` of the reference data, in
+/// effect from `since`: each valid, of another version, in the order they took effect,
+/// before `since`.
+fn check_earlier(earlier: &[ReferenceVersion], current: i64, since: Option<Millis>) -> Result<()> {
+    let mut last = None;
+    for e in earlier {
+        e.data.validate().map_err(|err| {
+            Error::invalid(format!(
+                "earlier reference data version {}: {err}",
+                e.data.version
+            ))
+        })?;
+        if e.data.version == current {
+            return Err(Error::invalid(format!(
+                "earlier reference data repeats the current version {current}"
+            )));
+        }
+        if last.is_some_and(|l| e.since <= l) || since.is_some_and(|s| e.since >= s) {
+            return Err(Error::invalid(format!(
+                "earlier reference data version {} took effect at {}, out of order",
+                e.data.version, e.since
+            )));
+        }
+        last = Some(e.since);
+    }
+    Ok(())
 }
 
 /// [`DeviceStore::working_reference`], with the store locked.

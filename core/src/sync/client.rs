@@ -743,7 +743,11 @@ impl SyncClient {
                 }
             }
             if let Some(refs) = resp.reference_data.clone() {
-                store.receive_reference_data(refs, resp.reference_since)?;
+                store.receive_reference_data(
+                    refs,
+                    resp.reference_since,
+                    &resp.earlier_reference,
+                )?;
                 // After the data: a crash in between costs one more copy, never a stale one.
                 store.set_sync_state(keys::REFERENCE_EPOCH, &resp.epoch)?;
                 report.reference_updated = true;

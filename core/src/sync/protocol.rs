@@ -33,6 +33,8 @@
 //!   "cursor": "1901",
 //!   "more": false,
 //!   "reference_data": null,            // or the whole (scoped) ReferenceData when newer
+//!   "reference_since": 1764000000000,  // with reference_data: when it took effect
+//!   "earlier_reference": [ { "since": 1763400000000, "data": { … } } ],   // versions the device missed
 //!   "purge": ["v-0"] }
 //! ```
 //!
@@ -235,12 +237,28 @@ pub struct SyncResponse {
     /// epoch). The device judges visits worked before that with the data it held then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_since: Option<i64>,
+    /// With `reference_data`: the versions in effect between the one the device holds and
+    /// it, within the device's window, oldest first (a fresh device holds none, so it gets
+    /// every version its window's visits were worked with). The device judges visits
+    /// worked in their time with them, as the dashboard does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_reference: Vec<ReferenceVersion>,
     /// Visits that left the device's scope; remove them once their outbox is empty.
     #[serde(default)]
     pub purge: Vec<String>,
     /// The server takes whole documents in the request's `documents`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub takes_documents: bool,
+}
+
+/// A version of the reference data and when it took effect.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReferenceVersion {
+    /// When it took effect (its import on the server, ms since the epoch); it stayed in
+    /// effect until the next version's `since`.
+    pub since: i64,
+    pub data: ReferenceData,
 }
 
 /// `POST /v1/auth/login` body.
