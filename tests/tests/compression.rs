@@ -179,6 +179,28 @@ fn gzip_and_zstd_on_realistic_sync_payloads() {
         "download: initial sync of those visits + reference data",
         &download(&store),
     );
+    // A phone set up after three imports, each a week's new prices: the same download
+    // with the three versions in effect within the rep's window.
+    let mut resp: SyncResponse = serde_json::from_slice(&download(&store)).unwrap();
+    let current = resp.reference_data.clone().unwrap();
+    resp.earlier_reference = (1..=3)
+        .map(|week| {
+            let mut data = current.clone();
+            data.version -= week;
+            for p in data.products.iter_mut().step_by(4) {
+                p.list_price_cents -= 10 * week;
+            }
+            ReferenceVersion {
+                since: 1_700_000_000_000 - week * 7 * 86_400_000,
+                data,
+            }
+        })
+        .rev()
+        .collect();
+    measure(
+        "download: the same for a phone set up after 3 imports (3 earlier versions)",
+        &serde_json::to_vec(&resp).unwrap(),
+    );
     // One changed inventory line: the incremental sync's upload.
     let id = store.visit_ids().unwrap()[0].clone();
     store
