@@ -738,3 +738,32 @@ fn a_new_phone_keeps_the_earlier_versions_the_server_sent() {
         .unwrap();
     check(&s);
 }
+
+/// A visit whose store the reference data held here lacks (data replaced without it) stays
+/// on the route, by the store's id, and opens: the rep never loses sight of a visit.
+#[test]
+fn a_visit_at_a_store_the_phone_lacks_stays_on_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let s = open(dir.path(), "rep", "rep-1", clock);
+    let r = s.reference_data();
+    let shop = r.stores[0].clone();
+    let v = s
+        .create_visit(plan(&shop.id, "rep-1", NOW + 600_000))
+        .unwrap();
+    let mut next = (*r).clone();
+    next.stores.retain(|x| x.id != shop.id);
+    next.version += 1;
+    s.replace_reference_data(next).unwrap();
+    let utc_day = chrono::DateTime::from_timestamp_millis(NOW + 600_000)
+        .unwrap()
+        .date_naive();
+    let route = s.route_for_day(utc_day).unwrap();
+    let e = route
+        .iter()
+        .find(|e| e.visit_id == v)
+        .expect("on the route");
+    assert_eq!(e.store_name, shop.id);
+    assert!(s.today_route().unwrap().iter().any(|e| e.visit_id == v));
+    assert_eq!(s.visit_detail(&v).unwrap().store_name, shop.id);
+}

@@ -57,6 +57,7 @@ pub struct Identity {
 pub struct RouteEntry {
     pub visit_id: String,
     pub store_id: String,
+    /// The store's name (its id when the reference data held here lacks the store).
     pub store_name: String,
     pub planned_start: Millis,
     pub planned_end: Millis,
@@ -508,15 +509,18 @@ impl DeviceStore {
         let mut out = Vec::new();
         for row in rows {
             let (visit_id, store_id, planned_start, planned_end, status, priority, ad_hoc) = row?;
-            let Some(store) = idx.stores.get(store_id.as_str()) else {
-                continue;
-            };
-            if rules::local_day(store, planned_start) != day {
+            if day_at(&idx, &store_id, planned_start) != day {
                 continue;
             }
+            // A store the data held here lacks still shows, by its id: the visit is the
+            // rep's to work whatever became of the store's data.
+            let store_name = idx
+                .stores
+                .get(store_id.as_str())
+                .map_or_else(|| store_id.clone(), |s| s.name.clone());
             out.push(RouteEntry {
                 visit_id,
-                store_name: store.name.clone(),
+                store_name,
                 store_closed: inner.closed.contains(&store_id),
                 store_id,
                 planned_start,
@@ -545,10 +549,7 @@ impl DeviceStore {
             .flatten()
         {
             for e in self.route_for_day(d)? {
-                let Some(store) = idx.stores.get(e.store_id.as_str()) else {
-                    continue;
-                };
-                if rules::local_day(store, now) == d {
+                if day_at(&idx, &e.store_id, now) == d {
                     out.push(e);
                 }
             }
@@ -597,8 +598,7 @@ impl DeviceStore {
         let store_name = idx
             .stores
             .get(visit.plan.store_id.as_str())
-            .map(|s| s.name.clone())
-            .unwrap_or_default();
+            .map_or_else(|| visit.plan.store_id.clone(), |s| s.name.clone());
         let tasks = rules::task_states(&visit, &idx).unwrap_or_default();
         let store_closed = self.lock().closed.contains(&visit.plan.store_id);
         Ok(VisitDetail {
@@ -1980,6 +1980,16 @@ fn load_kept_stores(conn: &Connection) -> Result<BTreeSet<String>> {
             serde_json::from_str(&json).map_err(|e| Error::Corrupt(format!("kept stores: {e}")))
         }
         None => Ok(BTreeSet::new()),
+    }
+}
+
+/// The local day at `at` in store `store_id`'s time zone; UTC's for a store `idx` lacks.
+fn day_at(idx: &ReferenceIndex<'_>, store_id: &str, at: Millis) -> NaiveDate {
+    match idx.stores.get(store_id) {
+        Some(store) => rules::local_day(store, at),
+        None => chrono::DateTime::from_timestamp_millis(at)
+            .unwrap_or_default()
+            .date_naive(),
     }
 }
 
