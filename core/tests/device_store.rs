@@ -660,9 +660,11 @@ fn past_visits_are_judged_with_the_reference_data_of_their_time() {
 
 /// A phone set up after imports (a replacement phone) holds no older data of its own: the
 /// versions the server sends with the current one judge the visits worked in their time,
-/// across a restart. Versions out of order, or repeating the current one, change nothing.
+/// across a restart. A version that is invalid, out of order or repeats the current one
+/// is left out.
 #[test]
 fn a_new_phone_keeps_the_earlier_versions_the_server_sent() {
+    use fieldsync_core::model::ReferenceData;
     use fieldsync_core::sync::protocol::ReferenceVersion;
     const HOUR: i64 = 3_600_000;
     let dir = tempfile::tempdir().unwrap();
@@ -687,33 +689,33 @@ fn a_new_phone_keeps_the_earlier_versions_the_server_sent() {
     ];
     let current = named(4, "current");
 
-    // Bad input first: nothing is taken.
-    let swapped = vec![earlier[1].clone(), earlier[0].clone()];
-    let err = s
-        .receive_reference_data(current.clone(), Some(NOW + 2 * HOUR), &swapped)
-        .unwrap_err();
-    assert!(err.to_string().contains("out of order"), "{err}");
-    let late = &earlier[..1];
-    assert!(
-        s.receive_reference_data(current.clone(), Some(NOW), late)
-            .is_err()
-    );
-    let repeated = vec![ReferenceVersion {
-        since: NOW,
-        data: named(4, "current"),
-    }];
-    let err = s
-        .receive_reference_data(current.clone(), Some(NOW + 2 * HOUR), &repeated)
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("repeats the current version"),
-        "{err}"
-    );
-    assert_eq!(s.reference_data().version, 0);
+    // Versions that break a rule are left out, the rest taken: one repeating the current
+    // version, one invalid, one taking effect after the current data.
+    let other =
+        DeviceStore::open_with_clock(dir.path().join("other.db"), "rep-1", "o", clock.clone())
+            .unwrap();
+    let mut invalid = named(3, "invalid");
+    invalid.stores.push(invalid.stores[0].clone());
+    let version = |since: i64, data: ReferenceData| ReferenceVersion { since, data };
+    let bad = vec![
+        earlier[0].clone(),
+        version(NOW + HOUR / 2, invalid),
+        version(NOW + HOUR, named(4, "repeat")),
+        version(NOW + 3 * HOUR, named(3, "late")),
+    ];
+    other
+        .receive_reference_data(current.clone(), Some(NOW + 2 * HOUR), &bad)
+        .unwrap();
+    assert_eq!(other.reference_data().version, 4);
+    let shop = current.stores[0].id.clone();
+    for (start, name) in [(NOW + HOUR + 1, "first"), (NOW + 3 * HOUR, "current")] {
+        let v = other.create_visit(plan(&shop, "rep-1", start)).unwrap();
+        let visit = other.visit(&v).unwrap();
+        assert_eq!(other.reference_for(&visit).unwrap().stores[0].name, name);
+    }
 
     s.receive_reference_data(current.clone(), Some(NOW + 2 * HOUR), &earlier)
         .unwrap();
-    let shop = current.stores[0].id.clone();
     let at = |start: i64| s.create_visit(plan(&shop, "rep-1", start)).unwrap();
     let visits = [
         (at(NOW - HOUR), "first"), // before the oldest: the oldest stands in

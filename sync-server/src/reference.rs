@@ -169,27 +169,31 @@ impl AsOf<'_> {
     /// The kept versions before the current one and after version `after` that were in
     /// effect at some time from `from` on, oldest first, each with when it took effect (at
     /// most the newest [`EARLIER_SENT`]): what a device holding version `after` lacks to
-    /// judge its visits since `from` as reports do ([`AsOf::at`]).
+    /// judge its visits since `from` as reports do ([`AsOf::at`]). A version replaced at
+    /// the time it took effect (two imports within a millisecond, or a clock set back
+    /// between them) was never in effect and is left out, so their times always rise.
     pub fn earlier(
         &self,
         after: i64,
         from: Millis,
     ) -> StoreResult<Vec<(Millis, Arc<IndexedReference>)>> {
         let current = self.current.data().version;
-        // Each version was in effect until the next one's import.
-        let ends = self
-            .versions
-            .iter()
-            .skip(1)
-            .map(|v| v.1)
-            .chain([Millis::MAX]);
-        let wanted: Vec<(i64, Millis)> = (self.versions.iter().zip(ends))
-            .filter(|((v, _), end)| *v > after && *v < current && *end > from)
-            .map(|(v, _)| *v)
-            .collect();
+        let mut wanted = Vec::new();
+        // Newest first: each version was in effect until the one after it took effect.
+        let mut end = self.current_since().unwrap_or(Millis::MAX);
+        let older = self.versions.iter().rev().filter(|v| v.0 < current);
+        for &(version, since) in older {
+            if version <= after || end <= from || wanted.len() == EARLIER_SENT {
+                break;
+            }
+            if since < end {
+                wanted.push((version, since));
+                end = since;
+            }
+        }
         let mut out = Vec::new();
-        for (v, since) in wanted.into_iter().rev().take(EARLIER_SENT).rev() {
-            if let Some(data) = self.cache.older(self.store, v)? {
+        for (version, since) in wanted.into_iter().rev() {
+            if let Some(data) = self.cache.older(self.store, version)? {
                 out.push((since, data));
             }
         }
@@ -474,6 +478,48 @@ mod tests {
         assert_eq!(earlier(0, kept[3].1), vec![]);
         // A device holding the current data: nothing.
         assert_eq!(earlier(kept[3].0, 0), vec![]);
+    }
+
+    #[test]
+    fn versions_never_in_effect_are_not_sent() {
+        let (dir, store, mut refs) = fixture_store();
+        for i in 0..5 {
+            refs.stores[0].name = format!("name {i}");
+            store.import_reference(refs.clone()).unwrap();
+        }
+        let kept = store.reference_versions().unwrap();
+        let v = |i: usize| kept[i].0;
+        // Import times set by hand (version i at times[i]; the last is the current data).
+        let set = |version: i64, at: Millis| {
+            let db = rusqlite::Connection::open(dir.path().join("fieldsync.db")).unwrap();
+            db.execute(
+                "UPDATE reference_history SET imported_at = ?1 WHERE version = ?2",
+                rusqlite::params![at, version],
+            )
+            .unwrap();
+        };
+        let sent = |times: [Millis; 5]| {
+            for (i, at) in times.into_iter().enumerate() {
+                set(v(i), at);
+            }
+            let cache = ReferenceCache::default();
+            let as_of = cache.as_of(&store).unwrap();
+            let e = as_of.earlier(0, 0).unwrap();
+            e.iter()
+                .map(|(since, r)| (since.to_owned(), r.data().version))
+                .collect::<Vec<(Millis, i64)>>()
+        };
+        // Version 3 imported in the same millisecond as the current one: never in effect.
+        assert_eq!(
+            sent([1_000, 2_000, 3_000, 9_000, 9_000]),
+            vec![(1_000, v(0)), (2_000, v(1)), (3_000, v(2))]
+        );
+        // The clock set back before version 3: it took effect before 1 and 2, which so were
+        // never in effect (each replaced before it began).
+        assert_eq!(
+            sent([1_000, 2_000, 5_000, 1_500, 9_000]),
+            vec![(1_000, v(0)), (1_500, v(3))]
+        );
     }
 
     #[test]

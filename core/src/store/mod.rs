@@ -261,7 +261,7 @@ impl DeviceStore {
         data: ReferenceData,
         kept: &[String],
         since: Option<Millis>,
-        earlier: &[ReferenceVersion],
+        earlier: &[&ReferenceVersion],
     ) -> Result<()> {
         let now = self.now();
         let mut inner = self.lock();
@@ -406,7 +406,7 @@ impl DeviceStore {
     /// `earlier` versions the server sent with it (those in effect between the version
     /// held here and `data`, oldest first) are kept for the visits worked in their time
     /// ([`Self::reference_for`]): a phone set up after an import judges last week's visits
-    /// as the dashboard does. Nothing changes when any of them is invalid or out of order.
+    /// as the dashboard does. One that is invalid or out of order is left out.
     /// Returns the ids of the stores kept.
     pub fn receive_reference_data(
         &self,
@@ -415,7 +415,7 @@ impl DeviceStore {
         earlier: &[ReferenceVersion],
     ) -> Result<Vec<String>> {
         data.validate()?;
-        check_earlier(earlier, data.version, since)?;
+        let earlier = usable_earlier(earlier, data.version, since);
         let held = self.reference_data();
         let listed: BTreeSet<&str> = data.stores.iter().map(|s| s.id.as_str()).collect();
         let gone = held
@@ -441,11 +441,11 @@ impl DeviceStore {
             let mut with = data.clone();
             with.stores.extend(kept);
             if with.validate().is_ok() {
-                self.write_reference(with, &ids, since, earlier)?;
+                self.write_reference(with, &ids, since, &earlier)?;
                 return Ok(ids);
             }
         }
-        self.write_reference(data, &[], since, earlier)?;
+        self.write_reference(data, &[], since, &earlier)?;
         Ok(Vec::new())
     }
 
@@ -2039,32 +2039,40 @@ fn reference_for(inner: &mut Inner, visit: &Visit) -> Result<Arc<ReferenceData>>
     Ok(older)
 }
 
-/// Checks the earlier versions sent with version `current` of the reference data, in
-/// effect from `since`: each valid, of another version, in the order they took effect,
-/// before `since`.
-fn check_earlier(earlier: &[ReferenceVersion], current: i64, since: Option<Millis>) -> Result<()> {
-    let mut last = None;
-    for e in earlier {
-        e.data.validate().map_err(|err| {
-            Error::invalid(format!(
-                "earlier reference data version {}: {err}",
-                e.data.version
-            ))
-        })?;
-        if e.data.version == current {
-            return Err(Error::invalid(format!(
-                "earlier reference data repeats the current version {current}"
-            )));
+/// Of the earlier versions sent with version `current` of the reference data, in effect
+/// from `since`, those that can be used, oldest first: valid, of another version, each
+/// taking effect before the next one (newest first from `since`). A version that breaks a
+/// rule is left out with a warning: it only judges past visits, and refusing the whole
+/// answer would stop the phone's sync until the server changed.
+fn usable_earlier(
+    earlier: &[ReferenceVersion],
+    current: i64,
+    since: Option<Millis>,
+) -> Vec<&ReferenceVersion> {
+    let mut out = Vec::new();
+    let mut end = since.unwrap_or(Millis::MAX);
+    for e in earlier.iter().rev() {
+        let problem = match e.data.validate() {
+            Err(err) => Some(err.to_string()),
+            Ok(()) if e.data.version == current => Some("it repeats the current version".into()),
+            Ok(()) if e.since >= end => {
+                Some(format!("it took effect at {}, out of order", e.since))
+            }
+            Ok(()) => None,
+        };
+        match problem {
+            Some(problem) => tracing::warn!(
+                version = e.data.version,
+                "earlier reference data left out: {problem}"
+            ),
+            None => {
+                end = e.since;
+                out.push(e);
+            }
         }
-        if last.is_some_and(|l| e.since <= l) || since.is_some_and(|s| e.since >= s) {
-            return Err(Error::invalid(format!(
-                "earlier reference data version {} took effect at {}, out of order",
-                e.data.version, e.since
-            )));
-        }
-        last = Some(e.since);
     }
-    Ok(())
+    out.reverse();
+    out
 }
 
 /// [`DeviceStore::working_reference`], with the store locked.
