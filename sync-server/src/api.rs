@@ -42,6 +42,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::auth::Gate;
 use crate::ingest::{self, Writer};
 use crate::metrics::Metrics;
+use crate::reference::EARLIER_SENT_BYTES;
 use crate::store::{PullQuery, Scope, Store, StoreError, UserRecord};
 
 /// Server settings.
@@ -967,8 +968,9 @@ fn sync_blocking(
             since: *since,
             data: scoped_reference(r.data(), &auth.user),
         });
-        (resp.earlier_reference, resp.reference_since) =
-            distinct_versions(earlier, &data, as_of.current_since());
+        let (earlier, since) = distinct_versions(earlier, &data, as_of.current_since());
+        resp.earlier_reference = newest_within(earlier, EARLIER_SENT_BYTES);
+        resp.reference_since = since;
         resp.reference_data = Some(data);
     }
     Ok(resp)
@@ -998,6 +1000,37 @@ fn distinct_versions(
         Some(l) => (out, Some(l.since)),
         None => (out, since),
     }
+}
+
+/// Of `versions` (oldest first), the newest that fit in `budget` bytes of JSON together: a
+/// phone parses the answer whole, and a large catalogue's versions add up.
+fn newest_within(mut versions: Vec<ReferenceVersion>, budget: usize) -> Vec<ReferenceVersion> {
+    /// Counts the bytes written.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut left = budget;
+    let mut first = versions.len();
+    for (i, v) in versions.iter().enumerate().rev() {
+        let mut count = Count(0);
+        let size = match serde_json::to_writer(&mut count, v) {
+            Ok(()) => count.0,
+            Err(_) => usize::MAX,
+        };
+        if size > left {
+            break;
+        }
+        left -= size;
+        first = i;
+    }
+    versions.split_off(first)
 }
 
 // ------------------------------------------------------------------ planning
@@ -1299,6 +1332,34 @@ pub(crate) async fn patch_visit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn earlier_versions_are_sent_newest_first_within_the_byte_budget() {
+        let today = chrono::Utc::now().date_naive();
+        let data = fieldsync_core::fixtures::reference_data(
+            3,
+            &fieldsync_core::fixtures::FixtureSize::default(),
+            today,
+        );
+        let versions: Vec<ReferenceVersion> = (1..=4)
+            .map(|v| ReferenceVersion {
+                since: v * 1000,
+                data: ReferenceData {
+                    version: v,
+                    ..data.clone()
+                },
+            })
+            .collect();
+        let size = serde_json::to_vec(&versions[0]).unwrap().len();
+        let sent = |budget: usize| {
+            let kept = newest_within(versions.clone(), budget);
+            kept.iter().map(|v| v.data.version).collect::<Vec<_>>()
+        };
+        assert_eq!(sent(4 * size), vec![1, 2, 3, 4]);
+        assert_eq!(sent(3 * size + size / 2), vec![2, 3, 4]);
+        assert_eq!(sent(size), vec![4]);
+        assert_eq!(sent(size - 1), Vec::<i64>::new());
+    }
 
     #[test]
     fn earlier_versions_of_unchanged_data_are_sent_once() {

@@ -119,6 +119,9 @@ pub fn merged(versions: &[ReferenceData]) -> ReferenceData {
 /// ([`AsOf::earlier`]); a device judges visits before the oldest of them with it.
 pub const EARLIER_SENT: usize = 16;
 
+/// The most bytes of JSON those earlier versions take in one answer (the newest that fit).
+pub const EARLIER_SENT_BYTES: usize = 8 << 20;
+
 /// Older versions kept indexed (a report over a year spans a handful of imports).
 const OLDER_KEPT: usize = 8;
 
