@@ -985,18 +985,20 @@ fn distinct_versions(
     current: &ReferenceData,
     since: Option<i64>,
 ) -> (Vec<ReferenceVersion>, Option<i64>) {
-    let same = |a: &ReferenceData, b: &ReferenceData| {
-        let mut a = a.clone();
-        a.version = b.version;
-        a == *b
+    // Equal but for the version number (compared in place: the data may be large).
+    let same = |a: &mut ReferenceData, b: &ReferenceData| {
+        let version = std::mem::replace(&mut a.version, b.version);
+        let same = *a == *b;
+        a.version = version;
+        same
     };
     let mut out: Vec<ReferenceVersion> = Vec::new();
-    for e in earlier {
-        if !out.last().is_some_and(|l| same(&l.data, &e.data)) {
+    for mut e in earlier {
+        if !out.last().is_some_and(|l| same(&mut e.data, &l.data)) {
             out.push(e);
         }
     }
-    match out.pop_if(|l| same(&l.data, current)) {
+    match out.pop_if(|l| same(&mut l.data, current)) {
         Some(l) => (out, Some(l.since)),
         None => (out, since),
     }
