@@ -769,3 +769,40 @@ fn a_visit_at_a_store_the_phone_lacks_stays_on_the_route() {
     assert!(s.today_route().unwrap().iter().any(|e| e.visit_id == v));
     assert_eq!(s.visit_detail(&v).unwrap().store_name, shop.id);
 }
+
+/// A visit worked on another phone at a store head office had closed reaches a phone that
+/// had already dropped the store (it held no visit there when the closing arrived): it is
+/// judged by the newest kept version that lists the store, as the dashboard judges it, not
+/// as a visit at an unknown store.
+#[test]
+fn a_visit_at_a_store_this_phone_dropped_is_judged_by_the_data_that_listed_it() {
+    const HOUR: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let (a, b) = (
+        open(dir.path(), "a", "rep-1", clock.clone()),
+        open(dir.path(), "b", "rep-1", clock.clone()),
+    );
+    let r = a.reference_data();
+    let shop = r.stores[0].clone();
+    let mut closed = (*r).clone();
+    closed.stores.retain(|s| s.id != shop.id);
+    closed.version += 1;
+    // Phone b hears of the closing (it holds no visit there, so it drops the store)...
+    clock.set(NOW + 2 * HOUR);
+    b.receive_reference_data(closed, Some(NOW + HOUR), &[])
+        .unwrap();
+    assert!(b.reference_data().stores.iter().all(|s| s.id != shop.id));
+    // ...while phone a, offline, still works there after the closing.
+    let v = a
+        .create_visit(plan(&shop.id, "rep-1", NOW + HOUR + HOUR / 2))
+        .unwrap();
+    a.check_in(&v, store_position(&r, &shop.id)).unwrap();
+    let changes = a.changes_since(&v, &[]).unwrap();
+    b.apply_remote(&v, &changes).unwrap();
+    let visit = b.visit(&v).unwrap();
+    assert_eq!(b.reference_for(&visit).unwrap().version, r.version);
+    let kpis = b.visit_kpis(&v).unwrap();
+    assert!(kpis.store_known, "{kpis:?}");
+    assert_eq!(kpis, a.visit_kpis(&v).unwrap());
+}

@@ -837,7 +837,7 @@ impl Store for PgStore {
         self.refresh_reference()
     }
 
-    fn import_reference(&self, mut data: ReferenceData) -> StoreResult<i64> {
+    fn import_reference_at(&self, mut data: ReferenceData, now: i64) -> StoreResult<i64> {
         let json_version = self.retrying(|c| {
             let mut tx = c.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_REFERENCE])?;
@@ -853,7 +853,6 @@ impl Store for PgStore {
                  ON CONFLICT (id) DO UPDATE SET version = excluded.version, data = excluded.data",
                 &[&data.version, &serde_json::to_string(&data)?],
             )?;
-            let now = chrono::Utc::now().timestamp_millis();
             tx.execute(
                 "INSERT INTO reference_history (version, imported_at, data) VALUES ($1, $2, $3)
                  ON CONFLICT (version) DO UPDATE

@@ -229,7 +229,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Replaces the reference data (already validated); returns the new version. The data
     /// is also kept as that version's history ([`Store::reference_versions`]), and the
     /// versions no longer in effect within [`REFERENCE_HISTORY_DAYS`] are deleted.
-    fn import_reference(&self, data: ReferenceData) -> StoreResult<i64>;
+    fn import_reference(&self, data: ReferenceData) -> StoreResult<i64> {
+        self.import_reference_at(data, chrono::Utc::now().timestamp_millis())
+    }
+    /// [`Store::import_reference`] as if it happened at `now` (ms since the Unix epoch): the
+    /// time it takes effect for reports and phones (a simulation's clock).
+    fn import_reference_at(&self, data: ReferenceData, now: i64) -> StoreResult<i64>;
     /// The versions of the reference data kept for reports, oldest first: (version, when it
     /// was imported in milliseconds since the Unix epoch; 0 for the version in effect
     /// before history was kept).
@@ -1255,7 +1260,7 @@ impl Store for SqliteStore {
             .clone())
     }
 
-    fn import_reference(&self, mut data: ReferenceData) -> StoreResult<i64> {
+    fn import_reference_at(&self, mut data: ReferenceData, now: i64) -> StoreResult<i64> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let old: i64 =
@@ -1268,7 +1273,6 @@ impl Store for SqliteStore {
              ON CONFLICT(id) DO UPDATE SET version = excluded.version, data = excluded.data",
             params![data.version, serde_json::to_string(&data)?],
         )?;
-        let now = chrono::Utc::now().timestamp_millis();
         tx.execute(
             "INSERT OR REPLACE INTO reference_history (version, imported_at, data)
              VALUES (?1, ?2, ?3)",

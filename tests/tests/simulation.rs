@@ -34,7 +34,7 @@
 use automerge::ReadDoc as _;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use fieldsync_core::clock::ManualClock;
+use fieldsync_core::clock::{Clock as _, ManualClock};
 use fieldsync_core::document::VisitDoc;
 use fieldsync_core::fixtures::{self, FixtureSize, Rng};
 use fieldsync_core::model::Role;
@@ -124,6 +124,10 @@ struct Stats {
     /// Imports of reference data that closed a store (as `admin import --allow-removals`
     /// does), while phones may hold open visits there.
     closings: u64,
+    /// Visits whose KPIs on a phone were compared with the dashboard's, and how many of
+    /// them were worked with older reference data than the current.
+    kpis_compared: u64,
+    kpis_compared_older: u64,
     /// Changes refused for a product, promotion, position or store the server does not
     /// know: each is a rep's work lost to a delisting or a closing. Must stay 0.
     refused_unknown: u64,
@@ -522,7 +526,9 @@ impl Sim {
         let server_path = dir.path().join("server.db");
         {
             let store = SqliteStore::open(&server_path).unwrap();
-            store.import_reference(refs.clone()).unwrap();
+            // Imports happen on the simulation's clock, as the visits do: reports and
+            // phones judge each visit with the data in effect when it was worked.
+            store.import_reference_at(refs.clone(), START).unwrap();
             for u in &refs.users {
                 store
                     .create_user(&NewUser {
@@ -955,7 +961,9 @@ impl Sim {
         let gone = self.imports.pick(&closable).clone();
         refs.stores.retain(|s| s.id != gone);
         refs.validate().unwrap();
-        let version = store.import_reference(refs).unwrap();
+        let version = store
+            .import_reference_at(refs, self.clock.now_ms())
+            .unwrap();
         lock(&self.world.stats).closings += 1;
         self.log(format!(
             "  head office closes store {gone} (reference data v{version})"
@@ -973,7 +981,9 @@ impl Sim {
         let gone = self.imports.pick(&refs.products).id.clone();
         refs.delist_product(&gone);
         refs.validate().unwrap();
-        let version = store.import_reference(refs).unwrap();
+        let version = store
+            .import_reference_at(refs, self.clock.now_ms())
+            .unwrap();
         lock(&self.world.stats).delistings += 1;
         self.log(format!(
             "  head office delists {gone} (reference data v{version})"
@@ -1137,6 +1147,9 @@ impl Sim {
             }
         }
         let server_refs = server.reference().unwrap();
+        let restored = lock(&self.world.stats).restores > 0;
+        let cache = fieldsync_server::reference::ReferenceCache::default();
+        let as_of = cache.as_of(server.as_ref()).unwrap();
         for d in &mut self.devices {
             let name = d.name.clone();
             let (role, user_id, territories) = (d.role, d.user_id.clone(), d.territories.clone());
@@ -1276,6 +1289,34 @@ impl Sim {
                 device_kpis, server_kpis,
                 "{name}: KPIs differ from the server's"
             );
+            // Each visit's KPIs on the phone equal the dashboard's, which judges it with the
+            // reference data in effect when it was worked, whether the phone held that
+            // version or got it with later data. A restore from a backup forgets the imports
+            // made after the backup, which the phones keep: not compared then. Nor is a
+            // visit worked at a store head office had already closed: the dashboard judges
+            // it with everything the kept versions list (products as the newest data has
+            // them), the phone with the data in effect then plus the store it kept.
+            if !restored {
+                for id in &ids {
+                    let visit = docs[id].read().unwrap();
+                    let then = as_of.at(fieldsync_core::kpi::worked_at(&visit)).unwrap();
+                    if then.index().store(&visit.plan.store_id).is_err() {
+                        continue;
+                    }
+                    let refs = as_of.of(&visit).unwrap();
+                    let mut stats = lock(&self.world.stats);
+                    stats.kpis_compared += 1;
+                    if !Arc::ptr_eq(&refs, as_of.current()) {
+                        stats.kpis_compared_older += 1;
+                    }
+                    drop(stats);
+                    assert_eq!(
+                        store.visit_kpis(id).unwrap(),
+                        fieldsync_core::kpi::visit_kpis(&visit, refs.index()),
+                        "{name}: visit {id}: KPIs differ from the dashboard's"
+                    );
+                }
+            }
         }
     }
 }
@@ -1428,6 +1469,8 @@ fn simulated_devices_and_server_converge_under_faults() {
                 total.rejections += s.rejections;
                 total.server_restarts += s.server_restarts;
                 total.restores += s.restores;
+                total.kpis_compared += s.kpis_compared;
+                total.kpis_compared_older += s.kpis_compared_older;
                 total.device_crashes += s.device_crashes;
                 total.delistings += s.delistings;
                 total.closings += s.closings;
@@ -1449,7 +1492,7 @@ fn simulated_devices_and_server_converge_under_faults() {
         }
     }
     eprintln!(
-        "simulation: {} seeds in {:.1}s: {} requests, {} acks, {} rejections, {} actions ({} refused as user errors), {} device crashes, {} server restarts, {} restores, {} delistings, {} store closings; faults {:?}",
+        "simulation: {} seeds in {:.1}s: {} requests, {} acks, {} rejections, {} actions ({} refused as user errors), {} device crashes, {} server restarts, {} restores, {} delistings, {} store closings, {} visits' KPIs compared with the dashboard's ({} worked with older reference data); faults {:?}",
         seeds.len(),
         began.elapsed().as_secs_f64(),
         total.requests,
@@ -1462,6 +1505,8 @@ fn simulated_devices_and_server_converge_under_faults() {
         total.restores,
         total.delistings,
         total.closings,
+        total.kpis_compared,
+        total.kpis_compared_older,
         total.faults
     );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");

@@ -13,7 +13,7 @@ use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use chrono::NaiveDate;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -150,6 +150,8 @@ struct Inner {
     conn: Connection,
     actor: ActorId,
     refs: Arc<ReferenceData>,
+    /// The ids of the stores `refs` lists.
+    refs_stores: HashSet<String>,
     /// The closed stores `refs` holds while visits there are held (kept in sync_state
     /// under [`KEPT_STORES`], read at open).
     closed: BTreeSet<String>,
@@ -191,6 +193,7 @@ impl DeviceStore {
             inner: Mutex::new(Inner {
                 conn,
                 actor,
+                refs_stores: store_ids(&refs),
                 refs,
                 closed,
                 refs_since,
@@ -337,6 +340,7 @@ impl DeviceStore {
             set_state_value(&tx, KEPT_STORES, &serde_json::to_string(kept)?)?;
         }
         tx.commit()?;
+        inner.refs_stores = store_ids(&data);
         inner.refs = Arc::new(data);
         inner.closed = kept.iter().cloned().collect();
         inner.refs_since = since;
@@ -1996,47 +2000,80 @@ fn day_at(idx: &ReferenceIndex<'_>, store_id: &str, at: Millis) -> NaiveDate {
 /// [`DeviceStore::reference_for`], with the store locked.
 fn reference_for(inner: &mut Inner, visit: &Visit) -> Result<Arc<ReferenceData>> {
     let at = kpi::worked_at(visit);
+    let store_id = visit.plan.store_id.as_str();
+    let lists = |d: &ReferenceData| d.stores.iter().any(|s| s.id == store_id);
+    let current_lists = inner.refs_stores.contains(store_id);
     let current = inner.refs.clone();
-    if at >= inner.refs_since {
+    if at >= inner.refs_since && current_lists {
         return Ok(current);
     }
-    let row: Option<(i64, Vec<u8>)> = {
-        let mut latest = inner.conn.prepare_cached(
-            "SELECT rowid, data FROM reference_history WHERE since <= ?1
-             ORDER BY since DESC, rowid DESC LIMIT 1",
-        )?;
-        match latest
-            .query_row([at], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
-        {
-            Some(row) => Some(row),
-            None => inner
-                .conn
-                .prepare_cached(
-                    "SELECT rowid, data FROM reference_history ORDER BY since, rowid LIMIT 1",
-                )?
-                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?,
+    // The kept version in effect at `at` (the oldest kept for an earlier time).
+    let in_effect = if at >= inner.refs_since {
+        None
+    } else {
+        let row: Option<i64> = {
+            let mut latest = inner.conn.prepare_cached(
+                "SELECT rowid FROM reference_history WHERE since <= ?1
+                 ORDER BY since DESC, rowid DESC LIMIT 1",
+            )?;
+            match latest.query_row([at], |r| r.get(0)).optional()? {
+                Some(row) => Some(row),
+                None => inner
+                    .conn
+                    .prepare_cached(
+                        "SELECT rowid FROM reference_history ORDER BY since, rowid LIMIT 1",
+                    )?
+                    .query_row([], |r| r.get(0))
+                    .optional()?,
+            }
+        };
+        match row {
+            Some(rowid) => Some(kept_version(inner, rowid)?),
+            None => None,
         }
     };
-    let Some((rowid, packed)) = row else {
-        return Ok(current);
-    };
-    let older = match inner.older_refs.get(&rowid) {
-        Some(d) => d.clone(),
-        None => {
-            let json = zstd::stream::decode_all(packed.as_slice())
-                .map_err(|e| Error::Corrupt(format!("kept reference data: {e}")))?;
-            let d: Arc<ReferenceData> = Arc::new(serde_json::from_slice(&json)?);
-            inner.older_refs.insert(rowid, d.clone());
-            d
-        }
-    };
-    let has_store = |d: &ReferenceData| d.stores.iter().any(|s| s.id == visit.plan.store_id);
-    if !has_store(&older) && has_store(&current) {
-        return Ok(current);
+    match in_effect {
+        Some(d) if lists(&d) => return Ok(d),
+        _ if current_lists => return Ok(current),
+        _ => {}
     }
-    Ok(older)
+    // Neither lists the store: head office closed it, and the visit reached this phone
+    // after it had dropped the store (worked on another phone that still listed it). As
+    // the dashboard does, the visit is judged by the newest kept version listing it.
+    let rows: Vec<i64> = inner
+        .conn
+        .prepare_cached("SELECT rowid FROM reference_history ORDER BY since DESC, rowid DESC")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for rowid in rows {
+        let d = kept_version(inner, rowid)?;
+        if lists(&d) {
+            return Ok(d);
+        }
+    }
+    Ok(in_effect.unwrap_or(current))
+}
+
+/// The kept reference data version in `reference_history` row `rowid` (read once).
+fn kept_version(inner: &mut Inner, rowid: i64) -> Result<Arc<ReferenceData>> {
+    if let Some(d) = inner.older_refs.get(&rowid) {
+        return Ok(d.clone());
+    }
+    let packed: Vec<u8> = inner.conn.query_row(
+        "SELECT data FROM reference_history WHERE rowid = ?1",
+        [rowid],
+        |r| r.get(0),
+    )?;
+    let json = zstd::stream::decode_all(packed.as_slice())
+        .map_err(|e| Error::Corrupt(format!("kept reference data: {e}")))?;
+    let d: Arc<ReferenceData> = Arc::new(serde_json::from_slice(&json)?);
+    inner.older_refs.insert(rowid, d.clone());
+    Ok(d)
+}
+
+/// The ids of the stores `data` lists.
+fn store_ids(data: &ReferenceData) -> HashSet<String> {
+    data.stores.iter().map(|s| s.id.clone()).collect()
 }
 
 /// Of the earlier versions sent with version `current` of the reference data, in effect
