@@ -1335,14 +1335,16 @@ pub(crate) async fn patch_visit(
 mod tests {
     use super::*;
 
+    /// The fixture's reference data.
+    fn fixture_refs() -> ReferenceData {
+        let today = chrono::Utc::now().date_naive();
+        let size = fieldsync_core::fixtures::FixtureSize::default();
+        fieldsync_core::fixtures::reference_data(3, &size, today)
+    }
+
     #[test]
     fn earlier_versions_are_sent_newest_first_within_the_byte_budget() {
-        let today = chrono::Utc::now().date_naive();
-        let data = fieldsync_core::fixtures::reference_data(
-            3,
-            &fieldsync_core::fixtures::FixtureSize::default(),
-            today,
-        );
+        let data = fixture_refs();
         let versions: Vec<ReferenceVersion> = (1..=4)
             .map(|v| ReferenceVersion {
                 since: v * 1000,
@@ -1365,12 +1367,7 @@ mod tests {
 
     #[test]
     fn earlier_versions_of_unchanged_data_are_sent_once() {
-        let today = chrono::Utc::now().date_naive();
-        let base = fieldsync_core::fixtures::reference_data(
-            3,
-            &fieldsync_core::fixtures::FixtureSize::default(),
-            today,
-        );
+        let base = fixture_refs();
         // Nightly imports: versions 1 and 2 equal, 3 renames a store, 4 (current) equals 3.
         let at = |version: i64, name: &str| {
             let mut d = base.clone();

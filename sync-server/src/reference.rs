@@ -350,6 +350,19 @@ mod tests {
         (dir, store, refs)
     }
 
+    /// A store with `n` imported versions, the first store named "name i" in version i,
+    /// imported a few milliseconds apart; with their (version, import time).
+    fn store_with_versions(n: usize) -> (tempfile::TempDir, SqliteStore, Vec<(i64, i64)>) {
+        let (dir, store, mut refs) = fixture_store();
+        for i in 0..n {
+            refs.stores[0].name = format!("name {i}");
+            store.import_reference(refs.clone()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let kept = store.reference_versions().unwrap();
+        (dir, store, kept)
+    }
+
     #[test]
     fn the_index_is_kept_while_the_data_stays_and_built_again_after_an_import() {
         let (_dir, store, mut refs) = fixture_store();
@@ -426,13 +439,7 @@ mod tests {
 
     #[test]
     fn a_time_gets_the_version_imported_last_before_it() {
-        let (_dir, store, mut refs) = fixture_store();
-        for i in 0..3 {
-            refs.stores[0].name = format!("name {i}");
-            store.import_reference(refs.clone()).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let kept = store.reference_versions().unwrap();
+        let (_dir, store, kept) = store_with_versions(3);
         assert_eq!(kept.len(), 3);
         let cache = ReferenceCache::default();
         let as_of = cache.as_of(&store).unwrap();
@@ -455,13 +462,7 @@ mod tests {
 
     #[test]
     fn a_device_gets_the_versions_after_its_own_in_effect_within_its_window() {
-        let (_dir, store, mut refs) = fixture_store();
-        for i in 0..4 {
-            refs.stores[0].name = format!("name {i}");
-            store.import_reference(refs.clone()).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let kept = store.reference_versions().unwrap();
+        let (_dir, store, kept) = store_with_versions(4);
         let cache = ReferenceCache::default();
         let as_of = cache.as_of(&store).unwrap();
         let earlier = |after: i64, from: Millis| {
@@ -485,12 +486,7 @@ mod tests {
 
     #[test]
     fn versions_never_in_effect_are_not_sent() {
-        let (dir, store, mut refs) = fixture_store();
-        for i in 0..5 {
-            refs.stores[0].name = format!("name {i}");
-            store.import_reference(refs.clone()).unwrap();
-        }
-        let kept = store.reference_versions().unwrap();
+        let (dir, store, kept) = store_with_versions(5);
         let v = |i: usize| kept[i].0;
         // Import times set by hand (version i at times[i]; the last is the current data).
         let set = |version: i64, at: Millis| {
@@ -527,12 +523,7 @@ mod tests {
 
     #[test]
     fn at_most_the_newest_earlier_versions_are_sent() {
-        let (_dir, store, mut refs) = fixture_store();
-        for i in 0..EARLIER_SENT + 3 {
-            refs.stores[0].name = format!("name {i}");
-            store.import_reference(refs.clone()).unwrap();
-        }
-        let kept = store.reference_versions().unwrap();
+        let (_dir, store, kept) = store_with_versions(EARLIER_SENT + 3);
         let cache = ReferenceCache::default();
         let as_of = cache.as_of(&store).unwrap();
         let sent = as_of.earlier(0, 0).unwrap();
