@@ -956,7 +956,11 @@ fn sync_blocking(
         let data = scoped_reference(refs, &auth.user);
         // When it took effect, and the versions in effect within the device's window that
         // it lacks: the device judges visits worked before with the data of their time.
-        let as_of = state.reference.as_of(store.as_ref())?;
+        // The data this request holds (`indexed`), not a fresh read: an import landing
+        // meanwhile must not make the versions and times belong to other data than `data`.
+        let as_of = state
+            .reference
+            .as_of_current(store.as_ref(), indexed.clone())?;
         let held = if refs_of_this_epoch {
             req.reference_version
         } else {

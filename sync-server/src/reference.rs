@@ -252,10 +252,21 @@ impl ReferenceCache {
 
     /// The reference data at any time a report asks for ([`AsOf::at`]).
     pub fn as_of<'a>(&'a self, store: &'a dyn Store) -> StoreResult<AsOf<'a>> {
+        self.as_of_current(store, self.get(store)?)
+    }
+
+    /// [`ReferenceCache::as_of`] with `current` as the current data, as [`Self::get`] gave
+    /// it earlier: a request that already holds it judges and answers with that one, even
+    /// if an import lands meanwhile.
+    pub fn as_of_current<'a>(
+        &'a self,
+        store: &'a dyn Store,
+        current: Arc<IndexedReference>,
+    ) -> StoreResult<AsOf<'a>> {
         Ok(AsOf {
             cache: self,
             store,
-            current: self.get(store)?,
+            current,
             versions: store.reference_versions()?,
         })
     }

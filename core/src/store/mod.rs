@@ -35,7 +35,7 @@ const REFERENCE_SINCE: &str = "reference.since";
 /// window reaches two weeks back; visits wait longer only while unsynced)...
 pub const REFERENCE_KEPT_MS: Millis = 31 * 86_400_000;
 /// ...and at most this many.
-pub const REFERENCE_KEPT_VERSIONS: i64 = 32;
+const REFERENCE_KEPT_VERSIONS: i64 = 32;
 
 pub use projection::dump as dump_projections;
 
