@@ -42,7 +42,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::auth::Gate;
 use crate::ingest::{self, Writer};
 use crate::metrics::Metrics;
-use crate::reference::EARLIER_SENT_BYTES;
+use crate::reference::{EARLIER_SENT_BYTES, EverListed};
 use crate::store::{PullQuery, Scope, Store, StoreError, UserRecord};
 
 /// Server settings.
@@ -827,11 +827,7 @@ fn sync_blocking(
     let now = chrono::Utc::now().timestamp_millis();
     let scope = scope_of(&auth.user, &state.config, now);
     // What older versions of the reference data listed, for a push made against one.
-    let ever_listed = if req.changes.is_empty() && req.documents.is_empty() {
-        None
-    } else {
-        state.reference.ever_listed(store.as_ref(), &indexed)?
-    };
+    let ever_listed = Some(EverListed::new(state.reference.clone(), indexed.clone()));
     let writer = Writer {
         scope: Some(scope.clone()),
         ever_listed,

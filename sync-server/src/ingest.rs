@@ -45,7 +45,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use crate::reference::IndexedReference;
+use crate::reference::{EverListed, IndexedReference};
 use crate::store::{
     LogEntry, Scope, Store, StoreError, StoreResult, StoredVisit, VisitMeta, VisitTxn,
 };
@@ -121,10 +121,10 @@ pub struct Writer {
     /// The device's read scope at the time of the request; `None` when unknown (it is
     /// then recorded as holding every visit it pushes to, see [`LogEntry::hold`]).
     pub scope: Option<Scope>,
-    /// Everything the kept versions of the reference data list
-    /// ([`crate::reference::ReferenceCache::ever_listed`]): what a rep may have recorded
-    /// against on a phone that had not synced since. `None`: only the current data.
-    pub ever_listed: Option<Arc<IndexedReference>>,
+    /// Everything the kept versions of the reference data list, built on first need
+    /// ([`EverListed`]): what a rep may have recorded against on a phone that had not
+    /// synced since. `None`: only the current data.
+    pub ever_listed: Option<EverListed>,
 }
 
 impl Writer {
@@ -640,6 +640,10 @@ impl VisitTxn for Draft<'_> {
         });
         Ok(())
     }
+
+    fn outside(&self) -> Option<&dyn Store> {
+        Some(self.store)
+    }
 }
 
 /// Sentinel error: roll the transaction back but report a rejection.
@@ -933,11 +937,18 @@ fn decide(
     // A store the current data no longer lists (closed by an import with
     // `--allow-removals`) but a kept version does: the visit is judged by what the kept
     // versions list, so a rep's work at the store before it closed is not refused.
-    let ever = w.ever_listed.as_deref().map(IndexedReference::index);
-    let judge = [Some(refs), ever].into_iter().flatten();
-    let found = judge
-        .filter_map(|r| Some((r, r.store(&visit.plan.store_id).ok()?)))
-        .next();
+    let mut ever = None;
+    let found = match refs.store(&visit.plan.store_id) {
+        Ok(store) => Some((refs, store)),
+        Err(_) => {
+            ever = match ever_listed(w, txn, visit_id)? {
+                Ok(ever) => ever,
+                Err(later) => return Ok(later),
+            };
+            let ever = ever.as_deref().map(IndexedReference::index);
+            ever.and_then(|r| Some((r, r.store(&visit.plan.store_id).ok()?)))
+        }
+    };
     let Some((refs, store)) = found else {
         return Ok(reject(
             visit_id,
@@ -973,7 +984,14 @@ fn decide(
     }
     let mut problems = rules::visit_problems(&visit, refs);
     if !problems.is_empty() {
-        problems = blamed(problems, &visit, stored.as_ref(), w, refs)?;
+        let ever = match &ever {
+            Some(ever) => Some(ever.clone()),
+            None => match ever_listed(w, txn, visit_id)? {
+                Ok(ever) => ever,
+                Err(later) => return Ok(later),
+            },
+        };
+        problems = blamed(problems, &visit, stored.as_ref(), ever.as_deref(), refs)?;
     }
     if !problems.is_empty() {
         return Ok(reject(
@@ -1216,18 +1234,44 @@ fn not_theirs_when_made(
     None
 }
 
+/// Everything the kept versions of the reference data list ([`Writer::ever_listed`]; `None`:
+/// only the current data), built now if it is not yet. Building reads the store, so it
+/// happens only in a decision outside any write transaction ([`VisitTxn::outside`]); a
+/// decision made again in one that needs it first (the visit changed meanwhile, and now
+/// needs it) gives no verdict: `Err`, nothing stored, the device sends the visit again
+/// with its next request.
+fn ever_listed(
+    w: &Writer,
+    txn: &dyn VisitTxn,
+    visit_id: &str,
+) -> StoreResult<Result<Option<Arc<IndexedReference>>, Outcome>> {
+    let Some(ever) = &w.ever_listed else {
+        return Ok(Ok(None));
+    };
+    if let Some(store) = txn.outside() {
+        return ever.get(store).map(Ok);
+    }
+    Ok(ever.built().ok_or_else(|| {
+        tracing::info!(
+            visit = visit_id,
+            "the kept reference data is not merged yet: visit left for a later request"
+        );
+        Outcome::default()
+    }))
+}
+
 /// Of the problems a visit has under the current reference data (`problems`), those a push
 /// is to blame for. Not one the stored visit already had: it was accepted under the data of
 /// its time (a line for a product delisted since), and a refusal would only cost the rep
 /// their later work on the visit. And only one that is a problem under every kept version
-/// of the reference data too ([`Writer::ever_listed`]): a line recorded offline for a
-/// product the phone still listed, or resent after a restore, is the rep's work, not an
+/// of the reference data too (`ever`, [`Writer::ever_listed`]): a line recorded offline for
+/// a product the phone still listed, or resent after a restore, is the rep's work, not an
 /// error. Reading the stored visit again happens only here, on this rare path.
 fn blamed(
     mut problems: Vec<String>,
     visit: &fieldsync_core::visit::Visit,
     stored: Option<&StoredVisit>,
-    w: &Writer,
+    ever: Option<&IndexedReference>,
     refs: &ReferenceIndex<'_>,
 ) -> StoreResult<Vec<String>> {
     if let Some(s) = stored {
@@ -1235,7 +1279,7 @@ fn blamed(
         let had = rules::visit_problems(&before, refs);
         problems.retain(|p| !had.contains(p));
     }
-    if let Some(ever) = &w.ever_listed {
+    if let Some(ever) = ever {
         let under_any = rules::visit_problems(visit, ever.index());
         problems.retain(|p| under_any.contains(p));
     }
@@ -1304,4 +1348,51 @@ pub fn server_edit(
         Ok(())
     })?;
     out.ok_or_else(|| StoreError::Conflict("the edit produced no visit".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::ReferenceCache;
+    use crate::store::SqliteStore;
+
+    #[test]
+    fn the_merged_catalogue_is_built_outside_write_transactions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("i.db")).unwrap();
+        let today = chrono::Utc::now().date_naive();
+        let size = fieldsync_core::fixtures::FixtureSize::default();
+        let refs = fieldsync_core::fixtures::reference_data(1, &size, today);
+        store.import_reference(refs.clone()).unwrap();
+        store.import_reference(refs).unwrap();
+        let cache = Arc::new(ReferenceCache::default());
+        let current = cache.get(&store).unwrap();
+        let w = Writer {
+            user_id: "rep-1".into(),
+            role: Role::Rep,
+            territories: vec!["t-1".into()],
+            device_id: "phone".into(),
+            scope: None,
+            ever_listed: Some(EverListed::new(cache.clone(), current.clone())),
+        };
+        let in_txn = |expect_built: bool| {
+            store
+                .with_visit("v-1", &mut |txn| {
+                    match ever_listed(&w, txn, "v-1")? {
+                        Ok(ever) => assert!(expect_built && ever.is_some()),
+                        // Not built yet: no verdict, the device sends the visit again.
+                        Err(later) => assert!(!expect_built && later == Outcome::default()),
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        };
+        in_txn(false);
+        assert!(cache.ever_built(&current).is_none());
+        // A decision on the committed state builds it.
+        let draft = Draft::new(&store, None);
+        assert!(ever_listed(&w, &draft, "v-1").unwrap().unwrap().is_some());
+        assert!(cache.ever_built(&current).is_some());
+        in_txn(true);
+    }
 }

@@ -64,7 +64,7 @@ pub struct ReferenceCache {
     older: Mutex<VecDeque<Arc<IndexedReference>>>,
     /// Everything the kept versions list ([`ReferenceCache::ever_listed`]), with the current
     /// data it was built for.
-    ever: Mutex<Option<EverListed>>,
+    ever: Mutex<Option<EverBuilt>>,
     /// Held while [`ReferenceCache::ever_listed`] builds: after an import the first pushes
     /// arrive together, and each building its own merge of up to 64 versions (seconds of
     /// CPU for a large catalogue) would stall every sync; one builds, the others wait for
@@ -74,10 +74,40 @@ pub struct ReferenceCache {
 
 /// The current data it was built for, and everything the kept versions list (merged and
 /// indexed; `None`: only the current version is kept).
-type EverListed = (Arc<ReferenceData>, Option<Arc<IndexedReference>>);
+type EverBuilt = (Arc<ReferenceData>, Option<Arc<IndexedReference>>);
 
 /// The newest versions [`ReferenceCache::ever_listed`] merges.
 pub const EVER_LISTED_VERSIONS: usize = 64;
+
+/// Everything the kept versions list ([`ReferenceCache::ever_listed`]) for one request,
+/// built when it first needs it. Only a pushed visit at a store the current data no longer
+/// lists, or with a problem under it, does. Building reads up to
+/// [`EVER_LISTED_VERSIONS`] kept versions back (1.7 s for 10,000 stores): built up front,
+/// every push after an import waited for it.
+#[derive(Clone, Debug)]
+pub struct EverListed {
+    cache: Arc<ReferenceCache>,
+    current: Arc<IndexedReference>,
+}
+
+impl EverListed {
+    /// What the versions `cache` keeps list, with `current` as the current data
+    /// ([`ReferenceCache::get`]).
+    pub fn new(cache: Arc<ReferenceCache>, current: Arc<IndexedReference>) -> Self {
+        Self { cache, current }
+    }
+
+    /// Built now if it is not yet (`None`: only the current version is kept). Reads
+    /// `store`: not to be called inside one of its write transactions.
+    pub fn get(&self, store: &dyn Store) -> StoreResult<Option<Arc<IndexedReference>>> {
+        self.cache.ever_listed(store, &self.current)
+    }
+
+    /// As built so far (`None`: not built yet).
+    pub fn built(&self) -> Option<Option<Arc<IndexedReference>>> {
+        self.cache.ever_built(&self.current)
+    }
+}
 
 /// The reference data of `versions` merged, newest first: every store, product, promotion,
 /// template, planogram (with every position any of them had) and group any of them lists,
@@ -281,16 +311,11 @@ impl ReferenceCache {
         store: &dyn Store,
         current: &Arc<IndexedReference>,
     ) -> StoreResult<Option<Arc<IndexedReference>>> {
-        let lock = || self.ever.lock().unwrap_or_else(PoisonError::into_inner);
-        let cached = || match lock().as_ref() {
-            Some((of, built)) if Arc::ptr_eq(of, current.data()) => Some(built.clone()),
-            _ => None,
-        };
-        if let Some(built) = cached() {
+        if let Some(built) = self.ever_built(current) {
             return Ok(built);
         }
         let _one = self.building.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(built) = cached() {
+        if let Some(built) = self.ever_built(current) {
             return Ok(built); // built while this call waited
         }
         let kept = store.reference_versions()?;
@@ -308,8 +333,23 @@ impl ReferenceCache {
             }
             Some(Arc::new(IndexedReference::of(Arc::new(merged(&versions)))))
         };
-        *lock() = Some((current.data().clone(), built.clone()));
+        *self.lock_ever() = Some((current.data().clone(), built.clone()));
         Ok(built)
+    }
+
+    /// [`ReferenceCache::ever_listed`] for `current` if it is built (`None`: not yet).
+    pub fn ever_built(
+        &self,
+        current: &Arc<IndexedReference>,
+    ) -> Option<Option<Arc<IndexedReference>>> {
+        match self.lock_ever().as_ref() {
+            Some((of, built)) if Arc::ptr_eq(of, current.data()) => Some(built.clone()),
+            _ => None,
+        }
+    }
+
+    fn lock_ever(&self) -> MutexGuard<'_, Option<EverBuilt>> {
+        self.ever.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// An older version, indexed (`None`: the store no longer keeps it).

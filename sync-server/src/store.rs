@@ -202,6 +202,12 @@ pub trait VisitTxn {
         log: &LogEntry,
         device_id: &str,
     ) -> StoreResult<()>;
+    /// The store, when this is no write transaction but a draft of one made outside any
+    /// (`ingest`'s decisions on the committed state): what a decision may read from the
+    /// store only there.
+    fn outside(&self) -> Option<&dyn Store> {
+        None
+    }
 }
 
 /// Server storage. Implementations must make [`Store::with_visit`] atomic and serialized
