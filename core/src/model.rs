@@ -360,6 +360,28 @@ pub struct ReferenceData {
 }
 
 impl ReferenceData {
+    /// This data with each of `stores` it does not list added, in only the store groups it
+    /// lists. The data a visit is judged by when the data in effect then does not list its
+    /// store (head office closed it before the rep worked the visit offline): everything of
+    /// that time, and the store as it was last listed. The phone keeps a closed store this
+    /// way while it holds a visit there, and the dashboard judges such a visit the same.
+    pub fn with_stores<'a>(&self, stores: impl IntoIterator<Item = &'a Store>) -> ReferenceData {
+        let mut listed: HashSet<&str> = self.stores.iter().map(|s| s.id.as_str()).collect();
+        let groups: HashSet<&str> = self.store_groups.iter().map(|g| g.id.as_str()).collect();
+        let mut added = Vec::new();
+        for s in stores {
+            if !listed.insert(s.id.as_str()) {
+                continue;
+            }
+            let mut s = s.clone();
+            s.store_group_ids.retain(|g| groups.contains(g.as_str()));
+            added.push(s);
+        }
+        let mut out = self.clone();
+        out.stores.extend(added);
+        out
+    }
+
     /// Delists product `id` everywhere: from the products, the assortments, the planograms
     /// (its positions) and the promotions (a promotion of no other product goes).
     pub fn delist_product(&mut self, id: &str) {

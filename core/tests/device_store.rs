@@ -775,7 +775,7 @@ fn a_visit_at_a_store_the_phone_lacks_stays_on_the_route() {
 /// judged by the newest kept version that lists the store, as the dashboard judges it, not
 /// as a visit at an unknown store.
 #[test]
-fn a_visit_at_a_store_this_phone_dropped_is_judged_by_the_data_that_listed_it() {
+fn a_visit_at_a_store_this_phone_dropped_is_judged_by_the_data_of_its_time_with_the_store() {
     const HOUR: i64 = 3_600_000;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(NOW));
@@ -801,7 +801,11 @@ fn a_visit_at_a_store_this_phone_dropped_is_judged_by_the_data_that_listed_it() 
     let changes = a.changes_since(&v, &[]).unwrap();
     b.apply_remote(&v, &changes).unwrap();
     let visit = b.visit(&v).unwrap();
-    assert_eq!(b.reference_for(&visit).unwrap().version, r.version);
+    // The data in effect when it was worked (the closing's), with the store as the older
+    // version listed it: as the dashboard judges it.
+    let judged = b.reference_for(&visit).unwrap();
+    assert_eq!(judged.version, r.version + 1);
+    assert_eq!(judged.stores.iter().find(|s| s.id == shop.id), Some(&shop));
     let kpis = b.visit_kpis(&v).unwrap();
     assert!(kpis.store_known, "{kpis:?}");
     assert_eq!(kpis, a.visit_kpis(&v).unwrap());

@@ -65,6 +65,10 @@ pub struct ReferenceCache {
     /// Everything the kept versions list ([`ReferenceCache::ever_listed`]), with the current
     /// data it was built for.
     ever: Mutex<Option<EverBuilt>>,
+    /// Versions with the stores they do not list and the newest kept version does
+    /// ([`ReferenceCache::with_stores_of`]): (version, merge, the two together), most
+    /// recent use first.
+    with_stores: Mutex<VecDeque<WithStores>>,
     /// Held while [`ReferenceCache::ever_listed`] builds: after an import the first pushes
     /// arrive together, and each building its own merge of up to 64 versions (seconds of
     /// CPU for a large catalogue) would stall every sync; one builds, the others wait for
@@ -75,6 +79,14 @@ pub struct ReferenceCache {
 /// The current data it was built for, and everything the kept versions list (merged and
 /// indexed; `None`: only the current version is kept).
 type EverBuilt = (Arc<ReferenceData>, Option<Arc<IndexedReference>>);
+
+/// A version of the reference data, everything the kept versions list, and the version
+/// with the stores it lacks of that ([`ReferenceCache::with_stores_of`]).
+type WithStores = (
+    Arc<ReferenceData>,
+    Arc<ReferenceData>,
+    Arc<IndexedReference>,
+);
 
 /// The newest versions [`ReferenceCache::ever_listed`] merges.
 pub const EVER_LISTED_VERSIONS: usize = 64;
@@ -238,11 +250,11 @@ impl AsOf<'_> {
         !self.current.index().stores.contains_key(store_id)
     }
 
-    /// The reference data `visit` was worked with ([`worked_at`]). A visit worked at a
-    /// store that data no longer lists (closed by an import while a phone held an open
-    /// visit there) is judged with everything the kept versions list
-    /// ([`ReferenceCache::ever_listed`]), so it keeps its store, its local day and its
-    /// store's KPIs.
+    /// The reference data `visit` was worked with ([`worked_at`]). A visit at a store that
+    /// data does not list (head office closed it before a phone that had not heard worked
+    /// the visit offline) is judged with that data plus the store as the newest kept
+    /// version lists it ([`ReferenceData::with_stores`], as the phone judges it), so it
+    /// keeps its store, its local day and its store's KPIs.
     pub fn of(&self, visit: &Visit) -> StoreResult<Arc<IndexedReference>> {
         let refs = self.at(worked_at(visit))?;
         let lists =
@@ -250,10 +262,10 @@ impl AsOf<'_> {
         if lists(&refs) {
             return Ok(refs);
         }
-        Ok(match self.cache.ever_listed(self.store, &self.current)? {
-            Some(ever) if lists(&ever) => ever,
-            _ => refs,
-        })
+        match self.cache.ever_listed(self.store, &self.current)? {
+            Some(ever) if lists(&ever) => Ok(self.cache.with_stores_of(&refs, &ever)),
+            _ => Ok(refs),
+        }
     }
 }
 
@@ -352,6 +364,43 @@ impl ReferenceCache {
         self.ever.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// `refs` with every store `ever` ([`ReferenceCache::ever_listed`]) lists and it does not,
+    /// each as `ever` has it ([`ReferenceData::with_stores`]), indexed; kept for the
+    /// [`OLDER_KEPT`] pairs used last.
+    fn with_stores_of(
+        &self,
+        refs: &Arc<IndexedReference>,
+        ever: &Arc<IndexedReference>,
+    ) -> Arc<IndexedReference> {
+        let lock = || {
+            self.with_stores
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        let hit = |kept: &mut VecDeque<WithStores>| {
+            let same =
+                |k: &WithStores| Arc::ptr_eq(&k.0, refs.data()) && Arc::ptr_eq(&k.1, ever.data());
+            let at = kept.iter().position(same)?;
+            let k = kept.remove(at)?;
+            let out = k.2.clone();
+            kept.push_front(k);
+            Some(out)
+        };
+        if let Some(out) = hit(&mut lock()) {
+            return out;
+        }
+        let with = refs.data().with_stores(ever.data().stores.iter());
+        let fresh = Arc::new(IndexedReference::of(Arc::new(with)));
+        let mut kept = lock();
+        if let Some(out) = hit(&mut kept) {
+            return out;
+        }
+        let pair = (refs.data().clone(), ever.data().clone(), fresh.clone());
+        kept.push_front(pair);
+        kept.truncate(OLDER_KEPT);
+        fresh
+    }
+
     /// An older version, indexed (`None`: the store no longer keeps it).
     fn older(&self, store: &dyn Store, version: i64) -> StoreResult<Option<Arc<IndexedReference>>> {
         let lru = |older: &mut VecDeque<Arc<IndexedReference>>| {
@@ -412,6 +461,70 @@ mod tests {
         }
         let kept = store.reference_versions().unwrap();
         (dir, store, kept)
+    }
+
+    #[test]
+    fn a_visit_worked_at_a_store_already_closed_is_judged_by_the_data_of_its_time() {
+        const H: i64 = 36_000_000; // ten hours between imports
+        let (_dir, store, refs) = fixture_store();
+        let today = chrono::Utc::now().date_naive();
+        let typical = fixtures::typical_visits(&refs, "t-1", today);
+        let shop = typical[0].store_id.clone();
+        let product = typical[0].products[0].0.clone();
+        // 1: as fixed; 2: the shop renamed; 3: the shop closed; 4: a product of its
+        // assortment delisted.
+        let mut data = refs.clone();
+        store.import_reference_at(data.clone(), H).unwrap();
+        let at = data.stores.iter().position(|s| s.id == shop).unwrap();
+        data.stores[at].name = "renamed".into();
+        store.import_reference_at(data.clone(), 2 * H).unwrap();
+        data.stores.retain(|s| s.id != shop);
+        store.import_reference_at(data.clone(), 3 * H).unwrap();
+        data.delist_product(&product);
+        store.import_reference_at(data, 4 * H).unwrap();
+        let versions: Vec<i64> = store
+            .reference_versions()
+            .unwrap()
+            .iter()
+            .map(|v| v.0)
+            .collect();
+
+        // Worked offline after the closing, before the delisting.
+        let author = fieldsync_core::visit::Author {
+            user_id: "rep-1".into(),
+            device_id: "phone".into(),
+        };
+        let visit = typical[0]
+            .document(
+                "v-1",
+                "rep-1",
+                &author,
+                automerge::ActorId::random(),
+                3 * H + H / 10,
+            )
+            .unwrap()
+            .read()
+            .unwrap();
+        let cache = ReferenceCache::default();
+        let as_of = cache.as_of(&store).unwrap();
+        let judged = as_of.of(&visit).unwrap();
+        // The closing's data (the product still listed), the shop as last listed.
+        assert_eq!(judged.data().version, versions[2]);
+        assert_eq!(judged.index().store(&shop).unwrap().name, "renamed");
+        assert!(judged.index().product(&product).is_ok());
+        let kpis = fieldsync_core::kpi::visit_kpis(&visit, judged.index());
+        assert!(kpis.store_known, "{kpis:?}");
+        // The same as the phone that kept the shop judges it: the closing's data with the
+        // shop it held.
+        let closing = store.reference_version(versions[2]).unwrap().unwrap();
+        let held = store.reference_version(versions[1]).unwrap().unwrap();
+        let phone = closing.with_stores(held.stores.iter().filter(|s| s.id == shop));
+        assert_eq!(
+            kpis,
+            fieldsync_core::kpi::visit_kpis(&visit, &phone.index())
+        );
+        // Built once per version.
+        assert!(Arc::ptr_eq(&judged, &as_of.of(&visit).unwrap()));
     }
 
     #[test]

@@ -124,10 +124,12 @@ struct Stats {
     /// Imports of reference data that closed a store (as `admin import --allow-removals`
     /// does), while phones may hold open visits there.
     closings: u64,
-    /// Visits whose KPIs on a phone were compared with the dashboard's, and how many of
-    /// them were worked with older reference data than the current.
+    /// Visits whose KPIs on a phone were compared with the dashboard's, how many of them
+    /// were worked with older reference data than the current, and how many at a store
+    /// head office had already closed.
     kpis_compared: u64,
     kpis_compared_older: u64,
+    kpis_compared_closed: u64,
     /// Changes refused for a product, promotion, position or store the server does not
     /// know: each is a rep's work lost to a delisting or a closing. Must stay 0.
     refused_unknown: u64,
@@ -1291,23 +1293,23 @@ impl Sim {
             );
             // Each visit's KPIs on the phone equal the dashboard's, which judges it with the
             // reference data in effect when it was worked, whether the phone held that
-            // version or got it with later data. A restore from a backup forgets the imports
-            // made after the backup, which the phones keep: not compared then. Nor is a
-            // visit worked at a store head office had already closed: the dashboard judges
-            // it with everything the kept versions list (products as the newest data has
-            // them), the phone with the data in effect then plus the store it kept.
+            // version or got it with later data, or the visit was worked at a store head
+            // office had already closed (both: the data of that time with the store as
+            // last listed). A restore from a backup forgets the imports made after the
+            // backup, which the phones keep: not compared then.
             if !restored {
                 for id in &ids {
                     let visit = docs[id].read().unwrap();
                     let then = as_of.at(fieldsync_core::kpi::worked_at(&visit)).unwrap();
-                    if then.index().store(&visit.plan.store_id).is_err() {
-                        continue;
-                    }
+                    let closed = then.index().store(&visit.plan.store_id).is_err();
                     let refs = as_of.of(&visit).unwrap();
                     let mut stats = lock(&self.world.stats);
                     stats.kpis_compared += 1;
                     if !Arc::ptr_eq(&refs, as_of.current()) {
                         stats.kpis_compared_older += 1;
+                    }
+                    if closed {
+                        stats.kpis_compared_closed += 1;
                     }
                     drop(stats);
                     assert_eq!(
@@ -1471,6 +1473,7 @@ fn simulated_devices_and_server_converge_under_faults() {
                 total.restores += s.restores;
                 total.kpis_compared += s.kpis_compared;
                 total.kpis_compared_older += s.kpis_compared_older;
+                total.kpis_compared_closed += s.kpis_compared_closed;
                 total.device_crashes += s.device_crashes;
                 total.delistings += s.delistings;
                 total.closings += s.closings;
@@ -1492,7 +1495,7 @@ fn simulated_devices_and_server_converge_under_faults() {
         }
     }
     eprintln!(
-        "simulation: {} seeds in {:.1}s: {} requests, {} acks, {} rejections, {} actions ({} refused as user errors), {} device crashes, {} server restarts, {} restores, {} delistings, {} store closings, {} visits' KPIs compared with the dashboard's ({} worked with older reference data); faults {:?}",
+        "simulation: {} seeds in {:.1}s: {} requests, {} acks, {} rejections, {} actions ({} refused as user errors), {} device crashes, {} server restarts, {} restores, {} delistings, {} store closings, {} visits' KPIs compared with the dashboard's ({} worked with older reference data, {} at a store already closed); faults {:?}",
         seeds.len(),
         began.elapsed().as_secs_f64(),
         total.requests,
@@ -1507,6 +1510,7 @@ fn simulated_devices_and_server_converge_under_faults() {
         total.closings,
         total.kpis_compared,
         total.kpis_compared_older,
+        total.kpis_compared_closed,
         total.faults
     );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");

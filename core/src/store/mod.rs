@@ -431,19 +431,19 @@ impl DeviceStore {
             Some(_) => self.stores_of_held_visits()?,
             None => BTreeSet::new(),
         };
-        let groups: BTreeSet<&str> = data.store_groups.iter().map(|g| g.id.as_str()).collect();
-        let kept: Vec<crate::model::Store> = gone
+        // Each as last listed: in the newest earlier version the server sent that lists it
+        // (the phone may have missed versions), else as held here.
+        let newest = |id: &str| {
+            let mut versions = earlier.iter().rev();
+            versions.find_map(|v| v.data.stores.iter().find(|s| s.id == id))
+        };
+        let kept: Vec<&crate::model::Store> = gone
             .filter(|s| visited.contains(&s.id))
-            .map(|s| {
-                let mut s = s.clone();
-                s.store_group_ids.retain(|g| groups.contains(g.as_str()));
-                s
-            })
+            .map(|s| newest(&s.id).unwrap_or(s))
             .collect();
         if !kept.is_empty() {
             let ids: Vec<String> = kept.iter().map(|s| s.id.clone()).collect();
-            let mut with = data.clone();
-            with.stores.extend(kept);
+            let with = data.with_stores(kept);
             if with.validate().is_ok() {
                 self.write_reference(with, &ids, since, &earlier)?;
                 return Ok(ids);
@@ -2032,14 +2032,20 @@ fn reference_for(inner: &mut Inner, visit: &Visit) -> Result<Arc<ReferenceData>>
             None => None,
         }
     };
-    match in_effect {
-        Some(d) if lists(&d) => return Ok(d),
-        _ if current_lists => return Ok(current),
-        _ => {}
+    let then = in_effect.unwrap_or_else(|| current.clone());
+    if lists(&then) {
+        return Ok(then);
     }
-    // Neither lists the store: head office closed it, and the visit reached this phone
-    // after it had dropped the store (worked on another phone that still listed it). As
-    // the dashboard does, the visit is judged by the newest kept version listing it.
+    // The data of that time does not list the store: head office closed it before the
+    // visit was worked (offline), or the visit reached this phone after it had dropped the
+    // store (worked on another phone that still listed it). As the dashboard does, the
+    // visit is judged by the data of that time with the store as last listed
+    // ([`ReferenceData::with_stores`]): as the current data lists it, else the newest kept
+    // version.
+    if current_lists {
+        let store = current.stores.iter().filter(|s| s.id == store_id);
+        return Ok(Arc::new(then.with_stores(store)));
+    }
     let rows: Vec<i64> = inner
         .conn
         .prepare_cached("SELECT rowid FROM reference_history ORDER BY since DESC, rowid DESC")?
@@ -2047,11 +2053,11 @@ fn reference_for(inner: &mut Inner, visit: &Visit) -> Result<Arc<ReferenceData>>
         .collect::<rusqlite::Result<_>>()?;
     for rowid in rows {
         let d = kept_version(inner, rowid)?;
-        if lists(&d) {
-            return Ok(d);
+        if let Some(s) = d.stores.iter().find(|s| s.id == store_id) {
+            return Ok(Arc::new(then.with_stores([s])));
         }
     }
-    Ok(in_effect.unwrap_or(current))
+    Ok(then)
 }
 
 /// The kept reference data version in `reference_history` row `rowid` (read once).
