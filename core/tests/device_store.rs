@@ -772,8 +772,8 @@ fn a_visit_at_a_store_the_phone_lacks_stays_on_the_route() {
 
 /// A visit worked on another phone at a store head office had closed reaches a phone that
 /// had already dropped the store (it held no visit there when the closing arrived): it is
-/// judged by the newest kept version that lists the store, as the dashboard judges it, not
-/// as a visit at an unknown store.
+/// judged by the data of its time with the store as the newest kept version lists it, as
+/// the dashboard judges it, not as a visit at an unknown store.
 #[test]
 fn a_visit_at_a_store_this_phone_dropped_is_judged_by_the_data_of_its_time_with_the_store() {
     const HOUR: i64 = 3_600_000;
@@ -809,4 +809,41 @@ fn a_visit_at_a_store_this_phone_dropped_is_judged_by_the_data_of_its_time_with_
     let kpis = b.visit_kpis(&v).unwrap();
     assert!(kpis.store_known, "{kpis:?}");
     assert_eq!(kpis, a.visit_kpis(&v).unwrap());
+}
+
+/// A phone that missed the import renaming a store hears of the store's closing with that
+/// import among the earlier versions: it keeps the store (it holds a visit there) as the
+/// renaming listed it, the record the dashboard judges the visit with.
+#[test]
+fn a_closed_store_the_phone_keeps_is_as_last_listed() {
+    use fieldsync_core::sync::protocol::ReferenceVersion;
+    const HOUR: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let s = open(dir.path(), "rep", "rep-1", clock.clone());
+    let r = s.reference_data();
+    let shop = r.stores[0].id.clone();
+    let v = s
+        .create_visit(plan(&shop, "rep-1", NOW + 3 * HOUR))
+        .unwrap();
+    let mut renamed = (*r).clone();
+    renamed.version += 1;
+    renamed.stores[0].name = "renamed".into();
+    let mut closed = renamed.clone();
+    closed.version += 1;
+    closed.stores.retain(|x| x.id != shop);
+    clock.set(NOW + 4 * HOUR);
+    let earlier = [ReferenceVersion {
+        since: NOW + HOUR,
+        data: renamed,
+    }];
+    s.receive_reference_data(closed, Some(NOW + 2 * HOUR), &earlier)
+        .unwrap();
+    assert!(s.closed_stores().contains(&shop));
+    let name = |d: &fieldsync_core::model::ReferenceData| {
+        d.stores.iter().find(|x| x.id == shop).unwrap().name.clone()
+    };
+    assert_eq!(name(&s.reference_data()), "renamed");
+    let visit = s.visit(&v).unwrap();
+    assert_eq!(name(&s.reference_for(&visit).unwrap()), "renamed");
 }
