@@ -56,6 +56,12 @@ pub fn seeded_store(
     let store = Arc::new(SqliteStore::open(path).unwrap());
     let refs = fixtures::reference_data(territories, size, chrono::Utc::now().date_naive());
     store.import_reference(refs.clone()).unwrap();
+    seed_users(store.as_ref(), &refs);
+    (store, refs)
+}
+
+/// The users of `refs` in `store`, and the device tokens of [`seeded_store`].
+pub fn seed_users(store: &dyn Store, refs: &ReferenceData) {
     for u in &refs.users {
         store
             .create_user(&NewUser {
@@ -75,7 +81,6 @@ pub fn seeded_store(
     store
         .create_token("manager-1", "tablet", &hash("mgr-token"), now)
         .unwrap();
-    (store, refs)
 }
 
 /// rep-1's phone (`dir/rep.db`) holding `visits` as the server stores them.
