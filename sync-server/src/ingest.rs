@@ -982,7 +982,11 @@ fn decide(
             ));
         }
     }
+    // Of its problems under the current data, those the push is to blame for.
     let mut problems = rules::visit_problems(&visit, refs);
+    if !problems.is_empty() {
+        problems = not_had_before(problems, stored.as_ref(), refs)?;
+    }
     if !problems.is_empty() {
         let ever = match &ever {
             Some(ever) => Some(ever.clone()),
@@ -991,7 +995,9 @@ fn decide(
                 Err(later) => return Ok(later),
             },
         };
-        problems = blamed(problems, &visit, stored.as_ref(), ever.as_deref(), refs)?;
+        if let Some(ever) = ever {
+            problems = under_every_version(problems, &visit, &ever);
+        }
     }
     if !problems.is_empty() {
         return Ok(reject(
@@ -1260,18 +1266,13 @@ fn ever_listed(
     }))
 }
 
-/// Of the problems a visit has under the current reference data (`problems`), those a push
-/// is to blame for. Not one the stored visit already had: it was accepted under the data of
-/// its time (a line for a product delisted since), and a refusal would only cost the rep
-/// their later work on the visit. And only one that is a problem under every kept version
-/// of the reference data too (`ever`, [`Writer::ever_listed`]): a line recorded offline for
-/// a product the phone still listed, or resent after a restore, is the rep's work, not an
-/// error. Reading the stored visit again happens only here, on this rare path.
-fn blamed(
+/// Of the problems a visit has under the current reference data (`problems`), those the
+/// stored visit did not have already. One it had was accepted under the data of its time (a
+/// line for a product delisted since), and a refusal would only cost the rep their later
+/// work on the visit. Reading the stored visit again happens only here, on this rare path.
+fn not_had_before(
     mut problems: Vec<String>,
-    visit: &fieldsync_core::visit::Visit,
     stored: Option<&StoredVisit>,
-    ever: Option<&IndexedReference>,
     refs: &ReferenceIndex<'_>,
 ) -> StoreResult<Vec<String>> {
     if let Some(s) = stored {
@@ -1279,11 +1280,20 @@ fn blamed(
         let had = rules::visit_problems(&before, refs);
         problems.retain(|p| !had.contains(p));
     }
-    if let Some(ever) = ever {
-        let under_any = rules::visit_problems(visit, ever.index());
-        problems.retain(|p| under_any.contains(p));
-    }
     Ok(problems)
+}
+
+/// Of `problems`, those `visit` also has under every kept version of the reference data
+/// (`ever`, [`Writer::ever_listed`]): a line recorded offline for a product the phone still
+/// listed, or resent after a restore, is the rep's work, not an error.
+fn under_every_version(
+    mut problems: Vec<String>,
+    visit: &fieldsync_core::visit::Visit,
+    ever: &IndexedReference,
+) -> Vec<String> {
+    let under_any = rules::visit_problems(visit, ever.index());
+    problems.retain(|p| under_any.contains(p));
+    problems
 }
 
 /// Applies a server-side edit (manager planning) to a visit as `author` with the given

@@ -93,7 +93,8 @@ pub const EVER_LISTED_VERSIONS: usize = 64;
 
 /// Everything the kept versions list ([`ReferenceCache::ever_listed`]) for one request,
 /// built when it first needs it. Only a pushed visit at a store the current data no longer
-/// lists, or with a problem under it, does. Building reads up to
+/// lists, or with a problem under it that the stored visit did not have (a line recorded
+/// offline for a product delisted since), does. Building reads up to
 /// [`EVER_LISTED_VERSIONS`] kept versions back (1.7 s for 10,000 stores): built up front,
 /// every push after an import waited for it.
 #[derive(Clone, Debug)]
