@@ -13,7 +13,7 @@
 use automerge::ActorId;
 use fieldsync_core::fixtures::{self, FixtureSize};
 use fieldsync_core::sync::guard::OpBudget;
-use fieldsync_core::sync::protocol::{VisitDocument, encode_change};
+use fieldsync_core::sync::protocol::VisitDocument;
 use fieldsync_core::visit::Author;
 use fieldsync_server::ingest::{self, VisitLimits, Writer};
 use fieldsync_server::reference::{
@@ -112,12 +112,7 @@ fn merge_of_kept_versions(
         let doc = typical[at]
             .document(&id, &rep.id, &author, ActorId::random(), now)
             .expect("visit");
-        let am = doc.automerge();
-        let pushed = VisitDocument {
-            visit_id: id,
-            doc: encode_change(&am.save_nocompress()),
-            heads: am.get_heads().iter().map(ToString::to_string).collect(),
-        };
+        let pushed = VisitDocument::of(&id, doc.automerge());
         let t = Instant::now();
         let o = ingest::ingest_document(
             &store,

@@ -264,7 +264,9 @@ impl AsOf<'_> {
             return Ok(refs);
         }
         match self.cache.ever_listed(self.store, &self.current)? {
-            Some(ever) if lists(&ever) => Ok(self.cache.with_stores_of(&refs, &ever)),
+            Some(ever) if lists(&ever) => {
+                Ok(self.cache.with_stores_of(&refs, &ever)?.unwrap_or(refs))
+            }
             _ => Ok(refs),
         }
     }
@@ -372,67 +374,61 @@ impl ReferenceCache {
         &self,
         refs: &Arc<IndexedReference>,
         ever: &Arc<IndexedReference>,
-    ) -> Arc<IndexedReference> {
-        let lock = || {
-            self.with_stores
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        };
-        let hit = |kept: &mut VecDeque<WithStores>| {
-            let same =
-                |k: &WithStores| Arc::ptr_eq(&k.0, refs.data()) && Arc::ptr_eq(&k.1, ever.data());
-            let at = kept.iter().position(same)?;
-            let k = kept.remove(at)?;
-            let out = k.2.clone();
-            kept.push_front(k);
-            Some(out)
-        };
-        if let Some(out) = hit(&mut lock()) {
-            return out;
-        }
-        let with = refs.data().with_stores(ever.data().stores.iter());
-        let fresh = Arc::new(IndexedReference::of(Arc::new(with)));
-        let mut kept = lock();
-        if let Some(out) = hit(&mut kept) {
-            return out;
-        }
-        let pair = (refs.data().clone(), ever.data().clone(), fresh.clone());
-        kept.push_front(pair);
-        kept.truncate(OLDER_KEPT);
-        fresh
+    ) -> StoreResult<Option<Arc<IndexedReference>>> {
+        let same =
+            |k: &WithStores| Arc::ptr_eq(&k.0, refs.data()) && Arc::ptr_eq(&k.1, ever.data());
+        let kept = most_recent(&self.with_stores, same, || {
+            let with = refs.data().with_stores(ever.data().stores.iter());
+            let with = Arc::new(IndexedReference::of(Arc::new(with)));
+            Ok(Some((refs.data().clone(), ever.data().clone(), with)))
+        })?;
+        Ok(kept.map(|k| k.2))
     }
 
     /// An older version, indexed (`None`: the store no longer keeps it).
     fn older(&self, store: &dyn Store, version: i64) -> StoreResult<Option<Arc<IndexedReference>>> {
-        let lru = |older: &mut VecDeque<Arc<IndexedReference>>| {
-            let at = older.iter().position(|o| o.data().version == version)?;
-            let hit = older.remove(at)?;
-            older.push_front(hit.clone());
-            Some(hit)
-        };
-        if let Some(hit) = lru(&mut self.lock_older()) {
-            return Ok(Some(hit));
-        }
-        let Some(data) = store.reference_version(version)? else {
-            return Ok(None);
-        };
-        let fresh = Arc::new(IndexedReference::of(Arc::new(data)));
-        let mut older = self.lock_older();
-        if let Some(hit) = lru(&mut older) {
-            return Ok(Some(hit));
-        }
-        older.push_front(fresh.clone());
-        older.truncate(OLDER_KEPT);
-        Ok(Some(fresh))
+        most_recent(
+            &self.older,
+            |o| o.data().version == version,
+            || {
+                let data = store.reference_version(version)?;
+                Ok(data.map(|d| Arc::new(IndexedReference::of(Arc::new(d)))))
+            },
+        )
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Arc<IndexedReference>>> {
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    fn lock_older(&self) -> MutexGuard<'_, VecDeque<Arc<IndexedReference>>> {
-        self.older.lock().unwrap_or_else(PoisonError::into_inner)
+/// The entry of `kept` (most recently used first) that `same` matches, moved to the front;
+/// else the one `make` builds (outside the lock: other requests are not held up), kept in
+/// front of at most [`OLDER_KEPT`] - 1 others (`None`: `make` had nothing).
+fn most_recent<T: Clone>(
+    kept: &Mutex<VecDeque<T>>,
+    same: impl Fn(&T) -> bool,
+    make: impl FnOnce() -> StoreResult<Option<T>>,
+) -> StoreResult<Option<T>> {
+    let lock = || kept.lock().unwrap_or_else(PoisonError::into_inner);
+    let hit = |kept: &mut VecDeque<T>| {
+        let entry = kept.remove(kept.iter().position(&same)?)?;
+        kept.push_front(entry.clone());
+        Some(entry)
+    };
+    if let Some(entry) = hit(&mut lock()) {
+        return Ok(Some(entry));
     }
+    let Some(fresh) = make()? else {
+        return Ok(None);
+    };
+    let mut kept = lock();
+    if let Some(entry) = hit(&mut kept) {
+        return Ok(Some(entry)); // made meanwhile by another request
+    }
+    kept.push_front(fresh.clone());
+    kept.truncate(OLDER_KEPT);
+    Ok(Some(fresh))
 }
 
 #[cfg(test)]

@@ -65,14 +65,6 @@ fn changes_of(id: &str, changes: &[Change]) -> VisitChanges {
     }
 }
 
-fn document_of(id: &str, am: &Automerge) -> VisitDocument {
-    VisitDocument {
-        visit_id: id.into(),
-        doc: encode_change(&am.save_nocompress()),
-        heads: am.get_heads().iter().map(ToString::to_string).collect(),
-    }
-}
-
 fn push_document(store: &SqliteStore, w: &Writer, d: &VisitDocument) -> Outcome {
     let refs = store.reference().unwrap();
     let mut budget = OpBudget::per_request();
@@ -132,7 +124,7 @@ fn same_verdict_as(
         &changes_of(id, changes),
     )
     .unwrap();
-    let as_document = push_document(&b, w, &document_of(id, am));
+    let as_document = push_document(&b, w, &VisitDocument::of(id, am));
     assert_eq!(verdict(&as_document), verdict(&as_changes), "visit {id}");
     assert_eq!(held(&b, id), held(&a, id), "visit {id}");
     // Saved with Automerge's DEFLATE-compressed columns, which the server does not read
@@ -141,7 +133,7 @@ fn same_verdict_as(
     history(&c);
     let compressed = VisitDocument {
         doc: encode_change(&am.save()),
-        ..document_of(id, am)
+        ..VisitDocument::of(id, am)
     };
     let as_compressed = push_document(&c, w, &compressed);
     assert_eq!(verdict(&as_compressed), verdict(&as_changes), "visit {id}");
@@ -181,7 +173,11 @@ fn a_new_visit_pushed_whole_is_taken_as_its_changes_are() {
 
     // Pushed again (its answer was lost): acknowledged again, nothing stored twice.
     let twice = |s: &SqliteStore| {
-        let o = push_document(s, &rep("dev-1"), &document_of("v-new", doc.automerge()));
+        let o = push_document(
+            s,
+            &rep("dev-1"),
+            &VisitDocument::of("v-new", doc.automerge()),
+        );
         assert_eq!(o.applied, 37);
     };
     let out = same_verdict(&twice, &rep("dev-1"), "v-new", doc.automerge());
@@ -241,7 +237,11 @@ fn a_document_holding_the_stored_visit_adds_only_its_new_changes() {
     let dir = tempfile::tempdir().unwrap();
     let s = server(dir.path(), "s.db");
     with_manager(&s);
-    push_document(&s, &rep("dev-1"), &document_of("v-more", doc.automerge()));
+    push_document(
+        &s,
+        &rep("dev-1"),
+        &VisitDocument::of("v-more", doc.automerge()),
+    );
     let (_, heads) = held(&s, "v-more").unwrap();
     let expected: BTreeSet<ChangeHash> = [mhash, all[36].hash()].into_iter().collect();
     assert_eq!(heads, expected);
@@ -305,7 +305,7 @@ fn a_planned_visit_filled_in_on_the_device_is_taken_whole_as_its_changes_are() {
     );
     let dir = tempfile::tempdir().unwrap();
     let s = server(dir.path(), "s.db");
-    let pushed = document_of("v-plan", doc.automerge());
+    let pushed = VisitDocument::of("v-plan", doc.automerge());
     assert_eq!(push_document(&s, &rep("dev-1"), &pushed).applied, 0);
     assert_eq!(held(&s, "v-plan"), None);
     assert_eq!(s.actor_binding(&"09".repeat(16)).unwrap(), None);
@@ -351,7 +351,11 @@ fn a_forged_document_is_refused_as_its_changes_are() {
     // An actor another device pushed first.
     let other = |s: &SqliteStore| {
         let theirs = visit("v-dev2", "t-1", "rep-1", "dev-2");
-        let o = push_document(s, &rep("dev-2"), &document_of("v-dev2", theirs.automerge()));
+        let o = push_document(
+            s,
+            &rep("dev-2"),
+            &VisitDocument::of("v-dev2", theirs.automerge()),
+        );
         assert_eq!(o.rejection, None);
     };
     let doc = visit("v-claims", "t-1", "rep-1", "dev-1");
@@ -402,7 +406,7 @@ fn bytes_that_are_no_fitting_document_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = server(dir.path(), "s.db");
     let doc = visit("v-bad", "t-1", "rep-1", "dev-1");
-    let good = document_of("v-bad", doc.automerge());
+    let good = VisitDocument::of("v-bad", doc.automerge());
     let first_change = encode_change(doc.automerge().get_changes(&[])[0].raw_bytes());
     let mut cut = doc.automerge().save_nocompress();
     cut.truncate(cut.len() / 2);
@@ -519,7 +523,7 @@ fn bytes_that_are_no_fitting_document_are_refused_and_change_nothing() {
     let out = push_document(&s, &rep("dev-1"), &good);
     assert_eq!((out.acks.len(), out.rejection), (37, None));
     assert_eq!(s.counts().unwrap().0, 1);
-    let plain = document_of(
+    let plain = VisitDocument::of(
         "v-packed",
         visit("v-packed", "t-1", "rep-1", "dev-1").automerge(),
     );
@@ -655,7 +659,7 @@ fn a_document_pushed_by_racing_requests_is_stored_once_and_acknowledged_to_each(
         )
         .unwrap();
         assert_eq!((first.applied, first.rejection), (10, None));
-        let pushed = document_of(&id, doc.automerge());
+        let pushed = VisitDocument::of(&id, doc.automerge());
         let start = std::sync::Barrier::new(4);
         let (whole, parts): (Vec<Outcome>, Vec<Outcome>) = std::thread::scope(|s| {
             let whole: Vec<_> = (0..2)

@@ -9,9 +9,7 @@ mod inproc;
 
 use automerge::ActorId;
 use fieldsync_core::fixtures::{self, FixtureSize};
-use fieldsync_core::sync::protocol::{
-    PROTOCOL_VERSION, SyncRequest, SyncResponse, VisitDocument, encode_change,
-};
+use fieldsync_core::sync::protocol::{PROTOCOL_VERSION, SyncRequest, SyncResponse, VisitDocument};
 use fieldsync_core::visit::Author;
 use fieldsync_server::{AppState, Config, Store};
 
@@ -20,15 +18,10 @@ async fn push(
     visit_id: &str,
     doc: &fieldsync_core::document::VisitDoc,
 ) -> SyncResponse {
-    let am = doc.automerge();
     let req = SyncRequest {
         protocol: PROTOCOL_VERSION,
         device_id: "phone".into(),
-        documents: vec![VisitDocument {
-            visit_id: visit_id.into(),
-            doc: encode_change(&am.save_nocompress()),
-            heads: am.get_heads().iter().map(ToString::to_string).collect(),
-        }],
+        documents: vec![VisitDocument::of(visit_id, doc.automerge())],
         ..Default::default()
     };
     let (status, body) = inproc::post_json(

@@ -9,9 +9,7 @@ mod inproc;
 
 use automerge::ActorId;
 use fieldsync_core::fixtures::{self, FixtureSize};
-use fieldsync_core::sync::protocol::{
-    PROTOCOL_VERSION, SyncRequest, SyncResponse, VisitDocument, encode_change,
-};
+use fieldsync_core::sync::protocol::{PROTOCOL_VERSION, SyncRequest, SyncResponse, VisitDocument};
 use fieldsync_core::visit::Author;
 use fieldsync_server::{AppState, Config};
 
@@ -59,12 +57,7 @@ async fn a_visit_pushed_right_after_a_first_sync_is_not_sent_back() {
     let doc = fixtures::typical_visits(&refs, "t-1", today)[0]
         .document("v-made-here", "rep-1", &author, ActorId::random(), now)
         .unwrap();
-    let am = doc.automerge();
-    let pushed = VisitDocument {
-        visit_id: "v-made-here".into(),
-        doc: encode_change(&am.save_nocompress()),
-        heads: am.get_heads().iter().map(ToString::to_string).collect(),
-    };
+    let pushed = VisitDocument::of("v-made-here", doc.automerge());
     let mut req = SyncRequest {
         protocol: PROTOCOL_VERSION,
         device_id: "phone".into(),

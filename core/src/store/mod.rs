@@ -2027,10 +2027,7 @@ fn reference_for(inner: &mut Inner, visit: &Visit) -> Result<Arc<ReferenceData>>
                     .optional()?,
             }
         };
-        match row {
-            Some(rowid) => Some(kept_version(inner, rowid)?),
-            None => None,
-        }
+        row.map(|rowid| kept_version(inner, rowid)).transpose()?
     };
     let then = in_effect.unwrap_or_else(|| current.clone());
     if lists(&then) {

@@ -137,6 +137,17 @@ pub struct VisitDocument {
     pub heads: Vec<String>,
 }
 
+impl VisitDocument {
+    /// Visit `visit_id`'s whole document `doc`, saved without compression, with its heads.
+    pub fn of(visit_id: &str, doc: &automerge::Automerge) -> Self {
+        Self {
+            visit_id: visit_id.into(),
+            doc: encode_change(&doc.save_nocompress()),
+            heads: doc.get_heads().iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
 /// The heads (hex change hashes) of one visit document.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
