@@ -150,7 +150,7 @@ pub struct VisitDoc {
 }
 
 /// Every change's device time: per actor, (first op, last op, time) by first op.
-struct ChangeTimes(HashMap<ActorId, Vec<(u64, u64, Millis)>>);
+struct ChangeTimes(FastMap<ActorId, Vec<(u64, u64, Millis)>>);
 
 impl ChangeTimes {
     /// The device time of the change that made op `id` (0 when unknown).
@@ -172,15 +172,36 @@ impl ChangeTimes {
 /// One key of a map object: its winning value, the op that wrote it, and whether other
 /// concurrent values exist.
 #[derive(Debug, Clone)]
-struct MapEntry {
-    key: String,
+struct MapEntry<'a> {
+    key: Cow<'a, str>,
     value: Value<'static>,
     id: ObjId,
     conflict: bool,
 }
 
 /// The entries of the document's map objects, by object.
-type MapIndex = HashMap<ObjId, Vec<MapEntry>>;
+type MapIndex<'a> = FastMap<ObjId, Vec<MapEntry<'a>>>;
+
+/// A map with a fast seeded hasher, for the maps [`VisitDoc::read`] builds on every call
+/// (with std's SipHash, hashing was ~5 % of a read).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The entries of a small map object (a visit's plan or actual section), whose winning
+/// scalars are taken by key: a scan of a few entries, with no map built.
+struct Winners<'i, 'a>(Cow<'i, [MapEntry<'a>]>);
+
+impl Winners<'_, '_> {
+    /// The winning scalar of `key` (none when the key is absent or holds an object).
+    fn take(&self, key: &str) -> Option<ScalarValue> {
+        self.0
+            .iter()
+            .find(|e| e.key == key)
+            .and_then(|e| match &e.value {
+                Value::Scalar(s) => Some(s.as_ref().clone()),
+                _ => None,
+            })
+    }
+}
 
 /// A candidate value of a field: the scalar, the op that wrote it and its device time.
 #[derive(Debug, Clone)]
@@ -190,11 +211,18 @@ struct Candidate {
     at: Millis,
 }
 
-fn op_key(id: &ObjId) -> (u64, Vec<u8>) {
+/// Automerge's order of ops: counter, then actor.
+fn op_key(id: &ObjId) -> (u64, &[u8]) {
     match id {
-        ObjId::Root => (0, Vec::new()),
-        ObjId::Id(counter, actor, _) => (*counter, actor.to_bytes().to_vec()),
+        ObjId::Root => (0, &[]),
+        ObjId::Id(counter, actor, _) => (*counter, actor.to_bytes()),
     }
+}
+
+/// The order in which candidates win: the latest device time, ties broken by
+/// Automerge's op order.
+fn candidate_order(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    (a.at, op_key(&a.id)).cmp(&(b.at, op_key(&b.id)))
 }
 
 impl VisitDoc {
@@ -330,7 +358,7 @@ impl VisitDoc {
     /// Every change's device time, by actor and op range, in one pass over the history
     /// (looking each op's change up on its own cost about half of [`VisitDoc::read`]).
     fn change_times(&self) -> ChangeTimes {
-        let mut by_actor: HashMap<ActorId, Vec<(u64, u64, Millis)>> = HashMap::new();
+        let mut by_actor: FastMap<ActorId, Vec<(u64, u64, Millis)>> = FastMap::default();
         for m in self.doc.get_changes_meta(&[]) {
             by_actor.entry(m.actor.into_owned()).or_default().push((
                 m.start_op,
@@ -365,7 +393,7 @@ impl VisitDoc {
             }
         }
         // Latest device time last; ties broken by Automerge's op order (counter, actor).
-        out.sort_by_key(|c| (c.at, op_key(&c.id)));
+        out.sort_by(candidate_order);
         Ok(out)
     }
 
@@ -396,25 +424,45 @@ impl VisitDoc {
 
     /// The entries of every map object reachable in the document, in one pass over it
     /// (`ReadDoc::iter`; reading object by object cost twice as much).
-    fn map_index(&self) -> MapIndex {
-        let mut out: MapIndex = HashMap::new();
+    fn map_index(&self) -> MapIndex<'_> {
+        let mut out = MapIndex::default();
+        // The walk yields each object's items together, sharing one `Arc` of the object's
+        // id: its entries are gathered and filed once per object, not hashed per item.
+        let mut current: Option<(std::sync::Arc<ObjId>, Vec<MapEntry<'_>>)> = None;
         for item in self.doc.iter() {
-            if let automerge::iter::DocItem::Map(m) = item.item {
-                let id = m.id();
-                out.entry((*item.obj).clone()).or_default().push(MapEntry {
-                    key: m.key.to_string(),
-                    conflict: m.conflict,
-                    value: m.value.into_value(),
-                    id,
-                });
+            let automerge::iter::DocItem::Map(m) = item.item else {
+                continue;
+            };
+            let entry = MapEntry {
+                id: m.id(),
+                key: m.key,
+                conflict: m.conflict,
+                value: m.value.into_value(),
+            };
+            match &mut current {
+                Some((obj, entries)) if std::sync::Arc::ptr_eq(obj, &item.obj) => {
+                    entries.push(entry);
+                }
+                _ => {
+                    if let Some((obj, entries)) = current.replace((item.obj, vec![entry])) {
+                        out.entry((*obj).clone()).or_default().extend(entries);
+                    }
+                }
             }
+        }
+        if let Some((obj, entries)) = current {
+            out.entry((*obj).clone()).or_default().extend(entries);
         }
         out
     }
 
     /// The entries of the map `obj`: from `index`, or read now when the index lacks it
     /// (an object the document walk did not reach, e.g. a conflicting copy of a line).
-    fn map_entries<'i>(&self, index: &'i MapIndex, obj: &ObjId) -> Cow<'i, [MapEntry]> {
+    fn map_entries<'i, 'a: 'i>(
+        &'a self,
+        index: &'i MapIndex<'a>,
+        obj: &ObjId,
+    ) -> Cow<'i, [MapEntry<'a>]> {
         match index.get(obj) {
             Some(e) => Cow::Borrowed(e.as_slice()),
             None => Cow::Owned(
@@ -423,7 +471,7 @@ impl VisitDoc {
                     .map(|m| {
                         let id = m.id();
                         MapEntry {
-                            key: m.key.to_string(),
+                            key: m.key,
                             conflict: m.conflict,
                             value: m.value.into_value(),
                             id,
@@ -435,34 +483,28 @@ impl VisitDoc {
     }
 
     /// The winning scalar of every key of a map object.
-    fn winners(&self, index: &MapIndex, obj: &ObjId) -> HashMap<String, ScalarValue> {
-        let mut out = HashMap::new();
-        for e in self.map_entries(index, obj).iter() {
-            if let Value::Scalar(s) = &e.value {
-                out.insert(e.key.clone(), s.as_ref().clone());
-            }
-        }
-        out
+    fn winners<'i, 'a: 'i>(&'a self, index: &'i MapIndex<'a>, obj: &ObjId) -> Winners<'i, 'a> {
+        Winners(self.map_entries(index, obj))
     }
 
     /// The candidates of every key of the map `obj`: the winning value of a key, or all
     /// its values (`get_all`) when concurrent values exist.
     fn candidates_of(
         &self,
-        index: &MapIndex,
+        index: &MapIndex<'_>,
         obj: &ObjId,
-        out: &mut HashMap<String, Vec<Candidate>>,
+        out: &mut FastMap<String, Vec<Candidate>>,
         times: &ChangeTimes,
     ) -> Result<()> {
         for e in self.map_entries(index, obj).iter() {
             if e.conflict {
                 let found = self.candidates(std::slice::from_ref(obj), &e.key, Some(times))?;
-                out.entry(e.key.clone()).or_default().extend(found);
+                out.entry(e.key.to_string()).or_default().extend(found);
                 continue;
             }
             if let Value::Scalar(s) = &e.value {
                 let at = self.change_time(&e.id, Some(times));
-                out.entry(e.key.clone()).or_default().push(Candidate {
+                out.entry(e.key.to_string()).or_default().push(Candidate {
                     value: s.as_ref().clone(),
                     id: e.id.clone(),
                     at,
@@ -478,14 +520,18 @@ impl VisitDoc {
     /// runs only for keys that hold concurrent values. (Reading field by field with
     /// `get_all` cost about 0.7 ms for a typical visit, most of a device action and of the
     /// server's ingest: docs/BENCHMARKS.md.)
+    ///
+    /// Map keys stay borrowed from the document, and the maps built per call use a fast
+    /// seeded hasher: 16 % fewer instructions than owned keys and SipHash (BENCHMARKS,
+    /// "Reading a visit").
     pub fn read(&self) -> Result<Visit> {
         let times = self.change_times();
         let index = self.map_index();
-        let root: HashMap<&str, (&Value<'static>, &ObjId)> = index
+        let root: FastMap<&str, (&Value<'static>, &ObjId)> = index
             .get(&ROOT)
             .map(|es| {
                 es.iter()
-                    .map(|e| (e.key.as_str(), (&e.value, &e.id)))
+                    .map(|e| (e.key.as_ref(), (&e.value, &e.id)))
                     .collect()
             })
             .unwrap_or_default();
@@ -497,9 +543,9 @@ impl VisitDoc {
                 ))),
             }
         };
-        let mut plan_values = self.winners(&index, &section("plan")?);
-        let mut actual_values = self.winners(&index, &section("actual")?);
-        let mut p = |k: &'static str| Field::new(plan_values.remove(k), ["plan", k, ""]);
+        let plan_values = self.winners(&index, &section("plan")?);
+        let actual_values = self.winners(&index, &section("actual")?);
+        let p = |k: &'static str| Field::new(plan_values.take(k), ["plan", k, ""]);
         let plan = VisitPlan {
             store_id: p("store").string()?.unwrap_or_default(),
             rep_id: p("rep").string()?.unwrap_or_default(),
@@ -510,7 +556,7 @@ impl VisitDoc {
             template_id: p("template").string()?.unwrap_or_default(),
             ad_hoc: p("ad_hoc").bool()?.unwrap_or(false),
         };
-        let mut a = |k: &'static str| Field::new(actual_values.remove(k), ["actual", k, ""]);
+        let a = |k: &'static str| Field::new(actual_values.take(k), ["actual", k, ""]);
         let status =
             VisitStatus::parse(&a("status").string()?.unwrap_or_else(|| "planned".into()))?;
         let id = match root.get("id") {
@@ -521,7 +567,7 @@ impl VisitDoc {
             _ => return Err(Error::Corrupt("visit document has no id".into())),
         };
         // The keys of VisitWriter::set_checkpoint: at, lat, lng, dist, out.
-        let mut checkpoint = |keys: [&'static str; 5]| -> Result<Option<CheckPoint>> {
+        let checkpoint = |keys: [&'static str; 5]| -> Result<Option<CheckPoint>> {
             let [at, lat, lng, dist, out] = keys;
             let Some(at) = a(at).int()? else {
                 return Ok(None);
@@ -616,10 +662,10 @@ impl VisitDoc {
                 },
             );
         }
-        let mut survey = HashMap::new();
+        let mut survey = FastMap::default();
         self.candidates_of(&index, &section("survey")?, &mut survey, &times)?;
         for (qid, mut cs) in survey {
-            cs.sort_by_key(|c| (c.at, op_key(&c.id)));
+            cs.sort_by(candidate_order);
             if let Some(c) = cs.pop() {
                 let value = match c.value {
                     ScalarValue::Boolean(b) => AnswerValue::Bool(b),
@@ -642,10 +688,10 @@ impl VisitDoc {
                 );
             }
         }
-        let mut orders = HashMap::new();
+        let mut orders = FastMap::default();
         self.candidates_of(&index, &section("orders")?, &mut orders, &times)?;
         for (pid, mut cs) in orders {
-            cs.sort_by_key(|c| (c.at, op_key(&c.id)));
+            cs.sort_by(candidate_order);
             if let Some(c) = cs.pop() {
                 let quantity = Field::new(Some(c.value), ["orders", &pid, ""])
                     .int()?
@@ -666,7 +712,7 @@ impl VisitDoc {
     /// Resolves every line of an observation section.
     fn read_lines(
         &self,
-        index: &MapIndex,
+        index: &MapIndex<'_>,
         sec: &ObjId,
         section: &'static str,
         fields: &'static [&'static str],
@@ -674,7 +720,7 @@ impl VisitDoc {
     ) -> Result<Vec<(String, LineFields)>> {
         let mut out = Vec::new();
         for e in self.map_entries(index, sec).iter() {
-            let key = e.key.clone();
+            let key = e.key.to_string();
             let objs = if e.conflict {
                 self.line_objects(sec, &key)?
             } else if matches!(e.value, Value::Object(ObjType::Map)) {
@@ -687,10 +733,7 @@ impl VisitDoc {
             let mut best: Vec<Option<Candidate>> = vec![None; fields.len()];
             let mut offer = |i: usize, c: Candidate| {
                 let slot = &mut best[i];
-                if slot
-                    .as_ref()
-                    .is_none_or(|b| (b.at, op_key(&b.id)) < (c.at, op_key(&c.id)))
-                {
+                if slot.as_ref().is_none_or(|b| candidate_order(b, &c).is_lt()) {
                     *slot = Some(c);
                 }
             };
@@ -901,7 +944,8 @@ impl VisitDoc {
                         } else {
                             format!("{path}/{key}")
                         };
-                        out.insert(op_key(&id), child.clone());
+                        let (counter, actor) = op_key(&id);
+                        out.insert((counter, actor.to_vec()), child.clone());
                         stack.push((id, child));
                     }
                 }
