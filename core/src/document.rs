@@ -130,7 +130,10 @@ fn registered_author(doc: &Automerge, actor: &ActorId) -> Option<Author> {
     let (Value::Object(_), actors) = doc.get(ROOT, "actors").ok()?? else {
         return None;
     };
-    let (Value::Object(_), obj) = doc.get(&actors, actor.to_hex_string()).ok()?? else {
+    let (Value::Object(_), obj) = doc
+        .get(&actors, crate::sync::protocol::hex_of(actor.to_bytes()))
+        .ok()??
+    else {
         return None;
     };
     let s = |k: &str| match doc.get(&obj, k).ok()? {

@@ -37,6 +37,7 @@
 
 use automerge::{Automerge, ChangeHash};
 use fieldsync_core::document::{has_change, unpack_document};
+use fieldsync_core::sync::protocol::hash_hex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::store::{PullPage, PullQuery, Scope, StoreResult};
@@ -180,7 +181,7 @@ pub fn heads_from_bytes(bytes: &[u8]) -> Vec<ChangeHash> {
 }
 
 fn hex_heads(heads: &[ChangeHash]) -> Vec<String> {
-    heads.iter().map(ToString::to_string).collect()
+    heads.iter().map(hash_hex).collect()
 }
 
 /// What a visit's changes on a page are sent as.

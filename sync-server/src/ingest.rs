@@ -37,7 +37,7 @@ use fieldsync_core::rules;
 use fieldsync_core::sync::doc_check;
 use fieldsync_core::sync::guard::{self, OpBudget};
 use fieldsync_core::sync::protocol::{
-    Rejection, Resend, VisitChanges, VisitDocument, decode_change,
+    Rejection, Resend, VisitChanges, VisitDocument, decode_change, hash_hex, hex_of,
 };
 use fieldsync_core::visit::Author;
 use std::cell::{RefCell, RefMut};
@@ -197,12 +197,6 @@ fn too_large(visit_id: &str, what: &str, value: u64, limit: u64) -> String {
     )
 }
 
-/// A change hash as the protocol writes it (as its `Display` does, without the formatting
-/// machinery: this runs for every change of every push).
-fn hash_hex(h: &ChangeHash) -> String {
-    hex::encode(h.0)
-}
-
 /// Whether a pushed visit id can be one (not blank, at most 200 bytes).
 fn valid_visit_id(visit_id: &str) -> bool {
     !visit_id.trim().is_empty() && visit_id.len() <= 200
@@ -277,7 +271,7 @@ pub fn ingest_limited(
         let res = decode_change(text).and_then(|b| guard::parse_change(b, &mut visit_budget));
         match res {
             Ok(c) => {
-                hashes.push(c.hash().to_string());
+                hashes.push(hash_hex(&c.hash()));
                 parsed.push(c);
             }
             // Over what earlier visits left of the request's budget: for a later request.
@@ -770,7 +764,7 @@ fn decide(
         if !checked.insert(&c.actor) {
             continue;
         }
-        let actor = c.actor.to_hex_string();
+        let actor = hex_of(c.actor.to_bytes());
         match txn.actor_binding(&actor)? {
             Some((device, _)) if device != w.device_id => {
                 return Ok(reject(
@@ -896,7 +890,7 @@ fn decide(
     let mut actor: Option<(&automerge::ActorId, String)> = None;
     for (c, ops) in fresh.iter().zip(&touched) {
         if actor.as_ref().is_none_or(|(a, _)| *a != &c.actor) {
-            actor = Some((&c.actor, c.actor.to_hex_string()));
+            actor = Some((&c.actor, hex_of(c.actor.to_bytes())));
         }
         let hex = actor.as_ref().map_or("", |(_, hex)| hex.as_str());
         let creating_change = creating && c.first;
