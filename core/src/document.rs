@@ -130,10 +130,7 @@ fn registered_author(doc: &Automerge, actor: &ActorId) -> Option<Author> {
     let (Value::Object(_), actors) = doc.get(ROOT, "actors").ok()?? else {
         return None;
     };
-    let (Value::Object(_), obj) = doc
-        .get(&actors, crate::sync::protocol::hex_of(actor.to_bytes()))
-        .ok()??
-    else {
+    let (Value::Object(_), obj) = doc.get(&actors, actor.to_hex_string()).ok()?? else {
         return None;
     };
     let s = |k: &str| match doc.get(&obj, k).ok()? {
@@ -429,32 +426,15 @@ impl VisitDoc {
     /// (`ReadDoc::iter`; reading object by object cost twice as much).
     fn map_index(&self) -> MapIndex<'_> {
         let mut out = MapIndex::default();
-        // The walk yields each object's items together, sharing one `Arc` of the object's
-        // id: its entries are gathered and filed once per object, not hashed per item.
-        let mut current: Option<(std::sync::Arc<ObjId>, Vec<MapEntry<'_>>)> = None;
         for item in self.doc.iter() {
-            let automerge::iter::DocItem::Map(m) = item.item else {
-                continue;
-            };
-            let entry = MapEntry {
-                id: m.id(),
-                key: m.key,
-                conflict: m.conflict,
-                value: m.value.into_value(),
-            };
-            match &mut current {
-                Some((obj, entries)) if std::sync::Arc::ptr_eq(obj, &item.obj) => {
-                    entries.push(entry);
-                }
-                _ => {
-                    if let Some((obj, entries)) = current.replace((item.obj, vec![entry])) {
-                        out.entry((*obj).clone()).or_default().extend(entries);
-                    }
-                }
+            if let automerge::iter::DocItem::Map(m) = item.item {
+                out.entry((*item.obj).clone()).or_default().push(MapEntry {
+                    id: m.id(),
+                    key: m.key,
+                    conflict: m.conflict,
+                    value: m.value.into_value(),
+                });
             }
-        }
-        if let Some((obj, entries)) = current {
-            out.entry((*obj).clone()).or_default().extend(entries);
         }
         out
     }

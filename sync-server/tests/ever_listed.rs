@@ -62,7 +62,7 @@ async fn the_merged_catalogue_is_built_only_for_a_push_that_needs_it() {
     }
     // Head office delists that product and closes the second store (`admin import
     // --allow-removals`).
-    // (A product visit `v-open` at a third store does not record.)
+    // The product is one that `v-open`, at a third store, records no line for.
     let (open_at, gone) = (2..typical.len())
         .find_map(|k| {
             let theirs = |p: &String| typical[k].products.iter().any(|(q, _)| q == p);

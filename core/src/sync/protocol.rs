@@ -106,10 +106,10 @@ pub fn encode_change(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Lowercase hex of `bytes`, as the protocol writes change hashes and actors. The same
+/// Lowercase hex of `bytes`, as the protocol writes change hashes and actors: the same
 /// text as `ChangeHash`'s and `ActorId`'s own `to_string`, which build it a `char` at a
-/// time (about 4,500 instructions per hash, 3.6 % of the server's ingest of a visit, which
-/// writes 74 of them).
+/// time (about 4,500 instructions per hash). The server's ingest writes 74 per visit;
+/// writing them with this took 2.4 % off its instructions (docs/BENCHMARKS.md).
 pub fn hex_of(bytes: &[u8]) -> String {
     let mut out = vec![0u8; bytes.len() * 2];
     hex::encode_to_slice(bytes, &mut out).expect("the output is twice the input");
