@@ -71,6 +71,9 @@ pub struct Config {
     pub sync_wait: Duration,
     /// How large one visit's document may grow ([`ingest::VisitLimits`]).
     pub visit_limits: ingest::VisitLimits,
+    /// Visits the reports keep read between requests
+    /// ([`crate::dashboard::read_visits::ReadVisits`]; `serve --report-visits-kept`).
+    pub report_visits_kept: usize,
 }
 
 /// Default sync slots per CPU. A sync's work is mostly CPU (JSON, Automerge, the decision
@@ -94,6 +97,7 @@ impl Default for Config {
             max_concurrent_syncs: SYNCS_PER_CPU * crate::auth::Gate::default_slots(),
             sync_wait: Duration::from_secs(2),
             visit_limits: ingest::VisitLimits::default(),
+            report_visits_kept: crate::dashboard::read_visits::KEPT,
         }
     }
 }
@@ -111,6 +115,8 @@ pub struct AppState {
     pub syncs: Gate,
     /// The store's reference data with its index, built once per version.
     pub reference: Arc<crate::reference::ReferenceCache>,
+    /// The visits the reports read, kept while their stored bytes are unchanged.
+    pub read_visits: Arc<crate::dashboard::read_visits::ReadVisits>,
 }
 
 impl AppState {
@@ -124,6 +130,10 @@ impl AppState {
                 .set(gate.size() as i64);
             gate
         };
+        let read_visits = Arc::new(
+            crate::dashboard::read_visits::ReadVisits::new(config.report_visits_kept)
+                .counting(metrics.report_visits_read.clone()),
+        );
         Self {
             store,
             passwords: gate(GATE_SIGN_IN, config.password_checks, config.password_wait),
@@ -132,6 +142,7 @@ impl AppState {
             config: Arc::new(config),
             failures: Arc::new(Mutex::new(HashMap::new())),
             reference: Arc::default(),
+            read_visits,
         }
     }
 }

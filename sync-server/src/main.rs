@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use fieldsync_core::model::Role;
 use fieldsync_server::{
-    AppState, Config, PgOptions, PgStore, SqliteStore, Store, admin, api, demo, ingest,
+    AppState, Config, PgOptions, PgStore, SqliteStore, Store, admin, api, dashboard, demo, ingest,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +60,16 @@ enum Command {
             value_parser = clap::value_parser!(u32).range(1..)
         )]
         max_concurrent_syncs: Option<u32>,
+        /// Visits the dashboard's reports keep read between requests (a typical visit
+        /// takes up to ~11 KB kept). A report reads again only the visits changed since;
+        /// one over more visits than this reads the rest every time.
+        #[arg(
+            long,
+            env = "FIELDSYNC_REPORT_VISITS_KEPT",
+            default_value_t = dashboard::read_visits::KEPT as u32,
+            value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+        )]
+        report_visits_kept: u32,
         /// Most Automerge operations one visit's document may hold, over all its pushes
         /// (a typical visit has a few hundred). A push that would go over is rejected for
         /// that visit with a reason that names the limit. At most the default, which is a
@@ -223,6 +233,7 @@ fn run(cli: Cli) -> Result<(), String> {
             window_back_days,
             window_ahead_days,
             max_concurrent_syncs,
+            report_visits_kept,
             max_visit_ops,
             max_visit_bytes,
         } => {
@@ -233,6 +244,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 window_ahead_days,
                 max_concurrent_syncs: max_concurrent_syncs
                     .map_or(defaults.max_concurrent_syncs, |n| n as usize),
+                report_visits_kept: report_visits_kept as usize,
                 visit_limits: ingest::VisitLimits {
                     ops: max_visit_ops,
                     // The parser bounds it by a usize constant.

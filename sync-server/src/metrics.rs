@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests, sync latency, changes applied, rejections, visits pushed
-//! whole, devices seen, and the gates' load (requests turned away busy, slots in use).
+//! whole, devices seen, the gates' load (requests turned away busy, slots in use), and
+//! where the reports' visits came from.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -33,6 +34,11 @@ pub struct Metrics {
     pub gate_in_use: IntGaugeVec,
     /// `fieldsync_gate_slots{gate}`: slots of a gate (how many may hold one at once).
     pub gate_slots: IntGaugeVec,
+    /// `fieldsync_report_visits_read_total{from}`: visits the dashboard's reports used,
+    /// `from` = `kept` (read by an earlier request, bytes unchanged) or `document` (read
+    /// from the stored document now). Many `document` reads while no visits change mean
+    /// `--report-visits-kept` is smaller than the reports' ranges.
+    pub report_visits_read: IntCounterVec,
     seen: Mutex<HashSet<String>>,
 }
 
@@ -97,6 +103,14 @@ impl Metrics {
             &["gate"],
         )
         .expect("valid metric");
+        let report_visits_read = IntCounterVec::new(
+            Opts::new(
+                "fieldsync_report_visits_read_total",
+                "Visits the reports used, kept from an earlier read or read from the document",
+            ),
+            &["from"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(sync_latency.clone()),
@@ -107,6 +121,7 @@ impl Metrics {
             Box::new(busy.clone()),
             Box::new(gate_in_use.clone()),
             Box::new(gate_slots.clone()),
+            Box::new(report_visits_read.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -121,6 +136,7 @@ impl Metrics {
             busy,
             gate_in_use,
             gate_slots,
+            report_visits_read,
             seen: Mutex::new(HashSet::new()),
         }
     }

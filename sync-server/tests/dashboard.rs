@@ -459,3 +459,72 @@ fn collect_refs(v: &serde_json::Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// The reports keep the visits they read (`ReadVisits`): a visit changed after a report
+/// read it shows changed in the next report, and unchanged ones are not read again.
+#[tokio::test]
+async fn a_report_shows_a_visit_changed_after_an_earlier_report_read_it() {
+    let w = world();
+    let (_, m1, _) = sign_in(&w, "manager1", "password-manager1").await;
+    let m1 = m1.unwrap();
+    let c1 = csrf(&w, &m1).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let s1 = store_in(&w, "t-1");
+    let mut ids = Vec::new();
+    for (rep, hours) in [("rep-1", 1), ("rep-2", 2)] {
+        let created = plan(&w, &m1, Some(&c1), plan_body(&s1, rep, now + hours * HOUR)).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        ids.push(created.json()["visit_id"].as_str().unwrap().to_string());
+    }
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).date_naive();
+    let list = || async {
+        let r = send(
+            &w.app,
+            get(&format!("/v1/reports/visits?to={tomorrow}"), Some(&m1)),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let rows = r.json()["visits"].as_array().unwrap().clone();
+        ids.iter()
+            .map(|id| {
+                let row = rows.iter().find(|v| v["visit_id"] == *id).unwrap();
+                (row["rep_id"].clone(), row["planned_start"].clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = list().await;
+    assert_eq!(before[0].0, "rep-1");
+    assert_eq!(before[1].0, "rep-2");
+    assert_eq!(list().await, before, "the same again from the kept reads");
+    // Reassigned and moved after the reports read it.
+    let patched = send(
+        &w.app,
+        Request::patch(format!("/v1/dashboard/visits/{}", ids[0]))
+            .header(header::COOKIE, &m1)
+            .header("x-csrf-token", &c1)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::json!({"rep_id": "rep-3", "planned_start": now + 3 * HOUR}).to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    let after = list().await;
+    assert_eq!(after[0].0, "rep-3");
+    assert_eq!(after[0].1, now + 3 * HOUR);
+    assert_eq!(after[1], before[1]);
+    // Three reports of two visits: each read from its document once, and the changed one
+    // again; the rest kept.
+    let metrics = send(&w.app, get("/metrics", None)).await.body;
+    let count = |from: &str| {
+        let line = format!("fieldsync_report_visits_read_total{{from=\"{from}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+            .to_string()
+    };
+    assert_eq!(count("document"), "3");
+    assert_eq!(count("kept"), "3");
+}

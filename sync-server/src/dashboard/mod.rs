@@ -31,6 +31,7 @@
 
 pub mod export;
 pub mod openapi;
+pub mod read_visits;
 pub mod reports;
 
 use axum::body::Body;

@@ -201,7 +201,9 @@ fn utc_day(ms: i64) -> NaiveDate {
 /// One visit of a report with its KPIs.
 #[derive(Clone, Debug)]
 pub struct Row {
-    pub visit: Visit,
+    /// As read from the stored document (kept between requests,
+    /// [`ReadVisits`](super::read_visits::ReadVisits)).
+    pub visit: Arc<Visit>,
     /// The reference data in effect when the visit was worked
     /// ([`crate::reference::AsOf::of`]): its KPIs, product and store names come from it.
     pub refs: Arc<IndexedReference>,
@@ -240,9 +242,10 @@ pub fn load_rows(
     let stored = state
         .store
         .visits_in_range(territories.as_deref(), from_ms, to_ms)?;
+    let read = state.read_visits.read_all(&stored);
     let mut rows = Vec::with_capacity(stored.len());
-    for sv in stored {
-        let visit = match VisitDoc::load(&sv.doc).and_then(|d| d.read()) {
+    for (sv, visit) in stored.into_iter().zip(read) {
+        let visit = match visit {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(visit = %sv.meta.visit_id, error = %e, "unreadable visit skipped in a report");
@@ -1474,14 +1477,17 @@ async fn changes(
         if q.describe {
             let as_of = state.reference.as_of(state.store.as_ref())?;
             let names = user_names(as_of.current().data());
+            let mut stored = Vec::new();
             for id in ids.iter().take(20) {
-                let Some(sv) = state.store.visit(id)? else {
-                    continue;
-                };
-                if !viewer.covers(&sv.meta.territory_id) {
-                    continue;
+                if let Some(sv) = state.store.visit(id)?
+                    && viewer.covers(&sv.meta.territory_id)
+                {
+                    stored.push(sv);
                 }
-                let Ok(visit) = VisitDoc::load(&sv.doc).and_then(|d| d.read()) else {
+            }
+            let read = state.read_visits.read_all(&stored);
+            for (sv, visit) in stored.into_iter().zip(read) {
+                let Ok(visit) = visit else {
                     continue;
                 };
                 let refs = as_of.of(&visit)?;

@@ -1,0 +1,264 @@
+//! Visits as the reports read them, kept between requests.
+//!
+//! Every report reads every visit of its range from the stored Automerge documents
+//! ([`super::reports::load_rows`]): a week of 5,000 visits took ~1.9 s of server CPU on the
+//! machine of docs/BENCHMARKS.md ("Dashboard reports"), nearly all of it loading and
+//! reading the documents. An open dashboard asks again whenever a visit in its scope
+//! changed (it polls every 2.5 s), so while reps sync, each open dashboard read the whole
+//! range again every few seconds. [`ReadVisits`] keeps the read visits by id, each with
+//! the SHA-256 of the stored bytes it was read from: a visit whose bytes are unchanged is
+//! not read again, one whose bytes changed is (the bytes decide, so a kept read is never
+//! stale). The misses of one request are read on up to [`READ_THREADS`] threads.
+
+use fieldsync_core::document::VisitDoc;
+use fieldsync_core::visit::Visit;
+use sha2::{Digest, Sha256};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use crate::store::StoredVisit;
+
+/// How many read visits are kept by default (`serve --report-visits-kept`): two weeks of a
+/// region of 100 reps making 8 visits a day, or a quarter of one of 10 reps. Kept, a
+/// typical visit read takes up to ~11 KB (the server's resident memory grew by 11.4 KB per
+/// visit kept in `examples/report_rows`): ~110 MB at most.
+pub const KEPT: usize = 10_000;
+
+/// The most threads one request reads its misses on.
+pub const READ_THREADS: usize = 4;
+
+/// A request reads its misses on several threads only when it has at least this many per
+/// thread (threads cost ~20 µs to start; a read ~400 µs).
+const PER_THREAD: usize = 16;
+
+type Fingerprint = [u8; 32];
+
+/// Read visits by visit id, each with the fingerprint of the bytes it was read from.
+#[derive(Debug)]
+pub struct ReadVisits {
+    kept: Mutex<lru::LruCache<String, (Fingerprint, Arc<Visit>)>>,
+    /// Counts the visits used by where they came from (`kept`, `document`).
+    counter: Option<prometheus::IntCounterVec>,
+}
+
+impl Default for ReadVisits {
+    fn default() -> Self {
+        Self::new(KEPT)
+    }
+}
+
+impl ReadVisits {
+    /// Keeps up to `capacity` read visits (at least one).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            kept: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+            counter: None,
+        }
+    }
+
+    /// Counts the visits it hands out in `counter` (label `from`: `kept` or `document`).
+    pub fn counting(mut self, counter: prometheus::IntCounterVec) -> Self {
+        self.counter = Some(counter);
+        self
+    }
+
+    fn count(&self, from: &str, n: usize) {
+        if let Some(c) = &self.counter {
+            c.with_label_values(&[from]).inc_by(n as u64);
+        }
+    }
+
+    /// How many read visits are kept now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, (Fingerprint, Arc<Visit>)>> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Each of `stored` as read from its document, in order: the kept read when the bytes
+    /// are the ones it was read from, else read now (and kept). A document that cannot be
+    /// read gives its error (and nothing is kept for it).
+    pub fn read_all(&self, stored: &[StoredVisit]) -> Vec<fieldsync_core::Result<Arc<Visit>>> {
+        let prints: Vec<Fingerprint> = stored
+            .iter()
+            .map(|s| Sha256::digest(&s.doc).into())
+            .collect();
+        let mut out: Vec<Option<fieldsync_core::Result<Arc<Visit>>>> = {
+            let mut kept = self.lock();
+            stored
+                .iter()
+                .zip(&prints)
+                .map(|(s, print)| match kept.get(&s.meta.visit_id) {
+                    Some((p, v)) if p == print => Some(Ok(v.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        let misses: Vec<usize> = (0..stored.len()).filter(|&i| out[i].is_none()).collect();
+        self.count("kept", stored.len() - misses.len());
+        self.count("document", misses.len());
+        if misses.is_empty() {
+            return out.into_iter().flatten().collect();
+        }
+        let read = read_on_threads(&misses, |&i| {
+            VisitDoc::load(&stored[i].doc)
+                .and_then(|d| d.read())
+                .map(Arc::new)
+        });
+        {
+            let mut kept = self.lock();
+            for (&i, r) in misses.iter().zip(&read) {
+                if let Ok(v) = r {
+                    kept.put(stored[i].meta.visit_id.clone(), (prints[i], v.clone()));
+                }
+            }
+        }
+        for (i, r) in misses.into_iter().zip(read) {
+            out[i] = Some(r);
+        }
+        out.into_iter().flatten().collect()
+    }
+}
+
+/// `f` of each of `items`, in order, on up to [`READ_THREADS`] threads (the machine's
+/// parallelism).
+fn read_on_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(READ_THREADS)
+        .min(items.len() / PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| match p.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::VisitMeta;
+    use chrono::NaiveDate;
+    use fieldsync_core::fixtures;
+    use fieldsync_core::visit::Author;
+
+    const NOW: i64 = 1_795_770_000_000;
+
+    fn stored(doc: &VisitDoc) -> StoredVisit {
+        let id = doc.read().unwrap().id;
+        StoredVisit {
+            meta: VisitMeta {
+                visit_id: id,
+                store_id: String::new(),
+                territory_id: String::new(),
+                rep_id: String::new(),
+                planned_start: 0,
+                status: String::new(),
+            },
+            doc: doc.automerge().save(),
+        }
+    }
+
+    fn visits(n: usize) -> Vec<VisitDoc> {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        (0..n)
+            .map(|i| fixtures::typical_visit_document(&format!("v-{i}"), today, NOW).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_visit_is_read_again_only_when_its_bytes_changed() {
+        let mut docs = visits(3);
+        let cache = ReadVisits::new(10);
+        let first: Vec<Arc<Visit>> = cache
+            .read_all(&docs.iter().map(stored).collect::<Vec<_>>())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(cache.len(), 3);
+        let again = cache.read_all(&docs.iter().map(stored).collect::<Vec<_>>());
+        for (a, b) in first.iter().zip(&again) {
+            assert!(Arc::ptr_eq(a, b.as_ref().unwrap()), "the kept read is used");
+        }
+        // The second visit changes: its new bytes are read, the others are kept.
+        let rep = Author {
+            user_id: first[1].plan.rep_id.clone(),
+            device_id: "phone".into(),
+        };
+        docs[1]
+            .edit(&rep, NOW + 1, |w| w.set_notes("Back room checked again."))
+            .unwrap();
+        let after = cache.read_all(&docs.iter().map(stored).collect::<Vec<_>>());
+        let after: Vec<Arc<Visit>> = after.into_iter().map(Result::unwrap).collect();
+        assert!(Arc::ptr_eq(&first[0], &after[0]));
+        assert!(Arc::ptr_eq(&first[2], &after[2]));
+        assert!(!Arc::ptr_eq(&first[1], &after[1]));
+        assert_eq!(after[1].notes, "Back room checked again.");
+        assert_eq!(
+            *after[1],
+            docs[1].read().unwrap(),
+            "read as the document reads"
+        );
+    }
+
+    #[test]
+    fn unreadable_bytes_give_their_error_in_place_and_are_not_kept() {
+        let docs = visits(2);
+        let mut all: Vec<StoredVisit> = docs.iter().map(stored).collect();
+        all.insert(
+            1,
+            StoredVisit {
+                doc: b"not a document".to_vec(),
+                ..stored(&docs[0])
+            },
+        );
+        all[1].meta.visit_id = "broken".into();
+        let cache = ReadVisits::new(10);
+        let read = cache.read_all(&all);
+        assert_eq!(read.len(), 3);
+        assert_eq!(read[0].as_ref().unwrap().id, "v-0");
+        assert!(read[1].is_err());
+        assert_eq!(read[2].as_ref().unwrap().id, "v-1");
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn many_misses_are_read_on_threads_in_order_and_the_oldest_reads_make_room() {
+        let docs = visits(80);
+        let all: Vec<StoredVisit> = docs.iter().map(stored).collect();
+        let cache = ReadVisits::new(50);
+        let read = cache.read_all(&all);
+        for (i, r) in read.iter().enumerate() {
+            assert_eq!(r.as_ref().unwrap().id, format!("v-{i}"));
+        }
+        assert_eq!(cache.len(), 50, "bounded");
+        // The 50 read last are kept.
+        let last = cache.read_all(&all[30..]);
+        for (r, first) in last.iter().zip(&read[30..]) {
+            assert!(Arc::ptr_eq(r.as_ref().unwrap(), first.as_ref().unwrap()));
+        }
+    }
+}
