@@ -58,6 +58,7 @@ pub mod fixtures;
 pub mod gtin;
 pub mod kpi;
 pub mod model;
+pub mod parallel;
 pub mod rules;
 pub mod store;
 pub mod sync;

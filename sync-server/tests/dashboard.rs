@@ -157,6 +157,17 @@ async fn plan(w: &World, session: &str, csrf: Option<&str>, body: String) -> Res
     send(&w.app, b.body(Body::from(body)).unwrap()).await
 }
 
+/// `PATCH /v1/dashboard/visits/{id}` with `body`, in a manager's session.
+async fn replan(w: &World, session: &str, csrf: &str, id: &str, body: serde_json::Value) -> Resp {
+    let req = Request::patch(format!("/v1/dashboard/visits/{id}"))
+        .header(header::COOKIE, session)
+        .header("x-csrf-token", csrf)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    send(&w.app, req).await
+}
+
 fn store_in(w: &World, territory: &str) -> String {
     w.refs
         .stores
@@ -318,18 +329,8 @@ async fn planning_needs_csrf_and_reports_stay_in_the_managers_territories() {
     assert_eq!(v2.status, StatusCode::CREATED, "{}", v2.body);
     let v2 = v2.json()["visit_id"].as_str().unwrap().to_string();
     // Reschedule through the session.
-    let patched = send(
-        &w.app,
-        Request::patch(format!("/v1/dashboard/visits/{v1}"))
-            .header(header::COOKIE, &m1)
-            .header("x-csrf-token", &c1)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                serde_json::json!({"rep_id": "rep-3", "planned_start": now + 3 * HOUR}).to_string(),
-            ))
-            .unwrap(),
-    )
-    .await;
+    let body = serde_json::json!({"rep_id": "rep-3", "planned_start": now + 3 * HOUR});
+    let patched = replan(&w, &m1, &c1, &v1, body).await;
     assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
     assert_eq!(patched.json()["visit"]["plan"]["rep_id"], "rep-3");
 
@@ -497,18 +498,8 @@ async fn a_report_shows_a_visit_changed_after_an_earlier_report_read_it() {
     assert_eq!(before[1].0, "rep-2");
     assert_eq!(list().await, before, "the same again from the kept reads");
     // Reassigned and moved after the reports read it.
-    let patched = send(
-        &w.app,
-        Request::patch(format!("/v1/dashboard/visits/{}", ids[0]))
-            .header(header::COOKIE, &m1)
-            .header("x-csrf-token", &c1)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                serde_json::json!({"rep_id": "rep-3", "planned_start": now + 3 * HOUR}).to_string(),
-            ))
-            .unwrap(),
-    )
-    .await;
+    let body = serde_json::json!({"rep_id": "rep-3", "planned_start": now + 3 * HOUR});
+    let patched = replan(&w, &m1, &c1, &ids[0], body).await;
     assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
     let after = list().await;
     assert_eq!(after[0].0, "rep-3");

@@ -1362,7 +1362,7 @@ impl DeviceStore {
         for &i in &later {
             checked_document(&docs[i].visit_id, &docs[i].doc, &docs[i].heads)?;
         }
-        let parsed = parallel_map(&fresh, |&i| {
+        let parsed = crate::parallel::map_in_order(&fresh, 4, 8, |&i| {
             let d = &docs[i];
             let (plain, heads) = checked_document(&d.visit_id, &d.doc, &d.heads)?;
             let parsed = parse_new_document(&d.visit_id, &plain, &heads, &actor)?;
@@ -1826,31 +1826,6 @@ fn parse_new_document(
     Ok(NewDocument {
         visit: Some(visit),
         outcome,
-    })
-}
-
-/// `f` over `items` on up to 4 threads (the machine's parallelism), results in order.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4)
-        .min(items.len().div_ceil(8));
-    if threads <= 1 {
-        return items.iter().map(&f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                let f = &f;
-                s.spawn(move || part.iter().map(f).collect::<Vec<R>>())
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
     })
 }
 

@@ -109,11 +109,12 @@ impl ReadVisits {
         if misses.is_empty() {
             return out.into_iter().flatten().collect();
         }
-        let read = read_on_threads(&misses, |&i| {
-            VisitDoc::load(&stored[i].doc)
-                .and_then(|d| d.read())
-                .map(Arc::new)
-        });
+        let read =
+            fieldsync_core::parallel::map_in_order(&misses, READ_THREADS, PER_THREAD, |&i| {
+                VisitDoc::load(&stored[i].doc)
+                    .and_then(|d| d.read())
+                    .map(Arc::new)
+            });
         {
             let mut kept = self.lock();
             for (&i, r) in misses.iter().zip(&read) {
@@ -127,34 +128,6 @@ impl ReadVisits {
         }
         out.into_iter().flatten().collect()
     }
-}
-
-/// `f` of each of `items`, in order, on up to [`READ_THREADS`] threads (the machine's
-/// parallelism).
-fn read_on_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, NonZeroUsize::get)
-        .min(READ_THREADS)
-        .min(items.len() / PER_THREAD)
-        .max(1);
-    if threads == 1 {
-        return items.iter().map(&f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let parts: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| match p.join() {
-                Ok(r) => r,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    })
 }
 
 #[cfg(test)]
