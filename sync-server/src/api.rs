@@ -1222,10 +1222,7 @@ async fn get_visit(
 ) -> Result<Json<VisitOut>, AppError> {
     let store = state.store.clone();
     blocking(move || {
-        load_in_scope(store.as_ref(), &auth, &id)?;
-        let v = store
-            .visit(&id)?
-            .ok_or_else(|| AppError::not_found(format!("unknown visit {id:?}")))?;
+        let v = load_in_scope(store.as_ref(), &auth, &id)?;
         let visit = VisitDoc::load(&v.doc)?.read()?;
         Ok(Json(VisitOut {
             visit_id: id,

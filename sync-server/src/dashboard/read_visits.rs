@@ -116,6 +116,8 @@ impl ReadVisits {
                     .map(Arc::new)
             });
         {
+            // (A request over more visits than can be kept still finds as many kept the
+            // next time: its look-ups come before its misses take the room.)
             let mut kept = self.lock();
             for (&i, r) in misses.iter().zip(&read) {
                 if let Ok(v) = r {
@@ -155,16 +157,15 @@ mod tests {
         }
     }
 
-    fn visits(n: usize) -> Vec<VisitDoc> {
+    fn visits(ids: std::ops::Range<usize>) -> Vec<VisitDoc> {
         let today = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
-        (0..n)
-            .map(|i| fixtures::typical_visit_document(&format!("v-{i}"), today, NOW).unwrap())
+        ids.map(|i| fixtures::typical_visit_document(&format!("v-{i}"), today, NOW).unwrap())
             .collect()
     }
 
     #[test]
     fn a_visit_is_read_again_only_when_its_bytes_changed() {
-        let mut docs = visits(3);
+        let mut docs = visits(0..3);
         let cache = ReadVisits::new(10);
         let first: Vec<Arc<Visit>> = cache
             .read_all(&docs.iter().map(stored).collect::<Vec<_>>())
@@ -199,7 +200,7 @@ mod tests {
 
     #[test]
     fn unreadable_bytes_give_their_error_in_place_and_are_not_kept() {
-        let docs = visits(2);
+        let docs = visits(0..2);
         let mut all: Vec<StoredVisit> = docs.iter().map(stored).collect();
         all.insert(
             1,
@@ -219,19 +220,45 @@ mod tests {
     }
 
     #[test]
-    fn many_misses_are_read_on_threads_in_order_and_the_oldest_reads_make_room() {
-        let docs = visits(80);
+    fn a_report_over_more_visits_than_are_kept_keeps_what_fits_and_reads_the_rest() {
+        let docs = visits(0..40);
         let all: Vec<StoredVisit> = docs.iter().map(stored).collect();
-        let cache = ReadVisits::new(50);
+        let counter = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("read_total", "visits used"),
+            &["from"],
+        )
+        .unwrap();
+        let cache = ReadVisits::new(25).counting(counter.clone());
+        let count = |from: &str| counter.with_label_values(&[from]).get();
+        // Read on threads, in order.
         let read = cache.read_all(&all);
         for (i, r) in read.iter().enumerate() {
             assert_eq!(r.as_ref().unwrap().id, format!("v-{i}"));
         }
-        assert_eq!(cache.len(), 50, "bounded");
-        // The 50 read last are kept.
-        let last = cache.read_all(&all[30..]);
-        for (r, first) in last.iter().zip(&read[30..]) {
-            assert!(Arc::ptr_eq(r.as_ref().unwrap(), first.as_ref().unwrap()));
+        assert_eq!(cache.len(), 25, "bounded");
+        assert_eq!((count("kept"), count("document")), (0, 40));
+        // The same report again, twice: the 25 kept are used, only the 15 others read.
+        for round in 1..=2 {
+            let again = cache.read_all(&all);
+            for (i, r) in again.iter().enumerate() {
+                assert_eq!(r.as_ref().unwrap().id, format!("v-{i}"));
+            }
+            assert_eq!(
+                (count("kept"), count("document")),
+                (25 * round, 40 + 15 * round)
+            );
         }
+        // A report over other visits takes the room of the reads used longest ago.
+        let newer: Vec<StoredVisit> = visits(40..50).iter().map(stored).collect();
+        cache.read_all(&newer);
+        assert_eq!(cache.len(), 25);
+        assert_eq!(count("document"), 40 + 30 + 10);
+        let kept_before = count("kept");
+        cache.read_all(&newer);
+        assert_eq!(
+            count("kept"),
+            kept_before + 10,
+            "the newer report's visits are kept"
+        );
     }
 }
