@@ -44,6 +44,11 @@ pub const COMPACT_AFTER_CHUNKS: i64 = 32;
 /// How long a purged visit's own changes are kept for a restored server (30 days).
 pub const PURGED_RETENTION_MS: Millis = 30 * 24 * 3600 * 1000;
 const CACHE_LIMIT: usize = 64;
+/// How many resolved visits are kept (a visit read for a screen, a KPI summary or an
+/// action), apart from the documents: two weeks of a rep's visits fit many times over.
+/// Each is the read of its document as stored: every path that changes a document drops
+/// it first (`take_doc` callers, `take_automerge`, purges, compaction, rebuilds).
+const RESOLVED_LIMIT: usize = 512;
 
 /// Who uses this store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,7 +165,7 @@ struct Inner {
     /// Replaced versions read back from `reference_history`, by row id.
     older_refs: HashMap<i64, Arc<ReferenceData>>,
     docs: HashMap<String, VisitDoc>,
-    /// The resolved visit of a cached document, while it is current.
+    /// Visits as read from their documents as stored ([`RESOLVED_LIMIT`]).
     resolved: HashMap<String, Visit>,
 }
 
@@ -586,12 +591,20 @@ impl DeviceStore {
         Ok(ids)
     }
 
-    /// A visit, resolved from its document.
+    /// A visit, resolved from its document (kept resolved for the next call while the
+    /// document is unchanged).
     pub fn visit(&self, visit_id: &str) -> Result<Visit> {
-        if let Some(v) = self.lock().resolved.get(visit_id) {
+        let mut inner = self.lock();
+        if let Some(v) = inner.resolved.get(visit_id) {
             return Ok(v.clone());
         }
-        self.with_doc(visit_id, |d| d.read())
+        // Read and kept under one lock: no action can change the document in between.
+        let doc = take_doc(&mut inner, visit_id)?;
+        let read = doc.read();
+        cache_insert(&mut inner, visit_id.into(), doc);
+        let visit = read?;
+        keep_resolved(&mut inner, visit_id.into(), visit.clone());
+        Ok(visit)
     }
 
     /// A visit with its store name, task progress and conflicts.
@@ -1721,23 +1734,33 @@ impl DeviceStore {
     }
 }
 
-/// Caches a document; its resolved visit, if cached, is no longer current.
+/// Caches a document as stored. (A path that changed it dropped its resolved visit when
+/// it took it: see [`RESOLVED_LIMIT`].)
 fn cache_insert(inner: &mut Inner, id: String, doc: VisitDoc) {
-    inner.resolved.remove(&id);
     if inner.docs.len() >= CACHE_LIMIT
         && !inner.docs.contains_key(&id)
         && let Some(k) = inner.docs.keys().next().cloned()
     {
         inner.docs.remove(&k);
-        inner.resolved.remove(&k);
     }
     inner.docs.insert(id, doc);
 }
 
-/// Caches a document with its resolved visit.
+/// Keeps `visit`, the read of visit `id`'s document as stored.
+fn keep_resolved(inner: &mut Inner, id: String, visit: Visit) {
+    if inner.resolved.len() >= RESOLVED_LIMIT
+        && !inner.resolved.contains_key(&id)
+        && let Some(k) = inner.resolved.keys().next().cloned()
+    {
+        inner.resolved.remove(&k);
+    }
+    inner.resolved.insert(id, visit);
+}
+
+/// Caches a document as stored with its resolved visit.
 fn cache_resolved(inner: &mut Inner, id: String, doc: VisitDoc, visit: Visit) {
     cache_insert(inner, id.clone(), doc);
-    inner.resolved.insert(id, visit);
+    keep_resolved(inner, id, visit);
 }
 
 /// Takes the visit's document out of the cache, or loads it.
