@@ -31,7 +31,7 @@
 //! the report runs with the quick sizes, as a smoke test.
 
 use chrono::NaiveDate;
-use criterion::Criterion;
+use criterion::{BatchSize, Criterion};
 use fieldsync_core::clock::ManualClock;
 use fieldsync_core::fixtures::{self, FixtureSize, TypicalAction, TypicalVisit};
 use fieldsync_core::model::ReferenceData;
@@ -1004,7 +1004,16 @@ fn criterion_benches(c: &mut Criterion, cfg: &Config, route_db: &Path) {
     // The KPI summary of the rep's last two weeks (the phone's window), with the current
     // reference data only, and after an import a week ago (the visits before it judged with
     // the version kept, `DeviceStore::reference_for`).
+    // The first summary after the store opens reads every visit's document; later ones
+    // take the visits as read then (`DeviceStore::visit` keeps them while unchanged).
     let window = (NOW - 14 * DAY_MS, NOW);
+    g.bench_function("kpi_summary_two_weeks_first_after_open", |b| {
+        b.iter_batched(
+            || open_store(db, Arc::new(ManualClock::new(NOW))),
+            |s| s.kpi_summary(window.0, window.1).unwrap(),
+            BatchSize::PerIteration,
+        );
+    });
     let s = open_store(db, Arc::new(ManualClock::new(NOW)));
     let current_only = s.kpi_summary(window.0, window.1).unwrap();
     g.bench_function("kpi_summary_two_weeks", |b| {
@@ -1043,6 +1052,7 @@ fn main() {
             "sync_body_zstd_kept_context",
             "sync_body_zstd_new_context",
             "visit_doc_read_typical",
+            "kpi_summary_two_weeks_first_after_open",
             "kpi_summary_two_weeks",
             "kpi_summary_two_weeks_across_an_import",
         ] {
