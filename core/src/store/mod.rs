@@ -46,8 +46,8 @@ pub const PURGED_RETENTION_MS: Millis = 30 * 24 * 3600 * 1000;
 const CACHE_LIMIT: usize = 64;
 /// How many resolved visits are kept (a visit read for a screen, a KPI summary or an
 /// action), apart from the documents: two weeks of a rep's visits fit many times over.
-/// Each is the read of its document as stored: every path that changes a document drops
-/// it first (`take_doc` callers, `take_automerge`, purges, compaction, rebuilds).
+/// Each is the read of its document as stored: every path that may change a document
+/// drops it first (`take_doc`, `take_automerge`, purges, compaction, rebuilds).
 const RESOLVED_LIMIT: usize = 512;
 
 /// Who uses this store.
@@ -1030,8 +1030,10 @@ impl DeviceStore {
         let now = self.now();
         let author = self.author();
         let mut inner = self.lock();
+        // (Taken before the document: taking it drops the kept read.)
+        let kept = inner.resolved.remove(visit_id);
         let mut doc = take_doc(&mut inner, visit_id)?;
-        let visit = match inner.resolved.remove(visit_id) {
+        let visit = match kept {
             Some(v) => v,
             None => doc.read()?,
         };
@@ -1734,8 +1736,8 @@ impl DeviceStore {
     }
 }
 
-/// Caches a document as stored. (A path that changed it dropped its resolved visit when
-/// it took it: see [`RESOLVED_LIMIT`].)
+/// Caches a document as stored. (A path that changed it dropped its kept read when it
+/// took it: see [`RESOLVED_LIMIT`].)
 fn cache_insert(inner: &mut Inner, id: String, doc: VisitDoc) {
     if inner.docs.len() >= CACHE_LIMIT
         && !inner.docs.contains_key(&id)
@@ -1763,8 +1765,10 @@ fn cache_resolved(inner: &mut Inner, id: String, doc: VisitDoc, visit: Visit) {
     keep_resolved(inner, id, visit);
 }
 
-/// Takes the visit's document out of the cache, or loads it.
+/// Takes the visit's document out of the cache, or loads it. Its kept read is dropped: the
+/// taker may change the document (it keeps a read again when it puts the document back).
 fn take_doc(inner: &mut Inner, visit_id: &str) -> Result<VisitDoc> {
+    inner.resolved.remove(visit_id);
     if let Some(d) = inner.docs.remove(visit_id) {
         return Ok(d);
     }
