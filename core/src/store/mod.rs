@@ -1736,27 +1736,27 @@ impl DeviceStore {
     }
 }
 
+/// Inserts `value` under `id`, first making room by dropping some other entry when `map`
+/// holds `limit` already.
+fn insert_bounded<V>(map: &mut HashMap<String, V>, limit: usize, id: String, value: V) {
+    if map.len() >= limit
+        && !map.contains_key(&id)
+        && let Some(k) = map.keys().next().cloned()
+    {
+        map.remove(&k);
+    }
+    map.insert(id, value);
+}
+
 /// Caches a document as stored. (A path that changed it dropped its kept read when it
 /// took it: see [`RESOLVED_LIMIT`].)
 fn cache_insert(inner: &mut Inner, id: String, doc: VisitDoc) {
-    if inner.docs.len() >= CACHE_LIMIT
-        && !inner.docs.contains_key(&id)
-        && let Some(k) = inner.docs.keys().next().cloned()
-    {
-        inner.docs.remove(&k);
-    }
-    inner.docs.insert(id, doc);
+    insert_bounded(&mut inner.docs, CACHE_LIMIT, id, doc);
 }
 
 /// Keeps `visit`, the read of visit `id`'s document as stored.
 fn keep_resolved(inner: &mut Inner, id: String, visit: Visit) {
-    if inner.resolved.len() >= RESOLVED_LIMIT
-        && !inner.resolved.contains_key(&id)
-        && let Some(k) = inner.resolved.keys().next().cloned()
-    {
-        inner.resolved.remove(&k);
-    }
-    inner.resolved.insert(id, visit);
+    insert_bounded(&mut inner.resolved, RESOLVED_LIMIT, id, visit);
 }
 
 /// Caches a document as stored with its resolved visit.
