@@ -391,10 +391,12 @@ test('visit detail shows the field history with the right users and devices, con
 });
 
 test('a planned visit reaches the rep device on its next sync; the page refreshes live', async () => {
-  // A second page on the overview, over a range that includes tomorrow.
-  const tomorrow = isoDay(Date.now() + DAY);
+  // Planned the day after tomorrow (UTC): after "today" wherever the stores are (a store
+  // east of UTC is already in the next day late in the UTC day), so the other tests'
+  // default ranges never hold it. A second page on the overview, over a range with it.
+  const later = isoDay(Date.now() + 2 * DAY);
   const live = await context.newPage();
-  await live.goto(`${base}/?to=${tomorrow}`);
+  await live.goto(`${base}/?to=${later}`);
   await live.waitForSelector('body[data-ready="true"]');
   const plannedBefore = Number(await live.locator('[data-kpi="planned"] .kpi-value').textContent());
   await live.evaluate(() => { window.__noReload = true; });
@@ -404,7 +406,7 @@ test('a planned visit reaches the rep device on its next sync; the page refreshe
   const store = refs.stores.find((s) => s.territory_id === 't-1' && s.id !== conflictVisit.store_id);
   await page.getByLabel('Store').selectOption(store.id);
   await page.getByLabel('Rep', { exact: true }).selectOption('rep-2');
-  await page.getByLabel('Date').fill(tomorrow);
+  await page.getByLabel('Date').fill(later);
   await page.getByLabel('Start time').fill('10:30');
   await page.getByLabel('Instructions for the rep').fill('Rebuild the cola end cap');
   await page.getByRole('button', { name: 'Plan visit' }).click();
