@@ -27,8 +27,9 @@ pub const KEPT: usize = 10_000;
 /// The most threads one request reads its misses on.
 pub const READ_THREADS: usize = 4;
 
-/// A request reads its misses on several threads only when it has at least this many per
-/// thread (threads cost ~20 µs to start; a read ~400 µs).
+/// A request reads its misses on several threads only with at least this many per thread
+/// (a read takes a few hundred µs here: `examples/report_rows`), so a refresh after a few
+/// visits changed starts no thread.
 const PER_THREAD: usize = 16;
 
 type Fingerprint = [u8; 32];
