@@ -45,10 +45,14 @@ pub const COMPACT_AFTER_CHUNKS: i64 = 32;
 pub const PURGED_RETENTION_MS: Millis = 30 * 24 * 3600 * 1000;
 const CACHE_LIMIT: usize = 64;
 /// How many resolved visits are kept (a visit read for a screen, a KPI summary or an
-/// action), apart from the documents: two weeks of a rep's visits fit many times over.
-/// Each is the read of its document as stored: every path that may change a document
-/// drops it first (`take_doc`, `take_automerge`, purges, compaction, rebuilds).
+/// action), apart from the documents: a rep's two weeks (~112 visits) fit four times over.
+/// Each is the read of its document as stored: every way to a document that can change it
+/// drops the kept read (`take_doc_to_change`, `take_automerge`, purges, compaction,
+/// rebuilds); [`read_doc`] lends the document read-only and keeps it.
 const RESOLVED_LIMIT: usize = 512;
+/// Threads, and visits per thread at least, that parse a sync page's new documents.
+const APPLY_THREADS: usize = 4;
+const APPLY_PER_THREAD: usize = 8;
 
 /// Who uses this store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -599,10 +603,7 @@ impl DeviceStore {
             return Ok(v.clone());
         }
         // Read and kept under one lock: no action can change the document in between.
-        let doc = take_doc(&mut inner, visit_id)?;
-        let read = doc.read();
-        cache_insert(&mut inner, visit_id.into(), doc);
-        let visit = read?;
+        let visit = read_doc(&mut inner, visit_id, VisitDoc::read)?;
         keep_resolved(&mut inner, visit_id.into(), visit.clone());
         Ok(visit)
     }
@@ -1030,9 +1031,7 @@ impl DeviceStore {
         let now = self.now();
         let author = self.author();
         let mut inner = self.lock();
-        // (Taken before the document: taking it drops the kept read.)
-        let kept = inner.resolved.remove(visit_id);
-        let mut doc = take_doc(&mut inner, visit_id)?;
+        let (mut doc, kept) = take_doc_to_change(&mut inner, visit_id)?;
         let visit = match kept {
             Some(v) => v,
             None => doc.read()?,
@@ -1063,11 +1062,7 @@ impl DeviceStore {
     }
 
     fn with_doc<T>(&self, visit_id: &str, f: impl FnOnce(&VisitDoc) -> Result<T>) -> Result<T> {
-        let mut inner = self.lock();
-        let doc = take_doc(&mut inner, visit_id)?;
-        let out = f(&doc);
-        cache_insert(&mut inner, visit_id.into(), doc);
-        out
+        read_doc(&mut self.lock(), visit_id, f)
     }
 
     // ---------------------------------------------------------------- sync support
@@ -1377,7 +1372,7 @@ impl DeviceStore {
         for &i in &later {
             checked_document(&docs[i].visit_id, &docs[i].doc, &docs[i].heads)?;
         }
-        let parsed = crate::parallel::map_in_order(&fresh, 4, 8, |&i| {
+        let parsed = crate::parallel::map_in_order(&fresh, APPLY_THREADS, APPLY_PER_THREAD, |&i| {
             let d = &docs[i];
             let (plain, heads) = checked_document(&d.visit_id, &d.doc, &d.heads)?;
             let parsed = parse_new_document(&d.visit_id, &plain, &heads, &actor)?;
@@ -1765,10 +1760,29 @@ fn cache_resolved(inner: &mut Inner, id: String, doc: VisitDoc, visit: Visit) {
     keep_resolved(inner, id, visit);
 }
 
-/// Takes the visit's document out of the cache, or loads it. Its kept read is dropped: the
-/// taker may change the document (it keeps a read again when it puts the document back).
+/// `f` over the visit's document as stored, which stays cached (its kept read with it: `f`
+/// cannot change the document).
+fn read_doc<T>(
+    inner: &mut Inner,
+    visit_id: &str,
+    f: impl FnOnce(&VisitDoc) -> Result<T>,
+) -> Result<T> {
+    let doc = take_doc(inner, visit_id)?;
+    let out = f(&doc);
+    cache_insert(inner, visit_id.into(), doc);
+    out
+}
+
+/// The visit's document to change, with its kept read (if any), which is no longer kept:
+/// the caller keeps a read again when it puts the document back.
+fn take_doc_to_change(inner: &mut Inner, visit_id: &str) -> Result<(VisitDoc, Option<Visit>)> {
+    let kept = inner.resolved.remove(visit_id);
+    Ok((take_doc(inner, visit_id)?, kept))
+}
+
+/// Takes the visit's document out of the cache, or loads it (only through [`read_doc`] and
+/// [`take_doc_to_change`]).
 fn take_doc(inner: &mut Inner, visit_id: &str) -> Result<VisitDoc> {
-    inner.resolved.remove(visit_id);
     if let Some(d) = inner.docs.remove(visit_id) {
         return Ok(d);
     }

@@ -1,7 +1,7 @@
 //! Visits as the reports read them, kept between requests.
 //!
 //! Every report reads every visit of its range from the stored Automerge documents
-//! ([`super::reports::load_rows`]): a week of 5,000 visits took ~1.9 s of server CPU on the
+//! ([`super::reports::load_rows`]): a week of 5,000 visits took 1.8–2.1 s on one thread on the
 //! machine of docs/BENCHMARKS.md ("Dashboard reports"), nearly all of it loading and
 //! reading the documents. An open dashboard asks again whenever a visit in its scope
 //! changed (it polls every 2.5 s), so while reps sync, each open dashboard read the whole

@@ -252,33 +252,43 @@ pub fn load_rows(
                 continue;
             }
         };
+        let row = Row::of(&as_of, visit, sv.meta.territory_id)?;
+        let v = &row.visit;
+        if row.day < filter.from
+            || row.day > filter.to
+            || filter.rep.as_ref().is_some_and(|r| *r != v.plan.rep_id)
+            || filter.store.as_ref().is_some_and(|s| *s != v.plan.store_id)
+            || filter.status.is_some_and(|s| s != v.status)
+        {
+            continue;
+        }
+        rows.push(row);
+    }
+    Ok((as_of.current().clone(), rows))
+}
+
+impl Row {
+    /// `visit` (of `territory_id`) with its KPIs, judged with the reference data in effect
+    /// when it was worked.
+    fn of(
+        as_of: &crate::reference::AsOf<'_>,
+        visit: Arc<Visit>,
+        territory_id: String,
+    ) -> Result<Self, AppError> {
         let refs = as_of.of(&visit)?;
         let kpis = kpi::visit_kpis(&visit, refs.index());
         let day = kpis
             .local_day
             .unwrap_or_else(|| utc_day(visit.plan.planned_start));
-        if day < filter.from || day > filter.to {
-            continue;
-        }
-        if filter.rep.as_ref().is_some_and(|r| *r != visit.plan.rep_id)
-            || filter
-                .store
-                .as_ref()
-                .is_some_and(|s| *s != visit.plan.store_id)
-            || filter.status.is_some_and(|s| s != visit.status)
-        {
-            continue;
-        }
-        rows.push(Row {
+        Ok(Row {
             store_closed: as_of.closed(&visit.plan.store_id),
             visit,
             refs,
             kpis,
             day,
-            territory_id: sv.meta.territory_id,
-        });
+            territory_id,
+        })
     }
-    Ok((as_of.current().clone(), rows))
 }
 
 // ------------------------------------------------------------------ output shapes
@@ -1490,19 +1500,7 @@ async fn changes(
                 let Ok(visit) = visit else {
                     continue;
                 };
-                let refs = as_of.of(&visit)?;
-                let kpis = kpi::visit_kpis(&visit, refs.index());
-                let day = kpis
-                    .local_day
-                    .unwrap_or_else(|| utc_day(visit.plan.planned_start));
-                let row = Row {
-                    store_closed: as_of.closed(&visit.plan.store_id),
-                    visit,
-                    refs,
-                    kpis,
-                    day,
-                    territory_id: sv.meta.territory_id,
-                };
+                let row = Row::of(&as_of, visit, sv.meta.territory_id)?;
                 described.push(visit_row(&row, &names, now_ms()));
             }
         }
