@@ -939,6 +939,7 @@ fn one_change_request_body() -> Vec<u8> {
         }],
         heads: None,
         accept_documents: true,
+        accept_visits: Some(fieldsync_core::document::VISIT_FORMAT),
         documents: Vec::new(),
     };
     serde_json::to_vec(&req).unwrap()

@@ -75,6 +75,31 @@ pub fn pack_document(automerge_bytes: &[u8]) -> Vec<u8> {
     crate::zstd_frames::compress(automerge_bytes, 1).unwrap_or_else(|| automerge_bytes.to_vec())
 }
 
+/// The format of [`pack_visit`]'s bytes: JSON of [`Visit`] as this build reads it. A
+/// device uses a visit sent with a document instead of reading the document only when
+/// the server made it in the device's format. Bump it whenever `Visit` or
+/// [`VisitDoc::read`] changes what a document reads as, with a server migration that
+/// clears the visits the server stored (`visits.visit`, both backends).
+pub const VISIT_FORMAT: u32 = 1;
+
+/// The most a packed visit may unpack to on a device (a typical visit is ~4 KB of JSON).
+pub const MAX_VISIT_BYTES: usize = 4 * 1024 * 1024;
+
+/// A visit as read from its document, packed to travel and be stored beside the
+/// document ([`VISIT_FORMAT`]): its JSON in one Zstandard frame, like [`pack_document`].
+pub fn pack_visit(visit: &Visit) -> Vec<u8> {
+    let json = serde_json::to_vec(visit).expect("a visit serializes to JSON");
+    pack_document(&json)
+}
+
+/// The visit [`pack_visit`] packed, refused when it unpacks to more than
+/// [`MAX_VISIT_BYTES`] or is no visit.
+pub fn unpack_visit(packed: &[u8]) -> Result<Visit> {
+    let json = unpack_document_within(packed, MAX_VISIT_BYTES)?;
+    serde_json::from_slice(&json)
+        .map_err(|e| Error::Corrupt(format!("a packed visit does not read: {e}")))
+}
+
 /// The Automerge bytes of stored document bytes: unpacked when [`pack_document`] packed
 /// them, else as they are.
 pub fn unpack_document(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {

@@ -8,7 +8,7 @@ mod common;
 use automerge::{Automerge, Change};
 use common::*;
 use fieldsync_core::clock::ManualClock;
-use fieldsync_core::document::pack_document;
+use fieldsync_core::document::{pack_document, pack_visit};
 use fieldsync_core::store::{DeviceStore, RemoteDocument};
 use fieldsync_core::visit::*;
 use std::sync::Arc;
@@ -68,6 +68,7 @@ fn document(from: &DeviceStore, id: &str, form: Form) -> RemoteDocument {
             Form::Compressed => am.save(),
         },
         heads: am.get_heads().iter().map(ToString::to_string).collect(),
+        visit: None,
     }
 }
 
@@ -285,4 +286,135 @@ fn malformed_documents_are_refused_and_change_nothing() {
         assert_eq!(c.projection_rows().unwrap(), rows);
         assert_eq!(c.visit_ids().unwrap(), vec![ids[0].clone()]);
     }
+}
+
+/// `d` with the visit the server read from its document, as a server that keeps them
+/// sends it.
+fn with_visit(from: &DeviceStore, d: RemoteDocument) -> RemoteDocument {
+    let visit = from.visit(&d.visit_id).unwrap();
+    RemoteDocument {
+        visit: Some(pack_visit(&visit)),
+        ..d
+    }
+}
+
+#[test]
+fn a_visit_sent_with_its_document_is_stored_as_reading_the_document_would_store_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ids) = source(dir.path(), 40);
+    let read = open(
+        dir.path(),
+        "b",
+        "manager-1",
+        Arc::new(ManualClock::new(NOW)),
+    );
+    let taken = open(
+        dir.path(),
+        "c",
+        "manager-1",
+        Arc::new(ManualClock::new(NOW)),
+    );
+    let forms = [Form::Packed, Form::Plain, Form::Compressed];
+    let docs: Vec<RemoteDocument> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| document(&a, id, forms[i % 3]))
+        .collect();
+    let by_reading = read.apply_remote_documents(&docs).unwrap();
+    let with: Vec<RemoteDocument> = docs.into_iter().map(|d| with_visit(&a, d)).collect();
+    let by_taking = taken.apply_remote_documents(&with).unwrap();
+    // The same outcome (the changes counted from the document's columns), rows, visits
+    // and heads as when the device reads each document itself.
+    assert_eq!(by_taking, by_reading);
+    assert_eq!(
+        taken.projection_rows().unwrap(),
+        read.projection_rows().unwrap()
+    );
+    for id in &ids {
+        assert_eq!(taken.visit(id).unwrap(), a.visit(id).unwrap());
+    }
+    assert_eq!(taken.all_heads().unwrap(), read.all_heads().unwrap());
+    // The stored document is the visit: a rebuild from it gives the same rows, and the
+    // visit can be worked on and synced on.
+    let rows = taken.projection_rows().unwrap();
+    taken.rebuild_projections().unwrap();
+    assert_eq!(taken.projection_rows().unwrap(), rows);
+    taken.set_notes(&ids[0], "seen by the manager").unwrap();
+    assert_eq!(taken.visit(&ids[0]).unwrap().notes, "seen by the manager");
+    exchange(&taken, &a);
+    assert_eq!(a.visit(&ids[0]).unwrap().notes, "seen by the manager");
+    // A visit the device holds merges the document; the visit sent with it is not used.
+    let mut stale = with[1].clone();
+    stale.visit = with[2].visit.clone();
+    taken.apply_remote_documents(&[stale]).unwrap();
+    assert_eq!(taken.visit(&ids[1]).unwrap(), a.visit(&ids[1]).unwrap());
+    assert_eq!(taken.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn a_visit_sent_with_a_document_that_does_not_match_it_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ids) = source(dir.path(), 3);
+    let c = open(dir.path(), "c", "rep-1", Arc::new(ManualClock::new(NOW)));
+    let good = with_visit(&a, document(&a, &ids[0], Form::Plain));
+    let other = with_visit(&a, document(&a, &ids[1], Form::Plain));
+    // The checksum (bytes 4-7 of the chunk) of a document that is otherwise whole.
+    let mut bad_sum = good.doc.clone();
+    bad_sum[4] ^= 0xff;
+    // A head of another visit declared beside the document's own.
+    let mut extra_head = good.heads.clone();
+    extra_head.push(other.heads[0].clone());
+    let cases: Vec<(RemoteDocument, &str)> = vec![
+        (
+            RemoteDocument {
+                doc: bad_sum,
+                ..good.clone()
+            },
+            "its checksum is wrong",
+        ),
+        (
+            RemoteDocument {
+                heads: extra_head,
+                ..good.clone()
+            },
+            "its heads are not the ones it was sent with",
+        ),
+        (
+            RemoteDocument {
+                heads: other.heads.clone(),
+                ..good.clone()
+            },
+            "its heads are not the ones it was sent with",
+        ),
+        (
+            RemoteDocument {
+                visit: other.visit.clone(),
+                ..good.clone()
+            },
+            "is visit",
+        ),
+        (
+            RemoteDocument {
+                visit: Some(pack_document(b"{\"id\": 3}")),
+                ..good.clone()
+            },
+            "the visit sent with it",
+        ),
+        (
+            RemoteDocument {
+                visit: Some(pack_document(&vec![b' '; 8 << 20])),
+                ..good.clone()
+            },
+            "unpacks to more than",
+        ),
+    ];
+    for (doc, says) in cases {
+        let e = c.apply_remote_documents(&[other.clone(), doc]).unwrap_err();
+        assert!(e.to_string().contains(says), "{e} should say {says:?}");
+        assert!(c.visit_ids().unwrap().is_empty());
+        assert!(c.projection_rows().unwrap().is_empty());
+    }
+    // Whole, the same two go in.
+    c.apply_remote_documents(&[other, good]).unwrap();
+    assert_eq!(c.visit_ids().unwrap().len(), 2);
 }

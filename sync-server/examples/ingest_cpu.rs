@@ -163,6 +163,7 @@ fn main() {
                             &am.save_nocompress(),
                         )),
                         heads: am.get_heads().iter().map(ToString::to_string).collect(),
+                        visit: None,
                     }
                 })
                 .collect()

@@ -89,6 +89,7 @@ fn main() {
                 &am.save_nocompress(),
             )),
             heads: am.get_heads().iter().map(ToString::to_string).collect(),
+            visit: None,
         };
         let o = ingest::ingest_document(
             store.as_ref(),

@@ -925,6 +925,7 @@ fn sync_blocking(
         heads,
         limit: state.config.page_changes,
         documents: req.accept_documents,
+        visits: req.accept_visits == Some(fieldsync_core::document::VISIT_FORMAT),
     };
     let page = store.pull(&q)?;
     resp.changes = page
@@ -938,10 +939,11 @@ fn sync_blocking(
     resp.documents = page
         .documents
         .into_iter()
-        .map(|(visit_id, doc, heads)| VisitDocument {
-            visit_id,
-            doc: encode_change(&doc),
-            heads,
+        .map(|d| VisitDocument {
+            visit_id: d.visit_id,
+            doc: encode_change(&d.doc),
+            heads: d.heads,
+            visit: d.visit.as_deref().map(encode_change),
         })
         .collect();
     resp.cursor = match page.token {

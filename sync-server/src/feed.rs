@@ -40,7 +40,7 @@ use fieldsync_core::document::{has_change, unpack_document};
 use fieldsync_core::sync::protocol::hash_hex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::store::{PullPage, PullQuery, Scope, StoreResult};
+use crate::store::{PageDocument, PullPage, PullQuery, Scope, StoreResult, StoredDocument};
 
 /// Bytes of a whole document that count as one change against a page's limit: a page of
 /// documents then carries about as many bytes as a page of changes (an average change of a
@@ -89,9 +89,8 @@ pub trait FeedSource {
     fn last_held(&mut self, device_id: &str) -> StoreResult<Option<String>>;
     /// Those of `visit_ids` that are in `scope`.
     fn in_scope(&mut self, scope: &Scope, visit_ids: &[&str]) -> StoreResult<HashSet<String>>;
-    /// A visit's stored document as stored (Automerge bytes, or packed by
-    /// [`fieldsync_core::document::pack_document`]) and its heads (empty when not recorded).
-    fn document(&mut self, visit_id: &str) -> StoreResult<Option<(Vec<u8>, Vec<ChangeHash>)>>;
+    /// A visit's document as stored.
+    fn document(&mut self, visit_id: &str) -> StoreResult<Option<StoredDocument>>;
     /// Log rows after `cursor`, of pushes by devices other than `device_id`, for visits
     /// `device_id` holds, by sequence number, at most `limit`.
     fn feed(&mut self, device_id: &str, cursor: i64, limit: usize) -> StoreResult<Vec<LogRow>>;
@@ -187,12 +186,13 @@ fn hex_heads(heads: &[ChangeHash]) -> Vec<String> {
 /// What a visit's changes on a page are sent as.
 enum Payload {
     Changes(Vec<Vec<u8>>),
-    /// The document bytes and its heads.
-    Document(Vec<u8>, Vec<ChangeHash>),
+    /// The document with its heads, and the visit read from it when the device takes it.
+    Document(StoredDocument),
 }
 
 /// A visit's whole content for a device: its document when accepted, else every change.
-fn whole(q: &PullQuery, doc: Vec<u8>, heads: Vec<ChangeHash>) -> StoreResult<(Payload, usize)> {
+fn whole(q: &PullQuery, stored: StoredDocument) -> StoreResult<(Payload, usize)> {
+    let StoredDocument { doc, heads, visit } = stored;
     if q.documents {
         // Sent as stored (packed): the device unpacks it.
         let heads = if heads.is_empty() {
@@ -201,7 +201,11 @@ fn whole(q: &PullQuery, doc: Vec<u8>, heads: Vec<ChangeHash>) -> StoreResult<(Pa
             heads
         };
         let units = doc.len().div_ceil(DOCUMENT_BYTES_PER_CHANGE).max(1);
-        return Ok((Payload::Document(doc, heads), units));
+        let visit = visit.filter(|_| q.visits);
+        return Ok((
+            Payload::Document(StoredDocument { doc, heads, visit }),
+            units,
+        ));
     }
     let changes: Vec<Vec<u8>> = Automerge::load(&unpack_document(&doc)?)?
         .get_changes(&[])
@@ -266,12 +270,12 @@ impl Entering<'_> {
         if self.budget == 0 {
             return Ok(false);
         }
-        let Some((doc, heads)) = src.document(v)? else {
+        let Some(stored) = src.document(v)? else {
             return Ok(true);
         };
         let (payload, units) = match self.device_heads.get(v) {
             Some(known) if !known.is_empty() => {
-                let changes: Vec<Vec<u8>> = Automerge::load(&unpack_document(&doc)?)?
+                let changes: Vec<Vec<u8>> = Automerge::load(&unpack_document(&stored.doc)?)?
                     .get_changes(known)
                     .into_iter()
                     .map(|c| c.raw_bytes().to_vec())
@@ -279,7 +283,7 @@ impl Entering<'_> {
                 let n = changes.len();
                 (Payload::Changes(changes), n)
             }
-            _ => whole(q, doc, heads)?,
+            _ => whole(q, stored)?,
         };
         self.budget = self.budget.saturating_sub(units);
         self.payloads.push((v.to_string(), payload));
@@ -359,8 +363,8 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
         for (visit_id, hs) in heads {
             let parsed: Vec<ChangeHash> = hs.iter().filter_map(|h| h.parse().ok()).collect();
             match src.document(visit_id)? {
-                Some((doc, _)) => {
-                    let am = Automerge::load(&unpack_document(&doc)?)?;
+                Some(stored) => {
+                    let am = Automerge::load(&unpack_document(&stored.doc)?)?;
                     if parsed.iter().any(|h| !has_change(&am, h)) {
                         page.resend
                             .push((visit_id.clone(), hex_heads(&am.get_heads())));
@@ -410,14 +414,14 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
     page.cursor = if page.more { last } else { max_seq.max(cursor) };
     let mut payloads: Vec<(String, Payload)> = Vec::new();
     for (visit_id, rows) in by_visit {
-        let Some((doc, heads)) = src.document(&visit_id)? else {
+        let Some(stored) = src.document(&visit_id)? else {
             continue;
         };
         if rows.iter().any(|r| r.heads_after.is_empty()) {
-            payloads.push((visit_id, whole(q, doc, heads)?.0));
+            payloads.push((visit_id, whole(q, stored)?.0));
             continue;
         }
-        let am = Automerge::load(&unpack_document(&doc)?)?;
+        let am = Automerge::load(&unpack_document(&stored.doc)?)?;
         let rows: Vec<&LogRow> = rows.iter().collect();
         let changes = changes_of_rows(&am, &rows);
         if !changes.is_empty() {
@@ -524,9 +528,12 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
             // whole): the entry tells the device the server counts it as held, so a purge
             // it queued earlier is stale.
             Payload::Changes(cs) => changes.entry(visit_id).or_default().extend(cs),
-            Payload::Document(doc, heads) => {
-                page.documents.push((visit_id, doc, hex_heads(&heads)));
-            }
+            Payload::Document(d) => page.documents.push(PageDocument {
+                visit_id,
+                heads: hex_heads(&d.heads),
+                doc: d.doc,
+                visit: d.visit,
+            }),
         }
     }
     page.changes = changes.into_iter().collect();

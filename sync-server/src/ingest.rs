@@ -30,7 +30,7 @@
 
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use fieldsync_core::document::{
-    ChangeSpan, TouchedValues, VisitDoc, author_in, has_change, pack_document,
+    ChangeSpan, TouchedValues, VisitDoc, author_in, has_change, pack_document, pack_visit,
 };
 use fieldsync_core::model::{ReferenceIndex, Role};
 use fieldsync_core::rules;
@@ -537,6 +537,7 @@ struct SaveCall {
     meta: VisitMeta,
     doc: Vec<u8>,
     heads: Vec<ChangeHash>,
+    visit: Vec<u8>,
     log: LogEntry,
     device_id: String,
 }
@@ -592,7 +593,7 @@ impl<'s> Draft<'s> {
             txn.bind_actor(actor, device, user)?;
         }
         if let Some(s) = &self.save {
-            txn.save(&s.meta, &s.doc, &s.heads, &s.log, &s.device_id)?;
+            txn.save(&s.meta, &s.doc, &s.heads, &s.visit, &s.log, &s.device_id)?;
         }
         Ok(())
     }
@@ -622,6 +623,7 @@ impl VisitTxn for Draft<'_> {
         meta: &VisitMeta,
         doc: &[u8],
         heads: &[ChangeHash],
+        visit: &[u8],
         log: &LogEntry,
         device_id: &str,
     ) -> StoreResult<()> {
@@ -629,6 +631,7 @@ impl VisitTxn for Draft<'_> {
             meta: meta.clone(),
             doc: doc.to_vec(),
             heads: heads.to_vec(),
+            visit: visit.to_vec(),
             log: log.clone(),
             device_id: device_id.into(),
         });
@@ -1027,6 +1030,8 @@ fn decide(
             (Some(saved), packed)
         }
     };
+    // What was read, kept beside the document for devices that take a visit with it.
+    let packed_visit = pack_visit(&visit);
     // Commit.
     for actor in new_actors.keys() {
         txn.bind_actor(actor, &w.device_id, &w.user_id)?;
@@ -1046,7 +1051,7 @@ fn decide(
         hold: heads.iter().all(|h| incoming.sent(h))
             || w.scope.as_ref().is_some_and(|s| !s.contains(&meta)),
     };
-    txn.save(&meta, &packed, &heads, &log, &w.device_id)?;
+    txn.save(&meta, &packed, &heads, &packed_visit, &log, &w.device_id)?;
     let mut acks = known;
     acks.extend(fresh.iter().map(|c| hash_hex(&c.hash)));
     let outcome = Outcome {
@@ -1345,6 +1350,7 @@ pub fn server_edit(
             &meta,
             &pack_document(&doc.automerge().save_nocompress()),
             &doc.heads(),
+            &pack_visit(&visit),
             &log,
             "server",
         )?;

@@ -40,9 +40,9 @@ use crate::feed::{self, FeedSource, HoldWrite, IdRange, LogRow, heads_from_bytes
 use crate::pg_conn::{Manager, PgConn, Tx};
 
 use crate::store::{
-    LogEntry, NewUser, PullPage, PullQuery, Scope, Store, StoreError, StoreResult, StoredVisit,
-    TokenRecord, UserRecord, VisitMeta, VisitTxn, pack_reference, reference_history_cutoff,
-    unpack_reference, unpacked,
+    LogEntry, NewUser, PullPage, PullQuery, Scope, Store, StoreError, StoreResult, StoredDocument,
+    StoredVisit, TokenRecord, UserRecord, VisitMeta, VisitTxn, pack_reference,
+    reference_history_cutoff, unpack_reference, unpacked,
 };
 
 /// The numbered migrations, in order. The runner is ours, like the SQLite backend's
@@ -83,6 +83,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         7,
         "reference_history",
         include_str!("../migrations/postgres/0007_reference_history.sql"),
+    ),
+    (
+        8,
+        "visit_read",
+        include_str!("../migrations/postgres/0008_visit_read.sql"),
     ),
 ];
 
@@ -411,18 +416,19 @@ impl VisitTxn for PgTxn<'_, '_> {
         m: &VisitMeta,
         doc: &[u8],
         heads: &[ChangeHash],
+        visit: &[u8],
         log: &LogEntry,
         device_id: &str,
     ) -> StoreResult<()> {
         let mut tx = self.tx.borrow_mut();
         let heads = heads_to_bytes(heads);
         tx.execute(
-            "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc, heads)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc, heads, visit)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (visit_id) DO UPDATE SET store_id = excluded.store_id, territory_id = excluded.territory_id,
                rep_id = excluded.rep_id, planned_start = excluded.planned_start, status = excluded.status,
-               doc = excluded.doc, heads = excluded.heads",
-            &[&m.visit_id, &m.store_id, &m.territory_id, &m.rep_id, &m.planned_start, &m.status, &doc, &heads],
+               doc = excluded.doc, heads = excluded.heads, visit = excluded.visit",
+            &[&m.visit_id, &m.store_id, &m.territory_id, &m.rep_id, &m.planned_start, &m.status, &doc, &heads, &visit],
         )?;
         if log.hold {
             tx.execute(
@@ -602,14 +608,18 @@ impl FeedSource for PgFeed<'_, '_> {
             .collect())
     }
 
-    fn document(&mut self, visit_id: &str) -> StoreResult<Option<(Vec<u8>, Vec<ChangeHash>)>> {
+    fn document(&mut self, visit_id: &str) -> StoreResult<Option<StoredDocument>> {
         Ok(self
             .0
             .query_opt(
-                "SELECT doc, heads FROM visits WHERE visit_id = $1",
+                "SELECT doc, heads, visit FROM visits WHERE visit_id = $1",
                 &[&visit_id],
             )?
-            .map(|r| (r.get(0), heads_from_bytes(r.get::<_, &[u8]>(1)))))
+            .map(|r| StoredDocument {
+                doc: r.get(0),
+                heads: heads_from_bytes(r.get::<_, &[u8]>(1)),
+                visit: r.get(2),
+            }))
     }
 
     fn keeps_synced(&self) -> bool {

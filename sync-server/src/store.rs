@@ -149,6 +149,32 @@ pub struct PullQuery {
     pub limit: usize,
     /// The device accepts whole documents (sent instead of all the changes of a visit).
     pub documents: bool,
+    /// The device takes the visits read from them with them (in the server's
+    /// `VISIT_FORMAT`).
+    pub visits: bool,
+}
+
+/// A visit's document as stored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoredDocument {
+    /// Automerge bytes, or packed by [`fieldsync_core::document::pack_document`].
+    pub doc: Vec<u8>,
+    /// Its heads (empty when not recorded).
+    pub heads: Vec<ChangeHash>,
+    /// The visit read from it ([`fieldsync_core::document::pack_visit`]), when kept.
+    pub visit: Option<Vec<u8>>,
+}
+
+/// A whole document on a page.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PageDocument {
+    pub visit_id: String,
+    /// As stored.
+    pub doc: Vec<u8>,
+    /// Hex.
+    pub heads: Vec<String>,
+    /// The visit read from it, when the query takes visits and it was kept.
+    pub visit: Option<Vec<u8>>,
 }
 
 /// One page for a device.
@@ -160,8 +186,8 @@ pub struct PullPage {
     pub purge: Vec<String>,
     /// Visits where the device has changes the server lacks, with the server's heads.
     pub resend: Vec<(String, Vec<String>)>,
-    /// Whole documents (when the query accepts them): visit, bytes, heads (hex).
-    pub documents: Vec<(String, Vec<u8>, Vec<String>)>,
+    /// Whole documents (when the query accepts them).
+    pub documents: Vec<PageDocument>,
     /// Set when the page changes what the device is recorded as holding: the change waits
     /// until the device presents this token (in its cursor) with its next request, so an
     /// answer that never reached the device never changes the record.
@@ -191,14 +217,16 @@ pub trait VisitTxn {
     fn actor_binding(&self, actor_hex: &str) -> StoreResult<Option<(String, String)>>;
     fn bind_actor(&mut self, actor_hex: &str, device_id: &str, user_id: &str) -> StoreResult<()>;
     /// Stores the document (its bytes as stored: packed by `pack_document`, made by the
-    /// caller outside the writer; plain Automerge bytes load too) and its heads, records
-    /// that `device_id`
-    /// holds the visit, and appends the push to the change log (when it stored changes).
+    /// caller outside the writer; plain Automerge bytes load too), its heads and the
+    /// visit read from it (`pack_visit`, sent with the document to devices that take it),
+    /// records that `device_id` holds the visit, and appends the push to the change log
+    /// (when it stored changes).
     fn save(
         &mut self,
         meta: &VisitMeta,
         doc: &[u8],
         heads: &[ChangeHash],
+        visit: &[u8],
         log: &LogEntry,
         device_id: &str,
     ) -> StoreResult<()>;
@@ -382,6 +410,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_reference_history.sql"),
     ),
+    (8, include_str!("../migrations/sqlite/0008_visit_read.sql")),
 ];
 
 /// Applies the migrations the database lacks, each in its own transaction; refuses a
@@ -719,16 +748,17 @@ impl VisitTxn for SqliteTxn<'_> {
         m: &VisitMeta,
         doc: &[u8],
         heads: &[ChangeHash],
+        visit: &[u8],
         log: &LogEntry,
         device_id: &str,
     ) -> StoreResult<()> {
         self.tx
             .prepare_cached(
-                "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc, heads)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc, heads, visit)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(visit_id) DO UPDATE SET store_id = excluded.store_id, territory_id = excluded.territory_id,
                    rep_id = excluded.rep_id, planned_start = excluded.planned_start, status = excluded.status,
-                   doc = excluded.doc, heads = excluded.heads",
+                   doc = excluded.doc, heads = excluded.heads, visit = excluded.visit",
             )?
             .execute(params![
                 m.visit_id,
@@ -738,7 +768,8 @@ impl VisitTxn for SqliteTxn<'_> {
                 m.planned_start,
                 m.status,
                 doc,
-                heads_to_bytes(heads)
+                heads_to_bytes(heads),
+                visit
             ])?;
         if log.changes == 0 {
             // The row may have changed without a log row (a server edit that added no
@@ -1054,15 +1085,16 @@ impl FeedSource for SqliteFeed<'_> {
         Ok(out)
     }
 
-    fn document(&mut self, visit_id: &str) -> StoreResult<Option<(Vec<u8>, Vec<ChangeHash>)>> {
+    fn document(&mut self, visit_id: &str) -> StoreResult<Option<StoredDocument>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT doc, heads FROM visits WHERE visit_id = ?1")?
+            .prepare_cached("SELECT doc, heads, visit FROM visits WHERE visit_id = ?1")?
             .query_row([visit_id], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    heads_from_bytes(&r.get::<_, Vec<u8>>(1)?),
-                ))
+                Ok(StoredDocument {
+                    doc: r.get(0)?,
+                    heads: heads_from_bytes(&r.get::<_, Vec<u8>>(1)?),
+                    visit: r.get(2)?,
+                })
             })
             .optional()?)
     }
@@ -1773,7 +1805,7 @@ mod tests {
                 heads_before: Vec::new(),
                 hold: true,
             };
-            t.save(&meta, &doc, &heads, &log, device).unwrap();
+            t.save(&meta, &doc, &heads, &[], &log, device).unwrap();
         };
         let territory = |i: u64| format!("t-{i}");
         let scopes = [vec!["t-0"], vec!["t-0", "t-1"], vec!["t-2", "t-1"]];
@@ -1837,6 +1869,7 @@ mod tests {
                 heads: None,
                 limit: [2, 15, 1000][next(3) as usize],
                 documents: next(4) != 0,
+                visits: next(2) != 0,
             };
             let tx = conn.unchecked_transaction().unwrap();
             let mut src = SqliteFeed::new(&tx);
@@ -1850,7 +1883,12 @@ mod tests {
             };
             let (b, writes_b) = feed::pull(unmarked, &q).unwrap();
             drop(tx);
-            let docs = |p: &PullPage| p.documents.iter().map(|d| d.0.clone()).collect::<Vec<_>>();
+            let docs = |p: &PullPage| {
+                p.documents
+                    .iter()
+                    .map(|d| d.visit_id.clone())
+                    .collect::<Vec<_>>()
+            };
             let changed = |p: &PullPage| p.changes.iter().map(|c| c.0.clone()).collect::<Vec<_>>();
             let ctx = format!("round {round}, {device}, {q:?}");
             assert_eq!(a.purge, b.purge, "{ctx}");

@@ -246,7 +246,16 @@ fn push(store: &dyn Store, m: &VisitMeta, device: &str, key: &str, val: i64) -> 
                 heads_before,
                 hold: true,
             };
-            t.save(m, &doc.save(), &doc.get_heads(), &log, device)
+            // What was read from the document: here, the head it was saved at (every
+            // push adds one change to what is stored, so a stored document has one head).
+            t.save(
+                m,
+                &doc.save(),
+                &doc.get_heads(),
+                hash.as_bytes(),
+                &log,
+                device,
+            )
         })
         .unwrap();
     hash
@@ -282,6 +291,8 @@ struct Query {
     heads: Option<BTreeMap<String, Vec<String>>>,
     limit: usize,
     documents: bool,
+    /// With `documents`: the visits saved with them too.
+    visits: bool,
 }
 
 /// The page for `q`, after `Store::confirm` of `q.token` when set.
@@ -296,6 +307,7 @@ fn pull(store: &dyn Store, q: &Query) -> StoreResult<PullPage> {
         heads: q.heads.clone(),
         limit: q.limit,
         documents: q.documents,
+        visits: q.visits,
     })
 }
 
@@ -312,6 +324,7 @@ fn query(device: &str, territory: &str, cursor: Option<Cur>, limit: usize) -> Qu
         heads: None,
         limit,
         documents: false,
+        visits: false,
     }
 }
 
@@ -323,13 +336,20 @@ fn page_hashes(page: &PullPage) -> BTreeMap<String, BTreeSet<String>> {
             .or_default()
             .extend(cs.iter().map(|c| hash_of(c)));
     }
-    for (v, doc, heads) in &page.documents {
-        let am = Automerge::load(&fieldsync_core::document::unpack_document(doc).unwrap()).unwrap();
+    for d in &page.documents {
+        let (v, heads) = (&d.visit_id, &d.heads);
+        let am =
+            Automerge::load(&fieldsync_core::document::unpack_document(&d.doc).unwrap()).unwrap();
         let mut hs: Vec<String> = am.get_heads().iter().map(ToString::to_string).collect();
         hs.sort();
         let mut declared = heads.clone();
         declared.sort();
         assert_eq!(hs, declared, "a document's declared heads are its heads");
+        // A visit sent with a document is what its last save saved with it (`push`: its
+        // one head).
+        if let Some(visit) = &d.visit {
+            assert_eq!(visit, hs[0].as_bytes(), "the visit saved with the document");
+        }
         got.entry(v.clone())
             .or_default()
             .extend(am.get_changes(&[]).iter().map(|c| c.hash().to_string()));
@@ -470,7 +490,7 @@ fn a_visit_write_commits_whole_or_not_at_all(b: &dyn Backend) {
             heads_before: Vec::new(),
             hold: true,
         };
-        t.save(&m, b"junk", &[], &log, "dev-a")?;
+        t.save(&m, b"junk", &[], b"junk", &log, "dev-a")?;
         Err(StoreError::Conflict("no".into()))
     });
     assert!(matches!(err, Err(StoreError::Conflict(_))));
@@ -504,7 +524,14 @@ fn a_visit_write_commits_whole_or_not_at_all(b: &dyn Backend) {
         // Saving the document again without new changes adds nothing to the log.
         let st = t.stored()?.unwrap();
         let heads = Automerge::load(&st.doc)?.get_heads();
-        t.save(&st.meta, &st.doc, &heads, &LogEntry::default(), "dev-a")
+        t.save(
+            &st.meta,
+            &st.doc,
+            &heads,
+            b"",
+            &LogEntry::default(),
+            "dev-a",
+        )
     })
     .unwrap();
     assert_eq!(s.counts().unwrap(), (1, 2));
@@ -816,10 +843,18 @@ fn whole_documents_for_visits_entering_the_scope_then_exact_changes(b: &dyn Back
         }
         visits.push(m);
     }
-    // A fresh device that accepts documents: every visit as one document (with its heads,
-    // checked by page_hashes), none as changes; small pages cut between documents.
+    // A device that takes documents but not the visits read from them gets none.
+    let mut q = query("dev-e", T1, None, 100);
+    q.documents = true;
+    let page = pull(s.as_ref(), &q).unwrap();
+    assert_eq!(page.documents.len(), 6);
+    assert!(page.documents.iter().all(|d| d.visit.is_none()));
+    // A fresh device that takes both: every visit as one document (with its heads and the
+    // visit saved with it, checked by page_hashes), none as changes; small pages cut
+    // between documents.
     let mut q = query("dev-d", T1, None, 1);
     q.documents = true;
+    q.visits = true;
     let mut got: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut pages = 0;
     loop {
@@ -831,6 +866,7 @@ fn whole_documents_for_visits_entering_the_scope_then_exact_changes(b: &dyn Back
             page.documents.len() <= 1,
             "a page of one change holds one document"
         );
+        assert!(page.documents.iter().all(|d| d.visit.is_some()));
         for (v, hs) in page_hashes(&page) {
             got.entry(v).or_default().extend(hs);
         }

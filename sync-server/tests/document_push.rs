@@ -392,6 +392,7 @@ fn a_document_with_an_op_that_none_of_its_changes_holds_is_refused() {
             visit_id: "v-orphan".into(),
             doc: encode_change(&bytes),
             heads: forged.get_heads().iter().map(ToString::to_string).collect(),
+            visit: None,
         };
         let out = push_document(&store, &rep("dev-1"), &d);
         let reason = out.rejection.expect("refused").reason;

@@ -427,6 +427,7 @@ fn seed(
                             visit_id,
                             doc: encode_change(&pack_document(&am.save_nocompress())),
                             heads: am.get_heads().iter().map(ToString::to_string).collect(),
+                            visit: None,
                         },
                     }
                 })
@@ -536,8 +537,10 @@ fn request(device_id: &str, cursor: Option<String>, epoch: Option<String>) -> Sy
         reference_epoch: None,
         changes: Vec::new(),
         heads: None,
-        // As the core's client asks: visits entering the scope come as whole documents.
+        // As the core's client asks: visits entering the scope come as whole documents,
+        // with the visits the server read from them.
         accept_documents: true,
+        accept_visits: Some(fieldsync_core::document::VISIT_FORMAT),
         documents: Vec::new(),
     }
 }

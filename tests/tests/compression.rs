@@ -91,6 +91,7 @@ fn upload(store: &DeviceStore) -> Vec<u8> {
             .collect(),
         heads: None,
         accept_documents: true,
+        accept_visits: Some(fieldsync_core::document::VISIT_FORMAT),
         documents: Vec::new(),
     };
     serde_json::to_vec(&req).unwrap()

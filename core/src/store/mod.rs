@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::kpi;
 use crate::model::{Millis, ReferenceData, ReferenceIndex};
 use crate::rules::{self, Action, TaskState};
+use crate::sync::doc_check::CheckedDocument;
 use crate::sync::protocol::ReferenceVersion;
 use crate::visit::*;
 
@@ -106,6 +107,11 @@ pub struct RemoteDocument {
     pub doc: Vec<u8>,
     /// The server's heads for it (hex).
     pub heads: Vec<String>,
+    /// The visit as the server read it from these bytes, packed
+    /// ([`crate::document::pack_visit`], in this build's
+    /// [`crate::document::VISIT_FORMAT`]), when it sent it: a visit new to the device is
+    /// then stored without being read (see [`DeviceStore::apply_remote_documents`]).
+    pub visit: Option<Vec<u8>>,
 }
 
 /// A document new to the device, parsed and resolved (see [`parse_new_document`]).
@@ -1252,7 +1258,11 @@ impl DeviceStore {
         heads: &[String],
     ) -> Result<RemoteApply> {
         let bad = |e: String| Error::invalid(format!("visit {visit_id}: malformed document: {e}"));
-        let (plain, heads) = checked_document(visit_id, doc, heads)?;
+        let CheckedDocument {
+            bytes: plain,
+            heads,
+            ..
+        } = checked_document(visit_id, doc, heads)?;
         let mut inner = self.lock();
         let existing = take_automerge(&mut inner, visit_id)?;
         let is_new = existing.is_none();
@@ -1374,10 +1384,13 @@ impl DeviceStore {
         }
         let parsed = crate::parallel::map_in_order(&fresh, APPLY_THREADS, APPLY_PER_THREAD, |&i| {
             let d = &docs[i];
-            let (plain, heads) = checked_document(&d.visit_id, &d.doc, &d.heads)?;
-            let parsed = parse_new_document(&d.visit_id, &plain, &heads, &actor)?;
+            let checked = checked_document(&d.visit_id, &d.doc, &d.heads)?;
+            let parsed = match &d.visit {
+                Some(visit) => read_new_document(&d.visit_id, &checked, visit)?,
+                None => parse_new_document(&d.visit_id, &checked.bytes, &checked.heads, &actor)?,
+            };
             // The bytes are the snapshot (packed for storage as they came).
-            let unpacked = matches!(plain, std::borrow::Cow::Owned(_));
+            let unpacked = matches!(checked.bytes, std::borrow::Cow::Owned(_));
             Ok((parsed, stored_form(&d.doc, unpacked)))
         });
         let mut outcomes: Vec<Option<RemoteApply>> = vec![None; docs.len()];
@@ -1800,14 +1813,12 @@ fn checked_document<'a>(
     visit_id: &str,
     doc: &'a [u8],
     heads: &[String],
-) -> Result<(std::borrow::Cow<'a, [u8]>, Vec<ChangeHash>)> {
+) -> Result<CheckedDocument<'a>> {
     use crate::sync::doc_check::{MAX_DOCUMENT_BYTES, MAX_DOCUMENT_ROWS};
     // The server's bytes pass the size check before Automerge parses them, as changes
     // pass crate::sync::guard (which understands changes only).
-    let checked =
-        crate::sync::doc_check::checked_document(doc, heads, MAX_DOCUMENT_BYTES, MAX_DOCUMENT_ROWS)
-            .map_err(|e| Error::invalid(format!("visit {visit_id}: malformed document: {e}")))?;
-    Ok((checked.bytes, checked.heads))
+    crate::sync::doc_check::checked_document(doc, heads, MAX_DOCUMENT_BYTES, MAX_DOCUMENT_ROWS)
+        .map_err(|e| Error::invalid(format!("visit {visit_id}: malformed document: {e}")))
 }
 
 /// What the device stores for a document received whole: the bytes as they came when
@@ -1824,6 +1835,46 @@ fn document_exists(conn: &Connection, visit_id: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM documents WHERE visit_id = ?1")?
         .exists([visit_id])?)
+}
+
+/// Takes a document for a visit the device does not hold with the visit the server read
+/// from it (`packed`, [`crate::document::pack_visit`]), without Automerge parsing it:
+/// what [`parse_new_document`] costs is mostly that parse (about three quarters, the
+/// hashing of every change included) and the read.
+///
+/// The bytes passed [`checked_document`]; here their checksum must be right and the
+/// heads they record must be the server's `heads` (Automerge checks those against the
+/// changes when it loads the stored document, on the first use of the visit), and the
+/// visit must be this one. A document is whole, so no dependency can be missing.
+fn read_new_document(
+    visit_id: &str,
+    checked: &CheckedDocument<'_>,
+    packed: &[u8],
+) -> Result<NewDocument> {
+    let bad = |e: &str| Error::invalid(format!("visit {visit_id}: malformed document: {e}"));
+    if !crate::sync::doc_check::checksum_ok(&checked.bytes) {
+        return Err(bad("its checksum is wrong"));
+    }
+    let recorded: BTreeSet<&ChangeHash> = checked.shape.heads.iter().collect();
+    if recorded != checked.heads.iter().collect() {
+        return Err(bad("its heads are not the ones it was sent with"));
+    }
+    let visit = crate::document::unpack_visit(packed)
+        .map_err(|e| Error::invalid(format!("visit {visit_id}: the visit sent with it: {e}")))?;
+    if visit.id != visit_id {
+        return Err(Error::invalid(format!(
+            "the visit sent with the document for visit {visit_id} is visit {}",
+            visit.id
+        )));
+    }
+    Ok(NewDocument {
+        visit: Some(visit),
+        outcome: RemoteApply {
+            applied: checked.shape.changes as usize,
+            duplicates: 0,
+            missing: Vec::new(),
+        },
+    })
 }
 
 /// Parses and resolves a document for a visit the device does not hold: one parse, one

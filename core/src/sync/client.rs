@@ -601,6 +601,7 @@ impl SyncClient {
                         visit_id: visit.to_string(),
                         doc: encode_change(&doc),
                         heads,
+                        visit: None,
                     });
                 }
             }
@@ -649,6 +650,7 @@ impl SyncClient {
                     .collect(),
                 heads,
                 accept_documents: true,
+                accept_visits: Some(crate::document::VISIT_FORMAT),
                 documents,
             };
             report.pushed += outbox.len() + resent_now;
@@ -691,10 +693,21 @@ impl SyncClient {
                     status: 200,
                     message: format!("server sent a bad document for visit {}: {e}", d.visit_id),
                 })?;
+                let visit = match &d.visit {
+                    Some(v) => Some(decode_change(v).map_err(|e| Error::Server {
+                        status: 200,
+                        message: format!(
+                            "server sent a bad visit with the document for visit {}: {e}",
+                            d.visit_id
+                        ),
+                    })?),
+                    None => None,
+                };
                 documents.push(crate::store::RemoteDocument {
                     visit_id: d.visit_id.clone(),
                     doc,
                     heads: d.heads.clone(),
+                    visit,
                 });
             }
             let outcomes = store.apply_remote_documents(&documents)?;

@@ -35,6 +35,7 @@ pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_DOCUMENT_ROWS: u64 = 1_000_000;
 
 const GROUP: u32 = 0;
+const ACTOR: u32 = 1;
 const DELTA: u32 = 3;
 const BOOLEAN: u32 = 4;
 const STRING: u32 = 5;
@@ -43,12 +44,25 @@ const VALUE: u32 = 7;
 const DEFLATE_BIT: u32 = 0b1000;
 
 /// What [`check_document`] found.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DocumentShape {
     /// The most rows of any column (about the number of operations).
     pub rows: u64,
     /// Bytes after inflating the compressed columns.
     pub inflated_len: usize,
+    /// The heads the document records for itself (Automerge checks them against the
+    /// changes when it loads the document).
+    pub heads: Vec<ChangeHash>,
+    /// How many changes it holds (the rows of its changes' actor column).
+    pub changes: u64,
+}
+
+/// Whether the checksum of `document` (a chunk [`check_document`] accepted) is right:
+/// the first 4 bytes of the SHA-256 of what follows them (type, length, body), as
+/// Automerge checks when it loads a document.
+pub fn checksum_ok(document: &[u8]) -> bool {
+    use sha2::Digest as _;
+    document.len() >= 8 && sha2::Sha256::digest(&document[8..])[..4] == document[4..8]
 }
 
 /// Checks that `bytes` can be one Automerge document whose columns describe at most
@@ -110,12 +124,18 @@ fn check(bytes: &[u8], limit: u64) -> Result<DocumentShape, String> {
         r.take(len, "an actor")?;
     }
     let heads = r.uleb("the head count")?;
-    r.take(heads.saturating_mul(32), "the heads")?;
+    let heads = r.take(heads.saturating_mul(32), "the heads")?;
     let change_meta = column_meta(&mut r)?;
     let op_meta = column_meta(&mut r)?;
     let mut inflated_total = 0usize;
-    let mut shape = DocumentShape::default();
-    for meta in [change_meta, op_meta] {
+    let mut shape = DocumentShape {
+        heads: heads
+            .chunks_exact(32)
+            .map(|h| ChangeHash(h.try_into().expect("32 bytes")))
+            .collect(),
+        ..DocumentShape::default()
+    };
+    for (group, meta) in [change_meta, op_meta].into_iter().enumerate() {
         let total = meta
             .iter()
             .try_fold(0u64, |sum, (_, len)| sum.checked_add(*len))
@@ -151,6 +171,9 @@ fn check(bytes: &[u8], limit: u64) -> Result<DocumentShape, String> {
             let facts = rows(data, kind, limit)
                 .map_err(|e| format!("column {} (type {kind}): {e}", spec >> 4))?;
             shape.rows = shape.rows.max(facts.rows);
+            if group == 0 && spec >> 4 == 0 && kind == ACTOR {
+                shape.changes = facts.rows;
+            }
             if kind == GROUP && facts.sum > limit {
                 return Err(format!(
                     "column {} counts {} references, more than {limit}",

@@ -16,7 +16,8 @@
 //!   "reference_epoch": "91ad…",       // only when that data came from another epoch
 //!   "changes": [ { "visit_id": "v-1", "changes": ["hW9Kgw…", "…"] } ],
 //!   "heads":   [ { "visit_id": "v-1", "heads": ["9b1c…"] } ],   // only after an epoch change
-//!   "accept_documents": true }        // optional feature, see below
+//!   "accept_documents": true,         // optional feature, see below
+//!   "accept_visits": 1 }              // optional feature, see below
 //! ```
 //!
 //! # Response ([`SyncResponse`])
@@ -29,7 +30,8 @@
 //!   "rejections": [ { "visit_id": "v-2", "hashes": ["…"], "reason": "not allowed: rep may not write plan/rep" } ],
 //!   "resend": [ { "visit_id": "v-3", "have": ["<head hex>"] } ],
 //!   "changes": [ { "visit_id": "v-1", "changes": ["…"] } ],
-//!   "documents": [ { "visit_id": "v-4", "doc": "hW9Kg…", "heads": ["77e0…"] } ],   // only when accepted
+//!   "documents": [ { "visit_id": "v-4", "doc": "hW9Kg…", "heads": ["77e0…"],
+//!                    "visit": "KLUv/…" } ],   // only when accepted; "visit" see below
 //!   "cursor": "1901",
 //!   "more": false,
 //!   "reference_data": null,            // or the whole (scoped) ReferenceData when newer
@@ -65,6 +67,17 @@
 //!   ignored, so it is idempotent) and checks it then holds every hash in `heads` and
 //!   lacks no dependency. Acknowledgements and cursors mean the same. Requests without the
 //!   field (older clients) get changes only, and older servers ignore the field.
+//! * **Visits sent with documents (optional feature).** A device that sends
+//!   `"accept_visits": F`, where `F` is its [`crate::document::VISIT_FORMAT`], gets with
+//!   each whole document the server stored in format `F` the visit the server read from
+//!   it (`visit`: base64 of [`crate::document::pack_visit`]). The server reads every
+//!   document it stores (to check it), and keeps what it read beside it. A device that
+//!   does not hold the visit may then store the document without parsing it, which is
+//!   most of the cost of taking a visit: it checks the document's checksum and that the
+//!   heads the document records are the declared `heads`, and takes the visit for its
+//!   screens; Automerge checks the rest when the visit is first opened. A device that
+//!   holds the visit merges the document as before and ignores `visit`. Documents stored
+//!   before the server kept visits, or in another format, come without one.
 //! * **Whole documents, device → server (optional feature).** A server that takes them
 //!   says `"takes_documents": true` in every response. A device that has seen it may push
 //!   a visit as its saved document in the request's `documents` (same shape: `visit_id`,
@@ -150,6 +163,13 @@ pub struct VisitDocument {
     /// The document's heads (hex change hashes): after loading it the device must hold
     /// every one of them, or it did not get every change.
     pub heads: Vec<String>,
+    /// Server → device only, when the request's `accept_visits` named the server's
+    /// [`crate::document::VISIT_FORMAT`]: base64 of the visit as the server read it from
+    /// this document ([`crate::document::pack_visit`]: JSON of
+    /// [`crate::visit::Visit`] in one Zstandard frame). Absent for documents the server
+    /// stored before it kept their visits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit: Option<String>,
 }
 
 impl VisitDocument {
@@ -159,6 +179,7 @@ impl VisitDocument {
             visit_id: visit_id.into(),
             doc: encode_change(&doc.save_nocompress()),
             heads: doc.get_heads().iter().map(hash_hex).collect(),
+            visit: None,
         }
     }
 }
@@ -205,6 +226,11 @@ pub struct SyncRequest {
     /// The device can load whole documents (`documents` in the response).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub accept_documents: bool,
+    /// The device takes a visit new to it with the visit the server read from its
+    /// document (`visit` in `documents`) when they are in this format, its
+    /// [`crate::document::VISIT_FORMAT`] (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_visits: Option<u32>,
     /// Visits pushed as their whole document instead of as changes (see the module docs).
     /// Only to a server that answered `takes_documents`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
