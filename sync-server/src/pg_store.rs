@@ -86,8 +86,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         8,
-        "visit_read",
-        include_str!("../migrations/postgres/0008_visit_read.sql"),
+        "visit_reads",
+        include_str!("../migrations/postgres/0008_visit_reads.sql"),
     ),
 ];
 
@@ -423,12 +423,17 @@ impl VisitTxn for PgTxn<'_, '_> {
         let mut tx = self.tx.borrow_mut();
         let heads = heads_to_bytes(heads);
         tx.execute(
-            "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc, heads, visit)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc, heads)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (visit_id) DO UPDATE SET store_id = excluded.store_id, territory_id = excluded.territory_id,
                rep_id = excluded.rep_id, planned_start = excluded.planned_start, status = excluded.status,
-               doc = excluded.doc, heads = excluded.heads, visit = excluded.visit",
-            &[&m.visit_id, &m.store_id, &m.territory_id, &m.rep_id, &m.planned_start, &m.status, &doc, &heads, &visit],
+               doc = excluded.doc, heads = excluded.heads",
+            &[&m.visit_id, &m.store_id, &m.territory_id, &m.rep_id, &m.planned_start, &m.status, &doc, &heads],
+        )?;
+        tx.execute(
+            "INSERT INTO visit_reads (visit_id, visit) VALUES ($1, $2)
+             ON CONFLICT (visit_id) DO UPDATE SET visit = excluded.visit",
+            &[&m.visit_id, &visit],
         )?;
         if log.hold {
             tx.execute(
@@ -612,7 +617,8 @@ impl FeedSource for PgFeed<'_, '_> {
         Ok(self
             .0
             .query_opt(
-                "SELECT doc, heads, visit FROM visits WHERE visit_id = $1",
+                "SELECT v.doc, v.heads, r.visit FROM visits v
+                 LEFT JOIN visit_reads r ON r.visit_id = v.visit_id WHERE v.visit_id = $1",
                 &[&visit_id],
             )?
             .map(|r| StoredDocument {

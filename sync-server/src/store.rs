@@ -9,6 +9,7 @@
 //! | `tokens` | device tokens: id, user, device, SHA-256 of the token, revoked time |
 //! | `actors` | each Automerge actor bound to the device that first pushed it |
 //! | `visits` | visit id, store, territory, rep, planned start, status, document bytes and heads |
+//! | `visit_reads` | the visit read from each stored document (`pack_visit`), sent with it to devices that take it |
 //! | `change_log` | every stored push of a visit under a sequence number (the cursor): visit, device, territory, how many changes, the visit's heads before and after (the changes are in the document; see [`crate::feed`]) |
 //! | `device_visits` | the visits each device holds (to send visits entering its scope whole and purge the ones leaving it) |
 //! | `reference` | the reference data as JSON with its version |
@@ -410,7 +411,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_reference_history.sql"),
     ),
-    (8, include_str!("../migrations/sqlite/0008_visit_read.sql")),
+    (8, include_str!("../migrations/sqlite/0008_visit_reads.sql")),
 ];
 
 /// Applies the migrations the database lacks, each in its own transaction; refuses a
@@ -754,11 +755,11 @@ impl VisitTxn for SqliteTxn<'_> {
     ) -> StoreResult<()> {
         self.tx
             .prepare_cached(
-                "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc, heads, visit)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO visits (visit_id, store_id, territory_id, rep_id, planned_start, status, doc, heads)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(visit_id) DO UPDATE SET store_id = excluded.store_id, territory_id = excluded.territory_id,
                    rep_id = excluded.rep_id, planned_start = excluded.planned_start, status = excluded.status,
-                   doc = excluded.doc, heads = excluded.heads, visit = excluded.visit",
+                   doc = excluded.doc, heads = excluded.heads",
             )?
             .execute(params![
                 m.visit_id,
@@ -768,9 +769,14 @@ impl VisitTxn for SqliteTxn<'_> {
                 m.planned_start,
                 m.status,
                 doc,
-                heads_to_bytes(heads),
-                visit
+                heads_to_bytes(heads)
             ])?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO visit_reads (visit_id, visit) VALUES (?1, ?2)
+                 ON CONFLICT(visit_id) DO UPDATE SET visit = excluded.visit",
+            )?
+            .execute(params![m.visit_id, visit])?;
         if log.changes == 0 {
             // The row may have changed without a log row (a server edit that added no
             // change, with the store since moved to another territory): no device's mark
@@ -1088,7 +1094,10 @@ impl FeedSource for SqliteFeed<'_> {
     fn document(&mut self, visit_id: &str) -> StoreResult<Option<StoredDocument>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT doc, heads, visit FROM visits WHERE visit_id = ?1")?
+            .prepare_cached(
+                "SELECT v.doc, v.heads, r.visit FROM visits v
+                 LEFT JOIN visit_reads r ON r.visit_id = v.visit_id WHERE v.visit_id = ?1",
+            )?
             .query_row([visit_id], |r| {
                 Ok(StoredDocument {
                     doc: r.get(0)?,
