@@ -35,9 +35,11 @@ pub struct Metrics {
     /// `fieldsync_gate_slots{gate}`: slots of a gate (how many may hold one at once).
     pub gate_slots: IntGaugeVec,
     /// `fieldsync_report_visits_read_total{from}`: visits the dashboard's reports used,
-    /// `from` = `kept` (read by an earlier request, bytes unchanged) or `document` (read
-    /// from the stored document now). Many `document` reads while no visits change mean
-    /// `--report-visits-kept` is smaller than the reports' ranges.
+    /// `from` = `kept` (read by an earlier request, bytes unchanged), `stored` (the read the
+    /// server stored with the document) or `document` (read from the stored document now:
+    /// documents stored before the server kept their reads). Many `stored` or `document`
+    /// reads while no visits change mean `--report-visits-kept` is smaller than the
+    /// reports' ranges.
     pub report_visits_read: IntCounterVec,
     seen: Mutex<HashSet<String>>,
 }
@@ -106,7 +108,7 @@ impl Metrics {
         let report_visits_read = IntCounterVec::new(
             Opts::new(
                 "fieldsync_report_visits_read_total",
-                "Visits the reports used, kept from an earlier read or read from the document",
+                "Visits the reports used: kept from an earlier read, stored with the document, or read from the document",
             ),
             &["from"],
         )

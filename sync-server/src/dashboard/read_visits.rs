@@ -9,8 +9,12 @@
 //! the SHA-256 of the stored bytes it was read from: a visit whose bytes are unchanged is
 //! not read again, one whose bytes changed is (the bytes decide, so a kept read is never
 //! stale). The misses of one request are read on up to [`READ_THREADS`] threads.
+//!
+//! A miss is taken from the visit the server read from the document when it stored it
+//! (`visit_reads`, [`StoredVisit::visit`]), a tenth of the cost of reading the document
+//! again; documents stored before the server kept those reads are read.
 
-use fieldsync_core::document::VisitDoc;
+use fieldsync_core::document::{VisitDoc, unpack_visit};
 use fieldsync_core::visit::Visit;
 use sha2::{Digest, Sha256};
 use std::num::NonZeroUsize;
@@ -38,7 +42,7 @@ type Fingerprint = [u8; 32];
 #[derive(Debug)]
 pub struct ReadVisits {
     kept: Mutex<lru::LruCache<String, (Fingerprint, Arc<Visit>)>>,
-    /// Counts the visits used by where they came from (`kept`, `document`).
+    /// Counts the visits used by where they came from (`kept`, `stored`, `document`).
     counter: Option<prometheus::IntCounterVec>,
 }
 
@@ -59,7 +63,8 @@ impl ReadVisits {
         }
     }
 
-    /// Counts the visits it hands out in `counter` (label `from`: `kept` or `document`).
+    /// Counts the visits it hands out in `counter` (label `from`: `kept`, `stored` (the
+    /// read kept beside the document) or `document` (read from it now)).
     pub fn counting(mut self, counter: prometheus::IntCounterVec) -> Self {
         self.counter = Some(counter);
         self
@@ -86,8 +91,9 @@ impl ReadVisits {
     }
 
     /// Each of `stored` as read from its document, in order: the kept read when the bytes
-    /// are the ones it was read from, else read now (and kept). A document that cannot be
-    /// read gives its error (and nothing is kept for it).
+    /// are the ones it was read from, else the read stored with the document, else read
+    /// now (and kept). A document that cannot be read gives its error (and nothing is kept
+    /// for it).
     pub fn read_all(&self, stored: &[StoredVisit]) -> Vec<fieldsync_core::Result<Arc<Visit>>> {
         let prints: Vec<Fingerprint> = stored
             .iter()
@@ -106,16 +112,22 @@ impl ReadVisits {
         };
         let misses: Vec<usize> = (0..stored.len()).filter(|&i| out[i].is_none()).collect();
         self.count("kept", stored.len() - misses.len());
-        self.count("document", misses.len());
         if misses.is_empty() {
             return out.into_iter().flatten().collect();
         }
         let read =
             fieldsync_core::parallel::map_in_order(&misses, READ_THREADS, PER_THREAD, |&i| {
-                VisitDoc::load(&stored[i].doc)
-                    .and_then(|d| d.read())
-                    .map(Arc::new)
+                // A stored read that does not unpack (none should) is read again.
+                if let Some(Ok(v)) = stored[i].visit.as_deref().map(unpack_visit) {
+                    return (true, Ok(Arc::new(v)));
+                }
+                let read = VisitDoc::load(&stored[i].doc).and_then(|d| d.read());
+                (false, read.map(Arc::new))
             });
+        let from_stored = read.iter().filter(|(s, _)| *s).count();
+        self.count("stored", from_stored);
+        self.count("document", misses.len() - from_stored);
+        let read: Vec<_> = read.into_iter().map(|(_, r)| r).collect();
         {
             // (A request over more visits than can be kept still finds as many kept the
             // next time: its look-ups come before its misses take the room.)
@@ -155,6 +167,7 @@ mod tests {
                 status: String::new(),
             },
             doc: doc.automerge().save(),
+            visit: None,
         }
     }
 
@@ -197,6 +210,38 @@ mod tests {
             docs[1].read().unwrap(),
             "read as the document reads"
         );
+    }
+
+    #[test]
+    fn a_miss_takes_the_read_stored_with_the_document_and_reads_the_document_without_one() {
+        let docs = visits(0..3);
+        let mut all: Vec<StoredVisit> = docs.iter().map(stored).collect();
+        // Stored with its read (a different one, to tell them apart); with a broken one;
+        // without one.
+        let mut marked = docs[0].read().unwrap();
+        marked.notes = "the stored read".into();
+        all[0].visit = Some(fieldsync_core::document::pack_visit(&marked));
+        all[1].visit = Some(b"not a packed visit".to_vec());
+        let counter = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("read_total", "visits used"),
+            &["from"],
+        )
+        .unwrap();
+        let cache = ReadVisits::new(10).counting(counter.clone());
+        let count = |from: &str| counter.with_label_values(&[from]).get();
+        let read: Vec<Arc<Visit>> = cache
+            .read_all(&all)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(*read[0], marked);
+        assert_eq!(*read[1], docs[1].read().unwrap());
+        assert_eq!(*read[2], docs[2].read().unwrap());
+        assert_eq!((count("stored"), count("document")), (1, 2));
+        // Kept like any other read.
+        let again = cache.read_all(&all);
+        assert!(Arc::ptr_eq(&read[0], again[0].as_ref().unwrap()));
+        assert_eq!(count("kept"), 3);
     }
 
     #[test]
