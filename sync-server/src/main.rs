@@ -418,6 +418,15 @@ async fn serve(
         None
     };
     let store_for_demo: Arc<dyn Store> = store.clone();
+    // Documents stored by an older version get their reads in the background.
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || {
+        match fieldsync_server::store::fill_visit_reads(s.as_ref()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(visits = n, "stored the reads of documents stored before"),
+            Err(e) => tracing::warn!(error = %e, "storing the reads of older documents stopped"),
+        }
+    });
     let state = AppState::new(store, config);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

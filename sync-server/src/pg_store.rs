@@ -1072,6 +1072,37 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn visits_without_reads(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT v.visit_id, v.doc FROM visits v LEFT JOIN visit_reads r ON r.visit_id = v.visit_id
+                 WHERE v.visit_id > $1 AND r.visit_id IS NULL ORDER BY v.visit_id LIMIT $2",
+                &[&after, &(limit as i64)],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    fn add_visit_reads(&self, reads: &[(String, Vec<u8>)]) -> StoreResult<usize> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let mut added = 0;
+        for (visit_id, visit) in reads {
+            added += tx.execute(
+                "INSERT INTO visit_reads (visit_id, visit) VALUES ($1, $2) ON CONFLICT (visit_id) DO NOTHING",
+                &[visit_id, visit],
+            )? as usize;
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
     fn changes_since(
         &self,
         territories: Option<&[String]>,

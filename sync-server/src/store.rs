@@ -351,6 +351,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
             .map(|(meta, _)| meta)
             .collect())
     }
+    /// Up to `limit` visits after `after` (by id) whose document has no stored read
+    /// (stored before the server kept them), with their documents as stored.
+    fn visits_without_reads(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Vec<u8>)>>;
+    /// Stores reads (`pack_visit`) made from documents [`Store::visits_without_reads`]
+    /// returned. A visit that got its read meanwhile (it was written since) keeps that one.
+    /// Returns how many were stored.
+    fn add_visit_reads(&self, reads: &[(String, Vec<u8>)]) -> StoreResult<usize>;
     /// What changed after change-log sequence number `since` in `territories` (`None`:
     /// every territory, by the territory recorded with each change): the highest sequence
     /// number there (`since` when nothing changed) and the ids of the visits changed, most
@@ -361,6 +372,42 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         since: i64,
         limit: usize,
     ) -> StoreResult<(i64, Vec<String>)>;
+}
+
+/// How many visits [`fill_visit_reads`] reads per batch.
+const FILL_BATCH: usize = 256;
+
+/// Stores the read of every document stored before the server kept them (schema version
+/// 8), so that those visits too travel to devices with their read and reports need not
+/// read them: reads each such document, one batch of [`FILL_BATCH`] at a time, on the
+/// calling thread. A visit written meanwhile keeps the read its write stored; a document
+/// that cannot be read is logged and left (devices and reports read it themselves).
+/// Returns how many reads were stored. `serve` runs it in the background at start-up.
+pub fn fill_visit_reads(store: &dyn Store) -> StoreResult<usize> {
+    let (mut after, mut stored) = (String::new(), 0);
+    loop {
+        let batch = store.visits_without_reads(&after, FILL_BATCH)?;
+        let Some((last, _)) = batch.last() else {
+            return Ok(stored);
+        };
+        after = last.clone();
+        let reads: Vec<(String, Vec<u8>)> = batch
+            .into_iter()
+            .filter_map(|(visit_id, doc)| {
+                let read = unpack_document(&doc)
+                    .and_then(|d| fieldsync_core::document::VisitDoc::load(&d))
+                    .and_then(|d| d.read());
+                match read {
+                    Ok(visit) => Some((visit_id, fieldsync_core::document::pack_visit(&visit))),
+                    Err(e) => {
+                        tracing::warn!(visit_id, error = %e, "a stored document does not read; left without its read");
+                        None
+                    }
+                }
+            })
+            .collect();
+        stored += store.add_visit_reads(&reads)?;
+    }
 }
 
 /// How far back the reference data of imports is kept: a version stays while it was in
@@ -1597,6 +1644,38 @@ impl Store for SqliteStore {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+
+    fn visits_without_reads(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(
+            "SELECT v.visit_id, v.doc FROM visits v LEFT JOIN visit_reads r ON r.visit_id = v.visit_id
+             WHERE v.visit_id > ?1 AND r.visit_id IS NULL ORDER BY v.visit_id LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn add_visit_reads(&self, reads: &[(String, Vec<u8>)]) -> StoreResult<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut added = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO visit_reads (visit_id, visit) VALUES (?1, ?2) ON CONFLICT (visit_id) DO NOTHING",
+            )?;
+            for (visit_id, visit) in reads {
+                added += stmt.execute(params![visit_id, visit])?;
+            }
+        }
+        tx.commit()?;
+        Ok(added)
     }
 
     fn changes_since(

@@ -929,6 +929,21 @@ fn a_version_1_database_is_upgraded_and_no_cursor_skips_a_change(b: &dyn Backend
         assert_eq!(page_hashes(&page)["v-1"], hashes, "documents: {documents}");
         assert_eq!(page.cursor, 4);
     }
+    // Its document was stored before the server kept reads: it is listed for one, which
+    // it keeps once stored (a later one for it changes nothing), and then travels with
+    // the document.
+    let without = s.visits_without_reads("", 10).unwrap();
+    assert_eq!(without.len(), 1);
+    assert_eq!(without[0].0, "v-1");
+    assert!(s.visits_without_reads("v-1", 10).unwrap().is_empty());
+    let reads = |r: &[u8]| vec![("v-1".to_string(), r.to_vec())];
+    assert_eq!(s.add_visit_reads(&reads(b"the read")).unwrap(), 1);
+    assert_eq!(s.add_visit_reads(&reads(b"a later one")).unwrap(), 0);
+    assert!(s.visits_without_reads("", 10).unwrap().is_empty());
+    let mut q = query("dev-c", T1, None, 100);
+    (q.documents, q.visits) = (true, true);
+    let page = pull(s.as_ref(), &q).unwrap();
+    assert_eq!(page.documents[0].visit.as_deref(), Some(&b"the read"[..]));
     // Past every old row: nothing (dev-a's own last change is not echoed either).
     let (c, got, _) = pull_all(s.as_ref(), query("dev-a", T1, Some((3, None)), 100));
     assert!(got.is_empty() && c.0 == 4, "{got:?}");

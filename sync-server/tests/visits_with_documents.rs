@@ -127,3 +127,73 @@ async fn the_visit_read_from_each_stored_document_travels_with_it_to_devices_tha
         assert!(got.values().all(|(_, sent)| sent.is_none()), "{device}");
     }
 }
+
+#[tokio::test]
+async fn documents_stored_before_the_server_kept_reads_get_theirs_and_travel_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let (store, refs) = inproc::seeded_store(&path, 1, &FixtureSize::default());
+    let router = fieldsync_server::app(AppState::new(store.clone(), Config::default()));
+    let today = chrono::Utc::now().date_naive();
+    let now = chrono::Utc::now().timestamp_millis();
+    let author = Author {
+        user_id: "rep-1".into(),
+        device_id: "phone".into(),
+    };
+    let documents: Vec<VisitDocument> = fixtures::typical_visits(&refs, "t-1", today)
+        .iter()
+        .take(3)
+        .enumerate()
+        .map(|(i, t)| {
+            let id = format!("v-old-{i}");
+            let doc = t
+                .document(&id, "rep-1", &author, ActorId::random(), now)
+                .unwrap();
+            VisitDocument::of(&id, doc.automerge())
+        })
+        .collect();
+    let pushed = sync(
+        &router,
+        "rep-token",
+        &SyncRequest {
+            protocol: PROTOCOL_VERSION,
+            device_id: "phone".into(),
+            accept_documents: true,
+            documents,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(pushed.acked_documents.len(), 3, "{:?}", pushed.rejections);
+    // As a database of an older server holds them: documents without reads.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("DELETE FROM visit_reads", [])
+        .unwrap();
+    let got = first_sync(&router, "mgr-token", "tablet", Some(VISIT_FORMAT)).await;
+    assert!(got.values().all(|(_, sent)| sent.is_none()));
+
+    assert_eq!(
+        fieldsync_server::store::fill_visit_reads(store.as_ref()).unwrap(),
+        3
+    );
+    assert_eq!(
+        fieldsync_server::store::fill_visit_reads(store.as_ref()).unwrap(),
+        0,
+        "once"
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .create_token(
+            "manager-1",
+            "tablet-2",
+            &fieldsync_server::api::hash_token("t2"),
+            now,
+        )
+        .unwrap();
+    let got = first_sync(&router, "t2", "tablet-2", Some(VISIT_FORMAT)).await;
+    assert_eq!(got.len(), 3);
+    for (id, (read, sent)) in &got {
+        assert_eq!(sent.as_ref(), Some(read), "{id}");
+    }
+}
