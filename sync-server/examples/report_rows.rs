@@ -24,6 +24,7 @@ use fieldsync_core::visit::Author;
 use fieldsync_server::SqliteStore;
 use fieldsync_server::api::{AppState, Config};
 use fieldsync_server::dashboard::Viewer;
+use fieldsync_server::dashboard::read_visits::StoredReads;
 use fieldsync_server::dashboard::reports::{Filter, load_rows};
 use fieldsync_server::ingest::{self, VisitLimits, Writer};
 use fieldsync_server::reference::ReferenceCache;
@@ -154,17 +155,15 @@ fn main() {
         .store
         .visits_in_range(None, 0, i64::MAX)
         .expect("stored visits");
-    let without: Vec<_> = stored
-        .iter()
-        .map(|s| fieldsync_server::store::StoredVisit {
-            visit: None,
-            ..s.clone()
-        })
-        .collect();
-    for (from, stored) in [("stored reads", &stored), ("documents", &without)] {
+    let store = state.store.clone();
+    let stored_reads = |ids: &[&str]| store.visit_reads(ids).expect("stored reads");
+    let no_reads = |_: &[&str]| Vec::new();
+    let sources: [(&str, StoredReads<'_>); 2] =
+        [("stored reads", &stored_reads), ("documents", &no_reads)];
+    for (from, reads) in sources {
         let (started, rss_before) = (Instant::now(), rss_kb());
         let alone = fieldsync_server::dashboard::read_visits::ReadVisits::default();
-        let read_alone = alone.read_all(stored);
+        let read_alone = alone.read_all(&stored, reads);
         let ms = started.elapsed().as_secs_f64() * 1e3;
         drop(read_alone);
         println!(

@@ -1045,30 +1045,31 @@ impl Store for PgStore {
         from: i64,
         to: i64,
         with_docs: bool,
-    ) -> StoreResult<Vec<(VisitMeta, Option<StoredDocument>)>> {
+    ) -> StoreResult<Vec<(VisitMeta, Option<Vec<u8>>)>> {
         let territories: Option<Vec<&String>> = territories.map(|t| t.iter().collect());
         let sql = format!(
-            "SELECT v.visit_id, v.store_id, v.territory_id, v.rep_id, v.planned_start, v.status{}
-             WHERE v.planned_start BETWEEN $1 AND $2 AND ($3::text[] IS NULL OR v.territory_id = ANY($3))
-             ORDER BY v.planned_start, v.visit_id",
-            if with_docs {
-                ", v.doc, r.visit FROM visits v LEFT JOIN visit_reads r ON r.visit_id = v.visit_id"
-            } else {
-                " FROM visits v"
-            }
+            "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status{} FROM visits
+             WHERE planned_start BETWEEN $1 AND $2 AND ($3::text[] IS NULL OR territory_id = ANY($3))
+             ORDER BY planned_start, visit_id",
+            if with_docs { ", doc" } else { "" }
         );
         Ok(self
             .conn()?
             .query(&sql, &[&from, &to, &territories])?
             .iter()
-            .map(|r| {
-                let doc = with_docs.then(|| StoredDocument {
-                    doc: r.get(6),
-                    heads: Vec::new(),
-                    visit: r.get(7),
-                });
-                (visit_meta(r), doc)
-            })
+            .map(|r| (visit_meta(r), with_docs.then(|| r.get(6))))
+            .collect())
+    }
+
+    fn visit_reads(&self, visit_ids: &[&str]) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT visit_id, visit FROM visit_reads WHERE visit_id = ANY($1)",
+                &[&visit_ids],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
             .collect())
     }
 
@@ -1158,6 +1159,5 @@ fn visit_row(r: &Row) -> StoredVisit {
     StoredVisit {
         meta: visit_meta(r),
         doc: r.get(6),
-        visit: None,
     }
 }

@@ -110,9 +110,6 @@ pub struct VisitMeta {
 pub struct StoredVisit {
     pub meta: VisitMeta,
     pub doc: Vec<u8>,
-    /// The visit read from `doc` when it was stored (`pack_visit`), where the query
-    /// reads it ([`Store::visits_in_range`]) and the server kept one.
-    pub visit: Option<Vec<u8>>,
 }
 
 /// Which visits a user may read.
@@ -163,7 +160,7 @@ pub struct PullQuery {
 pub struct StoredDocument {
     /// Automerge bytes, or packed by [`fieldsync_core::document::pack_document`].
     pub doc: Vec<u8>,
-    /// Its heads (empty when not recorded, or not read).
+    /// Its heads (empty when not recorded).
     pub heads: Vec<ChangeHash>,
     /// The visit read from it ([`fieldsync_core::document::pack_visit`]), when kept.
     pub visit: Option<Vec<u8>>,
@@ -306,16 +303,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn counts(&self) -> StoreResult<(i64, i64)>;
     /// The visits whose planned start lies in `[from, to]` (ms, both inclusive) in
     /// `territories` (`None`: every territory), ordered by planned start then id, each with
-    /// its document as stored (packed) and the visit read from it when `with_docs` (its
-    /// heads are not read). What [`Store::visits_in_range`] and
-    /// [`Store::visit_metas_in_range`] read.
+    /// its document as stored (packed) when `with_docs`. What [`Store::visits_in_range`]
+    /// and [`Store::visit_metas_in_range`] read.
     fn visit_rows_in_range(
         &self,
         territories: Option<&[String]>,
         from: i64,
         to: i64,
         with_docs: bool,
-    ) -> StoreResult<Vec<(VisitMeta, Option<StoredDocument>)>>;
+    ) -> StoreResult<Vec<(VisitMeta, Option<Vec<u8>>)>>;
     /// The visits whose planned start lies in `[from, to]` (ms, both inclusive) in
     /// `territories` (`None`: every territory), ordered by planned start then id. Reports
     /// (the manager dashboard) decode the documents and compute with `fieldsync-core`.
@@ -328,11 +324,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         self.visit_rows_in_range(territories, from, to, true)?
             .into_iter()
             .map(|(meta, doc)| {
-                let doc = doc.unwrap_or_default();
                 unpacked(StoredVisit {
                     meta,
-                    doc: doc.doc,
-                    visit: doc.visit,
+                    doc: doc.unwrap_or_default(),
                 })
             })
             .collect()
@@ -351,6 +345,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
             .map(|(meta, _)| meta)
             .collect())
     }
+    /// The reads stored with the documents of `visit_ids` (`pack_visit`), for those that
+    /// have one, in no particular order.
+    fn visit_reads(&self, visit_ids: &[&str]) -> StoreResult<Vec<(String, Vec<u8>)>>;
     /// Up to `limit` visits after `after` (by id) whose document has no stored read
     /// (stored before the server kept them), with their documents as stored.
     fn visits_without_reads(
@@ -373,6 +370,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> StoreResult<(i64, Vec<String>)>;
 }
+
+/// The most visit ids one query of [`Store::visit_reads`] names (SQLite's limit on a
+/// statement's parameters is 32,766).
+const READS_PER_QUERY: usize = 500;
 
 /// How many visits [`fill_visit_reads`] reads per batch.
 const FILL_BATCH: usize = 256;
@@ -773,7 +774,6 @@ impl VisitTxn for SqliteTxn<'_> {
                         status: r.get(5)?,
                     },
                     doc: r.get(6)?,
-                    visit: None,
                 })
             })
             .optional()?
@@ -1600,25 +1600,18 @@ impl Store for SqliteStore {
         from: i64,
         to: i64,
         with_docs: bool,
-    ) -> StoreResult<Vec<(VisitMeta, Option<StoredDocument>)>> {
+    ) -> StoreResult<Vec<(VisitMeta, Option<Vec<u8>>)>> {
         let mut sql = format!(
-            "SELECT v.visit_id, v.store_id, v.territory_id, v.rep_id, v.planned_start, v.status{}
-             WHERE v.planned_start BETWEEN ?1 AND ?2",
-            if with_docs {
-                ", v.doc, r.visit FROM visits v LEFT JOIN visit_reads r ON r.visit_id = v.visit_id"
-            } else {
-                " FROM visits v"
-            }
+            "SELECT visit_id, store_id, territory_id, rep_id, planned_start, status{} FROM visits
+             WHERE planned_start BETWEEN ?1 AND ?2",
+            if with_docs { ", doc" } else { "" }
         );
         let mut args: Vec<rusqlite::types::Value> = vec![from.into(), to.into()];
         if let Some(ts) = territories {
-            sql.push_str(&format!(
-                " AND v.territory_id IN ({})",
-                in_list(ts.len(), 3)
-            ));
+            sql.push_str(&format!(" AND territory_id IN ({})", in_list(ts.len(), 3)));
             args.extend(ts.iter().map(|t| t.clone().into()));
         }
-        sql.push_str(" ORDER BY v.planned_start, v.visit_id");
+        sql.push_str(" ORDER BY planned_start, visit_id");
         let conn = self.lock();
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt
@@ -1631,19 +1624,29 @@ impl Store for SqliteStore {
                     planned_start: r.get(4)?,
                     status: r.get(5)?,
                 };
-                let doc = if with_docs {
-                    Some(StoredDocument {
-                        doc: r.get(6)?,
-                        heads: Vec::new(),
-                        visit: r.get(7)?,
-                    })
-                } else {
-                    None
-                };
-                Ok((meta, doc))
+                Ok((meta, if with_docs { Some(r.get(6)?) } else { None }))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+
+    fn visit_reads(&self, visit_ids: &[&str]) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let conn = self.read();
+        let mut out = Vec::with_capacity(visit_ids.len());
+        for ids in visit_ids.chunks(READS_PER_QUERY) {
+            let sql = format!(
+                "SELECT visit_id, visit FROM visit_reads WHERE visit_id IN ({})",
+                in_list(ids.len(), 1)
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(ids), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            for row in rows {
+                out.push(row?);
+            }
+        }
+        Ok(out)
     }
 
     fn visits_without_reads(

@@ -940,6 +940,10 @@ fn a_version_1_database_is_upgraded_and_no_cursor_skips_a_change(b: &dyn Backend
     assert_eq!(s.add_visit_reads(&reads(b"the read")).unwrap(), 1);
     assert_eq!(s.add_visit_reads(&reads(b"a later one")).unwrap(), 0);
     assert!(s.visits_without_reads("", 10).unwrap().is_empty());
+    assert_eq!(
+        s.visit_reads(&["v-1", "v-none"]).unwrap(),
+        reads(b"the read")
+    );
     let mut q = query("dev-c", T1, None, 100);
     (q.documents, q.visits) = (true, true);
     let page = pull(s.as_ref(), &q).unwrap();

@@ -11,12 +11,14 @@
 //! stale). The misses of one request are read on up to [`READ_THREADS`] threads.
 //!
 //! A miss is taken from the visit the server read from the document when it stored it
-//! (`visit_reads`, [`StoredVisit::visit`]), a tenth of the cost of reading the document
-//! again; documents stored before the server kept those reads are read.
+//! (`visit_reads`), a tenth of the cost of reading the document again; documents stored
+//! before the server kept those reads are read. The stored reads are fetched for the
+//! misses only: a report with nothing changed reads no more than the documents.
 
 use fieldsync_core::document::{VisitDoc, unpack_visit};
 use fieldsync_core::visit::Visit;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +39,10 @@ pub const READ_THREADS: usize = 4;
 const PER_THREAD: usize = 16;
 
 type Fingerprint = [u8; 32];
+
+/// Gives the reads stored with the documents of the visits it is asked for
+/// ([`crate::Store::visit_reads`]): visit id, packed visit.
+pub type StoredReads<'a> = &'a dyn Fn(&[&str]) -> Vec<(String, Vec<u8>)>;
 
 /// Read visits by visit id, each with the fingerprint of the bytes it was read from.
 #[derive(Debug)]
@@ -91,10 +97,19 @@ impl ReadVisits {
     }
 
     /// Each of `stored` as read from its document, in order: the kept read when the bytes
-    /// are the ones it was read from, else the read stored with the document, else read
-    /// now (and kept). A document that cannot be read gives its error (and nothing is kept
-    /// for it).
-    pub fn read_all(&self, stored: &[StoredVisit]) -> Vec<fieldsync_core::Result<Arc<Visit>>> {
+    /// are the ones it was read from, else the read stored with the document (`reads`
+    /// gives those of the visits it is asked for: [`crate::Store::visit_reads`]), else read
+    /// now; kept either way. A document that cannot be read gives its error (and nothing
+    /// is kept for it).
+    ///
+    /// The stored reads are asked for after the documents were: a visit written in between
+    /// shows as written (its newer read), and is taken again by the next request, since its
+    /// bytes then differ from the ones kept with it.
+    pub fn read_all(
+        &self,
+        stored: &[StoredVisit],
+        reads: StoredReads<'_>,
+    ) -> Vec<fieldsync_core::Result<Arc<Visit>>> {
         let prints: Vec<Fingerprint> = stored
             .iter()
             .map(|s| Sha256::digest(&s.doc).into())
@@ -115,10 +130,15 @@ impl ReadVisits {
         if misses.is_empty() {
             return out.into_iter().flatten().collect();
         }
+        let ids: Vec<&str> = misses
+            .iter()
+            .map(|&i| stored[i].meta.visit_id.as_str())
+            .collect();
+        let reads: HashMap<String, Vec<u8>> = reads(&ids).into_iter().collect();
         let read =
             fieldsync_core::parallel::map_in_order(&misses, READ_THREADS, PER_THREAD, |&i| {
                 // A stored read that does not unpack (none should) is read again.
-                if let Some(Ok(v)) = stored[i].visit.as_deref().map(unpack_visit) {
+                if let Some(Ok(v)) = reads.get(&stored[i].meta.visit_id).map(|r| unpack_visit(r)) {
                     return (true, Ok(Arc::new(v)));
                 }
                 let read = VisitDoc::load(&stored[i].doc).and_then(|d| d.read());
@@ -167,8 +187,12 @@ mod tests {
                 status: String::new(),
             },
             doc: doc.automerge().save(),
-            visit: None,
         }
+    }
+
+    /// A store that kept no reads.
+    fn none(_: &[&str]) -> Vec<(String, Vec<u8>)> {
+        Vec::new()
     }
 
     fn visits(ids: std::ops::Range<usize>) -> Vec<VisitDoc> {
@@ -182,12 +206,12 @@ mod tests {
         let mut docs = visits(0..3);
         let cache = ReadVisits::new(10);
         let first: Vec<Arc<Visit>> = cache
-            .read_all(&docs.iter().map(stored).collect::<Vec<_>>())
+            .read_all(&docs.iter().map(stored).collect::<Vec<_>>(), &none)
             .into_iter()
             .map(Result::unwrap)
             .collect();
         assert_eq!(cache.len(), 3);
-        let again = cache.read_all(&docs.iter().map(stored).collect::<Vec<_>>());
+        let again = cache.read_all(&docs.iter().map(stored).collect::<Vec<_>>(), &none);
         for (a, b) in first.iter().zip(&again) {
             assert!(Arc::ptr_eq(a, b.as_ref().unwrap()), "the kept read is used");
         }
@@ -199,7 +223,7 @@ mod tests {
         docs[1]
             .edit(&rep, NOW + 1, |w| w.set_notes("Back room checked again."))
             .unwrap();
-        let after = cache.read_all(&docs.iter().map(stored).collect::<Vec<_>>());
+        let after = cache.read_all(&docs.iter().map(stored).collect::<Vec<_>>(), &none);
         let after: Vec<Arc<Visit>> = after.into_iter().map(Result::unwrap).collect();
         assert!(Arc::ptr_eq(&first[0], &after[0]));
         assert!(Arc::ptr_eq(&first[2], &after[2]));
@@ -215,13 +239,22 @@ mod tests {
     #[test]
     fn a_miss_takes_the_read_stored_with_the_document_and_reads_the_document_without_one() {
         let docs = visits(0..3);
-        let mut all: Vec<StoredVisit> = docs.iter().map(stored).collect();
+        let all: Vec<StoredVisit> = docs.iter().map(stored).collect();
         // Stored with its read (a different one, to tell them apart); with a broken one;
         // without one.
         let mut marked = docs[0].read().unwrap();
         marked.notes = "the stored read".into();
-        all[0].visit = Some(fieldsync_core::document::pack_visit(&marked));
-        all[1].visit = Some(b"not a packed visit".to_vec());
+        let asked = std::cell::RefCell::new(Vec::new());
+        let reads = |ids: &[&str]| {
+            asked.borrow_mut().push(ids.join(","));
+            vec![
+                (
+                    "v-0".to_string(),
+                    fieldsync_core::document::pack_visit(&marked),
+                ),
+                ("v-1".to_string(), b"not a packed visit".to_vec()),
+            ]
+        };
         let counter = prometheus::IntCounterVec::new(
             prometheus::Opts::new("read_total", "visits used"),
             &["from"],
@@ -230,7 +263,7 @@ mod tests {
         let cache = ReadVisits::new(10).counting(counter.clone());
         let count = |from: &str| counter.with_label_values(&[from]).get();
         let read: Vec<Arc<Visit>> = cache
-            .read_all(&all)
+            .read_all(&all, &reads)
             .into_iter()
             .map(Result::unwrap)
             .collect();
@@ -238,10 +271,11 @@ mod tests {
         assert_eq!(*read[1], docs[1].read().unwrap());
         assert_eq!(*read[2], docs[2].read().unwrap());
         assert_eq!((count("stored"), count("document")), (1, 2));
-        // Kept like any other read.
-        let again = cache.read_all(&all);
+        // Kept like any other read; the stored reads are asked for the misses only.
+        let again = cache.read_all(&all, &reads);
         assert!(Arc::ptr_eq(&read[0], again[0].as_ref().unwrap()));
         assert_eq!(count("kept"), 3);
+        assert_eq!(*asked.borrow(), vec!["v-0,v-1,v-2".to_string()]);
     }
 
     #[test]
@@ -257,7 +291,7 @@ mod tests {
         );
         all[1].meta.visit_id = "broken".into();
         let cache = ReadVisits::new(10);
-        let read = cache.read_all(&all);
+        let read = cache.read_all(&all, &none);
         assert_eq!(read.len(), 3);
         assert_eq!(read[0].as_ref().unwrap().id, "v-0");
         assert!(read[1].is_err());
@@ -277,7 +311,7 @@ mod tests {
         let cache = ReadVisits::new(25).counting(counter.clone());
         let count = |from: &str| counter.with_label_values(&[from]).get();
         // Read on threads, in order.
-        let read = cache.read_all(&all);
+        let read = cache.read_all(&all, &none);
         for (i, r) in read.iter().enumerate() {
             assert_eq!(r.as_ref().unwrap().id, format!("v-{i}"));
         }
@@ -285,7 +319,7 @@ mod tests {
         assert_eq!((count("kept"), count("document")), (0, 40));
         // The same report again, twice: the 25 kept are used, only the 15 others read.
         for round in 1..=2 {
-            let again = cache.read_all(&all);
+            let again = cache.read_all(&all, &none);
             for (i, r) in again.iter().enumerate() {
                 assert_eq!(r.as_ref().unwrap().id, format!("v-{i}"));
             }
@@ -296,11 +330,11 @@ mod tests {
         }
         // A report over other visits takes the room of the reads used longest ago.
         let newer: Vec<StoredVisit> = visits(40..50).iter().map(stored).collect();
-        cache.read_all(&newer);
+        cache.read_all(&newer, &none);
         assert_eq!(cache.len(), 25);
         assert_eq!(count("document"), 40 + 30 + 10);
         let kept_before = count("kept");
-        cache.read_all(&newer);
+        cache.read_all(&newer, &none);
         assert_eq!(
             count("kept"),
             kept_before + 10,

@@ -19,6 +19,7 @@
 //! day of its planned start ([`fieldsync_core::kpi::store_local_day`]).
 
 use crate::reference::IndexedReference;
+use crate::store::StoredVisit;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -227,6 +228,23 @@ pub fn territories_of(viewer: &Viewer, filter: &Filter) -> Result<Option<Vec<Str
     }
 }
 
+/// The visits of `stored` as read from their documents, through the server's kept reads
+/// ([`super::read_visits::ReadVisits`]), which take a miss from the read stored with the
+/// document when there is one. A store that cannot give those reads leaves the documents
+/// to be read.
+fn read_stored(
+    state: &AppState,
+    stored: &[StoredVisit],
+) -> Vec<fieldsync_core::Result<Arc<fieldsync_core::visit::Visit>>> {
+    let store = state.store.clone();
+    state.read_visits.read_all(stored, &|ids| {
+        store.visit_reads(ids).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the stored reads of visits could not be read");
+            Vec::new()
+        })
+    })
+}
+
 /// The visits of a report (sorted by planned start), each judged with the reference data in
 /// effect when it was worked, and the current reference data (indexed).
 pub fn load_rows(
@@ -242,7 +260,7 @@ pub fn load_rows(
     let stored = state
         .store
         .visits_in_range(territories.as_deref(), from_ms, to_ms)?;
-    let read = state.read_visits.read_all(&stored);
+    let read = read_stored(state, &stored);
     let mut rows = Vec::with_capacity(stored.len());
     for (sv, visit) in stored.into_iter().zip(read) {
         let visit = match visit {
@@ -1495,7 +1513,7 @@ async fn changes(
                     stored.push(sv);
                 }
             }
-            let read = state.read_visits.read_all(&stored);
+            let read = read_stored(&state, &stored);
             for (sv, visit) in stored.into_iter().zip(read) {
                 let Ok(visit) = visit else {
                     continue;
