@@ -418,3 +418,31 @@ fn a_visit_sent_with_a_document_that_does_not_match_it_is_refused_and_changes_no
     c.apply_remote_documents(&[other, good]).unwrap();
     assert_eq!(c.visit_ids().unwrap().len(), 2);
 }
+
+#[test]
+fn a_document_taken_with_its_visit_that_does_not_load_fails_when_opened_and_only_that_visit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ids) = source(dir.path(), 2);
+    let c = open(dir.path(), "c", "rep-1", Arc::new(ManualClock::new(NOW)));
+    let good = with_visit(&a, document(&a, &ids[0], Form::Plain));
+    let other = with_visit(&a, document(&a, &ids[1], Form::Plain));
+    // A character of the notes changed and the checksum made right again: the document
+    // still has its shape and its recorded heads, but its changes no longer hash to them.
+    let mut doc = good.doc.clone();
+    let at = doc
+        .windows(4)
+        .position(|w| w == b"isit")
+        .expect("the notes' characters");
+    doc[at] = b'o';
+    use sha2::Digest as _;
+    let sum = sha2::Sha256::digest(&doc[8..]);
+    doc[4..8].copy_from_slice(&sum[..4]);
+    let tampered = RemoteDocument { doc, ..good };
+    // The device does not parse it on the way in (that is the point) ...
+    c.apply_remote_documents(&[tampered, other]).unwrap();
+    assert_eq!(c.visit_ids().unwrap().len(), 2);
+    // ... so opening it is where it fails: an error, for that visit only.
+    let e = c.visit(&ids[0]).unwrap_err();
+    assert!(e.to_string().contains("mismatching heads"), "{e}");
+    assert_eq!(c.visit(&ids[1]).unwrap(), a.visit(&ids[1]).unwrap());
+}

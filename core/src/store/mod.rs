@@ -1941,17 +1941,27 @@ fn load_automerge(conn: &Connection, visit_id: &str, actor: &ActorId) -> Result<
         .query_row([visit_id], |r| r.get(0))
         .optional()?
         .ok_or_else(|| Error::not_found("visit", visit_id))?;
+    // A document taken whole from the server was stored without Automerge parsing it
+    // (`read_new_document`): it is parsed here first, and Automerge 0.12 panics on some
+    // malformed columns. An error, never a crash of the app.
+    let corrupt = || {
+        Error::Corrupt(format!(
+            "the stored document of visit {visit_id} does not load"
+        ))
+    };
     let mut am = if snapshot.is_empty() {
         Automerge::new()
     } else {
-        Automerge::load(&crate::document::unpack_document(&snapshot)?)?
+        let plain = crate::document::unpack_document(&snapshot)?;
+        std::panic::catch_unwind(|| Automerge::load(&plain)).map_err(|_| corrupt())??
     };
     let mut stmt =
         conn.prepare_cached("SELECT bytes FROM doc_chunks WHERE visit_id = ?1 ORDER BY seq")?;
     let mut rows = stmt.query([visit_id])?;
     while let Some(r) = rows.next()? {
         let bytes: Vec<u8> = r.get(0)?;
-        am.load_incremental(&bytes)?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.load_incremental(&bytes)))
+            .map_err(|_| corrupt())??;
     }
     am.set_actor(actor.clone());
     Ok(am)
