@@ -72,30 +72,29 @@ fn document(from: &DeviceStore, id: &str, form: Form) -> RemoteDocument {
     }
 }
 
+/// Two fresh devices of manager-1 (`b`, `c`).
+fn two_managers(dir: &std::path::Path) -> (DeviceStore, DeviceStore) {
+    let manager = |name| open(dir, name, "manager-1", Arc::new(ManualClock::new(NOW)));
+    (manager("b"), manager("c"))
+}
+
+/// The documents of `ids` from `from`, in each form in turn.
+fn in_every_form(from: &DeviceStore, ids: &[String]) -> Vec<RemoteDocument> {
+    let forms = [Form::Packed, Form::Plain, Form::Compressed];
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| document(from, id, forms[i % 3]))
+        .collect()
+}
+
 #[test]
 fn a_visit_sent_whole_ends_as_the_same_visit_sent_change_by_change() {
     let dir = tempfile::tempdir().unwrap();
     let (a, ids) = source(dir.path(), 40);
-    let by_changes = open(
-        dir.path(),
-        "b",
-        "manager-1",
-        Arc::new(ManualClock::new(NOW)),
-    );
-    let by_docs = open(
-        dir.path(),
-        "c",
-        "manager-1",
-        Arc::new(ManualClock::new(NOW)),
-    );
+    let (by_changes, by_docs) = two_managers(dir.path());
     exchange(&a, &by_changes);
     // Every form, in one page (parsed on several threads).
-    let forms = [Form::Packed, Form::Plain, Form::Compressed];
-    let docs: Vec<RemoteDocument> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| document(&a, id, forms[i % 3]))
-        .collect();
+    let docs = in_every_form(&a, &ids);
     let out = by_docs.apply_remote_documents(&docs).unwrap();
     assert_eq!(out.len(), ids.len());
     for (id, o) in ids.iter().zip(&out) {
@@ -302,24 +301,8 @@ fn with_visit(from: &DeviceStore, d: RemoteDocument) -> RemoteDocument {
 fn a_visit_sent_with_its_document_is_stored_as_reading_the_document_would_store_it() {
     let dir = tempfile::tempdir().unwrap();
     let (a, ids) = source(dir.path(), 40);
-    let read = open(
-        dir.path(),
-        "b",
-        "manager-1",
-        Arc::new(ManualClock::new(NOW)),
-    );
-    let taken = open(
-        dir.path(),
-        "c",
-        "manager-1",
-        Arc::new(ManualClock::new(NOW)),
-    );
-    let forms = [Form::Packed, Form::Plain, Form::Compressed];
-    let docs: Vec<RemoteDocument> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| document(&a, id, forms[i % 3]))
-        .collect();
+    let (read, taken) = two_managers(dir.path());
+    let docs = in_every_form(&a, &ids);
     let by_reading = read.apply_remote_documents(&docs).unwrap();
     let with: Vec<RemoteDocument> = docs.into_iter().map(|d| with_visit(&a, d)).collect();
     let by_taking = taken.apply_remote_documents(&with).unwrap();

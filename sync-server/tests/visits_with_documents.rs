@@ -23,6 +23,24 @@ async fn sync(router: &axum::Router, token: &str, req: &SyncRequest) -> SyncResp
     serde_json::from_slice(&body).unwrap()
 }
 
+/// rep-1's phone pushes `documents` whole; each must be acknowledged.
+async fn push(router: &axum::Router, documents: Vec<VisitDocument>) {
+    let n = documents.len();
+    let pushed = sync(
+        router,
+        "rep-token",
+        &SyncRequest {
+            protocol: PROTOCOL_VERSION,
+            device_id: "phone".into(),
+            accept_documents: true,
+            documents,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(pushed.acked_documents.len(), n, "{:?}", pushed.rejections);
+}
+
 /// A first sync of `device` (a token `token` of manager-1) asking for visits in `format`:
 /// per visit, the visit read from the document sent and the visit sent with it.
 async fn first_sync(
@@ -80,19 +98,7 @@ async fn the_visit_read_from_each_stored_document_travels_with_it_to_devices_tha
     let made = fixtures::typical_visits(&refs, "t-1", today)[0]
         .document("v-made", "rep-1", &author, ActorId::random(), now)
         .unwrap();
-    let pushed = sync(
-        &router,
-        "rep-token",
-        &SyncRequest {
-            protocol: PROTOCOL_VERSION,
-            device_id: "phone".into(),
-            accept_documents: true,
-            documents: vec![VisitDocument::of("v-made", made.automerge())],
-            ..Default::default()
-        },
-    )
-    .await;
-    assert!(pushed.rejections.is_empty(), "{:?}", pushed.rejections);
+    push(&router, vec![VisitDocument::of("v-made", made.automerge())]).await;
     let shop = inproc::store_in(&refs, "t-1");
     let start = now + 86_400_000;
     inproc::plan_rep_visit(&router, &shop, "v-planned", start, start + 3_600_000).await;
@@ -152,19 +158,7 @@ async fn documents_stored_before_the_server_kept_reads_get_theirs_and_travel_wit
             VisitDocument::of(&id, doc.automerge())
         })
         .collect();
-    let pushed = sync(
-        &router,
-        "rep-token",
-        &SyncRequest {
-            protocol: PROTOCOL_VERSION,
-            device_id: "phone".into(),
-            accept_documents: true,
-            documents,
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(pushed.acked_documents.len(), 3, "{:?}", pushed.rejections);
+    push(&router, documents).await;
     // As a database of an older server holds them: documents without reads.
     rusqlite::Connection::open(&path)
         .unwrap()
