@@ -79,10 +79,12 @@ pub fn pack_document(automerge_bytes: &[u8]) -> Vec<u8> {
 /// device uses a visit sent with a document instead of reading the document only when
 /// the server made it in the device's format. Bump it whenever `Visit` or
 /// [`VisitDoc::read`] changes what a document reads as, with a server migration that
-/// clears the visits the server stored (`visits.visit`, both backends).
+/// empties the reads the server stored (table `visit_reads`, both backends; the server
+/// stores them again in the new format in the background after it starts).
 pub const VISIT_FORMAT: u32 = 1;
 
-/// The most a packed visit may unpack to on a device (a typical visit is ~4 KB of JSON).
+/// The most a packed visit may unpack to on a device (a typical visit is ~5.5 KB of
+/// JSON).
 pub const MAX_VISIT_BYTES: usize = 4 * 1024 * 1024;
 
 /// A visit as read from its document, packed to travel and be stored beside the

@@ -163,7 +163,8 @@ pub struct VisitDocument {
     /// The document's heads (hex change hashes): after loading it the device must hold
     /// every one of them, or it did not get every change.
     pub heads: Vec<String>,
-    /// Server → device only, when the request's `accept_visits` named the server's
+    /// Server → device only (the server ignores it in a request), when the request's
+    /// `accept_visits` named the server's
     /// [`crate::document::VISIT_FORMAT`]: base64 of the visit as the server read it from
     /// this document ([`crate::document::pack_visit`]: JSON of
     /// [`crate::visit::Visit`] in one Zstandard frame). Absent for documents the server
