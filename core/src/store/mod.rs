@@ -1385,8 +1385,12 @@ impl DeviceStore {
         let parsed = crate::parallel::map_in_order(&fresh, APPLY_THREADS, APPLY_PER_THREAD, |&i| {
             let d = &docs[i];
             let checked = checked_document(&d.visit_id, &d.doc, &d.heads)?;
-            let parsed = match &d.visit {
-                Some(visit) => read_new_document(&d.visit_id, &checked, visit)?,
+            let taken = d
+                .visit
+                .as_deref()
+                .and_then(|visit| take_new_document(&d.visit_id, &checked, visit));
+            let parsed = match taken {
+                Some(taken) => taken,
                 None => parse_new_document(&d.visit_id, &checked.bytes, &checked.heads, &actor)?,
             };
             // The bytes are the snapshot (packed for storage as they came).
@@ -1845,29 +1849,26 @@ fn document_exists(conn: &Connection, visit_id: &str) -> Result<bool> {
 /// The bytes passed [`checked_document`]; here their checksum must be right and the
 /// heads they record must be the server's `heads` (Automerge checks those against the
 /// changes when it loads the stored document, on the first use of the visit), and the
-/// visit must be this one. A document is whole, so no dependency can be missing.
-fn read_new_document(
+/// visit must unpack and be this one. A document is whole, so no dependency can be
+/// missing. `None` when any of that fails: the read is only a shortcut, and the document
+/// is then parsed and read as without it (which refuses it if the document is at fault),
+/// so a read the device cannot use never stops a sync.
+fn take_new_document(
     visit_id: &str,
     checked: &CheckedDocument<'_>,
     packed: &[u8],
-) -> Result<NewDocument> {
-    let bad = |e: &str| Error::invalid(format!("visit {visit_id}: malformed document: {e}"));
-    if !crate::sync::doc_check::checksum_ok(&checked.bytes) {
-        return Err(bad("its checksum is wrong"));
-    }
+) -> Option<NewDocument> {
     let recorded: BTreeSet<&ChangeHash> = checked.shape.heads.iter().collect();
-    if recorded != checked.heads.iter().collect() {
-        return Err(bad("its heads are not the ones it was sent with"));
+    if recorded != checked.heads.iter().collect()
+        || !crate::sync::doc_check::checksum_ok(&checked.bytes)
+    {
+        return None;
     }
     let visit = crate::document::unpack_visit(packed)
-        .map_err(|e| Error::invalid(format!("visit {visit_id}: the visit sent with it: {e}")))?;
-    if visit.id != visit_id {
-        return Err(Error::invalid(format!(
-            "the visit sent with the document for visit {visit_id} is visit {}",
-            visit.id
-        )));
-    }
-    Ok(NewDocument {
+        .inspect_err(|e| tracing::warn!(visit_id, error = %e, "the visit sent with a document does not read; reading the document"))
+        .ok()
+        .filter(|v| v.id == visit_id)?;
+    Some(NewDocument {
         visit: Some(visit),
         outcome: RemoteApply {
             applied: checked.shape.changes as usize,
@@ -1942,7 +1943,7 @@ fn load_automerge(conn: &Connection, visit_id: &str, actor: &ActorId) -> Result<
         .optional()?
         .ok_or_else(|| Error::not_found("visit", visit_id))?;
     // A document taken whole from the server was stored without Automerge parsing it
-    // (`read_new_document`): it is parsed here first, and Automerge 0.12 panics on some
+    // (`take_new_document`): it is parsed here first, and Automerge 0.12 panics on some
     // malformed columns. An error, never a crash of the app.
     let corrupt = || {
         Error::Corrupt(format!(
