@@ -75,7 +75,9 @@
 //!   does not hold the visit may then store the document without parsing it, which is
 //!   most of the cost of taking a visit: it checks the document's checksum and that the
 //!   heads the document records are the declared `heads`, and takes the visit for its
-//!   screens; Automerge checks the rest when the visit is first opened. A device that
+//!   screens; Automerge checks the rest when the visit is first opened. A read that does
+//!   not fit the document (or does not unpack) is not used: the device then parses and
+//!   reads the document as without it. A device that
 //!   holds the visit merges the document as before and ignores `visit`. Documents stored
 //!   before the server kept visits, or in another format, come without one.
 //! * **Whole documents, device → server (optional feature).** A server that takes them
