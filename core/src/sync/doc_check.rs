@@ -347,6 +347,50 @@ mod tests {
     }
 
     #[test]
+    fn the_shape_gives_the_documents_heads_change_count_and_checksum() {
+        // Three actors, two of them concurrent, then a merge: several heads, and changes
+        // with two dependencies.
+        let mut a = document();
+        let mut b = a.fork();
+        let mut c = a.fork();
+        for (doc, key) in [(&mut b, "from-b"), (&mut c, "from-c")] {
+            let mut tx = doc.transaction();
+            tx.put(ROOT, key, 1).unwrap();
+            tx.commit();
+        }
+        a.merge(&mut b).unwrap();
+        a.merge(&mut c).unwrap();
+        assert_eq!(a.get_heads().len(), 2);
+        let merged = a.clone();
+        let mut tx = a.transaction();
+        tx.put(ROOT, "after", 2).unwrap();
+        tx.commit();
+        for doc in [&merged, &a] {
+            for bytes in [doc.save(), doc.save_nocompress()] {
+                let shape = check_document(&bytes, MAX_DOCUMENT_ROWS).unwrap();
+                let heads: std::collections::BTreeSet<_> = doc.get_heads().into_iter().collect();
+                assert_eq!(
+                    shape
+                        .heads
+                        .iter()
+                        .copied()
+                        .collect::<std::collections::BTreeSet<_>>(),
+                    heads
+                );
+                assert_eq!(shape.changes, doc.get_changes(&[]).len() as u64);
+                assert!(checksum_ok(&bytes));
+                let mut broken = bytes.clone();
+                broken[5] ^= 1;
+                assert!(!checksum_ok(&broken));
+            }
+        }
+        assert!(
+            !checksum_ok(&[0x85, 0x6f, 0x4a]),
+            "too short for a checksum"
+        );
+    }
+
+    #[test]
     fn documents_automerge_saves_pass() {
         let doc = document();
         for bytes in [doc.save(), doc.save_nocompress()] {
