@@ -260,6 +260,32 @@ pub fn visit_problems(visit: &Visit, refs: &ReferenceIndex<'_>) -> Vec<String> {
             out.push(format!("negative order quantity for product {pid:?}"));
         }
     }
+    // What a device's own API refuses (the position's range, finite numbers), for
+    // documents written by other means.
+    for (what, point) in [("check-in", visit.check_in), ("check-out", visit.check_out)] {
+        let Some(point) = point else { continue };
+        if !point.position.on_earth() {
+            out.push(format!(
+                "{what} position ({}, {}) is not on Earth",
+                point.position.lat, point.position.lng
+            ));
+        }
+        if !(point.distance_m.is_finite() && point.distance_m >= 0.0) {
+            out.push(format!(
+                "{what} distance {} m is no distance",
+                point.distance_m
+            ));
+        }
+    }
+    for (question, answer) in &visit.survey {
+        if let AnswerValue::Number(n) = answer.value
+            && !n.is_finite()
+        {
+            out.push(format!(
+                "survey answer to {question:?} is not a finite number"
+            ));
+        }
+    }
     out
 }
 

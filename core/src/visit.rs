@@ -89,6 +89,12 @@ pub struct GeoPoint {
 }
 
 impl GeoPoint {
+    /// Whether it is a position on Earth: latitude in [-90, 90], longitude in [-180, 180]
+    /// (so neither is NaN).
+    pub fn on_earth(self) -> bool {
+        (-90.0..=90.0).contains(&self.lat) && (-180.0..=180.0).contains(&self.lng)
+    }
+
     /// Great-circle distance in metres (haversine, mean Earth radius 6,371,008.8 m).
     pub fn distance_m(self, other: GeoPoint) -> f64 {
         const R: f64 = 6_371_008.8;

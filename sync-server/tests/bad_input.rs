@@ -716,3 +716,78 @@ async fn rep_device_at(e: &Env, file: &str) -> DeviceStore {
     d.apply_remote(VISIT, &changes).unwrap();
     d
 }
+
+/// The change a rep's phone would push after `edit` on the stored visit, made with a fresh
+/// actor of that phone outside the phone's API (which refuses such values itself).
+fn forged_edit(
+    e: &Env,
+    edit: impl FnOnce(&mut fieldsync_core::document::VisitWriter<'_, '_>) -> fieldsync_core::Result<()>,
+) -> Vec<u8> {
+    let stored = e.store.visit(VISIT).unwrap().unwrap().doc;
+    let mut doc = fieldsync_core::document::VisitDoc::load(&stored).unwrap();
+    doc.set_actor(automerge::ActorId::random());
+    let author = fieldsync_core::visit::Author {
+        user_id: "rep-1".into(),
+        device_id: "phone".into(),
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let (_, hash) = doc.edit(&author, now, edit).unwrap();
+    doc.automerge()
+        .get_change_by_hash(&hash.unwrap())
+        .unwrap()
+        .raw_bytes()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn numbers_a_phone_refuses_are_refused_in_forged_changes_too() {
+    use fieldsync_core::document::CheckKind;
+    use fieldsync_core::visit::{AnswerValue, CheckPoint, GeoPoint};
+    let e = env().await;
+    let before = snapshot(&e.store);
+    let point = |lat: f64, distance_m: f64| CheckPoint {
+        at: chrono::Utc::now().timestamp_millis(),
+        position: GeoPoint { lat, lng: 13.4 },
+        distance_m,
+        outside_geofence: false,
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "check-in position (NaN, 13.4) is not on Earth",
+            forged_edit(&e, |w| {
+                w.set_checkpoint(CheckKind::In, &point(f64::NAN, 0.0))
+            }),
+        ),
+        (
+            "check-in position (91, 13.4) is not on Earth",
+            forged_edit(&e, |w| w.set_checkpoint(CheckKind::In, &point(91.0, 0.0))),
+        ),
+        (
+            "check-in distance -5 m is no distance",
+            forged_edit(&e, |w| w.set_checkpoint(CheckKind::In, &point(52.5, -5.0))),
+        ),
+        (
+            "is not a finite number",
+            forged_edit(&e, |w| {
+                w.answer("q-any", &AnswerValue::Number(f64::INFINITY))
+            }),
+        ),
+    ];
+    for (says, change) in cases {
+        let resp = push(
+            &e,
+            vec![VisitChanges {
+                visit_id: VISIT.into(),
+                changes: vec![encode_change(&change)],
+            }],
+        )
+        .await;
+        assert_eq!(resp.rejections.len(), 1, "{says}: {resp:?}");
+        assert!(
+            resp.rejections[0].reason.contains(says),
+            "{says}: {:?}",
+            resp.rejections
+        );
+        assert_eq!(snapshot(&e.store), before, "{says}");
+    }
+}

@@ -822,7 +822,7 @@ impl DeviceStore {
         position: GeoPoint,
         kind: CheckKind,
     ) -> Result<CheckPoint> {
-        if !(-90.0..=90.0).contains(&position.lat) || !(-180.0..=180.0).contains(&position.lng) {
+        if !position.on_earth() {
             return Err(Error::invalid("the GPS position is out of range"));
         }
         let now = self.now();
