@@ -326,11 +326,15 @@ fn a_visit_sent_with_its_document_is_stored_as_reading_the_document_would_store_
     assert_eq!(taken.visit(&ids[0]).unwrap().notes, "seen by the manager");
     exchange(&taken, &a);
     assert_eq!(a.visit(&ids[0]).unwrap().notes, "seen by the manager");
-    // A visit the device holds merges the document; the visit sent with it is not used.
+    // A visit the device holds merges the document; the visit sent with it (here another
+    // visit's) is not used: the rows stay what a rebuild from the documents gives.
     let mut stale = with[1].clone();
     stale.visit = with[2].visit.clone();
     taken.apply_remote_documents(&[stale]).unwrap();
     assert_eq!(taken.visit(&ids[1]).unwrap(), a.visit(&ids[1]).unwrap());
+    let rows = taken.projection_rows().unwrap();
+    taken.rebuild_projections().unwrap();
+    assert_eq!(taken.projection_rows().unwrap(), rows);
     assert_eq!(taken.integrity_check().unwrap(), "ok");
 }
 

@@ -89,8 +89,9 @@ pub trait FeedSource {
     fn last_held(&mut self, device_id: &str) -> StoreResult<Option<String>>;
     /// Those of `visit_ids` that are in `scope`.
     fn in_scope(&mut self, scope: &Scope, visit_ids: &[&str]) -> StoreResult<HashSet<String>>;
-    /// A visit's document as stored.
-    fn document(&mut self, visit_id: &str) -> StoreResult<Option<StoredDocument>>;
+    /// A visit's document as stored, with the visit read from it only when `with_read`
+    /// (it is about as many bytes again: read only for a page that sends it).
+    fn document(&mut self, visit_id: &str, with_read: bool) -> StoreResult<Option<StoredDocument>>;
     /// Log rows after `cursor`, of pushes by devices other than `device_id`, for visits
     /// `device_id` holds, by sequence number, at most `limit`.
     fn feed(&mut self, device_id: &str, cursor: i64, limit: usize) -> StoreResult<Vec<LogRow>>;
@@ -190,7 +191,8 @@ enum Payload {
     Document(StoredDocument),
 }
 
-/// A visit's whole content for a device: its document when accepted, else every change.
+/// A visit's whole content for a device: its document when accepted (with the read in
+/// `stored`: see [`PullQuery::sends_reads`]), else every change.
 fn whole(q: &PullQuery, stored: StoredDocument) -> StoreResult<(Payload, usize)> {
     let StoredDocument { doc, heads, visit } = stored;
     if q.documents {
@@ -205,7 +207,6 @@ fn whole(q: &PullQuery, stored: StoredDocument) -> StoreResult<(Payload, usize)>
         // for 10,000 visits), which the device takes in about a quarter of the time it
         // took to read their documents (docs/BENCHMARKS.md, item 26).
         let units = doc.len().div_ceil(DOCUMENT_BYTES_PER_CHANGE).max(1);
-        let visit = visit.filter(|_| q.visits);
         return Ok((
             Payload::Document(StoredDocument { doc, heads, visit }),
             units,
@@ -274,7 +275,7 @@ impl Entering<'_> {
         if self.budget == 0 {
             return Ok(false);
         }
-        let Some(stored) = src.document(v)? else {
+        let Some(stored) = src.document(v, q.sends_reads())? else {
             return Ok(true);
         };
         let (payload, units) = match self.device_heads.get(v) {
@@ -366,7 +367,7 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
         let in_scope = src.in_scope(&q.scope, &ids)?;
         for (visit_id, hs) in heads {
             let parsed: Vec<ChangeHash> = hs.iter().filter_map(|h| h.parse().ok()).collect();
-            match src.document(visit_id)? {
+            match src.document(visit_id, false)? {
                 Some(stored) => {
                     let am = Automerge::load(&unpack_document(&stored.doc)?)?;
                     if parsed.iter().any(|h| !has_change(&am, h)) {
@@ -418,10 +419,12 @@ pub fn pull(src: &mut dyn FeedSource, q: &PullQuery) -> StoreResult<(PullPage, V
     page.cursor = if page.more { last } else { max_seq.max(cursor) };
     let mut payloads: Vec<(String, Payload)> = Vec::new();
     for (visit_id, rows) in by_visit {
-        let Some(stored) = src.document(&visit_id)? else {
+        // A log row without heads (written before they were recorded) sends the visit whole.
+        let whole_visit = rows.iter().any(|r| r.heads_after.is_empty());
+        let Some(stored) = src.document(&visit_id, whole_visit && q.sends_reads())? else {
             continue;
         };
-        if rows.iter().any(|r| r.heads_after.is_empty()) {
+        if whole_visit {
             payloads.push((visit_id, whole(q, stored)?.0));
             continue;
         }

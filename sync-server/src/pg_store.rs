@@ -613,13 +613,14 @@ impl FeedSource for PgFeed<'_, '_> {
             .collect())
     }
 
-    fn document(&mut self, visit_id: &str) -> StoreResult<Option<StoredDocument>> {
+    fn document(&mut self, visit_id: &str, with_read: bool) -> StoreResult<Option<StoredDocument>> {
         Ok(self
             .0
             .query_opt(
-                "SELECT v.doc, v.heads, r.visit FROM visits v
-                 LEFT JOIN visit_reads r ON r.visit_id = v.visit_id WHERE v.visit_id = $1",
-                &[&visit_id],
+                "SELECT doc, heads, CASE WHEN $2 THEN
+                   (SELECT visit FROM visit_reads r WHERE r.visit_id = v.visit_id) END
+                 FROM visits v WHERE visit_id = $1",
+                &[&visit_id, &with_read],
             )?
             .map(|r| StoredDocument {
                 doc: r.get(0),

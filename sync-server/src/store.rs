@@ -155,6 +155,13 @@ pub struct PullQuery {
     pub visits: bool,
 }
 
+impl PullQuery {
+    /// Whether whole documents go with the visits read from them.
+    pub fn sends_reads(&self) -> bool {
+        self.documents && self.visits
+    }
+}
+
 /// A visit's document as stored.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StoredDocument {
@@ -162,7 +169,8 @@ pub struct StoredDocument {
     pub doc: Vec<u8>,
     /// Its heads (empty when not recorded).
     pub heads: Vec<ChangeHash>,
-    /// The visit read from it ([`fieldsync_core::document::pack_visit`]), when kept.
+    /// The visit read from it ([`fieldsync_core::document::pack_visit`]), when asked for
+    /// and kept.
     pub visit: Option<Vec<u8>>,
 }
 
@@ -1145,14 +1153,15 @@ impl FeedSource for SqliteFeed<'_> {
         Ok(out)
     }
 
-    fn document(&mut self, visit_id: &str) -> StoreResult<Option<StoredDocument>> {
+    fn document(&mut self, visit_id: &str, with_read: bool) -> StoreResult<Option<StoredDocument>> {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT v.doc, v.heads, r.visit FROM visits v
-                 LEFT JOIN visit_reads r ON r.visit_id = v.visit_id WHERE v.visit_id = ?1",
+                "SELECT doc, heads, CASE WHEN ?2 THEN
+                   (SELECT visit FROM visit_reads r WHERE r.visit_id = v.visit_id) END
+                 FROM visits v WHERE visit_id = ?1",
             )?
-            .query_row([visit_id], |r| {
+            .query_row(params![visit_id, with_read], |r| {
                 Ok(StoredDocument {
                     doc: r.get(0)?,
                     heads: heads_from_bytes(&r.get::<_, Vec<u8>>(1)?),

@@ -1267,19 +1267,13 @@ impl DeviceStore {
         let existing = take_automerge(&mut inner, visit_id)?;
         let is_new = existing.is_none();
         let before = existing.as_ref().map_or(0, |am| am.stats().num_changes);
-        // Automerge 0.12 panics on some malformed columns (found by fuzzing): an error,
-        // never a crash of the app. On any error the document in memory is dropped.
+        // On any error the document in memory is dropped.
         let am = match existing {
-            None => std::panic::catch_unwind(|| Automerge::load(&plain))
-                .map_err(|_| bad("malformed columns".into()))?
-                .map_err(|e| bad(e.to_string()))?
+            None => load_unwinding(&plain)
+                .map_err(bad)?
                 .with_actor(inner.actor.clone()),
             Some(mut am) => {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    am.load_incremental(&plain)
-                }))
-                .map_err(|_| bad("malformed columns".into()))?
-                .map_err(|e| bad(e.to_string()))?;
+                load_incremental_unwinding(&mut am, &plain).map_err(bad)?;
                 am
             }
         };
@@ -1887,11 +1881,8 @@ fn parse_new_document(
     actor: &ActorId,
 ) -> Result<NewDocument> {
     let bad = |e: String| Error::invalid(format!("visit {visit_id}: malformed document: {e}"));
-    // Automerge 0.12 panics on some malformed columns (found by fuzzing): an error,
-    // never a crash of the app.
-    let doc = std::panic::catch_unwind(|| Automerge::load(bytes))
-        .map_err(|_| bad("malformed columns".into()))?
-        .map_err(|e| bad(e.to_string()))?
+    let doc = load_unwinding(bytes)
+        .map_err(bad)?
         .with_actor(actor.clone());
     let outcome = RemoteApply {
         applied: doc.stats().num_changes as usize,
@@ -1936,6 +1927,24 @@ fn take_automerge(inner: &mut Inner, visit_id: &str) -> Result<Option<Automerge>
     }
 }
 
+/// `Automerge::load`, its panics caught: Automerge 0.12 panics on some malformed columns
+/// (found by fuzzing), which must be an error, never a crash of the app. The error's text.
+fn load_unwinding(bytes: &[u8]) -> std::result::Result<Automerge, String> {
+    std::panic::catch_unwind(|| Automerge::load(bytes))
+        .map_err(|_| "malformed columns".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// `Automerge::load_incremental` into `am`, its panics caught (see [`load_unwinding`]).
+fn load_incremental_unwinding(
+    am: &mut Automerge,
+    bytes: &[u8],
+) -> std::result::Result<usize, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.load_incremental(bytes)))
+        .map_err(|_| "malformed columns".to_string())?
+        .map_err(|e| e.to_string())
+}
+
 fn load_automerge(conn: &Connection, visit_id: &str, actor: &ActorId) -> Result<Automerge> {
     let snapshot: Vec<u8> = conn
         .prepare_cached("SELECT snapshot FROM documents WHERE visit_id = ?1")?
@@ -1943,26 +1952,23 @@ fn load_automerge(conn: &Connection, visit_id: &str, actor: &ActorId) -> Result<
         .optional()?
         .ok_or_else(|| Error::not_found("visit", visit_id))?;
     // A document taken whole from the server was stored without Automerge parsing it
-    // (`take_new_document`): it is parsed here first, and Automerge 0.12 panics on some
-    // malformed columns. An error, never a crash of the app.
-    let corrupt = || {
+    // (`take_new_document`): it is parsed here first.
+    let corrupt = |e: String| {
         Error::Corrupt(format!(
-            "the stored document of visit {visit_id} does not load"
+            "the stored document of visit {visit_id} does not load: {e}"
         ))
     };
     let mut am = if snapshot.is_empty() {
         Automerge::new()
     } else {
-        let plain = crate::document::unpack_document(&snapshot)?;
-        std::panic::catch_unwind(|| Automerge::load(&plain)).map_err(|_| corrupt())??
+        load_unwinding(&crate::document::unpack_document(&snapshot)?).map_err(corrupt)?
     };
     let mut stmt =
         conn.prepare_cached("SELECT bytes FROM doc_chunks WHERE visit_id = ?1 ORDER BY seq")?;
     let mut rows = stmt.query([visit_id])?;
     while let Some(r) = rows.next()? {
         let bytes: Vec<u8> = r.get(0)?;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.load_incremental(&bytes)))
-            .map_err(|_| corrupt())??;
+        load_incremental_unwinding(&mut am, &bytes).map_err(corrupt)?;
     }
     am.set_actor(actor.clone());
     Ok(am)

@@ -190,6 +190,16 @@ mod tests {
         }
     }
 
+    /// A `ReadVisits` keeping `capacity` reads, and the counter it counts its visits in.
+    fn counted(capacity: usize) -> (ReadVisits, prometheus::IntCounterVec) {
+        let counter = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("read_total", "visits used"),
+            &["from"],
+        )
+        .unwrap();
+        (ReadVisits::new(capacity).counting(counter.clone()), counter)
+    }
+
     /// A store that kept no reads.
     fn none(_: &[&str]) -> Vec<(String, Vec<u8>)> {
         Vec::new()
@@ -255,12 +265,7 @@ mod tests {
                 ("v-1".to_string(), b"not a packed visit".to_vec()),
             ]
         };
-        let counter = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("read_total", "visits used"),
-            &["from"],
-        )
-        .unwrap();
-        let cache = ReadVisits::new(10).counting(counter.clone());
+        let (cache, counter) = counted(10);
         let count = |from: &str| counter.with_label_values(&[from]).get();
         let read: Vec<Arc<Visit>> = cache
             .read_all(&all, &reads)
@@ -303,12 +308,7 @@ mod tests {
     fn a_report_over_more_visits_than_are_kept_keeps_what_fits_and_reads_the_rest() {
         let docs = visits(0..40);
         let all: Vec<StoredVisit> = docs.iter().map(stored).collect();
-        let counter = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("read_total", "visits used"),
-            &["from"],
-        )
-        .unwrap();
-        let cache = ReadVisits::new(25).counting(counter.clone());
+        let (cache, counter) = counted(25);
         let count = |from: &str| counter.with_label_values(&[from]).get();
         // Read on threads, in order.
         let read = cache.read_all(&all, &none);
