@@ -124,13 +124,7 @@ fn a_whole_visit_offline() {
     assert!((oos - 1.0 / assortment.len() as f64).abs() < 1e-9, "{oos}");
     // Every action is in the outbox until acknowledged.
     assert!(s.outbox_len().unwrap() > assortment.len() as u64);
-    let hashes: Vec<String> = s
-        .outbox(10_000)
-        .unwrap()
-        .into_iter()
-        .map(|c| c.hash)
-        .collect();
-    s.acknowledge(&hashes).unwrap();
+    acknowledge_all(&s);
     assert_eq!(s.outbox_len().unwrap(), 0);
     assert_eq!(s.integrity_check().unwrap(), "ok");
 }
@@ -519,13 +513,7 @@ fn a_closed_store_stays_while_a_visit_there_is_held() {
     // Retention purges it (once the server has every change): then the store goes.
     assert!(!s.purge_visit(&v).unwrap(), "not before the server has it");
     assert!(s.release_closed_stores().unwrap().is_empty());
-    let pending: Vec<String> = s
-        .outbox(1000)
-        .unwrap()
-        .into_iter()
-        .map(|c| c.hash)
-        .collect();
-    s.acknowledge(&pending).unwrap();
+    acknowledge_all(&s);
     assert!(s.purge_visit(&v).unwrap());
     assert_eq!(s.release_closed_stores().unwrap(), vec![open_at.id.clone()]);
     assert_eq!(*s.reference_data(), next, "the server's data, exactly");

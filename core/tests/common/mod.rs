@@ -63,3 +63,14 @@ pub fn exchange(from: &DeviceStore, to: &DeviceStore) {
         to.apply_remote(&id, &changes).unwrap();
     }
 }
+
+/// Acknowledges everything in `d`'s outbox, as a server that stored it all would.
+pub fn acknowledge_all(d: &DeviceStore) {
+    let hashes: Vec<String> = d
+        .outbox(1_000_000)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.hash)
+        .collect();
+    d.acknowledge(&hashes).unwrap();
+}
